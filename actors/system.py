@@ -1,0 +1,178 @@
+"""The actor system: starts the ledger and namespace actors and is the one
+door the rpc layer uses for transactions and reads.
+
+Start order: ledger, registry, reaper. Stop order is the reverse, in
+`stop()`. Every wait on an actor is bounded by the caller's deadline.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pykka
+import structlog
+
+from actors.errors import DeadlineExceeded, Retired, TransactionNotFound, Unavailable
+from actors.ledger import Ledger
+from actors.messages import LedgerStatusQuery, Mutation
+from actors.namespace import NamespaceActor, txn_namespace
+from actors.registry import NamespaceRegistry
+from storage import ReadView, Store
+
+log = structlog.get_logger("statehouse.actors")
+
+T = TypeVar("T")
+_ATTEMPTS = 4  # a retiring actor is replaced; more than a few races means a bug
+
+
+@dataclass(frozen=True)
+class ActorConfig:
+    default_txn_timeout_ms: int = 30_000
+    max_txn_timeout_ms: int = 600_000
+    idle_actor_seconds: float = 60.0
+    tick_seconds: float = 0.5
+    max_group: int = 512
+
+
+class ActorSystem:
+    """Owns the ledger, the namespace actors and the reaper thread."""
+
+    def __init__(self, store: Store, config: ActorConfig | None = None) -> None:
+        self.store = store
+        self.config = config or ActorConfig()
+        self._ledger: pykka.ActorRef | None = None
+        self._registry: NamespaceRegistry | None = None
+        self._stopping = threading.Event()
+        self._reaper: threading.Thread | None = None
+
+    # -- start / stop ------------------------------------------------------
+
+    def start(self) -> ActorSystem:
+        self._ledger = Ledger.start(self.store, self.config.max_group)
+        self._registry = NamespaceRegistry(self._start_namespace)
+        self._reaper = threading.Thread(target=self._reap, name="statehouse-reaper", daemon=True)
+        self._reaper.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the reaper, the namespace actors, then the ledger (which flushes)."""
+        self._stopping.set()
+        try:
+            if self._reaper is not None:
+                self._reaper.join()
+            if self._registry is not None:
+                self._registry.stop_all()
+        finally:
+            if self._ledger is not None:
+                self._ledger.stop(block=True)
+
+    def _start_namespace(self, namespace: str) -> pykka.ActorProxy:
+        assert self._ledger is not None and self._registry is not None
+        return NamespaceActor.start(namespace, self._ledger, self.config, self._registry.retire).proxy()
+
+    def _reap(self) -> None:
+        while not self._stopping.wait(self.config.tick_seconds):
+            for _namespace, proxy in self._live():
+                try:
+                    proxy.tick()  # not awaited: the tick must never block the reaper
+                except pykka.ActorDeadError:
+                    pass
+
+    def _live(self) -> list[tuple[str, pykka.ActorProxy]]:
+        return [] if self._registry is None else self._registry.live()
+
+    # -- transactions ------------------------------------------------------
+
+    def begin(self, namespace: str, timeout_ms: int | None, wait: float) -> tuple[str, int]:
+        """Open a transaction owned by `namespace`; returns (txn_id, timeout_ms)."""
+        return self._ask(namespace, True, lambda a: a.begin(timeout_ms), wait)
+
+    def stage(self, txn_id: str, mutations: Iterable[Mutation], wait: float) -> None:
+        batch = tuple(mutations)
+        self._ask(txn_namespace(txn_id), False, lambda a: a.stage(txn_id, batch), wait, txn_id)
+
+    def commit(self, txn_id: str, mutations: Iterable[Mutation], wait: float) -> int:
+        """Commit and wait (at most `wait` seconds) until it is durable; returns commit_ts."""
+        deadline = time.monotonic() + wait
+        batch = tuple(mutations)
+        reply: Future[int] = self._ask(
+            txn_namespace(txn_id), False, lambda a: a.commit(txn_id, batch), wait, txn_id
+        )
+        try:
+            return reply.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            raise DeadlineExceeded(
+                f"commit of {txn_id!r} was not confirmed durable before the deadline; "
+                "it may still complete"
+            ) from None
+
+    def abort(self, txn_id: str, wait: float) -> None:
+        self._ask(txn_namespace(txn_id), False, lambda a: a.abort(txn_id), wait, txn_id, missing_ok=True)
+
+    # -- reads and status ----------------------------------------------------
+
+    def view(self) -> ReadView:
+        """A consistent view of everything durably committed so far."""
+        return self.store.view()
+
+    def status(self, wait: float) -> dict[str, Any]:
+        """The ledger's and every live namespace actor's state; a silent actor shows as stuck."""
+        assert self._ledger is not None
+        query = LedgerStatusQuery(Future())
+        try:
+            self._ledger.tell(query)
+            ledger: Any = query.reply.result(timeout=wait)
+        except (pykka.ActorDeadError, FutureTimeout):
+            ledger = {"stuck": True}
+        futures = [(ns, proxy.status()) for ns, proxy in self._live()]
+        namespaces = []
+        for ns, future in futures:
+            try:
+                namespaces.append(future.get(timeout=wait))
+            except (pykka.Timeout, pykka.ActorDeadError, Retired):
+                namespaces.append({"namespace": ns, "stuck": True})
+        return {"ledger": ledger, "namespaces": namespaces}
+
+    def _ask(
+        self,
+        namespace: str,
+        start: bool,
+        call: Callable[[Any], pykka.Future[T]],
+        wait: float,
+        txn_id: str = "",
+        missing_ok: bool = False,
+    ) -> T:
+        """Call a namespace actor and wait; retried if the actor retired meanwhile."""
+        if self._registry is None or self._stopping.is_set():
+            raise Unavailable("the daemon is shutting down")
+        deadline = time.monotonic() + wait
+        for _ in range(_ATTEMPTS):
+            if start:
+                try:
+                    proxy = self._registry.get_or_start(namespace)
+                except pykka.ActorDeadError:
+                    raise Unavailable("the daemon is shutting down") from None
+            else:
+                proxy = self._registry.get(namespace)
+                if proxy is None:
+                    # Actors with open transactions never retire, so none is open.
+                    if missing_ok:
+                        return None  # type: ignore[return-value]
+                    raise TransactionNotFound(
+                        f"transaction {txn_id!r} not found (never begun, expired or finished)"
+                    )
+            try:
+                return call(proxy).get(timeout=max(0.0, deadline - time.monotonic()))
+            except (Retired, pykka.ActorDeadError):
+                continue
+            except pykka.Timeout:
+                raise DeadlineExceeded(
+                    f"namespace {namespace!r} did not answer before the request deadline"
+                ) from None
+        raise Unavailable(f"namespace {namespace!r} kept restarting; try again")

@@ -1,0 +1,5 @@
+import sys
+
+from rpc.main import main
+
+sys.exit(main())

@@ -1,0 +1,161 @@
+"""The statehouse.v1 servicer: each method turns a request into one call on
+the actor system or one read of the current view, and back into a response."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from actors import ActorSystem, InvalidArgument, Mutation, VersionNotFound
+from rpc.convert import ValueCodec, check_names, check_namespace, check_prefix, json_to_struct
+from rpc.status import grpc_errors
+from statehouse import __version__
+from statehouse._proto import statehouse_pb2 as pb
+from statehouse._proto import statehouse_pb2_grpc as pb_grpc
+
+# Longest an RPC without a deadline waits on an actor.
+MAX_WAIT_SECONDS = 60.0
+
+
+def _wait(context: grpc.ServicerContext) -> float:
+    remaining = context.time_remaining()
+    return MAX_WAIT_SECONDS if remaining is None else min(remaining, MAX_WAIT_SECONDS)
+
+
+def _fill_value(message: object, value: bytes | None, json_values: bool) -> None:
+    """Set a response's value field the way the client asked for it."""
+    if value is None:
+        return
+    if json_values:
+        message.value_json = value  # type: ignore[attr-defined]
+    else:
+        message.value.CopyFrom(json_to_struct(value))  # type: ignore[attr-defined]
+
+
+class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
+    def __init__(self, system: ActorSystem, max_value_bytes: int, git_sha: str = "unknown") -> None:
+        self._system = system
+        self._codec = ValueCodec(max_value_bytes)
+        self._git_sha = git_sha
+
+    @grpc_errors
+    def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthResponse:
+        return pb.HealthResponse(status="ok")
+
+    @grpc_errors
+    def Version(self, request: pb.VersionRequest, context: grpc.ServicerContext) -> pb.VersionResponse:
+        return pb.VersionResponse(version=__version__, git_sha=self._git_sha)
+
+    # -- transactions --------------------------------------------------------
+
+    @grpc_errors
+    def BeginTransaction(
+        self, request: pb.BeginTransactionRequest, context: grpc.ServicerContext
+    ) -> pb.BeginTransactionResponse:
+        namespace = check_namespace(request.namespace)
+        timeout = request.timeout_ms if request.HasField("timeout_ms") else None
+        txn_id, applied = self._system.begin(namespace, timeout, _wait(context))
+        return pb.BeginTransactionResponse(txn_id=txn_id, timeout_ms=applied)
+
+    @grpc_errors
+    def Write(self, request: pb.WriteRequest, context: grpc.ServicerContext) -> pb.WriteResponse:
+        namespace = check_names(request.namespace, request.agent_id, request.key)
+        struct = request.value if request.HasField("value") else None
+        value = self._codec.value(request.key, request.value_json, struct)
+        mutation = Mutation(namespace, request.agent_id, request.key, value)
+        self._system.stage(request.txn_id, (mutation,), _wait(context))
+        return pb.WriteResponse()
+
+    @grpc_errors
+    def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext) -> pb.DeleteResponse:
+        namespace = check_names(request.namespace, request.agent_id, request.key)
+        mutation = Mutation(namespace, request.agent_id, request.key, None)
+        self._system.stage(request.txn_id, (mutation,), _wait(context))
+        return pb.DeleteResponse()
+
+    @grpc_errors
+    def Stage(self, request: pb.StageRequest, context: grpc.ServicerContext) -> pb.StageResponse:
+        mutations = [self._codec.mutation(m) for m in request.mutations]
+        self._system.stage(request.txn_id, mutations, _wait(context))
+        return pb.StageResponse()
+
+    @grpc_errors
+    def Commit(self, request: pb.CommitRequest, context: grpc.ServicerContext) -> pb.CommitResponse:
+        mutations = [self._codec.mutation(m) for m in request.mutations]
+        commit_ts = self._system.commit(request.txn_id, mutations, _wait(context))
+        return pb.CommitResponse(commit_ts=commit_ts)
+
+    @grpc_errors
+    def Abort(self, request: pb.AbortRequest, context: grpc.ServicerContext) -> pb.AbortResponse:
+        self._system.abort(request.txn_id, _wait(context))
+        return pb.AbortResponse()
+
+    # -- reads -------------------------------------------------------------------
+
+    @grpc_errors
+    def GetState(self, request: pb.GetStateRequest, context: grpc.ServicerContext) -> pb.GetStateResponse:
+        namespace = check_names(request.namespace, request.agent_id, request.key)
+        record = self._system.view().get(namespace, request.agent_id, request.key)
+        response = pb.GetStateResponse()
+        if record is not None:
+            response.version = record.version
+            response.commit_ts = record.commit_ts
+            response.exists = record.value is not None
+            _fill_value(response, record.value, request.json_values)
+        return response
+
+    @grpc_errors
+    def GetStateAtVersion(
+        self, request: pb.GetStateAtVersionRequest, context: grpc.ServicerContext
+    ) -> pb.GetStateAtVersionResponse:
+        namespace = check_names(request.namespace, request.agent_id, request.key)
+        if request.version == 0:
+            raise InvalidArgument("version must be at least 1 (versions start at 1)")
+        record = self._system.view().get_version(
+            namespace, request.agent_id, request.key, request.version
+        )
+        if record is None:
+            raise VersionNotFound(
+                f"key {request.key!r} of agent {request.agent_id!r} in namespace "
+                f"{namespace!r} has no version {request.version}"
+            )
+        response = pb.GetStateAtVersionResponse(
+            version=request.version, commit_ts=record.commit_ts, exists=record.value is not None
+        )
+        _fill_value(response, record.value, request.json_values)
+        return response
+
+    @grpc_errors
+    def ListKeys(self, request: pb.ListKeysRequest, context: grpc.ServicerContext) -> pb.ListKeysResponse:
+        namespace = check_names(request.namespace, request.agent_id)
+        return pb.ListKeysResponse(keys=list(self._system.view().keys(namespace, request.agent_id)))
+
+    @grpc_errors
+    def ScanPrefix(
+        self, request: pb.ScanPrefixRequest, context: grpc.ServicerContext
+    ) -> pb.ScanPrefixResponse:
+        namespace = check_names(request.namespace, request.agent_id)
+        check_prefix(request.prefix)
+        response = pb.ScanPrefixResponse()
+        for key, record in self._system.view().scan(namespace, request.agent_id, request.prefix):
+            entry = response.entries.add(key=key, version=record.version, commit_ts=record.commit_ts)
+            _fill_value(entry, record.value, request.json_values)
+        return response
+
+    @grpc_errors
+    def Replay(self, request: pb.ReplayRequest, context: grpc.ServicerContext) -> Iterator[pb.ReplayEvent]:
+        namespace = check_names(request.namespace, request.agent_id)
+        start = request.start_ts if request.HasField("start_ts") else None
+        end = request.end_ts if request.HasField("end_ts") else None
+        if start is not None and end is not None and start > end:
+            raise InvalidArgument(f"start_ts ({start}) is after end_ts ({end})")
+        json_values = request.json_values
+        for event in self._system.view().replay(namespace, request.agent_id, start, end):
+            message = pb.ReplayEvent(
+                txn_id=event.txn_id, commit_ts=event.commit_ts, committed_at_ms=event.committed_at_ms
+            )
+            for op in event.ops:
+                operation = message.operations.add(key=op.key, version=op.version, deleted=op.value is None)
+                _fill_value(operation, op.value, json_values)
+            yield message

@@ -1,0 +1,83 @@
+"""The one table from domain errors to gRPC status codes, applied by a decorator.
+
+Servicer methods raise domain errors and never `try`; `@grpc_errors` turns
+each into its status code with the error's message. Anything not in the
+table is a bug: it is logged with its traceback and reported as INTERNAL.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+
+from actors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    TransactionClosed,
+    TransactionExpired,
+    TransactionNotFound,
+    Unavailable,
+    VersionNotFound,
+)
+from storage import StorageError
+
+log = structlog.get_logger("statehouse.rpc")
+
+STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    TransactionNotFound: grpc.StatusCode.NOT_FOUND,
+    VersionNotFound: grpc.StatusCode.NOT_FOUND,
+    TransactionExpired: grpc.StatusCode.ABORTED,
+    TransactionClosed: grpc.StatusCode.FAILED_PRECONDITION,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    StorageError: grpc.StatusCode.UNAVAILABLE,
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _status(exc: Exception) -> grpc.StatusCode | None:
+    for cls in type(exc).__mro__:
+        code = STATUS_OF.get(cls)  # type: ignore[call-overload]
+        if code is not None:
+            return code
+    return None
+
+
+def _abort(context: grpc.ServicerContext, method: str, exc: Exception) -> None:
+    code = _status(exc)
+    if code is None:
+        log.exception("rpc.internal_error", method=method)
+        context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: {exc!r}")
+    log.debug("rpc.error", method=method, code=code.name, message=str(exc))
+    context.abort(code, str(exc))
+
+
+def grpc_errors(method: F) -> F:
+    """Map domain errors raised by a unary or server-streaming handler."""
+    name = method.__name__
+
+    if method.__code__.co_flags & 0x20:  # a generator: errors surface while iterating
+
+        @functools.wraps(method)
+        def stream(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                yield from method(self, request, context)
+            except Exception as exc:
+                _abort(context, name, exc)
+
+        return stream  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except Exception as exc:
+            _abort(context, name, exc)
+
+    return unary  # type: ignore[return-value]

@@ -1,0 +1,43 @@
+"""Statehouse: transactional, versioned, durable state for AI agents.
+
+    from statehouse import Statehouse
+
+    with Statehouse() as client:
+        with client.begin_transaction() as tx:
+            tx.write("agent-1", "memory", {"facts": ["sky is blue"], "n": 42})
+        print(client.get_state("agent-1", "memory").value)
+"""
+
+from statehouse.client import Statehouse, Transaction
+from statehouse.exceptions import (
+    DeadlineExceededError,
+    InvalidArgumentError,
+    NotFoundError,
+    StatehouseError,
+    TransactionClosedError,
+    TransactionError,
+    TransactionExpiredError,
+    TransactionNotFoundError,
+    UnavailableError,
+)
+from statehouse.types import Operation, ReplayEvent, StateResult
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "DeadlineExceededError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "Operation",
+    "ReplayEvent",
+    "StateResult",
+    "StatehouseError",
+    "Statehouse",
+    "Transaction",
+    "TransactionClosedError",
+    "TransactionError",
+    "TransactionExpiredError",
+    "TransactionNotFoundError",
+    "UnavailableError",
+    "__version__",
+]

@@ -1,0 +1,82 @@
+"""Exact JSON encoding of state values, shared by the SDK and the daemon.
+
+orjson is the fast path. Two gaps in it would break exact round trips, so
+they take the stdlib path instead: integers beyond 64 bits (orjson refuses to
+encode them and decodes them as floats) and NaN/Infinity (orjson writes
+them as `null`; JSON has no such numbers, so we refuse them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import orjson
+
+# A run of 19+ digits may be an integer orjson would turn into a float.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+# Only plain JSON types: a datetime or dataclass would not come back as itself.
+_PLAIN_ONLY = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
+class ValueError_(ValueError):
+    """A value that is not exactly representable as JSON."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError_(f"{name} is not valid JSON")
+
+
+def _check_finite(value: Any) -> None:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError_(f"{value!r} is not valid JSON (JSON has no NaN or Infinity)")
+    elif isinstance(value, dict):
+        for item in value.values():
+            _check_finite(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_finite(item)
+
+
+def encode(value: Any) -> bytes:
+    """Encode a JSON value (dict, list, str, int, float, bool, None) to bytes."""
+    try:
+        data = orjson.dumps(value, option=_PLAIN_ONLY)
+    except orjson.JSONEncodeError as exc:
+        if "64-bit" not in str(exc):
+            raise ValueError_(f"value is not JSON-serializable: {exc}") from None
+        try:
+            return json.dumps(
+                value, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode("utf-8")
+        except (TypeError, ValueError) as inner:
+            raise ValueError_(f"value is not JSON-serializable: {inner}") from None
+    # orjson writes NaN/Infinity as null: only then is a slow check needed.
+    if b"null" in data:
+        _check_finite(value)
+    return data
+
+
+def decode(data: bytes) -> Any:
+    """Decode JSON bytes exactly (large integers stay integers)."""
+    if _LONG_DIGITS.search(data) is not None:
+        try:
+            return json.loads(data, parse_constant=_reject_constant)
+        except json.JSONDecodeError as exc:
+            raise ValueError_(f"value is not valid JSON: {exc}") from None
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError_(f"value is not valid JSON: {exc}") from None
+
+
+def canonical(data: bytes) -> bytes:
+    """Validate JSON bytes and return their canonical (compact) encoding."""
+    return encode(decode(data))

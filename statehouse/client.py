@@ -1,0 +1,213 @@
+"""The synchronous client: `Statehouse` and its `Transaction`.
+
+All request building and response parsing lives in `statehouse._wire`; this
+module only sends and receives.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+
+from statehouse import _wire
+from statehouse._names import DEFAULT_NAMESPACE
+from statehouse._proto import statehouse_pb2 as pb
+from statehouse._proto import statehouse_pb2_grpc as pb_grpc
+from statehouse.exceptions import TransactionClosedError, from_rpc_error
+from statehouse.types import ReplayEvent, StateResult
+
+DEFAULT_ADDR = "localhost:50051"
+DEFAULT_TIMEOUT_SECONDS = 30.0
+# Staged writes beyond this many bytes are sent ahead of the commit.
+STAGE_AHEAD_BYTES = 1024 * 1024
+_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+R = TypeVar("R")
+
+
+class Transaction:
+    """A transaction owned by one namespace's actor on the server.
+
+    Writes and deletes are buffered and sent with the commit (large
+    transactions are sent ahead in chunks), so `write` raises only for input
+    it can reject locally; server-side errors surface at `commit`. Use as a
+    context manager: commit on a clean exit, abort on an exception.
+    """
+
+    def __init__(self, client: Statehouse, txn_id: str, namespace: str, timeout_ms: int = 0) -> None:
+        self._client = client
+        self.txn_id = txn_id
+        self.namespace = namespace
+        self.timeout_ms = timeout_ms
+        self._buffer: dict[tuple[str, str, str], pb.Mutation] = {}
+        self._buffered_bytes = 0
+        self._state = "open"  # open | committed | aborted | failed
+        self.commit_ts: int | None = None
+
+    def write(self, agent_id: str, key: str, value: Any, namespace: str | None = None) -> None:
+        """Stage `value` (any JSON value) for `key`; the last write to a key wins."""
+        self._check_open()
+        self._add(_wire.write_mutation(namespace or self.namespace, agent_id, key, value))
+
+    def delete(self, agent_id: str, key: str, namespace: str | None = None) -> None:
+        """Stage a delete (a tombstone version) of `key`."""
+        self._check_open()
+        self._add(_wire.delete_mutation(namespace or self.namespace, agent_id, key))
+
+    def commit(self) -> int:
+        """Commit atomically; returns the commit_ts once the commit is durable."""
+        self._check_open()
+        request = pb.CommitRequest(txn_id=self.txn_id, mutations=list(self._buffer.values()))
+        self._buffer.clear()
+        self._state = "failed"
+        response = self._client._call(self._client._stub.Commit, request, in_txn=True)
+        self._state = "committed"
+        self.commit_ts = response.commit_ts
+        return response.commit_ts
+
+    def abort(self) -> None:
+        """Discard the transaction. Aborting twice is fine; after a commit it is an error."""
+        if self._state == "committed":
+            raise TransactionClosedError(f"transaction {self.txn_id!r} was already committed; cannot abort")
+        if self._state == "aborted":
+            return
+        self._buffer.clear()
+        self._state = "aborted"
+        self._client._call(self._client._stub.Abort, pb.AbortRequest(txn_id=self.txn_id), in_txn=True)
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self._state != "open":
+            return
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise TransactionClosedError(f"transaction {self.txn_id!r} is {self._state}")
+
+    def _add(self, mutation: pb.Mutation) -> None:
+        target = (mutation.namespace, mutation.agent_id, mutation.key)
+        self._buffer[target] = mutation
+        self._buffered_bytes += mutation.ByteSize()
+        if self._buffered_bytes >= STAGE_AHEAD_BYTES:
+            request = pb.StageRequest(txn_id=self.txn_id, mutations=list(self._buffer.values()))
+            self._buffer.clear()
+            self._buffered_bytes = 0
+            self._client._call(self._client._stub.Stage, request, in_txn=True)
+
+
+class Statehouse:
+    """A connection to a Statehouse daemon.
+
+    `url` defaults to $STATEHOUSE_ADDR, then "localhost:50051". `namespace`
+    is the default for every call that does not name one. `timeout` bounds
+    each call, in seconds.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        self.url = url or os.environ.get("STATEHOUSE_ADDR") or DEFAULT_ADDR
+        self.namespace = _wire.namespace(namespace)
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(
+            self.url,
+            options=[
+                ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+            ],
+        )
+        self._stub = pb_grpc.StatehouseServiceStub(self._channel)
+
+    def _call(self, method: Callable[..., R], request: Any, in_txn: bool = False) -> R:
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, in_txn) from None
+
+    # -- service -------------------------------------------------------------
+
+    def health(self) -> str:
+        """"ok" when the daemon is serving."""
+        return self._call(self._stub.Health, pb.HealthRequest()).status
+
+    def version(self) -> tuple[str, str]:
+        """(version, git_sha) of the daemon."""
+        response = self._call(self._stub.Version, pb.VersionRequest())
+        return response.version, response.git_sha
+
+    # -- transactions ------------------------------------------------------------
+
+    def begin_transaction(self, timeout_ms: int | None = None, namespace: str | None = None) -> Transaction:
+        """Open a transaction owned by `namespace` (default: the client's)."""
+        namespace = _wire.namespace(namespace or self.namespace, in_txn=True)
+        request = pb.BeginTransactionRequest(timeout_ms=timeout_ms, namespace=namespace)
+        response = self._call(self._stub.BeginTransaction, request, in_txn=True)
+        return Transaction(self, response.txn_id, namespace, response.timeout_ms)
+
+    # -- reads ---------------------------------------------------------------------
+
+    def get_state(self, agent_id: str, key: str, namespace: str | None = None) -> StateResult:
+        """The latest value of `key`; a missing or deleted key has exists=False."""
+        request = _wire.get_state(namespace or self.namespace, agent_id, key)
+        return _wire.state_result(self._call(self._stub.GetState, request), key)
+
+    def get_state_at_version(
+        self, agent_id: str, key: str, version: int, namespace: str | None = None
+    ) -> StateResult:
+        """`key` at `version`; NotFoundError if that version never existed."""
+        request = _wire.get_state_at_version(namespace or self.namespace, agent_id, key, version)
+        return _wire.state_result(self._call(self._stub.GetStateAtVersion, request), key)
+
+    def list_keys(self, agent_id: str, namespace: str | None = None) -> list[str]:
+        """The agent's live keys in lexicographic (UTF-8 byte) order."""
+        request = _wire.list_keys(namespace or self.namespace, agent_id)
+        return list(self._call(self._stub.ListKeys, request).keys)
+
+    def scan_prefix(self, agent_id: str, prefix: str, namespace: str | None = None) -> list[StateResult]:
+        """Live keys starting with `prefix`, in order; each result carries its key."""
+        request = _wire.scan_prefix(namespace or self.namespace, agent_id, prefix)
+        return _wire.scan_results(self._call(self._stub.ScanPrefix, request))
+
+    def replay(
+        self,
+        agent_id: str,
+        start_ts: int | None = None,
+        end_ts: int | None = None,
+        namespace: str | None = None,
+    ) -> Iterator[ReplayEvent]:
+        """The agent's commits in commit_ts order, [start_ts, end_ts] inclusive."""
+        namespace = namespace or self.namespace
+        request = _wire.replay(namespace, agent_id, start_ts, end_ts)
+        namespace = request.namespace
+        stream = self._stub.Replay(request)
+        try:
+            for message in stream:
+                yield _wire.replay_event(message, namespace, agent_id)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, False) from None
+        finally:
+            stream.cancel()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Statehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,23 @@
+"""RocksDB storage: key layout, record codecs, the atomic commit write, reads.
+
+Only the ledger actor writes (through `Store.append`); readers use the
+`ReadView` of the last durable commit group.
+"""
+
+from storage.errors import StorageError, StoreFailedError, StoreLockedError
+from storage.records import AgentEvent, Event, EventOp, StateRecord, VersionRecord
+from storage.store import Store
+from storage.view import ReadView
+
+__all__ = [
+    "AgentEvent",
+    "Event",
+    "EventOp",
+    "ReadView",
+    "StateRecord",
+    "StorageError",
+    "StoreFailedError",
+    "Store",
+    "StoreLockedError",
+    "VersionRecord",
+]

@@ -1,0 +1,151 @@
+"""Binary codecs for the records stored under each table of `storage.keys`.
+
+Values are opaque bytes here (canonical JSON, validated above this layer);
+`None` marks a tombstone. All integers are big-endian fixed width.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+_TOMBSTONE = 1
+_EVENT_FORMAT = 1
+
+_STATE = struct.Struct(">BQQ")  # flags, version, commit_ts
+_VERSION = struct.Struct(">BQ")  # flags, commit_ts
+_EVENT_HEAD = struct.Struct(">BQI")  # format, committed_at_ms, op count
+_OP_TAIL = struct.Struct(">QBI")  # version, flags, value length
+_U16 = struct.Struct(">H")
+
+
+@dataclass(frozen=True, slots=True)
+class StateRecord:
+    """The latest version of one key (a tombstone when value is None)."""
+
+    version: int
+    commit_ts: int
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord:
+    """One historical version of a key."""
+
+    commit_ts: int
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventOp:
+    """One write (value) or delete (value None) inside a committed event."""
+
+    namespace: str
+    agent_id: str
+    key: str
+    version: int
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One committed transaction, as stored in the global log."""
+
+    commit_ts: int
+    txn_id: str
+    committed_at_ms: int
+    ops: tuple[EventOp, ...]
+
+
+# An agent's slice of an event (only that agent's ops) has the same shape.
+AgentEvent = Event
+
+
+def encode_state(record: StateRecord) -> bytes:
+    flags = _TOMBSTONE if record.value is None else 0
+    return _STATE.pack(flags, record.version, record.commit_ts) + (record.value or b"")
+
+
+def decode_state(data: bytes) -> StateRecord:
+    flags, version, commit_ts = _STATE.unpack_from(data)
+    value = None if flags & _TOMBSTONE else bytes(data[_STATE.size :])
+    return StateRecord(version, commit_ts, value)
+
+
+def encode_version(record: VersionRecord) -> bytes:
+    flags = _TOMBSTONE if record.value is None else 0
+    return _VERSION.pack(flags, record.commit_ts) + (record.value or b"")
+
+
+def decode_version(data: bytes) -> VersionRecord:
+    flags, commit_ts = _VERSION.unpack_from(data)
+    value = None if flags & _TOMBSTONE else bytes(data[_VERSION.size :])
+    return VersionRecord(commit_ts, value)
+
+
+def _text(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    return _U16.pack(len(raw)) + raw
+
+
+def _read_text(data: bytes, pos: int) -> tuple[str, int]:
+    (size,) = _U16.unpack_from(data, pos)
+    pos += 2
+    return data[pos : pos + size].decode("utf-8"), pos + size
+
+
+def _encode_op_tail(parts: list[bytes], op: EventOp) -> None:
+    value = op.value
+    flags = _TOMBSTONE if value is None else 0
+    parts.append(_OP_TAIL.pack(op.version, flags, len(value or b"")))
+    if value:
+        parts.append(value)
+
+
+def _decode_op_tail(data: bytes, pos: int) -> tuple[int, bytes | None, int]:
+    version, flags, size = _OP_TAIL.unpack_from(data, pos)
+    pos += _OP_TAIL.size
+    value = None if flags & _TOMBSTONE else bytes(data[pos : pos + size])
+    return version, value, pos + size
+
+
+def encode_event(event: Event) -> bytes:
+    """Encode a global-log event (each op names its namespace and agent)."""
+    parts = [_EVENT_HEAD.pack(_EVENT_FORMAT, event.committed_at_ms, len(event.ops)), _text(event.txn_id)]
+    for op in event.ops:
+        parts += (_text(op.namespace), _text(op.agent_id), _text(op.key))
+        _encode_op_tail(parts, op)
+    return b"".join(parts)
+
+
+def decode_event(commit_ts: int, data: bytes) -> Event:
+    _fmt, at_ms, count = _EVENT_HEAD.unpack_from(data)
+    txn_id, pos = _read_text(data, _EVENT_HEAD.size)
+    ops = []
+    for _ in range(count):
+        namespace, pos = _read_text(data, pos)
+        agent_id, pos = _read_text(data, pos)
+        key, pos = _read_text(data, pos)
+        version, value, pos = _decode_op_tail(data, pos)
+        ops.append(EventOp(namespace, agent_id, key, version, value))
+    return Event(commit_ts, txn_id, at_ms, tuple(ops))
+
+
+def encode_agent_event(event: Event) -> bytes:
+    """Encode one agent's slice of an event; namespace/agent live in the key."""
+    parts = [_EVENT_HEAD.pack(_EVENT_FORMAT, event.committed_at_ms, len(event.ops)), _text(event.txn_id)]
+    for op in event.ops:
+        parts.append(_text(op.key))
+        _encode_op_tail(parts, op)
+    return b"".join(parts)
+
+
+def decode_agent_event(namespace: str, agent_id: str, commit_ts: int, data: bytes) -> Event:
+    _fmt, at_ms, count = _EVENT_HEAD.unpack_from(data)
+    txn_id, pos = _read_text(data, _EVENT_HEAD.size)
+    ops = []
+    for _ in range(count):
+        key, pos = _read_text(data, pos)
+        version, value, pos = _decode_op_tail(data, pos)
+        ops.append(EventOp(namespace, agent_id, key, version, value))
+    return Event(commit_ts, txn_id, at_ms, tuple(ops))

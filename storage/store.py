@@ -1,0 +1,143 @@
+"""The RocksDB store: opening the data directory and the atomic commit write.
+
+`append` writes a whole commit group -- state, version history, the global
+event, the per-agent event index and the last commit_ts -- in one
+WriteBatch, makes it durable, and only then publishes a new `ReadView`.
+It is called by the ledger actor alone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+
+from storage import keys
+from storage.errors import StorageError, StoreFailedError, StoreLockedError
+from storage.records import (
+    Event,
+    EventOp,
+    StateRecord,
+    VersionRecord,
+    decode_state,
+    encode_agent_event,
+    encode_event,
+    encode_state,
+    encode_version,
+)
+from storage.view import ReadView
+
+# How a commit group is made durable (see docs/design.md for measurements):
+#   "flush_wal":  write the batch unsynced, then fsync the WAL. flush_wal
+#                 releases the GIL, so new commits reach the ledger meanwhile.
+#   "sync_write": one write with sync=True (holds the GIL throughout).
+SYNC_METHODS = ("flush_wal", "sync_write")
+
+
+class Store:
+    """An open data directory. Create with `Store.open(path)`."""
+
+    def __init__(self, db: Rdict, path: Path, sync_method: str) -> None:
+        if sync_method not in SYNC_METHODS:
+            raise ValueError(f"sync_method must be one of {SYNC_METHODS}, got {sync_method!r}")
+        self._db = db
+        self.path = path
+        self._sync_method = sync_method
+        self._unsynced = WriteOptions()
+        self._synced = WriteOptions()
+        self._synced.sync = True
+        raw = db.get(keys.META_LAST_COMMIT_TS)
+        self.last_commit_ts = 0 if raw is None else keys.read_u64(raw)
+        if db.get(keys.META_SCHEMA) is None:
+            db.put(keys.META_SCHEMA, keys.u64(keys.SCHEMA_VERSION), self._synced)
+        self._view = ReadView(db.snapshot(), self.last_commit_ts)
+        self._closed = False
+        self._failed: str | None = None
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], sync_method: str = "flush_wal") -> Store:
+        """Open (creating if needed) the store at `path`; recovers from the WAL."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        try:
+            db = Rdict(str(path), options)
+        except Exception as exc:
+            text = str(exc)
+            if "lock" in text.lower():
+                raise StoreLockedError(
+                    f"data directory {path} is in use by another statehoused process ({text})"
+                ) from exc
+            raise StorageError(f"cannot open data directory {path}: {text}") from exc
+        return cls(db, path, sync_method)
+
+    def view(self) -> ReadView:
+        """The view of the last durable commit group."""
+        return self._view
+
+    def current(self, namespace: str, agent_id: str, key: str) -> StateRecord | None:
+        """The latest record of a key, read directly (the ledger's own writes)."""
+        data = self._db.get(keys.state_key(namespace, agent_id, key))
+        return None if data is None else decode_state(data)
+
+    def append(self, events: Sequence[Event]) -> None:
+        """Durably write committed events (ascending commit_ts, versions assigned).
+
+        Nothing becomes visible to readers before the write is on disk. On
+        failure nothing from this call is visible, and StorageError is raised.
+        """
+        if self._closed:
+            raise StorageError("store is closed")
+        if self._failed is not None:
+            raise StoreFailedError(f"store refuses writes after an earlier failure: {self._failed}")
+        batch = WriteBatch(raw_mode=True)
+        for event in events:
+            _add_event(batch, event)
+        batch.put(keys.META_LAST_COMMIT_TS, keys.u64(events[-1].commit_ts))
+        sync_write = self._sync_method == "sync_write"
+        try:
+            self._db.write(batch, self._synced if sync_write else self._unsynced)
+        except Exception as exc:
+            raise StorageError(f"write failed, nothing was committed: {exc}") from exc
+        if not sync_write:
+            try:
+                self._db.flush_wal(True)
+            except Exception as exc:
+                # The batch is in the memtable but maybe not on disk: refuse all
+                # further writes rather than build on a commit we cannot vouch for.
+                self._failed = f"WAL fsync failed: {exc}"
+                raise StoreFailedError(f"{self._failed}; restart the daemon") from exc
+        self.last_commit_ts = events[-1].commit_ts
+        self._view = ReadView(self._db.snapshot(), self.last_commit_ts)
+
+    def close(self) -> None:
+        """Flush and close RocksDB. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._view = None  # type: ignore[assignment]  # release the snapshot
+        self._db.close()
+
+
+def _add_event(batch: WriteBatch, event: Event) -> None:
+    by_agent: dict[tuple[str, str], list[EventOp]] = {}
+    for op in event.ops:
+        batch.put(
+            keys.state_key(op.namespace, op.agent_id, op.key),
+            encode_state(StateRecord(op.version, event.commit_ts, op.value)),
+        )
+        batch.put(
+            keys.version_key(op.namespace, op.agent_id, op.key, op.version),
+            encode_version(VersionRecord(event.commit_ts, op.value)),
+        )
+        by_agent.setdefault((op.namespace, op.agent_id), []).append(op)
+    batch.put(keys.event_key(event.commit_ts), encode_event(event))
+    for (namespace, agent_id), ops in by_agent.items():
+        agent_slice = Event(event.commit_ts, event.txn_id, event.committed_at_ms, tuple(ops))
+        batch.put(
+            keys.agent_event_key(namespace, agent_id, event.commit_ts),
+            encode_agent_event(agent_slice),
+        )
