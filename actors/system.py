@@ -43,9 +43,15 @@ class ActorConfig:
 class ActorSystem:
     """Owns the ledger, the namespace actors and the reaper thread."""
 
-    def __init__(self, store: Store, config: ActorConfig | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: ActorConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.config = config or ActorConfig()
+        self._clock = clock  # deadlines and idleness; tests pass a fake one
         self._ledger: pykka.ActorRef | None = None
         self._registry: NamespaceRegistry | None = None
         self._stopping = threading.Event()
@@ -74,13 +80,29 @@ class ActorSystem:
 
     def _start_namespace(self, namespace: str) -> pykka.ActorProxy:
         assert self._ledger is not None and self._registry is not None
-        return NamespaceActor.start(namespace, self._ledger, self.config, self._registry.retire).proxy()
+        return NamespaceActor.start(
+            namespace, self._ledger, self.config, self._registry.retire, self._clock
+        ).proxy()
 
     def _reap(self) -> None:
         while not self._stopping.wait(self.config.tick_seconds):
-            for _namespace, proxy in self._live():
+            self.tick_all()
+
+    def tick_all(self, wait: float | None = None) -> None:
+        """Expire overdue transactions and retire idle actors now.
+
+        The reaper does not wait (`wait=None`); tests wait for the ticks.
+        """
+        futures = []
+        for _namespace, proxy in self._live():
+            try:
+                futures.append(proxy.tick())
+            except pykka.ActorDeadError:
+                pass
+        if wait is not None:
+            for future in futures:
                 try:
-                    proxy.tick()  # not awaited: the tick must never block the reaper
+                    future.get(timeout=wait)
                 except pykka.ActorDeadError:
                     pass
 

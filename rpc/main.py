@@ -17,6 +17,7 @@ from rpc.server import AddressInUse, Daemon, DaemonConfig
 from statehouse import __version__
 from statehouse._names import DEFAULT_MAX_VALUE_BYTES
 from storage import StorageError, StoreLockedError
+from storage.store import SYNC_METHODS
 
 EXIT_OK, EXIT_USAGE, EXIT_ADDRESS, EXIT_DATA_DIR = 0, 2, 3, 4
 
@@ -55,20 +56,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-value-bytes",
         type=_positive_int,
-        default=int(env.get("STATEHOUSE_MAX_VALUE_BYTES", DEFAULT_MAX_VALUE_BYTES)),
+        default=env.get("STATEHOUSE_MAX_VALUE_BYTES", str(DEFAULT_MAX_VALUE_BYTES)),
         help="largest accepted value, as canonical JSON (env STATEHOUSE_MAX_VALUE_BYTES, default %(default)s)",
     )
     parser.add_argument(
         "--txn-timeout-ms",
         type=_positive_int,
-        default=int(env.get("STATEHOUSE_TXN_TIMEOUT_MS", 30_000)),
+        default=env.get("STATEHOUSE_TXN_TIMEOUT_MS", "30000"),
         help="timeout of a transaction that names none (env STATEHOUSE_TXN_TIMEOUT_MS, default %(default)s)",
     )
     parser.add_argument(
         "--max-txn-timeout-ms",
         type=_positive_int,
-        default=int(env.get("STATEHOUSE_MAX_TXN_TIMEOUT_MS", 600_000)),
+        default=env.get("STATEHOUSE_MAX_TXN_TIMEOUT_MS", "600000"),
         help="largest timeout a client may ask for (env STATEHOUSE_MAX_TXN_TIMEOUT_MS, default %(default)s)",
+    )
+    parser.add_argument(
+        "--sync-method",
+        choices=SYNC_METHODS,
+        default=env.get("STATEHOUSE_SYNC_METHOD", "flush_wal"),
+        help=(
+            "how a commit group is made durable: flush_wal = write the batch, then fsync the WAL "
+            "(releases the GIL, so more commits join each group); sync_write = one write with "
+            "sync=True (holds the GIL throughout) (env STATEHOUSE_SYNC_METHOD, default %(default)s)"
+        ),
     )
     parser.add_argument(
         "--log-level",
@@ -93,11 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.txn_timeout_ms > args.max_txn_timeout_ms:
         print("statehoused: --txn-timeout-ms cannot exceed --max-txn-timeout-ms", file=sys.stderr)
         return EXIT_USAGE
+    if args.sync_method not in SYNC_METHODS:  # a bad STATEHOUSE_SYNC_METHOD skips argparse's check
+        print(f"statehoused: --sync-method must be one of {', '.join(SYNC_METHODS)}", file=sys.stderr)
+        return EXIT_USAGE
     config = DaemonConfig(
         data_dir=args.data_dir,
         addr=args.addr,
         max_value_bytes=args.max_value_bytes,
         max_message_bytes=max(64 * 1024 * 1024, 4 * args.max_value_bytes),
+        sync_method=args.sync_method,
         actors=ActorConfig(
             default_txn_timeout_ms=args.txn_timeout_ms, max_txn_timeout_ms=args.max_txn_timeout_ms
         ),

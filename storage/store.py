@@ -80,7 +80,10 @@ class Store:
 
     def current(self, namespace: str, agent_id: str, key: str) -> StateRecord | None:
         """The latest record of a key, read directly (the ledger's own writes)."""
-        data = self._db.get(keys.state_key(namespace, agent_id, key))
+        try:
+            data = self._db.get(keys.state_key(namespace, agent_id, key))
+        except Exception as exc:
+            raise StorageError(f"read failed: {exc}") from exc
         return None if data is None else decode_state(data)
 
     def append(self, events: Sequence[Event]) -> None:

@@ -1,0 +1,102 @@
+"""Run a real `statehoused` in a subprocess, for tests and benchmarks.
+
+    with DaemonProcess(data_dir) as daemon:
+        client = Statehouse(daemon.addr)
+
+The daemon listens on a free port (port 0) and logs JSON lines; every line
+is kept in `daemon.log_lines` (parsed) so tests can check what it logged.
+This module starts the daemon by command; it imports none of its code.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+_STARTUP_SECONDS = 30.0
+
+
+class DaemonProcess:
+    """A statehoused process on 127.0.0.1:<free port> over `data_dir`."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], *extra_args: str, env: dict[str, str] | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.extra_args = extra_args
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.log_lines: list[dict[str, Any]] = []
+        self.raw_stderr: list[bytes] = []
+        self._listening = threading.Event()
+        self._reader: threading.Thread | None = None
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> DaemonProcess:
+        command = [
+            sys.executable, "-m", "rpc",
+            "--addr", "127.0.0.1:0",
+            "--data-dir", str(self.data_dir),
+            "--log-format", "json",
+            *self.extra_args,
+        ]  # fmt: skip
+        env = {**os.environ, **(self.env or {})}
+        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+        if not self._listening.wait(_STARTUP_SECONDS) or self.port == 0:
+            self.kill()
+            raise RuntimeError("statehoused did not start:\n" + b"".join(self.raw_stderr).decode(errors="replace"))
+        return self
+
+    def _read_stderr(self) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        for line in self.process.stderr:
+            self.raw_stderr.append(line)
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            self.log_lines.append(record)
+            if record.get("event") == "server.listening":
+                self.port = int(record["port"])
+                self._listening.set()
+        self._listening.set()  # the process ended; start() reports it
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait for a clean exit; returns the exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        if self._reader is not None:
+            self._reader.join(timeout)
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown work at all, as in a crash."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if self._reader is not None:
+            self._reader.join(5)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """Logged records whose event is `name`."""
+        return [r for r in self.log_lines if r.get("event") == name]
+
+    def __enter__(self) -> DaemonProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.stop()

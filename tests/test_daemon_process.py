@@ -1,0 +1,150 @@
+"""statehoused as a real process: restart, crash, signals, flags, logs."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from statehouse import Statehouse, StatehouseError
+from statehouse.testing import DaemonProcess
+
+
+def test_versions_and_commit_ts_continue_after_restart(data_dir: Path) -> None:
+    with DaemonProcess(data_dir) as daemon:
+        with Statehouse(daemon.addr) as client:
+            for n in range(3):
+                with client.begin_transaction() as tx:
+                    tx.write("a", "k", {"n": n})
+            last_ts = tx.commit_ts
+    assert daemon.process.returncode == 0
+    with DaemonProcess(data_dir) as daemon:
+        with Statehouse(daemon.addr) as client:
+            assert client.get_state("a", "k").value == {"n": 2}
+            with client.begin_transaction() as tx:
+                tx.write("a", "k", {"n": 3})
+            assert tx.commit_ts == last_ts + 1
+            assert client.get_state("a", "k").version == 4
+            assert [e.commit_ts for e in client.replay("a")] == [1, 2, 3, 4]
+
+
+def test_acknowledged_commits_survive_sigkill(data_dir: Path) -> None:
+    acknowledged: dict[str, int] = {}
+    with DaemonProcess(data_dir) as daemon:
+        with Statehouse(daemon.addr) as client:
+            for n in range(50):
+                with client.begin_transaction() as tx:
+                    tx.write("a", f"k{n}", n)
+                    tx.write("b", f"k{n}", n)
+                acknowledged[f"k{n}"] = tx.commit_ts
+        daemon.kill()
+    with DaemonProcess(data_dir) as daemon:
+        with Statehouse(daemon.addr) as client:
+            for key, commit_ts in acknowledged.items():
+                for agent in ("a", "b"):
+                    state = client.get_state(agent, key)
+                    assert (state.value, state.commit_ts) == (int(key[1:]), commit_ts)
+
+
+def test_sigterm_while_committing_loses_nothing_acknowledged(data_dir: Path) -> None:
+    acknowledged: list[tuple[str, int]] = []
+    failures: list[Exception] = []
+    started = threading.Barrier(5)
+
+    def agent(daemon: DaemonProcess, name: str) -> None:
+        with Statehouse(daemon.addr, timeout=10) as client:
+            started.wait()
+            for n in range(10_000):
+                try:
+                    with client.begin_transaction() as tx:
+                        tx.write(name, f"k{n}", n)
+                except StatehouseError as exc:
+                    failures.append(exc)
+                    return
+                acknowledged.append((f"{name}/k{n}", tx.commit_ts))
+
+    daemon = DaemonProcess(data_dir).start()
+    threads = [threading.Thread(target=agent, args=(daemon, f"agent{i}")) for i in range(4)]
+    for t in threads:
+        t.start()
+    started.wait()
+    while len(acknowledged) < 100:  # let commits flow, then stop mid-stream
+        threads[0].join(0.01)
+    assert daemon.stop() == 0
+    for t in threads:
+        t.join()
+    assert all(getattr(f, "code", "") in ("UNAVAILABLE", "CANCELLED") for f in failures), failures
+    with DaemonProcess(data_dir) as daemon, Statehouse(daemon.addr) as client:
+        for path, commit_ts in acknowledged:
+            agent_id, key = path.split("/")
+            assert client.get_state(agent_id, key).commit_ts == commit_ts
+
+
+def test_port_in_use_exits_with_a_clear_message(data_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "rpc", "--addr", f"127.0.0.1:{port}", "--data-dir", str(data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 3
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_locked_data_dir_exits_with_a_clear_message(data_dir: Path) -> None:
+    with DaemonProcess(data_dir):
+        result = subprocess.run(
+            [sys.executable, "-m", "rpc", "--addr", "127.0.0.1:0", "--data-dir", str(data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 4
+    assert "in use by another statehoused" in result.stderr
+
+
+def test_help_documents_every_flag() -> None:
+    result = subprocess.run([sys.executable, "-m", "rpc", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for flag in ("--addr", "STATEHOUSE_ADDR", "--data-dir", "STATEHOUSE_DATA_DIR", "--max-value-bytes", "--txn-timeout-ms"):
+        assert flag in result.stdout
+
+
+def test_bad_flag_value_is_a_usage_error(data_dir: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "rpc", "--data-dir", str(data_dir), "--max-value-bytes", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--max-value-bytes" in result.stderr
+
+
+def test_transaction_lifecycle_is_logged_as_json(data_dir: Path) -> None:
+    with DaemonProcess(data_dir, "--txn-timeout-ms", "1") as daemon:
+        with Statehouse(daemon.addr) as client:
+            with client.begin_transaction(timeout_ms=5000) as tx:
+                tx.write("a", "k", 1)
+                tx.write("a", "j", 2)
+            client.begin_transaction(timeout_ms=5000).abort()
+            expired = client.begin_transaction()  # the 1 ms default timeout
+            time.sleep(0.01)  # let that timeout pass: expiry is what is tested
+            with pytest.raises(StatehouseError):
+                expired.commit()
+    begin = daemon.events("txn.begin")[0]
+    assert begin["txn_id"] == tx.txn_id and begin["timeout_ms"] == 5000 and begin["level"] == "info"
+    commit = daemon.events("txn.commit")[0]
+    assert commit["commit_ts"] == tx.commit_ts and commit["ops"] == 2 and commit["duration_ms"] >= 0
+    assert "timestamp" in commit
+    assert len(daemon.events("txn.abort")) == 1
+    assert [e["txn_id"] for e in daemon.events("txn.expire")] == [expired.txn_id]

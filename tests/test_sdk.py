@@ -1,0 +1,302 @@
+"""The sync SDK against a real daemon (real actors, RocksDB, gRPC on port 0)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.struct_pb2 import Struct
+
+import statehouse
+from rpc.server import Daemon, DaemonConfig
+from statehouse import (
+    InvalidArgumentError,
+    NotFoundError,
+    Statehouse,
+    TransactionClosedError,
+    TransactionError,
+    TransactionExpiredError,
+    TransactionNotFoundError,
+)
+from statehouse._proto import statehouse_pb2 as pb
+from statehouse._proto import statehouse_pb2_grpc as pb_grpc
+
+
+def write(client: Statehouse, agent: str, key: str, value: Any, namespace: str | None = None) -> int:
+    with client.begin_transaction(namespace=namespace) as tx:
+        tx.write(agent, key, value)
+    assert tx.commit_ts is not None
+    return tx.commit_ts
+
+
+@pytest.fixture
+def stub(daemon: Daemon) -> pb_grpc.StatehouseServiceStub:
+    channel = grpc.insecure_channel(f"127.0.0.1:{daemon.port}")
+    yield pb_grpc.StatehouseServiceStub(channel)
+    channel.close()
+
+
+EXACT_VALUES = [
+    {"n": 42},
+    {"nested": [{"a": 1}, {"b": [{"c": [1, 2, {"d": None}]}]}]},
+    {"big": 2**64 + 1, "neg": -(2**80), "max_i64": 2**63 - 1},
+    {"f": 0.1, "g": 1e300, "h": -0.0, "i": 3.0},
+    {"unicode": "çé ✓ 日本 \U0001f600", "empty": "", "quote": '"\\'},
+    [1, "two", 3.5, None, True, False],
+    "just a string",
+    7,
+    None,
+    {},
+]
+
+
+@pytest.mark.parametrize("value", EXACT_VALUES, ids=range(len(EXACT_VALUES)))
+def test_values_round_trip_exactly(client: Statehouse, value: Any) -> None:
+    write(client, "agent", "k", value)
+    got = client.get_state("agent", "k").value
+    assert got == value
+    assert repr(got) == repr(value)  # ints stay ints, floats stay floats
+
+
+def test_read_after_write_and_versions(client: Statehouse) -> None:
+    ts1 = write(client, "a", "k", {"step": 1})
+    assert client.get_state("a", "k") == statehouse.StateResult({"step": 1}, 1, ts1, True, "k")
+    ts2 = write(client, "a", "k", {"step": 2})
+    assert ts2 > ts1
+    assert client.get_state("a", "k").version == 2
+    assert client.get_state_at_version("a", "k", 1).value == {"step": 1}
+    assert client.get_state_at_version("a", "k", 2).commit_ts == ts2
+
+
+def test_missing_key_reads_as_not_existing(client: Statehouse) -> None:
+    assert client.get_state("nobody", "nothing") == statehouse.StateResult(None, 0, 0, False, "nothing")
+
+
+def test_delete_is_a_tombstone_that_history_keeps(client: Statehouse) -> None:
+    write(client, "a", "k", 1)
+    write(client, "a", "j", 2)
+    with client.begin_transaction() as tx:
+        tx.delete("a", "k")
+    latest = client.get_state("a", "k")
+    assert (latest.exists, latest.value, latest.version) == (False, None, 2)
+    assert client.get_state_at_version("a", "k", 1).value == 1
+    tomb = client.get_state_at_version("a", "k", 2)
+    assert (tomb.exists, tomb.value) == (False, None)
+    assert client.list_keys("a") == ["j"]
+    assert [r.key for r in client.scan_prefix("a", "")] == ["j"]
+    ops = [op for event in client.replay("a") for op in event.operations]
+    assert [(op.key, op.deleted) for op in ops] == [("k", False), ("j", False), ("k", True)]
+    write(client, "a", "k", 3)
+    assert client.get_state("a", "k").version == 3
+
+
+def test_version_that_never_existed_is_not_found(client: Statehouse) -> None:
+    write(client, "a", "k", 1)
+    with pytest.raises(NotFoundError, match="no version 2"):
+        client.get_state_at_version("a", "k", 2)
+    with pytest.raises(InvalidArgumentError, match="version"):
+        client.get_state_at_version("a", "k", 0)
+
+
+def test_list_and_scan_are_lexicographic(client: Statehouse) -> None:
+    with client.begin_transaction() as tx:
+        for key in ["task/2", "task/10", "task/1", "notes", "task0", "ü"]:
+            tx.write("a", key, {"key": key})
+    assert client.list_keys("a") == ["notes", "task/1", "task/10", "task/2", "task0", "ü"]
+    scanned = client.scan_prefix("a", "task/")
+    assert [(r.key, r.value) for r in scanned] == [(k, {"key": k}) for k in ["task/1", "task/10", "task/2"]]
+    assert client.list_keys("other-agent") == []
+
+
+def test_colon_names_do_not_collide(client: Statehouse) -> None:
+    write(client, "a", "b:c", "first")
+    write(client, "a:b", "c", "second")
+    assert client.get_state("a", "b:c").value == "first"
+    assert client.get_state("a:b", "c").value == "second"
+    assert client.list_keys("a") == ["b:c"]
+
+
+def test_namespaces_are_separate(client: Statehouse) -> None:
+    write(client, "a", "k", 1, namespace="one")
+    write(client, "a", "k", 2, namespace="two")
+    assert client.get_state("a", "k", namespace="one").value == 1
+    assert client.get_state("a", "k", namespace="two").value == 2
+    assert client.get_state("a", "k").exists is False
+
+
+def test_replay_returns_only_the_agents_commits_in_order(client: Statehouse) -> None:
+    stamps = []
+    for n in range(6):
+        with client.begin_transaction() as tx:
+            tx.write("me", f"k{n % 2}", n)
+            tx.write("someone-else", "k", n)
+        stamps.append(tx.commit_ts)
+    events = list(client.replay("me"))
+    assert [e.commit_ts for e in events] == stamps
+    assert all(e.agent_id == "me" and len(e.operations) == 1 for e in events)
+    assert [e.operations[0].value for e in events] == list(range(6))
+    assert [e.operations[0].version for e in events] == [1, 1, 2, 2, 3, 3]
+    assert all(e.committed_at_ms > 1_700_000_000_000 for e in events)
+    assert [e.commit_ts for e in client.replay("me", start_ts=stamps[1], end_ts=stamps[3])] == stamps[1:4]
+    assert [e.commit_ts for e in client.replay("me", start_ts=stamps[4])] == stamps[4:]
+    assert list(client.replay("nobody")) == []
+    with pytest.raises(InvalidArgumentError, match="after end_ts"):
+        list(client.replay("me", start_ts=5, end_ts=4))
+
+
+def test_context_manager_aborts_on_exception(client: Statehouse) -> None:
+    with pytest.raises(RuntimeError):
+        with client.begin_transaction() as tx:
+            tx.write("a", "k", 1)
+            raise RuntimeError("agent crashed")
+    assert client.get_state("a", "k").exists is False
+    with pytest.raises(TransactionClosedError):
+        tx.write("a", "k", 2)
+
+
+def test_transaction_state_errors(client: Statehouse) -> None:
+    tx = client.begin_transaction()
+    tx.write("a", "k", 1)
+    tx.commit()
+    with pytest.raises(TransactionClosedError):
+        tx.commit()
+    with pytest.raises(TransactionClosedError):
+        tx.abort()
+    aborted = client.begin_transaction()
+    aborted.abort()
+    aborted.abort()  # idempotent
+
+
+def test_unknown_transaction_is_not_found(client: Statehouse) -> None:
+    bogus = statehouse.Transaction(client, "default:" + "ab" * 12, "default")
+    bogus.write("a", "k", 1)
+    with pytest.raises(TransactionNotFoundError) as info:
+        bogus.commit()
+    assert isinstance(info.value, TransactionError) and info.value.code == "NOT_FOUND"
+    assert client.health() == "ok"
+
+
+def test_expired_transaction_is_reported(client: Statehouse) -> None:
+    tx = client.begin_transaction(timeout_ms=1)
+    assert tx.timeout_ms == 1
+    time.sleep(0.01)  # let the 1 ms timeout pass: this is what is tested
+    tx.write("a", "k", 1)
+    with pytest.raises(TransactionExpiredError, match="expired"):
+        tx.commit()
+    assert client.get_state("a", "k").exists is False
+
+
+@pytest.mark.parametrize(
+    ("agent", "key", "field"),
+    [("", "k", "agent_id"), ("a", "", "key"), ("a\x00b", "k", "agent_id"), ("a", "x" * 1025, "key")],
+)
+def test_invalid_names_are_refused_naming_the_field(client: Statehouse, agent: str, key: str, field: str) -> None:
+    tx = client.begin_transaction()
+    with pytest.raises(InvalidArgumentError, match=field) as info:
+        tx.write(agent, key, 1)
+    assert isinstance(info.value, TransactionError)
+    with pytest.raises(InvalidArgumentError, match=field):
+        client.get_state(agent, key)
+
+
+def test_invalid_names_are_refused_by_the_server(stub: pb_grpc.StatehouseServiceStub) -> None:
+    txn_id = stub.BeginTransaction(pb.BeginTransactionRequest()).txn_id
+    cases = [
+        (pb.WriteRequest(txn_id=txn_id, namespace="n", agent_id="", key="k", value=Struct()), "agent_id"),
+        (pb.WriteRequest(txn_id=txn_id, namespace="n", agent_id="a", key="k\x00", value=Struct()), "key"),
+        (pb.WriteRequest(txn_id=txn_id, namespace="n" * 129, agent_id="a", key="k", value=Struct()), "namespace"),
+        (pb.WriteRequest(txn_id=txn_id, namespace="n", agent_id="a", key="k"), "value"),
+        (pb.WriteRequest(txn_id=txn_id, namespace="n", agent_id="a", key="k", value_json=b"{nope"), "value_json"),
+        (pb.WriteRequest(txn_id=txn_id, namespace="n", agent_id="a", key="k", value_json=b"NaN"), "value_json"),
+    ]
+    for request, field in cases:
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Write(request)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in info.value.details()
+    with pytest.raises(grpc.RpcError) as info:
+        stub.GetStateAtVersion(pb.GetStateAtVersionRequest(namespace="n", agent_id="a", key="k", version=0))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as info:
+        stub.BeginTransaction(pb.BeginTransactionRequest(timeout_ms=0))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert stub.Health(pb.HealthRequest()).status == "ok"
+
+
+def test_struct_and_json_values_are_stored_identically(stub: pb_grpc.StatehouseServiceStub, client: Statehouse) -> None:
+    txn_id = stub.BeginTransaction(pb.BeginTransactionRequest()).txn_id
+    struct = Struct()
+    struct.update({"n": 42, "items": [{"a": 1}], "x": 1.5})
+    stub.Write(pb.WriteRequest(txn_id=txn_id, namespace="default", agent_id="a", key="struct", value=struct))
+    stub.Commit(pb.CommitRequest(txn_id=txn_id))
+    write(client, "a", "json", {"n": 42, "items": [{"a": 1}], "x": 1.5})
+    via_struct = client.get_state("a", "struct").value
+    assert via_struct == client.get_state("a", "json").value == {"n": 42, "items": [{"a": 1}], "x": 1.5}
+    assert isinstance(via_struct["n"], int)
+    # A Struct reader of a non-object value gets it wrapped.
+    write(client, "a", "scalar", 5)
+    response = stub.GetState(pb.GetStateRequest(namespace="default", agent_id="a", key="scalar"))
+    assert dict(response.value) == {"value": 5.0}
+
+
+def test_old_contract_staging_rpcs(stub: pb_grpc.StatehouseServiceStub, client: Statehouse) -> None:
+    txn_id = stub.BeginTransaction(pb.BeginTransactionRequest()).txn_id
+    assert txn_id.startswith("default:")
+    for n in range(3):
+        stub.Write(pb.WriteRequest(txn_id=txn_id, namespace="x", agent_id="a", key=f"k{n}", value_json=b"%d" % n))
+    stub.Delete(pb.DeleteRequest(txn_id=txn_id, namespace="x", agent_id="a", key="k1"))
+    commit_ts = stub.Commit(pb.CommitRequest(txn_id=txn_id)).commit_ts
+    assert client.list_keys("a", namespace="x") == ["k0", "k2"]
+    assert client.get_state("a", "k1", namespace="x").commit_ts == commit_ts
+
+
+def test_large_transaction_is_staged_ahead(client: Statehouse) -> None:
+    blob = "x" * 200_000
+    with client.begin_transaction() as tx:
+        for n in range(12):  # ~2.4 MB: more than one stage-ahead chunk
+            tx.write("a", f"k{n:02}", {"blob": blob, "n": n})
+    assert len(client.list_keys("a")) == 12
+    assert client.get_state("a", "k11").value == {"blob": blob, "n": 11}
+    assert len(list(client.replay("a"))) == 1
+
+
+def test_value_limit_is_enforced_naming_the_key(data_dir, actor_config) -> None:
+    config = DaemonConfig(data_dir=data_dir, addr="127.0.0.1:0", max_value_bytes=100, actors=actor_config)
+    daemon = Daemon(config).start()
+    try:
+        with Statehouse(f"127.0.0.1:{daemon.port}") as client:
+            write(client, "a", "small", "x" * 90)
+            with pytest.raises(InvalidArgumentError, match="'big' is 104 bytes; the limit is 100") as info:
+                write(client, "a", "big", "x" * 102)
+            assert isinstance(info.value, TransactionError)
+            assert client.get_state("a", "big").exists is False
+            assert client.health() == "ok"
+    finally:
+        daemon.stop()
+
+
+def test_non_json_values_are_refused_by_the_sdk(client: Statehouse) -> None:
+    tx = client.begin_transaction()
+    for bad in (float("nan"), {"t": (1, object())}, {1: "int key"}):
+        with pytest.raises(InvalidArgumentError):
+            tx.write("a", "k", bad)
+    tx.abort()
+
+
+def test_address_from_environment(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STATEHOUSE_ADDR", f"127.0.0.1:{daemon.port}")
+    with Statehouse() as client:
+        assert client.url == f"127.0.0.1:{daemon.port}"
+        assert client.health() == "ok"
+        assert client.version()[0] == statehouse.__version__
+
+
+def test_unreachable_daemon_is_unavailable() -> None:
+    with Statehouse("127.0.0.1:1", timeout=2) as client:
+        with pytest.raises(statehouse.UnavailableError):
+            client.health()
+        with pytest.raises(TransactionError) as info:
+            client.begin_transaction()
+        assert isinstance(info.value, statehouse.UnavailableError)

@@ -1,0 +1,143 @@
+"""storage/: key layout, record codecs, the atomic append and reads, on a real RocksDB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from storage import Event, EventOp, Store, StoreLockedError, keys
+from storage.records import (
+    decode_agent_event,
+    decode_event,
+    decode_state,
+    decode_version,
+    encode_agent_event,
+    encode_event,
+    encode_state,
+    encode_version,
+)
+from storage.records import StateRecord, VersionRecord
+
+names = st.text(min_size=1, max_size=12)
+
+
+def op(ns: str, agent: str, key: str, version: int, value: bytes | None) -> EventOp:
+    return EventOp(ns, agent, key, version, value)
+
+
+def test_old_colon_collision_maps_to_distinct_keys() -> None:
+    # The original store keyed "ns:agent:key": agent "a", key "b:c" == agent "a:b", key "c".
+    assert keys.state_key("ns", "a", "b:c") != keys.state_key("ns", "a:b", "c")
+    assert keys.version_key("ns", "a", "b:c", 1) != keys.version_key("ns", "a:b", "c", 1)
+
+
+@given(a=st.tuples(names, names, names), b=st.tuples(names, names, names))
+def test_storage_keys_are_injective(a: tuple[str, str, str], b: tuple[str, str, str]) -> None:
+    if a != b:
+        assert keys.state_key(*a) != keys.state_key(*b)
+        assert keys.version_key(*a, 7) != keys.version_key(*b, 7)
+
+
+@given(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
+def test_counter_byte_order_is_numeric_order(x: int, y: int) -> None:
+    assert (keys.u64(x) < keys.u64(y)) == (x < y)
+
+
+def test_prefix_end() -> None:
+    assert keys.prefix_end(b"ab") == b"ac"
+    assert keys.prefix_end(b"a\xff") == b"b"
+    assert keys.prefix_end(b"\xff\xff") is None
+
+
+@given(
+    version=st.integers(1, 2**63),
+    ts=st.integers(1, 2**63),
+    value=st.one_of(st.none(), st.binary(min_size=1, max_size=64)),
+)
+def test_record_codecs_round_trip(version: int, ts: int, value: bytes | None) -> None:
+    assert decode_state(encode_state(StateRecord(version, ts, value))) == StateRecord(version, ts, value)
+    assert decode_version(encode_version(VersionRecord(ts, value))) == VersionRecord(ts, value)
+    event = Event(ts, "txn-1", 1234, (op("ns", "ag", "k", version, value), op("n2", "a2", "ü", 1, None)))
+    assert decode_event(ts, encode_event(event)) == event
+    agent_slice = Event(ts, "txn-1", 1234, (op("ns", "ag", "k", version, value),))
+    assert decode_agent_event("ns", "ag", ts, encode_agent_event(agent_slice)) == agent_slice
+
+
+def test_append_writes_state_history_log_and_index_together(store: Store) -> None:
+    store.append([Event(1, "t1", 10, (op("ns", "a", "k", 1, b"1"), op("ns", "b", "k", 1, b"2")))])
+    store.append([Event(2, "t2", 11, (op("ns", "a", "k", 2, None),))])
+    view = store.view()
+    assert view.last_commit_ts == 2
+    assert view.get("ns", "a", "k") == StateRecord(2, 2, None)
+    assert view.get_version("ns", "a", "k", 1) == VersionRecord(1, b"1")
+    assert view.get_version("ns", "a", "k", 2) == VersionRecord(2, None)
+    assert view.get_version("ns", "a", "k", 3) is None
+    assert [e.commit_ts for e in view.events()] == [1, 2]
+    replay_a = list(view.replay("ns", "a"))
+    assert [(e.commit_ts, [o.key for o in e.ops]) for e in replay_a] == [(1, ["k"]), (2, ["k"])]
+    assert all(o.agent_id == "a" for e in replay_a for o in e.ops)  # no other agent's ops
+    assert [e.commit_ts for e in view.replay("ns", "b")] == [1]
+
+
+def test_a_view_does_not_see_later_commits(store: Store) -> None:
+    before = store.view()
+    store.append([Event(1, "t1", 10, (op("ns", "a", "k", 1, b"1"),))])
+    assert before.get("ns", "a", "k") is None
+    assert store.view().get("ns", "a", "k") is not None
+
+
+def test_scan_and_keys_are_lexicographic_and_skip_tombstones(store: Store) -> None:
+    ops = [op("ns", "a", k, 1, b"0") for k in ["b2", "a", "b10", "b1", "c", "é"]]
+    store.append([Event(1, "t", 0, tuple(ops))])
+    store.append([Event(2, "t", 0, (op("ns", "a", "b10", 2, None),))])
+    view = store.view()
+    assert list(view.keys("ns", "a")) == ["a", "b1", "b2", "c", "é"]
+    assert [k for k, _ in view.scan("ns", "a", "b")] == ["b1", "b2"]
+    assert list(view.keys("ns", "a:b")) == []
+
+
+def test_replay_range_is_inclusive_and_ordered(store: Store) -> None:
+    for ts in range(1, 11):
+        store.append([Event(ts, f"t{ts}", 0, (op("ns", "a", "k", ts, b"%d" % ts),))])
+    view = store.view()
+    assert [e.commit_ts for e in view.replay("ns", "a", 3, 6)] == [3, 4, 5, 6]
+    assert [e.commit_ts for e in view.replay("ns", "a", 9)] == [9, 10]
+    assert [e.commit_ts for e in view.replay("ns", "a", None, 2)] == [1, 2]
+    assert list(view.replay("ns", "a", 11)) == []
+
+
+def test_last_commit_ts_survives_reopen(data_dir: Path) -> None:
+    store = Store.open(data_dir)
+    store.append([Event(41, "t", 0, (op("ns", "a", "k", 5, b"1"),))])
+    store.close()
+    store = Store.open(data_dir)
+    try:
+        assert store.last_commit_ts == 41
+        assert store.current("ns", "a", "k") == StateRecord(5, 41, b"1")
+    finally:
+        store.close()
+
+
+def test_second_open_of_a_data_dir_is_refused(store: Store) -> None:
+    with pytest.raises(StoreLockedError, match="in use"):
+        Store.open(store.path)
+
+
+def test_unknown_sync_method_is_refused(data_dir: Path) -> None:
+    with pytest.raises(ValueError, match="sync_method"):
+        Store.open(data_dir, sync_method="never")
+
+
+@pytest.mark.parametrize("method", ["flush_wal", "sync_write"])
+def test_both_sync_methods_persist(data_dir: Path, method: str) -> None:
+    store = Store.open(data_dir, sync_method=method)
+    store.append([Event(1, "t", 0, (op("ns", "a", "k", 1, b"true"),))])
+    store.close()
+    store = Store.open(data_dir)
+    try:
+        assert store.view().get("ns", "a", "k") == StateRecord(1, 1, b"true")
+    finally:
+        store.close()
