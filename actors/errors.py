@@ -1,13 +1,13 @@
 """Domain errors raised by the actors; rpc/status.py maps each to a gRPC code.
 
-    StatehouseFault
-    ├── InvalidArgument         bad name, value, timeout or version
-    ├── TransactionNotFound     unknown transaction id
-    ├── TransactionExpired      its timeout passed before commit
-    ├── TransactionClosed       already committed or aborted
-    ├── VersionNotFound         the key never had that version
-    ├── DeadlineExceeded        an actor did not answer within the request deadline
-    └── Unavailable             shutting down, or storage failed
+StatehouseFault
+├── InvalidArgument         bad name, value, timeout or version
+├── TransactionNotFound     unknown transaction id
+├── TransactionExpired      its timeout passed before commit
+├── TransactionClosed       already committed or aborted
+├── VersionNotFound         the key never had that version
+├── DeadlineExceeded        an actor did not answer within the request deadline
+└── Unavailable             shutting down, or storage failed
 """
 
 from __future__ import annotations

@@ -68,9 +68,9 @@ class Ledger(pykka.ThreadingActor):
                 intent.reply.set_exception(Unavailable(f"internal error in the ledger: {exc!r}"))
             return
         now = time.monotonic()
-        for intent, commit_ts in zip(group, results):
+        for intent, commit_ts in zip(group, results, strict=True):
             intent.reply.set_result(commit_ts)
-        for intent, commit_ts in zip(group, results):
+        for intent, commit_ts in zip(group, results, strict=True):
             log.info(
                 "txn.commit",
                 txn_id=intent.txn_id,

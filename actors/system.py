@@ -130,8 +130,7 @@ class ActorSystem:
             return reply.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
             raise DeadlineExceeded(
-                f"commit of {txn_id!r} was not confirmed durable before the deadline; "
-                "it may still complete"
+                f"commit of {txn_id!r} was not confirmed durable before the deadline; it may still complete"
             ) from None
 
     def abort(self, txn_id: str, wait: float) -> None:

@@ -62,7 +62,7 @@ def _integral(value: Any) -> Any:
 
 def struct_to_json(struct: Struct) -> bytes:
     try:
-        return _codec.encode(_integral(json_format.MessageToDict(struct)))
+        return _codec.encode(_integral(json_format.MessageToDict(struct)), sort_keys=True)
     except ValueError as exc:
         raise InvalidArgument(f"value: {exc}") from None
 

@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-value-bytes",
         type=_positive_int,
         default=env.get("STATEHOUSE_MAX_VALUE_BYTES", str(DEFAULT_MAX_VALUE_BYTES)),
-        help="largest accepted value, as canonical JSON (env STATEHOUSE_MAX_VALUE_BYTES, default %(default)s)",
+        help="largest accepted value, in bytes of compact JSON (env STATEHOUSE_MAX_VALUE_BYTES)",
     )
     parser.add_argument(
         "--txn-timeout-ms",

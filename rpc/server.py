@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -39,7 +39,7 @@ class DaemonConfig:
     max_message_bytes: int = 64 * 1024 * 1024
     workers: int = 64
     sync_method: str = "flush_wal"
-    actors: ActorConfig = ActorConfig()
+    actors: ActorConfig = field(default_factory=ActorConfig)
     shutdown_grace_seconds: float = 10.0
 
 
@@ -52,7 +52,9 @@ def create_server(
         # Without this, a second daemon could bind the same port silently.
         ("grpc.so_reuseport", 0),
     ]
-    server = grpc.server(ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"), options=options)
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"), options=options
+    )
     pb_grpc.add_StatehouseServiceServicer_to_server(
         StatehouseServicer(system, config.max_value_bytes, _git_sha()), server
     )

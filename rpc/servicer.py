@@ -112,9 +112,7 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         namespace = check_names(request.namespace, request.agent_id, request.key)
         if request.version == 0:
             raise InvalidArgument("version must be at least 1 (versions start at 1)")
-        record = self._system.view().get_version(
-            namespace, request.agent_id, request.key, request.version
-        )
+        record = self._system.view().get_version(namespace, request.agent_id, request.key, request.version)
         if record is None:
             raise VersionNotFound(
                 f"key {request.key!r} of agent {request.agent_id!r} in namespace "

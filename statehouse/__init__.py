@@ -1,11 +1,13 @@
 """Statehouse: transactional, versioned, durable state for AI agents.
 
-    from statehouse import Statehouse
+```python
+from statehouse import Statehouse
 
-    with Statehouse() as client:
-        with client.begin_transaction() as tx:
-            tx.write("agent-1", "memory", {"facts": ["sky is blue"], "n": 42})
-        print(client.get_state("agent-1", "memory").value)
+with Statehouse() as client:  # $STATEHOUSE_ADDR, else localhost:50051
+    with client.begin_transaction() as tx:
+        tx.write("agent-1", "memory", {"facts": ["sky is blue"], "n": 42})
+    print(client.get_state("agent-1", "memory").value)
+```
 """
 
 from statehouse.client import Statehouse, Transaction

@@ -19,9 +19,7 @@ import orjson
 _LONG_DIGITS = re.compile(rb"\d{19}")
 # Only plain JSON types: a datetime or dataclass would not come back as itself.
 _PLAIN_ONLY = (
-    orjson.OPT_PASSTHROUGH_DATETIME
-    | orjson.OPT_PASSTHROUGH_DATACLASS
-    | orjson.OPT_PASSTHROUGH_SUBCLASS
+    orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
 )
 
 
@@ -45,17 +43,17 @@ def _check_finite(value: Any) -> None:
             _check_finite(item)
 
 
-def encode(value: Any) -> bytes:
-    """Encode a JSON value (dict, list, str, int, float, bool, None) to bytes."""
+def encode(value: Any, sort_keys: bool = False) -> bytes:
+    """Encode a JSON value (dict, list, str, int, float, bool, None) to compact bytes."""
     try:
-        data = orjson.dumps(value, option=_PLAIN_ONLY)
+        data = orjson.dumps(value, option=_PLAIN_ONLY | (orjson.OPT_SORT_KEYS if sort_keys else 0))
     except orjson.JSONEncodeError as exc:
         if "64-bit" not in str(exc):
             raise ValueError_(f"value is not JSON-serializable: {exc}") from None
         try:
-            return json.dumps(
-                value, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-            ).encode("utf-8")
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
+                "utf-8"
+            )
         except (TypeError, ValueError) as inner:
             raise ValueError_(f"value is not JSON-serializable: {inner}") from None
     # orjson writes NaN/Infinity as null: only then is a slow check needed.
@@ -78,5 +76,9 @@ def decode(data: bytes) -> Any:
 
 
 def canonical(data: bytes) -> bytes:
-    """Validate JSON bytes and return their canonical (compact) encoding."""
-    return encode(decode(data))
+    """Validate JSON bytes and return their canonical encoding: compact, object keys sorted.
+
+    JSON objects are unordered, and a Struct cannot keep the writer's order,
+    so sorting is what makes a value stored the same whichever way it came.
+    """
+    return encode(decode(data), sort_keys=True)

@@ -56,7 +56,9 @@ def get_state(namespace: str, agent_id: str, key: str) -> pb.GetStateRequest:
     return pb.GetStateRequest(namespace=namespace, agent_id=agent_id, key=key, json_values=True)
 
 
-def get_state_at_version(namespace: str, agent_id: str, key: str, version: int) -> pb.GetStateAtVersionRequest:
+def get_state_at_version(
+    namespace: str, agent_id: str, key: str, version: int
+) -> pb.GetStateAtVersionRequest:
     namespace = names(namespace, agent_id, key)
     if not isinstance(version, int) or version < 1:
         raise invalid(f"version must be a whole number >= 1, got {version!r}", False)
@@ -78,9 +80,7 @@ def scan_prefix(namespace: str, agent_id: str, prefix: str) -> pb.ScanPrefixRequ
     return pb.ScanPrefixRequest(namespace=namespace, agent_id=agent_id, prefix=prefix, json_values=True)
 
 
-def replay(
-    namespace: str, agent_id: str, start_ts: int | None, end_ts: int | None
-) -> pb.ReplayRequest:
+def replay(namespace: str, agent_id: str, start_ts: int | None, end_ts: int | None) -> pb.ReplayRequest:
     namespace = names(namespace, agent_id)
     for field, ts in (("start_ts", start_ts), ("end_ts", end_ts)):
         if ts is not None and (not isinstance(ts, int) or ts < 0):

@@ -140,7 +140,7 @@ class Statehouse:
     # -- service -------------------------------------------------------------
 
     def health(self) -> str:
-        """"ok" when the daemon is serving."""
+        """ "ok" when the daemon is serving."""
         return self._call(self._stub.Health, pb.HealthRequest()).status
 
     def version(self) -> tuple[str, str]:

@@ -64,7 +64,7 @@ class TransactionClosedError(TransactionError):
 
 
 # The original client's name for "cannot reach the daemon".
-ConnectionError = UnavailableError  # noqa: A001
+ConnectionError = UnavailableError
 
 
 class _TxnInvalidArgument(TransactionError, InvalidArgumentError):

@@ -26,7 +26,9 @@ _STARTUP_SECONDS = 30.0
 class DaemonProcess:
     """A statehoused process on 127.0.0.1:<free port> over `data_dir`."""
 
-    def __init__(self, data_dir: str | os.PathLike[str], *extra_args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: str | os.PathLike[str], *extra_args: str, env: dict[str, str] | None = None
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.extra_args = extra_args
         self.env = env
@@ -55,7 +57,9 @@ class DaemonProcess:
         self._reader.start()
         if not self._listening.wait(_STARTUP_SECONDS) or self.port == 0:
             self.kill()
-            raise RuntimeError("statehoused did not start:\n" + b"".join(self.raw_stderr).decode(errors="replace"))
+            raise RuntimeError(
+                "statehoused did not start:\n" + b"".join(self.raw_stderr).decode(errors="replace")
+            )
         return self
 
     def _read_stderr(self) -> None:

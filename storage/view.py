@@ -59,16 +59,12 @@ class ReadView:
         data = self._get(keys.state_key(namespace, agent_id, key))
         return None if data is None else decode_state(data)
 
-    def get_version(
-        self, namespace: str, agent_id: str, key: str, version: int
-    ) -> VersionRecord | None:
+    def get_version(self, namespace: str, agent_id: str, key: str, version: int) -> VersionRecord | None:
         """A key's record at `version`, or None if that version never existed."""
         data = self._get(keys.version_key(namespace, agent_id, key, version))
         return None if data is None else decode_version(data)
 
-    def scan(
-        self, namespace: str, agent_id: str, prefix: str = ""
-    ) -> Iterator[tuple[str, StateRecord]]:
+    def scan(self, namespace: str, agent_id: str, prefix: str = "") -> Iterator[tuple[str, StateRecord]]:
         """Live (non-deleted) keys of an agent starting with `prefix`, in byte order."""
         agent = keys.agent_prefix(keys.STATE, namespace, agent_id)
         start = agent + prefix.encode("utf-8")

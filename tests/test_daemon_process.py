@@ -113,9 +113,18 @@ def test_locked_data_dir_exits_with_a_clear_message(data_dir: Path) -> None:
 
 
 def test_help_documents_every_flag() -> None:
-    result = subprocess.run([sys.executable, "-m", "rpc", "--help"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "rpc", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0
-    for flag in ("--addr", "STATEHOUSE_ADDR", "--data-dir", "STATEHOUSE_DATA_DIR", "--max-value-bytes", "--txn-timeout-ms"):
+    for flag in (
+        "--addr",
+        "STATEHOUSE_ADDR",
+        "--data-dir",
+        "STATEHOUSE_DATA_DIR",
+        "--max-value-bytes",
+        "--txn-timeout-ms",
+    ):
         assert flag in result.stdout
 
 

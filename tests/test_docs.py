@@ -37,8 +37,7 @@ def test_readme_quickstart_runs(daemon: Daemon) -> None:
 def test_package_docstring_example_runs(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
     import statehouse
 
-    doc = statehouse.__doc__ or ""
-    example = "\n".join(line[4:] for line in doc.splitlines() if line.startswith("    "))
+    (example,) = re.findall(r"```python\n(.*?)```", statehouse.__doc__ or "", re.S)
     monkeypatch.setenv("STATEHOUSE_ADDR", f"127.0.0.1:{daemon.port}")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from storage import Event, EventOp, Store, StoreLockedError, keys
 from storage.records import (
+    StateRecord,
+    VersionRecord,
     decode_agent_event,
     decode_event,
     decode_state,
@@ -19,7 +21,6 @@ from storage.records import (
     encode_state,
     encode_version,
 )
-from storage.records import StateRecord, VersionRecord
 
 names = st.text(min_size=1, max_size=12)
 
