@@ -70,6 +70,9 @@ class Ledger(pykka.ThreadingActor):
         now = time.monotonic()
         for intent, commit_ts in zip(group, results, strict=True):
             intent.reply.set_result(commit_ts)
+        # `group`: how many commits shared this synced write (0 for an empty
+        # commit in a group that wrote nothing).
+        written = sum(1 for intent in group if intent.mutations)
         for intent, commit_ts in zip(group, results, strict=True):
             log.info(
                 "txn.commit",
@@ -77,7 +80,7 @@ class Ledger(pykka.ThreadingActor):
                 commit_ts=commit_ts,
                 ops=len(intent.mutations),
                 duration_ms=round((now - intent.begun_at) * 1000, 3),
-                group=len(group),
+                group=written,
             )
 
     def _write(self, group: list[CommitIntent]) -> list[int]:

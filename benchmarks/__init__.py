@@ -1,0 +1,1 @@
+"""Benchmarks that drive a real statehoused through the public SDK."""
