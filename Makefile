@@ -18,12 +18,13 @@ $(BIN)/statehoused: pyproject.toml
 run: $(BIN)/statehoused
 	$(BIN)/statehoused --addr $(ADDR) --data-dir $(DATA_DIR)
 
-test: $(BIN)/statehoused
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/statehoused
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy statehouse actors storage rpc
 
 proto: $(BIN)/statehoused
 	$(BIN)/python scripts/generate_proto.py

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import pykka
 import structlog
@@ -27,7 +27,6 @@ from storage import ReadView, Store
 
 log = structlog.get_logger("statehouse.actors")
 
-T = TypeVar("T")
 _ATTEMPTS = 4  # a retiring actor is replaced; more than a few races means a bug
 
 
@@ -164,11 +163,11 @@ class ActorSystem:
         self,
         namespace: str,
         start: bool,
-        call: Callable[[Any], pykka.Future[T]],
+        call: Callable[[Any], Any],
         wait: float,
         txn_id: str = "",
         missing_ok: bool = False,
-    ) -> T:
+    ) -> Any:
         """Call a namespace actor and wait; retried if the actor retired meanwhile."""
         if self._registry is None or self._stopping.is_set():
             raise Unavailable("the daemon is shutting down")
@@ -184,7 +183,7 @@ class ActorSystem:
                 if proxy is None:
                     # Actors with open transactions never retire, so none is open.
                     if missing_ok:
-                        return None  # type: ignore[return-value]
+                        return None
                     raise TransactionNotFound(
                         f"transaction {txn_id!r} not found (never begun, expired or finished)"
                     )

@@ -51,11 +51,11 @@ def _status(exc: Exception) -> grpc.StatusCode | None:
 
 def _abort(context: grpc.ServicerContext, method: str, exc: Exception) -> None:
     code = _status(exc)
-    if code is None:
-        log.exception("rpc.internal_error", method=method)
-        context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: {exc!r}")
-    log.debug("rpc.error", method=method, code=code.name, message=str(exc))
-    context.abort(code, str(exc))
+    if code is not None:
+        log.debug("rpc.error", method=method, code=code.name, message=str(exc))
+        context.abort(code, str(exc))
+    log.exception("rpc.internal_error", method=method)
+    context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: {exc!r}")
 
 
 def grpc_errors(method: F) -> F:
