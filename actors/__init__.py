@@ -4,6 +4,7 @@ the sole writer. `ActorSystem` is the facade the rpc layer talks to."""
 from actors.errors import (
     DeadlineExceeded,
     InvalidArgument,
+    ResourceExhausted,
     StatehouseFault,
     TransactionClosed,
     TransactionExpired,
@@ -12,7 +13,7 @@ from actors.errors import (
     VersionNotFound,
 )
 from actors.messages import Mutation
-from actors.system import ActorConfig, ActorSystem
+from actors.system import ActorConfig, ActorSystem, SnapshotPolicy
 
 __all__ = [
     "ActorConfig",
@@ -20,6 +21,8 @@ __all__ = [
     "DeadlineExceeded",
     "InvalidArgument",
     "Mutation",
+    "ResourceExhausted",
+    "SnapshotPolicy",
     "StatehouseFault",
     "TransactionClosed",
     "TransactionExpired",

@@ -37,6 +37,10 @@ class VersionNotFound(StatehouseFault):
     pass
 
 
+class ResourceExhausted(StatehouseFault):
+    pass
+
+
 class DeadlineExceeded(StatehouseFault):
     pass
 

@@ -17,8 +17,9 @@ import pykka
 import structlog
 
 from actors.errors import Unavailable
-from actors.messages import CommitIntent, LedgerStatusQuery
-from storage import Event, EventOp, StorageError, Store
+from actors.messages import CommitIntent, LedgerStatusQuery, SnapshotRequest
+from storage import Event, EventOp, SnapshotDirectory, SnapshotInfo, StorageError, Store
+from storage.faults import crash_point
 
 log = structlog.get_logger("statehouse.ledger")
 
@@ -26,10 +27,19 @@ log = structlog.get_logger("statehouse.ledger")
 class Ledger(pykka.ThreadingActor):
     """Assigns commit_ts and versions and writes commit groups durably."""
 
-    def __init__(self, store: Store, max_group: int = 512) -> None:
+    def __init__(
+        self,
+        store: Store,
+        max_group: int = 512,
+        snapshots: SnapshotDirectory | None = None,
+        snapshot_every_commits: int = 0,
+    ) -> None:
         super().__init__()
         self._store = store
         self._max_group = max_group
+        self._snapshots = snapshots
+        self._snapshot_every = snapshot_every_commits
+        self._since_snapshot = 0
         self._pending: list[CommitIntent] = []
         self._groups = 0
         self._grouped_commits = 0
@@ -46,6 +56,35 @@ class Ledger(pykka.ThreadingActor):
         elif isinstance(message, LedgerStatusQuery):
             self._flush()
             message.reply.set_result(self._status())
+        elif isinstance(message, SnapshotRequest):
+            self._flush()
+            self._snapshot(message)
+
+    def _snapshot(self, request: SnapshotRequest) -> None:
+        """Checkpoint the store now: between groups, so it holds only durable commits."""
+        try:
+            if self._snapshots is None:
+                raise Unavailable("snapshots are not configured")
+            started = time.perf_counter()
+            commit_ts = self._store.last_commit_ts
+            path = self._store.checkpoint(self._snapshots.new_path(commit_ts))
+            removed = self._snapshots.prune()
+        except (StorageError, OSError, Unavailable) as exc:
+            log.error("snapshot.failed", error=str(exc), reason=request.reason)
+            if request.reply is not None:
+                request.reply.set_exception(exc if isinstance(exc, Unavailable) else Unavailable(str(exc)))
+            return
+        self._since_snapshot = 0
+        log.info(
+            "snapshot.created",
+            path=str(path),
+            commit_ts=commit_ts,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            reason=request.reason,
+            pruned=len(removed),
+        )
+        if request.reply is not None:
+            request.reply.set_result(SnapshotInfo(path, commit_ts))
 
     def on_stop(self) -> None:
         self._flush()
@@ -68,7 +107,10 @@ class Ledger(pykka.ThreadingActor):
                 intent.reply.set_exception(Unavailable(f"internal error in the ledger: {exc!r}"))
             return
         now = time.monotonic()
-        for intent, commit_ts in zip(group, results, strict=True):
+        half = len(group) // 2
+        for n, (intent, commit_ts) in enumerate(zip(group, results, strict=True)):
+            if n == half and n:
+                crash_point("ledger.mid_ack")
             intent.reply.set_result(commit_ts)
         # `group`: how many commits shared this synced write (0 for an empty
         # commit in a group that wrote nothing).
@@ -82,6 +124,10 @@ class Ledger(pykka.ThreadingActor):
                 duration_ms=round((now - intent.begun_at) * 1000, 3),
                 group=written,
             )
+        if self._snapshot_every:
+            self._since_snapshot += written
+            if self._since_snapshot >= self._snapshot_every:
+                self._snapshot(SnapshotRequest(None, reason="every_commits"))
 
     def _write(self, group: list[CommitIntent]) -> list[int]:
         """Assign commit_ts/versions, append durably; return each intent's commit_ts."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,3 +36,15 @@ class LedgerStatusQuery:
     """Ask the ledger for its status without blocking it."""
 
     reply: Future[dict[str, object]]
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    """Ask the ledger for a snapshot between two commit groups.
+
+    `reply` resolves to a storage.SnapshotInfo, or None for a periodic
+    snapshot that nobody waits for.
+    """
+
+    reply: Future[Any] | None
+    reason: str = "requested"

@@ -21,6 +21,7 @@ import structlog
 
 from actors.errors import (
     InvalidArgument,
+    ResourceExhausted,
     Retired,
     TransactionClosed,
     TransactionExpired,
@@ -52,6 +53,10 @@ def txn_namespace(txn_id: str) -> str:
     return namespace
 
 
+def _mutation_bytes(mutation: Mutation) -> int:
+    return len(mutation.key) + len(mutation.agent_id) + len(mutation.namespace) + len(mutation.value or b"")
+
+
 @dataclass
 class OpenTransaction:
     txn_id: str
@@ -59,6 +64,7 @@ class OpenTransaction:
     deadline: float
     timeout_ms: int
     mutations: dict[tuple[str, str, str], Mutation] = field(default_factory=dict)
+    staged_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +107,11 @@ class NamespaceActor(pykka.ThreadingActor):
         limit = self._config.max_txn_timeout_ms
         if not 1 <= timeout_ms <= limit:
             raise InvalidArgument(f"timeout_ms must be between 1 and {limit}, got {timeout_ms}")
+        if len(self._open) >= self._config.max_open_txns_per_namespace:
+            raise ResourceExhausted(
+                f"namespace {self.namespace!r} already has {len(self._open)} open transactions "
+                f"(limit {self._config.max_open_txns_per_namespace}); commit or abort some first"
+            )
         txn_id = new_txn_id(self.namespace)
         self._open[txn_id] = OpenTransaction(txn_id, now, now + timeout_ms / 1000, timeout_ms)
         log.info("txn.begin", txn_id=txn_id, namespace=self.namespace, timeout_ms=timeout_ms)
@@ -108,9 +119,7 @@ class NamespaceActor(pykka.ThreadingActor):
 
     def stage(self, txn_id: str, mutations: Iterable[Mutation]) -> None:
         """Stage writes/deletes; a later write to the same key replaces an earlier one."""
-        txn = self._live(txn_id)
-        for mutation in mutations:
-            txn.mutations[mutation.target] = mutation
+        self._stage(self._live(txn_id), mutations)
 
     def commit(self, txn_id: str, mutations: Iterable[Mutation] = ()) -> Future[int]:
         """Stage the last mutations and hand the transaction to the ledger.
@@ -118,8 +127,7 @@ class NamespaceActor(pykka.ThreadingActor):
         Returns a future of the commit_ts, resolved once the commit is durable.
         """
         txn = self._live(txn_id)
-        for mutation in mutations:
-            txn.mutations[mutation.target] = mutation
+        self._stage(txn, mutations)
         del self._open[txn_id]
         reply: Future[int] = Future()
         self._remember(txn_id, _Finished("committed", reply=reply))
@@ -185,6 +193,34 @@ class NamespaceActor(pykka.ThreadingActor):
             self._expire(txn)
             raise self._closed_error(txn_id)
         return txn
+
+    def _stage(self, txn: OpenTransaction, mutations: Iterable[Mutation]) -> None:
+        """Add mutations all-or-nothing, within the per-transaction bounds."""
+        batch: dict[tuple[str, str, str], Mutation] = {}
+        for mutation in mutations:
+            batch[mutation.target] = mutation
+        count = len(txn.mutations)
+        size = txn.staged_bytes
+        for target, mutation in batch.items():
+            previous = txn.mutations.get(target)
+            if previous is None:
+                count += 1
+            else:
+                size -= _mutation_bytes(previous)
+            size += _mutation_bytes(mutation)
+        config = self._config
+        if count > config.max_ops_per_txn:
+            raise ResourceExhausted(
+                f"transaction {txn.txn_id!r} would hold {count} operations "
+                f"(limit {config.max_ops_per_txn} per transaction)"
+            )
+        if size > config.max_txn_bytes:
+            raise ResourceExhausted(
+                f"transaction {txn.txn_id!r} would hold {size} bytes "
+                f"(limit {config.max_txn_bytes} per transaction)"
+            )
+        txn.mutations.update(batch)
+        txn.staged_bytes = size
 
     def _expire(self, txn: OpenTransaction) -> None:
         del self._open[txn.txn_id]

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pykka
@@ -20,10 +21,10 @@ import structlog
 
 from actors.errors import DeadlineExceeded, Retired, TransactionNotFound, Unavailable
 from actors.ledger import Ledger
-from actors.messages import LedgerStatusQuery, Mutation
+from actors.messages import LedgerStatusQuery, Mutation, SnapshotRequest
 from actors.namespace import NamespaceActor, txn_namespace
 from actors.registry import NamespaceRegistry
-from storage import ReadView, Store
+from storage import ReadView, SnapshotDirectory, SnapshotInfo, Store
 
 log = structlog.get_logger("statehouse.actors")
 
@@ -37,6 +38,20 @@ class ActorConfig:
     idle_actor_seconds: float = 60.0
     tick_seconds: float = 0.5
     max_group: int = 512
+    # Bounds a runaway agent cannot blow through (RESOURCE_EXHAUSTED past them).
+    max_open_txns_per_namespace: int = 10_000
+    max_ops_per_txn: int = 10_000
+    max_txn_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SnapshotPolicy:
+    """Where snapshots go, how many to keep (0 = all), and how often to take them (0 = never)."""
+
+    directory: Path
+    keep: int = 0
+    every_commits: int = 0
+    every_seconds: float = 0.0
 
 
 class ActorSystem:
@@ -47,9 +62,11 @@ class ActorSystem:
         store: Store,
         config: ActorConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        snapshots: SnapshotPolicy | None = None,
     ) -> None:
         self.store = store
         self.config = config or ActorConfig()
+        self.snapshots = snapshots
         self._clock = clock  # deadlines and idleness; tests pass a fake one
         self._ledger: pykka.ActorRef | None = None
         self._registry: NamespaceRegistry | None = None
@@ -59,7 +76,13 @@ class ActorSystem:
     # -- start / stop ------------------------------------------------------
 
     def start(self) -> ActorSystem:
-        self._ledger = Ledger.start(self.store, self.config.max_group)
+        policy = self.snapshots
+        self._ledger = Ledger.start(
+            self.store,
+            self.config.max_group,
+            None if policy is None else SnapshotDirectory(policy.directory, policy.keep),
+            0 if policy is None else policy.every_commits,
+        )
         self._registry = NamespaceRegistry(self._start_namespace)
         self._reaper = threading.Thread(target=self._reap, name="statehouse-reaper", daemon=True)
         self._reaper.start()
@@ -84,8 +107,21 @@ class ActorSystem:
         ).proxy()
 
     def _reap(self) -> None:
+        every = 0.0 if self.snapshots is None else self.snapshots.every_seconds
+        last_snapshot = time.monotonic()
         while not self._stopping.wait(self.config.tick_seconds):
             self.tick_all()
+            if every and time.monotonic() - last_snapshot >= every:
+                last_snapshot = time.monotonic()
+                self._tell_ledger(SnapshotRequest(None, reason="every_seconds"))
+
+    def _tell_ledger(self, message: object) -> None:
+        if self._ledger is None:
+            raise Unavailable("the ledger is not running")
+        try:
+            self._ledger.tell(message)
+        except pykka.ActorDeadError:
+            raise Unavailable("the ledger is not running (shutting down?)") from None
 
     def tick_all(self, wait: float | None = None) -> None:
         """Expire overdue transactions and retire idle actors now.
@@ -134,6 +170,19 @@ class ActorSystem:
 
     def abort(self, txn_id: str, wait: float) -> None:
         self._ask(txn_namespace(txn_id), False, lambda a: a.abort(txn_id), wait, txn_id, missing_ok=True)
+
+    def snapshot(self, wait: float) -> SnapshotInfo:
+        """Take a snapshot now (between two commit groups) and return where it is."""
+        if self._stopping.is_set():
+            raise Unavailable("the daemon is shutting down")
+        reply: Future[SnapshotInfo] = Future()
+        self._tell_ledger(SnapshotRequest(reply))
+        try:
+            return reply.result(timeout=wait)
+        except FutureTimeout:
+            raise DeadlineExceeded(
+                "the snapshot did not finish before the deadline; it may still complete"
+            ) from None
 
     # -- reads and status ----------------------------------------------------
 

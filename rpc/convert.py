@@ -60,11 +60,11 @@ def _integral(value: Any) -> Any:
     return value
 
 
-def struct_to_json(struct: Struct) -> bytes:
+def struct_to_json(struct: Struct, key: str) -> bytes:
     try:
         return _codec.encode(_integral(json_format.MessageToDict(struct)), sort_keys=True)
-    except ValueError as exc:
-        raise InvalidArgument(f"value: {exc}") from None
+    except ValueError as exc:  # NaN or Infinity: JSON has no such numbers
+        raise InvalidArgument(f"value of key {key!r} is not valid JSON: {exc}") from None
 
 
 def json_to_struct(data: bytes) -> Struct:
@@ -87,7 +87,7 @@ class ValueCodec:
             except ValueError as exc:
                 raise InvalidArgument(f"value_json of key {key!r}: {exc}") from None
         elif struct is not None:
-            data = struct_to_json(struct)
+            data = struct_to_json(struct, key)
         else:
             raise InvalidArgument(f"value of key {key!r} is missing (a write needs a value)")
         if len(data) > self.max_value_bytes:

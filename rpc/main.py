@@ -1,4 +1,8 @@
-"""`statehoused`: run the Statehouse daemon."""
+"""`statehoused`: run the Statehouse daemon, or one of its maintenance commands.
+
+statehoused [flags]                 serve (see --help)
+statehoused snapshot [--addr A]     ask a running daemon for a snapshot
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import structlog
 from actors import ActorConfig
 from rpc import logs
 from rpc.server import AddressInUse, Daemon, DaemonConfig
-from statehouse import __version__
+from statehouse import Statehouse, StatehouseError, UnavailableError, __version__
 from statehouse._names import DEFAULT_MAX_VALUE_BYTES
 from storage import StorageError, StoreLockedError
 from storage.store import SYNC_METHODS
@@ -32,12 +36,33 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ
     parser = argparse.ArgumentParser(
         prog="statehoused",
         description="Statehouse daemon: transactional, versioned, durable state for AI agents.",
         epilog=(
+            "Maintenance commands: 'statehoused snapshot --help'. "
             "Exit codes: 0 clean shutdown, 2 bad arguments, 3 cannot listen on --addr, "
             "4 data directory unusable (for example locked by another statehoused)."
         ),
@@ -81,6 +106,43 @@ def build_parser() -> argparse.ArgumentParser:
             "sync=True (holds the GIL throughout) (env STATEHOUSE_SYNC_METHOD, default %(default)s)"
         ),
     )
+    limits = [
+        ("--max-open-txns", "STATEHOUSE_MAX_OPEN_TXNS", 10_000, "open transactions per namespace"),
+        ("--max-ops-per-txn", "STATEHOUSE_MAX_OPS_PER_TXN", 10_000, "writes/deletes per transaction"),
+        ("--max-txn-bytes", "STATEHOUSE_MAX_TXN_BYTES", 64 * 1024 * 1024, "bytes staged per transaction"),
+        ("--max-message-bytes", "STATEHOUSE_MAX_MESSAGE_BYTES", 64 * 1024 * 1024, "bytes per gRPC message"),
+    ]
+    for flag, var, default, what in limits:
+        parser.add_argument(
+            flag,
+            type=_positive_int,
+            default=env.get(var, str(default)),
+            help=f"most {what}; more is RESOURCE_EXHAUSTED (env {var}, default %(default)s)",
+        )
+    parser.add_argument(
+        "--snapshot-dir",
+        type=Path,
+        default=env.get("STATEHOUSE_SNAPSHOT_DIR"),
+        help="where snapshots go (env STATEHOUSE_SNAPSHOT_DIR, default: <data-dir>.snapshots beside it)",
+    )
+    parser.add_argument(
+        "--snapshot-every-commits",
+        type=_count,
+        default=env.get("STATEHOUSE_SNAPSHOT_EVERY_COMMITS", "0"),
+        help="take a snapshot after this many commits, 0 = never (env STATEHOUSE_SNAPSHOT_EVERY_COMMITS)",
+    )
+    parser.add_argument(
+        "--snapshot-every-seconds",
+        type=_seconds,
+        default=env.get("STATEHOUSE_SNAPSHOT_EVERY_SECONDS", "0"),
+        help="take a snapshot this often, 0 = never (env STATEHOUSE_SNAPSHOT_EVERY_SECONDS)",
+    )
+    parser.add_argument(
+        "--snapshot-keep",
+        type=_count,
+        default=env.get("STATEHOUSE_SNAPSHOT_KEEP", "0"),
+        help="keep only the newest N snapshots, 0 = keep all (env STATEHOUSE_SNAPSHOT_KEEP)",
+    )
     parser.add_argument(
         "--log-level",
         choices=logs.LEVELS,
@@ -98,9 +160,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:])
+    return serve(argv)
+
+
+def snapshot(argv: list[str]) -> int:
+    """`statehoused snapshot`: ask a running daemon for an online snapshot."""
+    parser = argparse.ArgumentParser(
+        prog="statehoused snapshot",
+        description="Take an online snapshot of a running daemon (commits continue). "
+        "Prints the snapshot directory; restore by starting statehoused with --data-dir on a copy of it.",
+    )
+    parser.add_argument(
+        "--addr",
+        default=os.environ.get("STATEHOUSE_ADDR", "127.0.0.1:50051"),
+        help="the daemon's HOST:PORT (env STATEHOUSE_ADDR, default %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        with Statehouse(args.addr) as client:
+            info = client.create_snapshot()
+    except StatehouseError as exc:
+        print(f"statehoused snapshot: {exc}", file=sys.stderr)
+        return EXIT_ADDRESS if isinstance(exc, UnavailableError) else 1
+    print(f"{info.path}\tcommit_ts={info.commit_ts}")
+    return EXIT_OK
+
+
+def serve(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(args.log_level, args.log_format)
     log = structlog.get_logger("statehouse.main")
+    if args.max_message_bytes <= args.max_value_bytes:
+        print("statehoused: --max-message-bytes must be larger than --max-value-bytes", file=sys.stderr)
+        return EXIT_USAGE
     if args.txn_timeout_ms > args.max_txn_timeout_ms:
         print("statehoused: --txn-timeout-ms cannot exceed --max-txn-timeout-ms", file=sys.stderr)
         return EXIT_USAGE
@@ -111,11 +206,19 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=args.data_dir,
         addr=args.addr,
         max_value_bytes=args.max_value_bytes,
-        max_message_bytes=max(64 * 1024 * 1024, 4 * args.max_value_bytes),
+        max_message_bytes=args.max_message_bytes,
         sync_method=args.sync_method,
         actors=ActorConfig(
-            default_txn_timeout_ms=args.txn_timeout_ms, max_txn_timeout_ms=args.max_txn_timeout_ms
+            default_txn_timeout_ms=args.txn_timeout_ms,
+            max_txn_timeout_ms=args.max_txn_timeout_ms,
+            max_open_txns_per_namespace=args.max_open_txns,
+            max_ops_per_txn=args.max_ops_per_txn,
+            max_txn_bytes=args.max_txn_bytes,
         ),
+        snapshot_dir=args.snapshot_dir,
+        snapshot_keep=args.snapshot_keep,
+        snapshot_every_commits=args.snapshot_every_commits,
+        snapshot_every_seconds=args.snapshot_every_seconds,
     )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -137,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     daemon.stop()
     return EXIT_OK
 
+
+COMMANDS = {"snapshot": snapshot}
 
 if __name__ == "__main__":
     sys.exit(main())

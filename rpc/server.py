@@ -8,18 +8,21 @@ an ordered start and a reverse-ordered stop.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from actors import ActorConfig, ActorSystem
+from actors import ActorConfig, ActorSystem, SnapshotPolicy
 from rpc.servicer import StatehouseServicer
 from statehouse._names import DEFAULT_MAX_VALUE_BYTES
-from statehouse._proto import statehouse_pb2_grpc as pb_grpc
+from statehouse._proto import statehouse_pb2 as pb
 from storage import Store
 
 log = structlog.get_logger("statehouse.server")
@@ -40,6 +43,18 @@ class DaemonConfig:
     workers: int = 64
     sync_method: str = "flush_wal"
     actors: ActorConfig = field(default_factory=ActorConfig)
+    snapshot_dir: Path | None = None  # default: "<data_dir>.snapshots" beside the data directory
+    snapshot_keep: int = 0
+    snapshot_every_commits: int = 0
+    snapshot_every_seconds: float = 0.0
+
+    def snapshot_policy(self) -> SnapshotPolicy:
+        data_dir = self.data_dir.resolve()
+        directory = self.snapshot_dir or data_dir.with_name(data_dir.name + ".snapshots")
+        return SnapshotPolicy(
+            directory, self.snapshot_keep, self.snapshot_every_commits, self.snapshot_every_seconds
+        )
+
     shutdown_grace_seconds: float = 10.0
 
 
@@ -55,8 +70,8 @@ def create_server(
     server = grpc.server(
         ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"), options=options
     )
-    pb_grpc.add_StatehouseServiceServicer_to_server(
-        StatehouseServicer(system, config.max_value_bytes, _git_sha()), server
+    server.add_generic_rpc_handlers(
+        (service_handler(StatehouseServicer(system, config.max_value_bytes, _git_sha())),)
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -67,6 +82,51 @@ def create_server(
     if port == 0:
         raise AddressInUse(f"cannot listen on {config.addr} (address in use or not local)")
     return server, port, health_servicer
+
+
+def service_handler(servicer: StatehouseServicer) -> grpc.GenericRpcHandler:
+    """Handlers for every RPC of the service that parse requests themselves.
+
+    grpc would answer an undecodable request (bad wire bytes, a string field
+    that is not UTF-8) with INTERNAL; parsing here makes it INVALID_ARGUMENT.
+    """
+    service = pb.DESCRIPTOR.services_by_name["StatehouseService"]
+    handlers = {}
+    for method in service.methods:
+        request_type = getattr(pb, method.input_type.name)
+        response_type = getattr(pb, method.output_type.name)
+        behaviour = _parsing(getattr(servicer, method.name), request_type, method.server_streaming)
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = make(behaviour, response_serializer=response_type.SerializeToString)
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+def _parsing(behaviour: Callable[..., Any], request_type: Any, streaming: bool) -> Callable[..., Any]:
+    def parse(raw: bytes, context: grpc.ServicerContext) -> Any:
+        try:
+            return request_type.FromString(raw)
+        except DecodeError:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"request is not a valid {request_type.DESCRIPTOR.full_name} message "
+                "(malformed protobuf, or a string field that is not valid UTF-8)",
+            )
+
+    if streaming:
+
+        def stream(raw: bytes, context: grpc.ServicerContext) -> Iterator[Any]:
+            yield from behaviour(parse(raw, context), context)
+
+        return stream
+
+    def unary(raw: bytes, context: grpc.ServicerContext) -> Any:
+        return behaviour(parse(raw, context), context)
+
+    return unary
 
 
 def _git_sha() -> str:
@@ -97,7 +157,9 @@ class Daemon:
     def start(self) -> Daemon:
         try:
             self.store = Store.open(self.config.data_dir, self.config.sync_method)
-            self.system = ActorSystem(self.store, self.config.actors).start()
+            self.system = ActorSystem(
+                self.store, self.config.actors, snapshots=self.config.snapshot_policy()
+            ).start()
             self.server, self.port, self._health = create_server(self.system, self.config)
             self.server.start()
         except BaseException:

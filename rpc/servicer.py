@@ -91,6 +91,13 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         self._system.abort(request.txn_id, _wait(context))
         return pb.AbortResponse()
 
+    @grpc_errors
+    def CreateSnapshot(
+        self, request: pb.CreateSnapshotRequest, context: grpc.ServicerContext
+    ) -> pb.CreateSnapshotResponse:
+        info = self._system.snapshot(_wait(context))
+        return pb.CreateSnapshotResponse(path=str(info.path), commit_ts=info.commit_ts)
+
     # -- reads -------------------------------------------------------------------
 
     @grpc_errors

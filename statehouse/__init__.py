@@ -15,6 +15,7 @@ from statehouse.exceptions import (
     DeadlineExceededError,
     InvalidArgumentError,
     NotFoundError,
+    ResourceExhaustedError,
     StatehouseError,
     TransactionClosedError,
     TransactionError,
@@ -22,7 +23,7 @@ from statehouse.exceptions import (
     TransactionNotFoundError,
     UnavailableError,
 )
-from statehouse.types import Operation, ReplayEvent, StateResult
+from statehouse.types import Operation, ReplayEvent, SnapshotInfo, StateResult
 
 __version__ = "0.2.0"
 
@@ -32,6 +33,8 @@ __all__ = [
     "NotFoundError",
     "Operation",
     "ReplayEvent",
+    "ResourceExhaustedError",
+    "SnapshotInfo",
     "StateResult",
     "StatehouseError",
     "Statehouse",

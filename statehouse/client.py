@@ -17,7 +17,7 @@ from statehouse._names import DEFAULT_NAMESPACE
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
 from statehouse.exceptions import TransactionClosedError, from_rpc_error
-from statehouse.types import ReplayEvent, StateResult
+from statehouse.types import ReplayEvent, SnapshotInfo, StateResult
 
 DEFAULT_ADDR = "localhost:50051"
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -200,6 +200,11 @@ class Statehouse:
             raise from_rpc_error(exc, False) from None
         finally:
             stream.cancel()
+
+    def create_snapshot(self) -> SnapshotInfo:
+        """Take an online snapshot (commits continue); returns where it is on the daemon's machine."""
+        response = self._call(self._stub.CreateSnapshot, pb.CreateSnapshotRequest())
+        return SnapshotInfo(response.path, response.commit_ts)
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -5,6 +5,7 @@
     ├── NotFoundError                    a version that never existed
     ├── UnavailableError                 daemon unreachable, shutting down, or storage failed
     ├── DeadlineExceededError            no answer before the call's deadline
+    ├── ResourceExhaustedError           a configured bound (open txns, ops, bytes, message size)
     └── TransactionError                 any failure of begin/write/delete/commit/abort
         ├── TransactionNotFoundError     unknown transaction id (also a NotFoundError)
         ├── TransactionExpiredError      its timeout passed before commit
@@ -47,6 +48,10 @@ class DeadlineExceededError(StatehouseError):
     code = "DEADLINE_EXCEEDED"
 
 
+class ResourceExhaustedError(StatehouseError):
+    code = "RESOURCE_EXHAUSTED"
+
+
 class TransactionError(StatehouseError):
     """Any failure of a transaction operation."""
 
@@ -79,12 +84,17 @@ class _TxnDeadline(TransactionError, DeadlineExceededError):
     code = "DEADLINE_EXCEEDED"
 
 
+class _TxnResourceExhausted(TransactionError, ResourceExhaustedError):
+    code = "RESOURCE_EXHAUSTED"
+
+
 _BY_CODE: dict[grpc.StatusCode, type[StatehouseError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.OUT_OF_RANGE: InvalidArgumentError,
     grpc.StatusCode.NOT_FOUND: NotFoundError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
     grpc.StatusCode.ABORTED: TransactionExpiredError,
     grpc.StatusCode.FAILED_PRECONDITION: TransactionClosedError,
 }
@@ -95,6 +105,7 @@ _IN_TRANSACTION: dict[grpc.StatusCode, type[StatehouseError]] = {
     grpc.StatusCode.NOT_FOUND: TransactionNotFoundError,
     grpc.StatusCode.UNAVAILABLE: _TxnUnavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: _TxnDeadline,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: _TxnResourceExhausted,
     grpc.StatusCode.ABORTED: TransactionExpiredError,
     grpc.StatusCode.FAILED_PRECONDITION: TransactionClosedError,
 }

@@ -37,3 +37,11 @@ class ReplayEvent:
     namespace: str = ""
     agent_id: str = ""
     committed_at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    """An online snapshot: a directory on the daemon's machine holding every commit up to commit_ts."""
+
+    path: str
+    commit_ts: int

@@ -6,6 +6,7 @@ Only the ledger actor writes (through `Store.append`); readers use the
 
 from storage.errors import StorageError, StoreFailedError, StoreLockedError
 from storage.records import AgentEvent, Event, EventOp, StateRecord, VersionRecord
+from storage.snapshots import SnapshotDirectory, SnapshotInfo
 from storage.store import Store
 from storage.view import ReadView
 
@@ -14,6 +15,8 @@ __all__ = [
     "Event",
     "EventOp",
     "ReadView",
+    "SnapshotDirectory",
+    "SnapshotInfo",
     "StateRecord",
     "StorageError",
     "StoreFailedError",

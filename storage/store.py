@@ -9,13 +9,15 @@ It is called by the ledger actor alone.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import Checkpoint, Options, Rdict, WriteBatch, WriteOptions
 
 from storage import keys
 from storage.errors import StorageError, StoreFailedError, StoreLockedError
+from storage.faults import crash_point
 from storage.records import (
     Event,
     EventOp,
@@ -101,10 +103,12 @@ class Store:
             _add_event(batch, event)
         batch.put(keys.META_LAST_COMMIT_TS, keys.u64(events[-1].commit_ts))
         sync_write = self._sync_method == "sync_write"
+        crash_point("ledger.before_write")
         try:
             self._db.write(batch, self._synced if sync_write else self._unsynced)
         except Exception as exc:
             raise StorageError(f"write failed, nothing was committed: {exc}") from exc
+        crash_point("ledger.after_write")
         if not sync_write:
             try:
                 self._db.flush_wal(True)
@@ -113,8 +117,29 @@ class Store:
                 # further writes rather than build on a commit we cannot vouch for.
                 self._failed = f"WAL fsync failed: {exc}"
                 raise StoreFailedError(f"{self._failed}; restart the daemon") from exc
+        crash_point("ledger.after_sync")
         self.last_commit_ts = events[-1].commit_ts
         self._view = ReadView(self._db.snapshot(), self.last_commit_ts)
+
+    def checkpoint(self, directory: Path) -> Path:
+        """Write a consistent copy of the store (a RocksDB checkpoint) into `directory`.
+
+        Call it from the writer's thread between writes, so the copy holds
+        whole commit groups that are all durable. The checkpoint is built
+        under a ".partial" name and renamed into place, so a crash leaves no
+        half-made snapshot under the final name.
+        """
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        partial = directory.with_name(directory.name + ".partial")
+        if partial.exists():
+            shutil.rmtree(partial)
+        try:
+            Checkpoint(self._db).create_checkpoint(str(partial))
+        except Exception as exc:
+            raise StorageError(f"snapshot into {directory} failed: {exc}") from exc
+        crash_point("snapshot.mid")
+        partial.rename(directory)
+        return directory
 
     def close(self) -> None:
         """Flush and close RocksDB. Safe to call twice."""

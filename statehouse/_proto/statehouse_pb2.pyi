@@ -292,3 +292,15 @@ class Operation(_message.Message):
     value_json: bytes
     deleted: bool
     def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[int] = ..., value_json: _Optional[bytes] = ..., deleted: _Optional[bool] = ...) -> None: ...
+
+class CreateSnapshotRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CreateSnapshotResponse(_message.Message):
+    __slots__ = ("path", "commit_ts")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_TS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    commit_ts: int
+    def __init__(self, path: _Optional[str] = ..., commit_ts: _Optional[int] = ...) -> None: ...

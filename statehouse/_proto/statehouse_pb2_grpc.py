@@ -99,6 +99,11 @@ class StatehouseServiceStub:
                 request_serializer=statehouse_dot_v1_dot_statehouse__pb2.StageRequest.SerializeToString,
                 response_deserializer=statehouse_dot_v1_dot_statehouse__pb2.StageResponse.FromString,
                 _registered_method=True)
+        self.CreateSnapshot = channel.unary_unary(
+                '/statehouse.v1.StatehouseService/CreateSnapshot',
+                request_serializer=statehouse_dot_v1_dot_statehouse__pb2.CreateSnapshotRequest.SerializeToString,
+                response_deserializer=statehouse_dot_v1_dot_statehouse__pb2.CreateSnapshotResponse.FromString,
+                _registered_method=True)
 
 
 class StatehouseServiceServicer:
@@ -183,6 +188,13 @@ class StatehouseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSnapshot(self, request, context):
+        """Extension: an online snapshot (RocksDB checkpoint) taken between two commit groups.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StatehouseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -250,6 +262,11 @@ def add_StatehouseServiceServicer_to_server(servicer, server):
                     servicer.Stage,
                     request_deserializer=statehouse_dot_v1_dot_statehouse__pb2.StageRequest.FromString,
                     response_serializer=statehouse_dot_v1_dot_statehouse__pb2.StageResponse.SerializeToString,
+            ),
+            'CreateSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSnapshot,
+                    request_deserializer=statehouse_dot_v1_dot_statehouse__pb2.CreateSnapshotRequest.FromString,
+                    response_serializer=statehouse_dot_v1_dot_statehouse__pb2.CreateSnapshotResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -603,6 +620,33 @@ class StatehouseService:
             '/statehouse.v1.StatehouseService/Stage',
             statehouse_dot_v1_dot_statehouse__pb2.StageRequest.SerializeToString,
             statehouse_dot_v1_dot_statehouse__pb2.StageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/statehouse.v1.StatehouseService/CreateSnapshot',
+            statehouse_dot_v1_dot_statehouse__pb2.CreateSnapshotRequest.SerializeToString,
+            statehouse_dot_v1_dot_statehouse__pb2.CreateSnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,
