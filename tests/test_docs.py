@@ -52,3 +52,23 @@ def test_documented_daemon_help_command_works() -> None:
     assert result.returncode == 0
     for flag in re.findall(r"`(--[a-z-]+)", (ROOT / "README.md").read_text(encoding="utf-8")):
         assert flag in result.stdout, f"README documents {flag}, statehoused --help does not"
+
+
+def test_documented_restore_commands_work(tmp_path: Path) -> None:
+    from statehouse import Statehouse
+    from statehouse.testing import DaemonProcess
+
+    (block,) = re.findall(
+        r"```sh\n(.*?)```", (ROOT / "docs" / "operations.md").read_text(encoding="utf-8"), re.S
+    )
+    copy_lines, start_line = block.splitlines()[:-1], block.splitlines()[-1]
+    assert start_line == ".venv/bin/statehoused --data-dir restored-data"
+    with DaemonProcess(tmp_path / "statehouse-data") as daemon, Statehouse(daemon.addr) as client:
+        with client.begin_transaction() as tx:
+            tx.write("a", "k", {"n": 1})
+        client.create_snapshot()
+    subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", "\n".join(copy_lines)], cwd=tmp_path, check=True, timeout=60
+    )
+    with DaemonProcess(tmp_path / "restored-data") as daemon, Statehouse(daemon.addr) as client:
+        assert client.get_state("a", "k").value == {"n": 1}
