@@ -4,6 +4,7 @@ the sole writer. `ActorSystem` is the facade the rpc layer talks to."""
 from actors.errors import (
     DeadlineExceeded,
     InvalidArgument,
+    NotRepresentable,
     ResourceExhausted,
     StatehouseFault,
     TransactionClosed,
@@ -21,6 +22,7 @@ __all__ = [
     "DeadlineExceeded",
     "InvalidArgument",
     "Mutation",
+    "NotRepresentable",
     "ResourceExhausted",
     "SnapshotPolicy",
     "StatehouseFault",

@@ -37,6 +37,10 @@ class VersionNotFound(StatehouseFault):
     pass
 
 
+class NotRepresentable(StatehouseFault):
+    pass
+
+
 class ResourceExhausted(StatehouseFault):
     pass
 

@@ -18,7 +18,7 @@ import structlog
 
 from actors.errors import Unavailable
 from actors.messages import CommitIntent, LedgerStatusQuery, SnapshotRequest
-from storage import Event, EventOp, SnapshotDirectory, SnapshotInfo, StorageError, Store
+from storage import Event, EventOp, SnapshotDirectory, SnapshotInfo, StorageError, Store, StoreFailedError
 from storage.faults import crash_point
 
 log = structlog.get_logger("statehouse.ledger")
@@ -49,6 +49,12 @@ class Ledger(pykka.ThreadingActor):
     # Only tells arrive here. An exception escaping a tell would kill the
     # sole writer, so every failure is turned into a reply instead.
     def on_receive(self, message: Any) -> None:
+        try:
+            self._receive(message)
+        except Exception:  # a bug; the futures concerned were already failed where possible
+            log.exception("ledger.unexpected_error")
+
+    def _receive(self, message: Any) -> None:
         if isinstance(message, CommitIntent):
             self._pending.append(message)
             if len(self._pending) >= self._max_group or self.actor_inbox.empty():
@@ -95,6 +101,14 @@ class Ledger(pykka.ThreadingActor):
             return
         try:
             results = self._write(group)
+        except StoreFailedError as exc:
+            log.error("ledger.sync_failed", error=str(exc), commits=len(group))
+            unknown = Unavailable(
+                f"commit outcome unknown: {exc}. It may or may not survive the restart; read to find out"
+            )
+            for intent in group:
+                intent.reply.set_exception(unknown)
+            return
         except StorageError as exc:
             log.error("ledger.write_failed", error=str(exc), commits=len(group))
             failure = Unavailable(f"commit not written: {exc}")

@@ -8,7 +8,6 @@ itself when it has been idle with no open transaction.
 
 from __future__ import annotations
 
-import collections
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -23,21 +22,16 @@ from actors.errors import (
     InvalidArgument,
     ResourceExhausted,
     Retired,
-    TransactionClosed,
-    TransactionExpired,
     TransactionNotFound,
     Unavailable,
 )
+from actors.finished import Finished, FinishedTransactions, shown
 from actors.messages import CommitIntent, Mutation
 
 if TYPE_CHECKING:
     from actors.system import ActorConfig
 
 log = structlog.get_logger("statehouse.txn")
-
-# How many finished transactions each actor remembers, to explain later
-# requests for them ("already committed") instead of "unknown".
-_FINISHED_MEMORY = 4096
 
 
 def new_txn_id(namespace: str) -> str:
@@ -49,7 +43,7 @@ def txn_namespace(txn_id: str) -> str:
     """The owning namespace of a transaction id; TransactionNotFound if malformed."""
     namespace, sep, token = txn_id.rpartition(":")
     if not sep or not namespace or len(token) != 24:
-        raise TransactionNotFound(f"transaction {txn_id!r} not found (not an id this server issued)")
+        raise TransactionNotFound(f"transaction {shown(txn_id)} not found (not an id this server issued)")
     return namespace
 
 
@@ -67,13 +61,6 @@ class OpenTransaction:
     staged_bytes: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class _Finished:
-    outcome: str  # "committed", "aborted" or "expired"
-    timeout_ms: int = 0
-    reply: Future[int] | None = None
-
-
 class NamespaceActor(pykka.ThreadingActor):
     """Owns one namespace's open transactions. Use through its proxy."""
 
@@ -83,6 +70,7 @@ class NamespaceActor(pykka.ThreadingActor):
         ledger: pykka.ActorRef,
         config: ActorConfig,
         retire: Callable[[str, pykka.ActorRef], None],
+        finished: FinishedTransactions,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
@@ -92,7 +80,7 @@ class NamespaceActor(pykka.ThreadingActor):
         self._retire = retire
         self._clock = clock
         self._open: dict[str, OpenTransaction] = {}
-        self._finished: collections.OrderedDict[str, _Finished] = collections.OrderedDict()
+        self._finished = finished
         self._retired = False
         self._last_activity = clock()
         self._commits = 0
@@ -130,7 +118,7 @@ class NamespaceActor(pykka.ThreadingActor):
         self._stage(txn, mutations)
         del self._open[txn_id]
         reply: Future[int] = Future()
-        self._remember(txn_id, _Finished("committed", reply=reply))
+        self._finished.remember(txn_id, Finished("committed", reply=reply))
         self._commits += 1
         intent = CommitIntent(txn_id, tuple(txn.mutations.values()), txn.begun_at, reply)
         try:
@@ -144,12 +132,10 @@ class NamespaceActor(pykka.ThreadingActor):
         self._touch()
         txn = self._open.pop(txn_id, None)
         if txn is not None:
-            self._remember(txn_id, _Finished("aborted"))
+            self._finished.remember(txn_id, Finished("aborted"))
             log.info("txn.abort", txn_id=txn_id, namespace=self.namespace, ops=len(txn.mutations))
             return
-        finished = self._finished.get(txn_id)
-        if finished is not None and finished.outcome == "committed":
-            raise TransactionClosed(f"transaction {txn_id!r} was already committed; it cannot be aborted")
+        self._finished.check_abort(txn_id)
 
     # -- housekeeping --------------------------------------------------------
 
@@ -188,10 +174,10 @@ class NamespaceActor(pykka.ThreadingActor):
         now = self._touch()
         txn = self._open.get(txn_id)
         if txn is None:
-            raise self._closed_error(txn_id)
+            raise self._finished.closed_error(txn_id)
         if txn.deadline <= now:
             self._expire(txn)
-            raise self._closed_error(txn_id)
+            raise self._finished.closed_error(txn_id)
         return txn
 
     def _stage(self, txn: OpenTransaction, mutations: Iterable[Mutation]) -> None:
@@ -211,12 +197,12 @@ class NamespaceActor(pykka.ThreadingActor):
         config = self._config
         if count > config.max_ops_per_txn:
             raise ResourceExhausted(
-                f"transaction {txn.txn_id!r} would hold {count} operations "
+                f"transaction {shown(txn.txn_id)} would hold {count} operations "
                 f"(limit {config.max_ops_per_txn} per transaction)"
             )
         if size > config.max_txn_bytes:
             raise ResourceExhausted(
-                f"transaction {txn.txn_id!r} would hold {size} bytes "
+                f"transaction {shown(txn.txn_id)} would hold {size} bytes "
                 f"(limit {config.max_txn_bytes} per transaction)"
             )
         txn.mutations.update(batch)
@@ -224,30 +210,5 @@ class NamespaceActor(pykka.ThreadingActor):
 
     def _expire(self, txn: OpenTransaction) -> None:
         del self._open[txn.txn_id]
-        self._remember(txn.txn_id, _Finished("expired", timeout_ms=txn.timeout_ms))
+        self._finished.remember(txn.txn_id, Finished("expired", timeout_ms=txn.timeout_ms))
         log.info("txn.expire", txn_id=txn.txn_id, namespace=self.namespace, timeout_ms=txn.timeout_ms)
-
-    def _remember(self, txn_id: str, finished: _Finished) -> None:
-        self._finished[txn_id] = finished
-        if len(self._finished) > _FINISHED_MEMORY:
-            self._finished.popitem(last=False)
-
-    def _closed_error(self, txn_id: str) -> Exception:
-        finished = self._finished.get(txn_id)
-        if finished is None:
-            return TransactionNotFound(
-                f"transaction {txn_id!r} not found (never begun here, or finished long ago)"
-            )
-        if finished.outcome == "expired":
-            return TransactionExpired(
-                f"transaction {txn_id!r} expired: not committed within its "
-                f"{finished.timeout_ms} ms timeout; begin a new transaction"
-            )
-        if finished.outcome == "aborted":
-            return TransactionClosed(f"transaction {txn_id!r} was aborted")
-        reply = finished.reply
-        if reply is not None and reply.done() and reply.exception() is None:
-            return TransactionClosed(
-                f"transaction {txn_id!r} was already committed (commit_ts {reply.result()})"
-            )
-        return TransactionClosed(f"transaction {txn_id!r} was already committed")

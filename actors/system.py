@@ -19,7 +19,8 @@ from typing import Any
 import pykka
 import structlog
 
-from actors.errors import DeadlineExceeded, Retired, TransactionNotFound, Unavailable
+from actors.errors import DeadlineExceeded, Retired, Unavailable
+from actors.finished import FinishedTransactions, shown
 from actors.ledger import Ledger
 from actors.messages import LedgerStatusQuery, Mutation, SnapshotRequest
 from actors.namespace import NamespaceActor, txn_namespace
@@ -70,6 +71,7 @@ class ActorSystem:
         self._clock = clock  # deadlines and idleness; tests pass a fake one
         self._ledger: pykka.ActorRef | None = None
         self._registry: NamespaceRegistry | None = None
+        self._finished = FinishedTransactions()
         self._stopping = threading.Event()
         self._reaper: threading.Thread | None = None
 
@@ -103,7 +105,7 @@ class ActorSystem:
     def _start_namespace(self, namespace: str) -> pykka.ActorProxy:
         assert self._ledger is not None and self._registry is not None
         return NamespaceActor.start(
-            namespace, self._ledger, self.config, self._registry.retire, self._clock
+            namespace, self._ledger, self.config, self._registry.retire, self._finished, self._clock
         ).proxy()
 
     def _reap(self) -> None:
@@ -165,7 +167,8 @@ class ActorSystem:
             return reply.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
             raise DeadlineExceeded(
-                f"commit of {txn_id!r} was not confirmed durable before the deadline; it may still complete"
+                f"commit of {shown(txn_id)} was not confirmed durable before the deadline; "
+                "it may still complete"
             ) from None
 
     def abort(self, txn_id: str, wait: float) -> None:
@@ -232,10 +235,9 @@ class ActorSystem:
                 if proxy is None:
                     # Actors with open transactions never retire, so none is open.
                     if missing_ok:
+                        self._finished.check_abort(txn_id)
                         return None
-                    raise TransactionNotFound(
-                        f"transaction {txn_id!r} not found (never begun, expired or finished)"
-                    )
+                    raise self._finished.closed_error(txn_id)
             try:
                 return call(proxy).get(timeout=max(0.0, deadline - time.monotonic()))
             except (Retired, pykka.ActorDeadError):

@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from google.protobuf.struct_pb2 import Struct
 
-from actors import InvalidArgument, Mutation
+from actors import InvalidArgument, Mutation, NotRepresentable
 from statehouse import _codec, _names
 
 _EXACT_DOUBLE = 2**53
@@ -67,10 +68,31 @@ def struct_to_json(struct: Struct, key: str) -> bytes:
         raise InvalidArgument(f"value of key {key!r} is not valid JSON: {exc}") from None
 
 
-def json_to_struct(data: bytes) -> Struct:
+# Each JSON level costs up to three protobuf message levels in a Struct, and
+# protobuf parsers stop at 100: deeper values cannot reach a Struct reader.
+STRUCT_MAX_DEPTH = 30
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a JSON value, counting no further than `limit` + 1."""
+    if limit < 0 or not isinstance(value, (dict, list)):
+        return 0
+    items = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(v, limit - 1) for v in items), default=0)
+
+
+def json_to_struct(data: bytes, key: str) -> Struct:
     value = _codec.decode(data)
     struct = Struct()
-    struct.update(value if isinstance(value, dict) else {"value": value})
+    try:
+        if _depth(value, STRUCT_MAX_DEPTH) > STRUCT_MAX_DEPTH:
+            raise ValueError(f"nested deeper than {STRUCT_MAX_DEPTH} levels")
+        struct.update(value if isinstance(value, dict) else {"value": value})
+    except (OverflowError, ValueError, DecodeError) as exc:
+        raise NotRepresentable(
+            f"value of key {key!r} cannot be sent as a google.protobuf.Struct ({exc}); "
+            "read it as JSON (our SDK does: json_values)"
+        ) from None
     return struct
 
 

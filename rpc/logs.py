@@ -1,14 +1,22 @@
-"""structlog set-up: JSON lines when stderr is not a terminal, readable otherwise."""
+"""structlog set-up: JSON lines when stderr is not a terminal, readable otherwise.
+
+Logging never fails the caller: a log line that cannot be written (stderr
+closed, a broken pipe, a full disk) is dropped, because the ledger and the
+actors log on their hot paths and must keep serving.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
+from typing import Any
 
 import orjson
 import structlog
 
 LEVELS = ("debug", "info", "warning", "error")
+FORMATS = ("auto", "json", "console")
 
 
 def configure(level: str = "info", fmt: str = "auto") -> None:
@@ -26,13 +34,33 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
             structlog.processors.dict_tracebacks,
             structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ]
-        factory: structlog.typing.WrappedLogger = structlog.BytesLoggerFactory(sys.stderr.buffer)
+        stream: Any = sys.stderr.buffer
     else:
         processors = [*shared, structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
-        factory = structlog.PrintLoggerFactory(sys.stderr)
+        stream = sys.stderr
+    logger = _StderrLogger(stream, binary=fmt == "json")
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=factory,
+        logger_factory=lambda *args: logger,
         cache_logger_on_first_use=True,
     )
+
+
+class _StderrLogger:
+    """Writes each rendered line to a stream; drops it if the stream fails."""
+
+    def __init__(self, stream: Any, binary: bool) -> None:
+        self._stream = stream
+        self._newline: Any = b"\n" if binary else "\n"
+        self._lock = threading.Lock()
+
+    def msg(self, message: Any) -> None:
+        try:
+            with self._lock:
+                self._stream.write(message + self._newline)
+                self._stream.flush()
+        except (OSError, ValueError):  # closed or broken stderr: keep serving
+            pass
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg

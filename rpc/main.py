@@ -2,6 +2,8 @@
 
 statehoused [flags]                 serve (see --help)
 statehoused snapshot [--addr A]     ask a running daemon for a snapshot
+statehoused verify [--data-dir D]   check state and indexes against the event log (daemon stopped)
+statehoused rebuild [--data-dir D]  rebuild state and indexes from the event log, then verify
 """
 
 from __future__ import annotations
@@ -151,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-format",
-        choices=("auto", "json", "console"),
+        choices=logs.FORMATS,
         default=env.get("STATEHOUSE_LOG_FORMAT", "auto"),
         help="auto = console on a terminal, JSON lines otherwise (env STATEHOUSE_LOG_FORMAT)",
     )
@@ -189,8 +191,94 @@ def snapshot(argv: list[str]) -> int:
     return EXIT_OK
 
 
+def _maintenance_parser(command: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"statehoused {command}",
+        description=description,
+        epilog="Exit codes: 0 consistent, 1 divergence found (DIVERGENCE: names the first), "
+        "2 bad arguments, 4 data directory unusable or in use by a running statehoused (stop it first).",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("STATEHOUSE_DATA_DIR", "./statehouse-data")),
+        help="the RocksDB data directory (env STATEHOUSE_DATA_DIR, default %(default)s)",
+    )
+    parser.add_argument(
+        "--progress-every",
+        type=_positive_int,
+        default=100_000,
+        help="print progress to stderr every N events (and at least once a second), default %(default)s",
+    )
+    return parser
+
+
+def verify(argv: list[str]) -> int:
+    """`statehoused verify`: fold the event log and compare it with the stored tables."""
+    from storage import recovery
+
+    args = _maintenance_parser(
+        "verify",
+        "Fold the event log from empty and check that it equals the stored state, version history, "
+        "per-agent event index and last commit_ts, and that the log itself is whole (commit_ts 1, 2, 3, "
+        "... and every key's versions 1, 2, 3, ...). Opens the store read-only; the daemon must be stopped.",
+    ).parse_args(argv)
+    try:
+        report = recovery.verify(
+            args.data_dir,
+            progress=lambda p: print(f"statehoused verify: {p}", file=sys.stderr, flush=True),
+            progress_every=args.progress_every,
+        )
+    except StorageError as exc:  # StoreLockedError included: a daemon holds the directory
+        print(f"statehoused verify: {exc}", file=sys.stderr)
+        return EXIT_DATA_DIR
+    print(report.summary())
+    if report.divergence is not None:
+        if report.divergence.table == "EVENTS":
+            print("the event log itself is damaged; rebuild cannot repair that (restore a snapshot)")
+        else:
+            print(
+                f"repair: statehoused rebuild --data-dir {args.data_dir}  (rebuilds everything from the log)"
+            )
+    return EXIT_OK if report.ok else 1
+
+
+def rebuild(argv: list[str]) -> int:
+    """`statehoused rebuild`: rewrite state and indexes from the event log alone, then verify."""
+    from storage import recovery
+
+    args = _maintenance_parser(
+        "rebuild",
+        "Rebuild the state table, version history, per-agent event index and last commit_ts from the "
+        "event log alone (the way out of a damaged state table), then run verify. Changes nothing if the "
+        "log itself is damaged. Safe to run again if interrupted. The daemon must be stopped.",
+    ).parse_args(argv)
+
+    def progress(p: object) -> None:
+        print(f"statehoused rebuild: {p}", file=sys.stderr, flush=True)
+
+    try:
+        result = recovery.rebuild(args.data_dir, progress=progress, progress_every=args.progress_every)
+    except recovery.LogDamagedError as exc:
+        print(f"statehoused rebuild: {exc}; nothing was changed (restore a snapshot)", file=sys.stderr)
+        return 1
+    except StorageError as exc:
+        print(f"statehoused rebuild: {exc}", file=sys.stderr)
+        return EXIT_DATA_DIR
+    print(result.summary())
+    return verify([*argv])
+
+
 def serve(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # argparse checks `choices` only for values given on the command line, not env defaults.
+    if args.log_level not in logs.LEVELS:
+        parser.error(f"--log-level / STATEHOUSE_LOG_LEVEL must be one of {', '.join(logs.LEVELS)}")
+    if args.log_format not in logs.FORMATS:
+        parser.error(f"--log-format / STATEHOUSE_LOG_FORMAT must be one of {', '.join(logs.FORMATS)}")
+    if args.sync_method not in SYNC_METHODS:
+        parser.error(f"--sync-method / STATEHOUSE_SYNC_METHOD must be one of {', '.join(SYNC_METHODS)}")
     logs.configure(args.log_level, args.log_format)
     log = structlog.get_logger("statehouse.main")
     if args.max_message_bytes <= args.max_value_bytes:
@@ -198,9 +286,6 @@ def serve(argv: list[str]) -> int:
         return EXIT_USAGE
     if args.txn_timeout_ms > args.max_txn_timeout_ms:
         print("statehoused: --txn-timeout-ms cannot exceed --max-txn-timeout-ms", file=sys.stderr)
-        return EXIT_USAGE
-    if args.sync_method not in SYNC_METHODS:  # a bad STATEHOUSE_SYNC_METHOD skips argparse's check
-        print(f"statehoused: --sync-method must be one of {', '.join(SYNC_METHODS)}", file=sys.stderr)
         return EXIT_USAGE
     config = DaemonConfig(
         data_dir=args.data_dir,
@@ -234,14 +319,16 @@ def serve(argv: list[str]) -> int:
     except StorageError as exc:
         print(f"statehoused: {exc}", file=sys.stderr)
         return EXIT_DATA_DIR
-    while not stop.wait(1.0):
-        pass
-    log.info("server.stopping", reason="signal")
-    daemon.stop()
+    try:
+        while not stop.wait(1.0):
+            pass
+        log.info("server.stopping", reason="signal")
+    finally:
+        daemon.stop()
     return EXIT_OK
 
 
-COMMANDS = {"snapshot": snapshot}
+COMMANDS = {"snapshot": snapshot, "verify": verify, "rebuild": rebuild}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,7 +23,7 @@ from actors import ActorConfig, ActorSystem, SnapshotPolicy
 from rpc.servicer import StatehouseServicer
 from statehouse._names import DEFAULT_MAX_VALUE_BYTES
 from statehouse._proto import statehouse_pb2 as pb
-from storage import Store
+from storage import StorageError, Store
 
 log = structlog.get_logger("statehouse.server")
 
@@ -71,7 +71,13 @@ def create_server(
         ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"), options=options
     )
     server.add_generic_rpc_handlers(
-        (service_handler(StatehouseServicer(system, config.max_value_bytes, _git_sha())),)
+        (
+            service_handler(
+                StatehouseServicer(
+                    system, config.max_value_bytes, _git_sha(), max_streams=max(1, config.workers // 2)
+                )
+            ),
+        )
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -189,7 +195,10 @@ class Daemon:
                     self.system.stop()
             finally:
                 if self.store is not None:
-                    self.store.close()
+                    try:
+                        self.store.close()
+                    except StorageError as exc:  # what was acknowledged was fsynced already
+                        log.error("server.close_failed", error=str(exc))
                     log.info("server.stopped", last_commit_ts=self.store.last_commit_ts)
         self.server = self.system = None
         self.store = None

@@ -3,11 +3,12 @@ the actor system or one read of the current view, and back into a response."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import grpc
 
-from actors import ActorSystem, InvalidArgument, Mutation, VersionNotFound
+from actors import ActorSystem, InvalidArgument, Mutation, ResourceExhausted, VersionNotFound
 from rpc.convert import ValueCodec, check_names, check_namespace, check_prefix, json_to_struct
 from rpc.status import grpc_errors
 from statehouse import __version__
@@ -23,21 +24,27 @@ def _wait(context: grpc.ServicerContext) -> float:
     return MAX_WAIT_SECONDS if remaining is None else min(remaining, MAX_WAIT_SECONDS)
 
 
-def _fill_value(message: object, value: bytes | None, json_values: bool) -> None:
+def _fill_value(message: object, key: str, value: bytes | None, json_values: bool) -> None:
     """Set a response's value field the way the client asked for it."""
     if value is None:
         return
     if json_values:
         message.value_json = value  # type: ignore[attr-defined]
     else:
-        message.value.CopyFrom(json_to_struct(value))  # type: ignore[attr-defined]
+        message.value.CopyFrom(json_to_struct(value, key))  # type: ignore[attr-defined]
 
 
 class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
-    def __init__(self, system: ActorSystem, max_value_bytes: int, git_sha: str = "unknown") -> None:
+    def __init__(
+        self, system: ActorSystem, max_value_bytes: int, git_sha: str = "unknown", max_streams: int = 32
+    ) -> None:
         self._system = system
         self._codec = ValueCodec(max_value_bytes)
         self._git_sha = git_sha
+        # A stream holds a server thread while its client reads slowly, so
+        # streams get a bounded share of the threads and unary calls the rest.
+        self._max_streams = max_streams
+        self._streams = threading.BoundedSemaphore(max_streams)
 
     @grpc_errors
     def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthResponse:
@@ -109,7 +116,7 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
             response.version = record.version
             response.commit_ts = record.commit_ts
             response.exists = record.value is not None
-            _fill_value(response, record.value, request.json_values)
+            _fill_value(response, request.key, record.value, request.json_values)
         return response
 
     @grpc_errors
@@ -128,7 +135,7 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         response = pb.GetStateAtVersionResponse(
             version=request.version, commit_ts=record.commit_ts, exists=record.value is not None
         )
-        _fill_value(response, record.value, request.json_values)
+        _fill_value(response, request.key, record.value, request.json_values)
         return response
 
     @grpc_errors
@@ -145,7 +152,7 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         response = pb.ScanPrefixResponse()
         for key, record in self._system.view().scan(namespace, request.agent_id, request.prefix):
             entry = response.entries.add(key=key, version=record.version, commit_ts=record.commit_ts)
-            _fill_value(entry, record.value, request.json_values)
+            _fill_value(entry, key, record.value, request.json_values)
         return response
 
     @grpc_errors
@@ -155,12 +162,23 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         end = request.end_ts if request.HasField("end_ts") else None
         if start is not None and end is not None and start > end:
             raise InvalidArgument(f"start_ts ({start}) is after end_ts ({end})")
-        json_values = request.json_values
-        for event in self._system.view().replay(namespace, request.agent_id, start, end):
+        if not self._streams.acquire(blocking=False):
+            raise ResourceExhausted(
+                f"{self._max_streams} replay streams are already open; finish or cancel one first"
+            )
+        try:
+            yield from self._replay(namespace, request.agent_id, start, end, request.json_values)
+        finally:
+            self._streams.release()
+
+    def _replay(
+        self, namespace: str, agent_id: str, start: int | None, end: int | None, json_values: bool
+    ) -> Iterator[pb.ReplayEvent]:
+        for event in self._system.view().replay(namespace, agent_id, start, end):
             message = pb.ReplayEvent(
                 txn_id=event.txn_id, commit_ts=event.commit_ts, committed_at_ms=event.committed_at_ms
             )
             for op in event.ops:
                 operation = message.operations.add(key=op.key, version=op.version, deleted=op.value is None)
-                _fill_value(operation, op.value, json_values)
+                _fill_value(operation, op.key, op.value, json_values)
             yield message

@@ -17,6 +17,7 @@ import structlog
 from actors import (
     DeadlineExceeded,
     InvalidArgument,
+    NotRepresentable,
     ResourceExhausted,
     TransactionClosed,
     TransactionExpired,
@@ -34,6 +35,7 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     VersionNotFound: grpc.StatusCode.NOT_FOUND,
     TransactionExpired: grpc.StatusCode.ABORTED,
     TransactionClosed: grpc.StatusCode.FAILED_PRECONDITION,
+    NotRepresentable: grpc.StatusCode.FAILED_PRECONDITION,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,

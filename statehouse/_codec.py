@@ -17,10 +17,10 @@ import orjson
 
 # A run of 19+ digits may be an integer orjson would turn into a float.
 _LONG_DIGITS = re.compile(rb"\d{19}")
-# Only plain JSON types: a datetime or dataclass would not come back as itself.
-_PLAIN_ONLY = (
-    orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
-)
+# Only JSON types: a datetime or dataclass would not come back as itself.
+# Subclasses of dict, list, str and int (OrderedDict, an str Enum) are
+# accepted and come back as the plain type, as through a Struct.
+_PLAIN_ONLY = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 class ValueError_(ValueError):
@@ -56,6 +56,8 @@ def encode(value: Any, sort_keys: bool = False) -> bytes:
             )
         except (TypeError, ValueError) as inner:
             raise ValueError_(f"value is not JSON-serializable: {inner}") from None
+        except RecursionError:
+            raise ValueError_("value is nested too deeply") from None
     # orjson writes NaN/Infinity as null: only then is a slow check needed.
     if b"null" in data:
         _check_finite(value)
@@ -69,6 +71,8 @@ def decode(data: bytes) -> Any:
             return json.loads(data, parse_constant=_reject_constant)
         except json.JSONDecodeError as exc:
             raise ValueError_(f"value is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValueError_("value is nested too deeply") from None
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:

@@ -34,6 +34,15 @@ def namespace(name: str, *, in_txn: bool = False) -> str:
         raise invalid(str(exc), in_txn) from None
 
 
+def begin(namespace_name: str, timeout_ms: int | None) -> pb.BeginTransactionRequest:
+    ns = namespace(namespace_name, in_txn=True)
+    if timeout_ms is not None and (
+        not isinstance(timeout_ms, int) or isinstance(timeout_ms, bool) or not 1 <= timeout_ms < 2**64
+    ):
+        raise invalid(f"timeout_ms must be a whole number of milliseconds >= 1, got {timeout_ms!r}", True)
+    return pb.BeginTransactionRequest(timeout_ms=timeout_ms, namespace=ns)
+
+
 def encode_value(key: str, value: Any) -> bytes:
     try:
         return _codec.encode(value)

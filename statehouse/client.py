@@ -152,8 +152,8 @@ class Statehouse:
 
     def begin_transaction(self, timeout_ms: int | None = None, namespace: str | None = None) -> Transaction:
         """Open a transaction owned by `namespace` (default: the client's)."""
-        namespace = _wire.namespace(namespace or self.namespace, in_txn=True)
-        request = pb.BeginTransactionRequest(timeout_ms=timeout_ms, namespace=namespace)
+        request = _wire.begin(namespace or self.namespace, timeout_ms)
+        namespace = request.namespace
         response = self._call(self._stub.BeginTransaction, request, in_txn=True)
         return Transaction(self, response.txn_id, namespace, response.timeout_ms)
 

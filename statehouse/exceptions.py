@@ -95,8 +95,6 @@ _BY_CODE: dict[grpc.StatusCode, type[StatehouseError]] = {
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
-    grpc.StatusCode.ABORTED: TransactionExpiredError,
-    grpc.StatusCode.FAILED_PRECONDITION: TransactionClosedError,
 }
 
 _IN_TRANSACTION: dict[grpc.StatusCode, type[StatehouseError]] = {

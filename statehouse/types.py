@@ -1,4 +1,4 @@
-"""Result types returned by the SDK (plain frozen dataclasses, no gRPC types)."""
+"""Result types returned by the SDK (plain dataclasses, no gRPC types)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StateResult:
     """A key's value at some version. `exists` is False for a missing or deleted key."""
 
@@ -14,10 +14,11 @@ class StateResult:
     version: int
     commit_ts: int
     exists: bool
-    key: str | None = None
+    # Not part of equality, so results compare as the original client's did.
+    key: str | None = field(default=None, compare=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Operation:
     """One write (value set) or delete (`deleted` True, value None) in a commit."""
 
@@ -27,7 +28,7 @@ class Operation:
     deleted: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReplayEvent:
     """One committed transaction as seen by one agent, in commit_ts order."""
 

@@ -62,10 +62,10 @@ class Store:
     def open(cls, path: str | os.PathLike[str], sync_method: str = "flush_wal") -> Store:
         """Open (creating if needed) the store at `path`; recovers from the WAL."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         try:
+            path.mkdir(parents=True, exist_ok=True)
             db = Rdict(str(path), options)
         except Exception as exc:
             text = str(exc)
@@ -97,7 +97,7 @@ class Store:
         if self._closed:
             raise StorageError("store is closed")
         if self._failed is not None:
-            raise StoreFailedError(f"store refuses writes after an earlier failure: {self._failed}")
+            raise StorageError(f"the store refuses writes since an earlier failure ({self._failed}); restart the daemon")
         batch = WriteBatch(raw_mode=True)
         for event in events:
             _add_event(batch, event)
@@ -147,7 +147,10 @@ class Store:
             return
         self._closed = True
         self._view = None  # type: ignore[assignment]  # release the snapshot
-        self._db.close()
+        try:
+            self._db.close()
+        except Exception as exc:
+            raise StorageError(f"closing the store failed: {exc}") from exc
 
 
 def _add_event(batch: WriteBatch, event: Event) -> None:

@@ -224,6 +224,38 @@ def test_commits_fail_cleanly_when_storage_fails(store: Store) -> None:
         system.stop()
 
 
+def test_a_failed_commit_can_be_aborted_and_says_it_failed(store: Store) -> None:
+    system = ActorSystem(store).start()
+    try:
+        txn_id, _ = system.begin("ns", None, W)
+        store.close()  # a real storage failure
+        with pytest.raises(Unavailable, match="commit not written"):
+            system.commit(txn_id, [put("k", b"1")], W)
+        with pytest.raises(TransactionClosed, match="commit of transaction .* failed"):
+            system.commit(txn_id, [], W)
+        system.abort(txn_id, W)  # nothing was written, so aborting is fine
+    finally:
+        system.stop()
+
+
+def test_finished_transactions_are_remembered_after_their_actor_retires(
+    timed: ActorSystem, clock: FakeClock
+) -> None:
+    expired, _ = timed.begin("ns", 500, W)
+    committed, _ = timed.begin("ns", 500, W)
+    timed.commit(committed, [put("k", b"1")], W)
+    clock.now += 61  # past the timeout and the idle time: expire, then retire
+    timed.tick_all(W)
+    timed.tick_all(W)
+    assert timed.status(W)["namespaces"] == []
+    with pytest.raises(TransactionExpired, match="500 ms"):
+        timed.stage(expired, [put("k", b"2")], W)
+    with pytest.raises(TransactionClosed, match="already committed"):
+        timed.abort(committed, W)
+    with pytest.raises(TransactionNotFound):
+        timed.commit("ns:" + "1" * 24, [], W)
+
+
 def test_calls_after_stop_are_unavailable(store: Store) -> None:
     system = ActorSystem(store).start()
     system.stop()

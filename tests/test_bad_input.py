@@ -112,6 +112,7 @@ CASES: list[tuple[str, str, Callable[[str], object], grpc.StatusCode, str]] = [
     ("mutation without value", "Commit", lambda t: pb.CommitRequest(txn_id=t, mutations=[mutation(value_json=b"")]), C.INVALID_ARGUMENT, "missing"),
     ("unknown transaction", "Commit", lambda t: pb.CommitRequest(txn_id=UNKNOWN), C.NOT_FOUND, "not found"),
     ("malformed transaction id", "Write", lambda t: write("garbage"), C.NOT_FOUND, "not an id this server issued"),
+    ("huge transaction id", "Commit", lambda t: pb.CommitRequest(txn_id="bad:" + "x" * 20_000), C.NOT_FOUND, "..."),
     ("empty transaction id", "Stage", lambda t: pb.StageRequest(txn_id="", mutations=[mutation()]), C.NOT_FOUND, "not found"),
     ("timeout 0", "BeginTransaction", lambda t: pb.BeginTransactionRequest(timeout_ms=0), C.INVALID_ARGUMENT, "timeout_ms must be between 1"),
     ("absurd timeout", "BeginTransaction", lambda t: pb.BeginTransactionRequest(timeout_ms=2**63), C.INVALID_ARGUMENT, "timeout_ms"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -157,3 +159,61 @@ def test_transaction_lifecycle_is_logged_as_json(data_dir: Path) -> None:
     assert "timestamp" in commit
     assert len(daemon.events("txn.abort")) == 1
     assert [e["txn_id"] for e in daemon.events("txn.expire")] == [expired.txn_id]
+
+
+def test_daemon_keeps_serving_when_its_stderr_goes_away(data_dir: Path) -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rpc",
+            "--addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(data_dir),
+            "--log-format",
+            "json",
+        ],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stderr is not None
+        port = 0
+        for line in process.stderr:
+            if b'"server.listening"' in line:
+                port = int(line.split(b'"port":')[1].split(b",")[0])
+                break
+        process.stderr.close()  # nobody reads the logs any more: writes get EPIPE
+        with Statehouse(f"127.0.0.1:{port}") as client:
+            for n in range(5):
+                with client.begin_transaction() as tx:
+                    tx.write("a", "k", n)
+            assert client.get_state("a", "k").value == 4
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_unusable_data_dir_and_bad_env_values_exit_with_documented_codes(tmp_path: Path) -> None:
+    a_file = tmp_path / "not-a-dir"
+    a_file.write_text("x")
+    result = subprocess.run(
+        [sys.executable, "-m", "rpc", "--addr", "127.0.0.1:0", "--data-dir", str(a_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 4, result.stderr
+    assert "cannot open data directory" in result.stderr
+    for var, value in [("STATEHOUSE_LOG_LEVEL", "verbose"), ("STATEHOUSE_SYNC_METHOD", "never")]:
+        result = subprocess.run(
+            [sys.executable, "-m", "rpc", "--data-dir", str(tmp_path / "d")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, var: value},
+        )
+        assert result.returncode == 2, (var, result.stderr)
+        assert var in result.stderr

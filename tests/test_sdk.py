@@ -328,3 +328,66 @@ def test_unreachable_daemon_is_unavailable() -> None:
         with pytest.raises(TransactionError) as info:
             client.begin_transaction()
         assert isinstance(info.value, statehouse.UnavailableError)
+
+
+def test_values_a_struct_cannot_carry_fail_precisely_for_struct_readers(
+    stub: pb_grpc.StatehouseServiceStub, client: Statehouse
+) -> None:
+    write(client, "a", "huge", {"n": 10**400})
+    deep: Any = 1
+    for _ in range(40):
+        deep = {"d": deep}
+    write(client, "a", "deep", deep)
+    for key in ("huge", "deep"):
+        with pytest.raises(grpc.RpcError) as info:
+            stub.GetState(pb.GetStateRequest(namespace="default", agent_id="a", key=key))
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert f"value of key {key!r} cannot be sent as a google.protobuf.Struct" in info.value.details()
+    assert client.get_state("a", "huge").value == {"n": 10**400}  # JSON readers are fine
+    assert client.get_state("a", "deep").value == deep
+
+
+@pytest.mark.parametrize("timeout_ms", [0, -1, 1.5, True, 2**64, "10"])
+def test_bad_transaction_timeouts_are_refused_by_the_sdk(client: Statehouse, timeout_ms: Any) -> None:
+    with pytest.raises(InvalidArgumentError, match="timeout_ms") as info:
+        client.begin_transaction(timeout_ms=timeout_ms)
+    assert isinstance(info.value, TransactionError)
+
+
+def test_dict_and_str_subclasses_are_plain_json(client: Statehouse) -> None:
+    import collections
+    import enum
+
+    class Color(str, enum.Enum):
+        RED = "red"
+
+    value = collections.OrderedDict(b=collections.defaultdict(int, x=1), a=[Color.RED])
+    write(client, "a", "k", value)
+    assert client.get_state("a", "k").value == {"a": ["red"], "b": {"x": 1}}
+
+
+def test_replay_streams_are_bounded_and_unary_calls_keep_working(data_dir, actor_config) -> None:
+    config = DaemonConfig(data_dir=data_dir, addr="127.0.0.1:0", workers=6, actors=actor_config)
+    daemon = Daemon(config).start()
+    try:
+        with Statehouse(f"127.0.0.1:{daemon.port}") as client:
+            for n in range(60):  # enough history that a stream stalls on flow control
+                write(client, "a", f"k{n}", "x" * 200_000)
+            held = [client.replay("a") for _ in range(3)]  # workers // 2 streams
+            for stream in held:
+                next(stream)  # started, then left unread
+            with pytest.raises(statehouse.ResourceExhaustedError, match="3 replay streams"):
+                next(client.replay("a"))
+            assert client.health() == "ok"
+            assert client.get_state("a", "k0").version == 1
+            held[0].close()  # cancels it, freeing its place
+            first = None
+            for _ in range(100):  # the server notices the cancel asynchronously
+                try:
+                    first = next(client.replay("a"))
+                    break
+                except statehouse.ResourceExhaustedError:
+                    time.sleep(0.01)
+            assert first is not None and first.commit_ts == 1
+    finally:
+        daemon.stop()

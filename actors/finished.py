@@ -1,0 +1,86 @@
+"""What became of recently finished transactions, shared by all namespace actors.
+
+It outlives a retiring actor, so a late request for a transaction gets the
+same answer ("expired", "already committed") whatever happened to its actor
+since. Bounded: the oldest entries are forgotten first, after which the
+answer is "not found".
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from actors.errors import TransactionClosed, TransactionExpired, TransactionNotFound
+
+DEFAULT_MEMORY = 100_000
+
+
+def shown(txn_id: str) -> str:
+    """A transaction id for an error message, cut short if a client sent a huge one."""
+    return repr(txn_id) if len(txn_id) <= 80 else repr(txn_id[:80]) + "..."
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    outcome: str  # "committed", "aborted" or "expired"
+    timeout_ms: int = 0
+    reply: Future[int] | None = None  # a commit's outcome, once the ledger answers
+
+    @property
+    def commit_failed(self) -> bool:
+        reply = self.reply
+        return reply is not None and reply.done() and reply.exception() is not None
+
+
+class FinishedTransactions:
+    """A thread-safe, bounded map txn_id -> Finished."""
+
+    def __init__(self, memory: int = DEFAULT_MEMORY) -> None:
+        self._memory = memory
+        self._lock = threading.Lock()
+        self._entries: collections.OrderedDict[str, Finished] = collections.OrderedDict()
+
+    def remember(self, txn_id: str, finished: Finished) -> None:
+        with self._lock:
+            self._entries[txn_id] = finished
+            if len(self._entries) > self._memory:
+                self._entries.popitem(last=False)
+
+    def get(self, txn_id: str) -> Finished | None:
+        with self._lock:
+            return self._entries.get(txn_id)
+
+    def closed_error(self, txn_id: str) -> Exception:
+        """The error for using `txn_id`, which is not open."""
+        finished = self.get(txn_id)
+        name = shown(txn_id)
+        if finished is None:
+            return TransactionNotFound(
+                f"transaction {name} not found (never begun here, or finished long ago)"
+            )
+        if finished.outcome == "expired":
+            return TransactionExpired(
+                f"transaction {name} expired: not committed within its "
+                f"{finished.timeout_ms} ms timeout; begin a new transaction"
+            )
+        if finished.outcome == "aborted":
+            return TransactionClosed(f"transaction {name} was aborted")
+        reply = finished.reply
+        if reply is not None and reply.done():
+            if reply.exception() is not None:
+                return TransactionClosed(
+                    f"the commit of transaction {name} failed ({reply.exception()}); begin a new transaction"
+                )
+            return TransactionClosed(f"transaction {name} was already committed (commit_ts {reply.result()})")
+        return TransactionClosed(f"transaction {name} is being committed")
+
+    def check_abort(self, txn_id: str) -> None:
+        """Raise if `txn_id`, not open, cannot be aborted: it committed (or is committing)."""
+        finished = self.get(txn_id)
+        if finished is not None and finished.outcome == "committed" and not finished.commit_failed:
+            raise TransactionClosed(
+                f"transaction {shown(txn_id)} was already committed; it cannot be aborted"
+            )
