@@ -97,7 +97,10 @@ class Store:
         if self._closed:
             raise StorageError("store is closed")
         if self._failed is not None:
-            raise StorageError(f"the store refuses writes since an earlier failure ({self._failed}); restart the daemon")
+            raise StorageError(
+                f"nothing was committed: the store refuses writes since an earlier failure "
+                f"({self._failed}); restart the daemon"
+            )
         batch = WriteBatch(raw_mode=True)
         for event in events:
             _add_event(batch, event)
@@ -107,7 +110,13 @@ class Store:
         try:
             self._db.write(batch, self._synced if sync_write else self._unsynced)
         except Exception as exc:
-            raise StorageError(f"write failed, nothing was committed: {exc}") from exc
+            # RocksDB keeps a failed WAL write as a sticky error (rocksdict has
+            # no Resume), so later writes would fail too: say so, and how to recover.
+            self._failed = f"write failed: {exc}"
+            raise StorageError(
+                f"nothing was committed: {self._failed}; "
+                "free disk space if it is full, then restart the daemon"
+            ) from exc
         crash_point("ledger.after_write")
         if not sync_write:
             try:

@@ -231,7 +231,7 @@ def test_a_failed_commit_can_be_aborted_and_says_it_failed(store: Store) -> None
         store.close()  # a real storage failure
         with pytest.raises(Unavailable, match="commit not written"):
             system.commit(txn_id, [put("k", b"1")], W)
-        with pytest.raises(TransactionClosed, match="commit of transaction .* failed"):
+        with pytest.raises(TransactionClosed, match=r"commit of transaction .* failed"):
             system.commit(txn_id, [], W)
         system.abort(txn_id, W)  # nothing was written, so aborting is fine
     finally:

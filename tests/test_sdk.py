@@ -358,7 +358,7 @@ def test_dict_and_str_subclasses_are_plain_json(client: Statehouse) -> None:
     import collections
     import enum
 
-    class Color(str, enum.Enum):
+    class Color(str, enum.Enum):  # noqa: UP042 -- the str-mixin enum is what users write
         RED = "red"
 
     value = collections.OrderedDict(b=collections.defaultdict(int, x=1), a=[Color.RED])
