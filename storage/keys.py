@@ -27,6 +27,8 @@ AGENT_EVENTS = b"\x04"
 
 META_LAST_COMMIT_TS = META + b"last_commit_ts"
 META_SCHEMA = META + b"schema_version"
+# Set by `statehoused rebuild` until it finishes; the daemon refuses to start meanwhile.
+META_REBUILD_IN_PROGRESS = META + b"rebuild_in_progress"
 SCHEMA_VERSION = 1
 
 _U16 = struct.Struct(">H")

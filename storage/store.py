@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from rocksdict import Checkpoint, Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import Checkpoint, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
 from storage import keys
 from storage.errors import StorageError, StoreFailedError, StoreLockedError
@@ -50,8 +50,7 @@ class Store:
         self._unsynced = WriteOptions()
         self._synced = WriteOptions()
         self._synced.sync = True
-        raw = db.get(keys.META_LAST_COMMIT_TS)
-        self.last_commit_ts = 0 if raw is None else keys.read_u64(raw)
+        self.last_commit_ts = _check_consistent(db)
         if db.get(keys.META_SCHEMA) is None:
             db.put(keys.META_SCHEMA, keys.u64(keys.SCHEMA_VERSION), self._synced)
         self._view = ReadView(db.snapshot(), self.last_commit_ts)
@@ -74,7 +73,11 @@ class Store:
                     f"data directory {path} is in use by another statehoused process ({text})"
                 ) from exc
             raise StorageError(f"cannot open data directory {path}: {text}") from exc
-        return cls(db, path, sync_method)
+        try:
+            return cls(db, path, sync_method)
+        except BaseException:
+            db.close()
+            raise
 
     def view(self) -> ReadView:
         """The view of the last durable commit group."""
@@ -160,6 +163,30 @@ class Store:
             self._db.close()
         except Exception as exc:
             raise StorageError(f"closing the store failed: {exc}") from exc
+
+
+def _check_consistent(db: Rdict) -> int:
+    """The last commit_ts, after checking the store is safe to write to.
+
+    A wrong last_commit_ts would make the next commit overwrite an event of
+    the log, the source of truth, so a mismatch refuses to start.
+    """
+    if db.get(keys.META_REBUILD_IN_PROGRESS) is not None:
+        raise StorageError(
+            "an interrupted `statehoused rebuild` left this data directory half rebuilt; run it again"
+        )
+    raw = db.get(keys.META_LAST_COMMIT_TS)
+    recorded = 0 if raw is None else keys.read_u64(raw)
+    it = db.iter(ReadOptions())
+    it.seek_for_prev(keys.EVENTS + b"\xff" * 8)
+    logged = keys.read_u64(it.key(), 1) if it.valid() and it.key()[:1] == keys.EVENTS else 0
+    del it
+    if recorded != logged:
+        raise StorageError(
+            f"data directory is inconsistent: last_commit_ts is {recorded} but the event log ends at "
+            f"{logged}; run `statehoused verify`, then `statehoused rebuild`"
+        )
+    return recorded
 
 
 def _add_event(batch: WriteBatch, event: Event) -> None:

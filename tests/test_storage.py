@@ -142,3 +142,25 @@ def test_both_sync_methods_persist(data_dir: Path, method: str) -> None:
         assert store.view().get("ns", "a", "k") == StateRecord(1, 1, b"true")
     finally:
         store.close()
+
+
+def test_a_store_whose_last_commit_ts_disagrees_with_the_log_refuses_to_open(data_dir: Path) -> None:
+    from rocksdict import Options, Rdict
+
+    from storage import StorageError
+
+    store = Store.open(data_dir)
+    for ts in (1, 2):
+        store.append([Event(ts, "t", 0, (op("ns", "a", "k", ts, b"1"),))])
+    store.close()
+    raw = Rdict(str(data_dir), Options(raw_mode=True))
+    raw.put(keys.META_LAST_COMMIT_TS, keys.u64(1))  # the next commit would overwrite event 2
+    raw.close()
+    with pytest.raises(StorageError, match="last_commit_ts is 1 but the event log ends at 2"):
+        Store.open(data_dir)
+    raw = Rdict(str(data_dir), Options(raw_mode=True))
+    raw.put(keys.META_LAST_COMMIT_TS, keys.u64(2))
+    raw.put(keys.META_REBUILD_IN_PROGRESS, keys.u64(0))
+    raw.close()
+    with pytest.raises(StorageError, match="interrupted `statehoused rebuild`"):
+        Store.open(data_dir)
