@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="statehoused",
         description="Statehouse daemon: transactional, versioned, durable state for AI agents.",
         epilog=(
-            "Maintenance commands: 'statehoused snapshot --help'. "
+            "Maintenance commands: statehoused snapshot | verify | rebuild (each has --help). "
             "Exit codes: 0 clean shutdown, 2 bad arguments, 3 cannot listen on --addr, "
             "4 data directory unusable (for example locked by another statehoused)."
         ),
