@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from rpc.server import Daemon, DaemonConfig
@@ -117,3 +118,28 @@ def test_interrupted_snapshot_leftovers_are_cleaned(data_dir: Path, tmp_path: Pa
     finally:
         daemon.stop()
     assert not leftover.exists()
+
+
+def test_snapshots_every_few_seconds(data_dir: Path) -> None:
+    from actors import ActorConfig
+
+    config = DaemonConfig(
+        data_dir=data_dir,
+        addr="127.0.0.1:0",
+        actors=ActorConfig(tick_seconds=0.05),
+        snapshot_every_seconds=0.1,
+        snapshot_keep=3,
+    )
+    daemon = Daemon(config).start()
+    directory = SnapshotDirectory(config.snapshot_policy().directory)
+    try:
+        with Statehouse(f"127.0.0.1:{daemon.port}") as client:
+            commit(client, "a", "k", 1)
+            deadline = time.monotonic() + 30
+            while len(directory.complete()) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)  # polling for the timer's work, bounded by the deadline
+    finally:
+        daemon.stop()
+    snapshots = directory.complete()
+    assert len(snapshots) == 3  # several taken, the oldest pruned down to --snapshot-keep
+    assert all(s.commit_ts == 1 for s in snapshots)
