@@ -145,6 +145,9 @@ class Ledger(pykka.ThreadingActor):
 
     def _write(self, group: list[CommitIntent]) -> list[int]:
         """Assign commit_ts/versions, append durably; return each intent's commit_ts."""
+        if self._store.failed:
+            self._store.recover()  # raises StorageError while it cannot yet
+            log.info("store.reopened", last_commit_ts=self._store.last_commit_ts)
         commit_ts = self._store.last_commit_ts
         committed_at_ms = time.time_ns() // 1_000_000
         versions: dict[tuple[str, str, str], int] = {}

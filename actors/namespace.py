@@ -129,9 +129,13 @@ class NamespaceActor(pykka.ThreadingActor):
 
     def abort(self, txn_id: str) -> None:
         """Discard a transaction. Aborting twice, or an unknown id, is not an error."""
-        self._touch()
-        txn = self._open.pop(txn_id, None)
+        now = self._touch()
+        txn = self._open.get(txn_id)
+        if txn is not None and txn.deadline <= now:
+            self._expire(txn)  # already past its timeout: it expired, whether reaped yet or not
+            return
         if txn is not None:
+            del self._open[txn_id]
             self._finished.remember(txn_id, Finished("aborted"))
             log.info("txn.abort", txn_id=txn_id, namespace=self.namespace, ops=len(txn.mutations))
             return

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,7 +55,9 @@ class Store:
         self.last_commit_ts = _check_consistent(db)
         if db.get(keys.META_SCHEMA) is None:
             db.put(keys.META_SCHEMA, keys.u64(keys.SCHEMA_VERSION), self._synced)
-        self._view = ReadView(db.snapshot(), self.last_commit_ts)
+        self._views: weakref.WeakSet[ReadView] = weakref.WeakSet()
+        self._view: ReadView | None = None
+        self._publish()
         self._closed = False
         self._failed: str | None = None
 
@@ -61,11 +65,9 @@ class Store:
     def open(cls, path: str | os.PathLike[str], sync_method: str = "flush_wal") -> Store:
         """Open (creating if needed) the store at `path`; recovers from the WAL."""
         path = Path(path)
-        options = Options(raw_mode=True)
-        options.create_if_missing(True)
         try:
             path.mkdir(parents=True, exist_ok=True)
-            db = Rdict(str(path), options)
+            db = _open_rdict(path)
         except Exception as exc:
             text = str(exc)
             if "lock" in text.lower():
@@ -81,7 +83,60 @@ class Store:
 
     def view(self) -> ReadView:
         """The view of the last durable commit group."""
-        return self._view
+        view = self._view
+        if view is None:
+            raise StorageError("the store is reopening after a failed write; retry in a moment")
+        return view
+
+    def _publish(self) -> None:
+        view = ReadView(self._db.snapshot(), self.last_commit_ts)
+        self._views.add(view)
+        self._view = view
+
+    @property
+    def failed(self) -> bool:
+        return self._failed is not None
+
+    def recover(self, drain_seconds: float = 2.0) -> None:
+        """After a failed write, reopen RocksDB so that writes work again.
+
+        RocksDB keeps a failed WAL write as a sticky error until the database
+        is reopened (rocksdict has no Resume). Reopening needs every reader's
+        snapshot released, and room on the disk for RocksDB to flush its WAL,
+        so this waits up to `drain_seconds` for readers, reopens only when the
+        disk has room, and raises StorageError while it cannot yet.
+        Reads pause only while the database is closed and reopened.
+        """
+        if self._failed is None:
+            return
+        wal_bytes = sum(f.stat().st_size for f in self.path.glob("*.log"))
+        free = shutil.disk_usage(self.path).free
+        if free < wal_bytes + _RECOVERY_HEADROOM:
+            raise StorageError(
+                f"the store refuses writes since an earlier failure ({self._failed}); "
+                f"{free} bytes free, need {wal_bytes + _RECOVERY_HEADROOM} to reopen"
+            )
+        self._view = None
+        deadline = time.monotonic() + drain_seconds
+        while len(self._views) and time.monotonic() < deadline:
+            time.sleep(0.005)  # open requests finish and drop their views
+        if len(self._views):
+            self._publish()
+            raise StorageError(
+                f"the store refuses writes since an earlier failure ({self._failed}); "
+                f"{len(self._views)} readers (replay streams?) keep it from reopening"
+            )
+        try:
+            self._db.close()
+        except Exception:
+            pass  # the old handle is in error; what is on disk is what counts
+        try:
+            self._db = _open_rdict(self.path)
+            self.last_commit_ts = _check_consistent(self._db)
+        except Exception as exc:
+            raise StorageError(f"reopening the store failed: {exc}; restart the daemon") from exc
+        self._failed = None
+        self._publish()
 
     def current(self, namespace: str, agent_id: str, key: str) -> StateRecord | None:
         """The latest record of a key, read directly (the ledger's own writes)."""
@@ -117,8 +172,8 @@ class Store:
             # no Resume), so later writes would fail too: say so, and how to recover.
             self._failed = f"write failed: {exc}"
             raise StorageError(
-                f"nothing was committed: {self._failed}; "
-                "free disk space if it is full, then restart the daemon"
+                f"nothing was committed: {self._failed}; if the disk is full, free space: "
+                "the first commit after that reopens the store"
             ) from exc
         crash_point("ledger.after_write")
         if not sync_write:
@@ -131,7 +186,7 @@ class Store:
                 raise StoreFailedError(f"{self._failed}; restart the daemon") from exc
         crash_point("ledger.after_sync")
         self.last_commit_ts = events[-1].commit_ts
-        self._view = ReadView(self._db.snapshot(), self.last_commit_ts)
+        self._publish()
 
     def checkpoint(self, directory: Path) -> Path:
         """Write a consistent copy of the store (a RocksDB checkpoint) into `directory`.
@@ -158,11 +213,21 @@ class Store:
         if self._closed:
             return
         self._closed = True
-        self._view = None  # type: ignore[assignment]  # release the snapshot
+        self._view = None  # release the snapshot
         try:
             self._db.close()
         except Exception as exc:
             raise StorageError(f"closing the store failed: {exc}") from exc
+
+
+# Free space, beyond the WAL's size, that a reopen after a failed write wants.
+_RECOVERY_HEADROOM = 4 * 1024 * 1024
+
+
+def _open_rdict(path: Path) -> Rdict:
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    return Rdict(str(path), options)
 
 
 def _check_consistent(db: Rdict) -> int:

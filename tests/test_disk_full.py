@@ -25,18 +25,18 @@ What is checked, on what RocksDB (through rocksdict) really does:
 2. Nothing of it is visible: none of its keys, no event, commit_ts and
    versions where they were. Every acknowledged commit reads back exactly
    (value, version, commit_ts, history, replay), and Health stays "ok".
-3. RocksDB makes a failed WAL write a sticky background error and rocksdict
-   has no Resume(): once space is back, commits still fail with UNAVAILABLE
-   until the daemon restarts. The test pins that behaviour (if the daemon
-   learns to recover in place, update this test and docs/operations.md).
-4. SIGTERM then still exits 0 (RocksDB's close() reports the error; the
-   daemon logs server.close_failed). After a restart with space back, every
-   acknowledged commit is there exactly, the failed transaction is not, and
-   new commits succeed, with commit_ts and versions continuing from the last
-   acknowledged commit.
+3. While the disk is still full (tmpfs case), another commit fails the same
+   way and reads keep working: the store is not reopened without room.
+4. RocksDB makes a failed WAL write a sticky error (rocksdict has no
+   Resume()), so once space is back the ledger reopens the store on the
+   next commit (logging store.reopened), and that commit succeeds, with no
+   restart.
+5. SIGTERM exits 0. After a restart, every acknowledged commit is there
+   exactly, the failed transaction is not, and new commits succeed, with
+   commit_ts and versions continuing from the last acknowledged commit.
 
 Note: RocksDB's recovery replays the WAL into an SST file at open, so a
-restart needs free space about the size of the unflushed WAL (deleting a
+reopen or restart needs free space about the size of the unflushed WAL (deleting a
 small ballast file is not enough: the open then fails with ENOSPC and exit
 code 4). That is why space comes back as a bigger filesystem here.
 """
@@ -270,13 +270,20 @@ def test_full_disk_fails_commits_cleanly_and_recovers(disk: DiskFault) -> None:
         check_acknowledged(client, acked, history)
         assert client.health() == "ok"
 
-        # 3. Space back: RocksDB's error is sticky, commits keep failing until a restart.
+        # 2b. Still full: a commit fails again, and the store stays open for reads.
+        if disk.kind == "tmpfs":
+            with pytest.raises(UnavailableError, match="bytes free"):
+                commit(client, {"counter": -1})
+            check_acknowledged(client, acked, history)
+
+        # 3. Space back: the next commit reopens RocksDB (its write error is
+        # sticky until then) and succeeds, without a restart.
         disk.give_space_back()
-        with pytest.raises(UnavailableError) as still:
-            commit(client, {"counter": -1, "after-space": True})
-        print(f"[{disk.kind}] with space back, before a restart: {still.value}")
-        check_not_visible(client, ["counter", "after-space"], acked, last_ts)
+        last_ts = commit(client, {"counter": "space is back", "after-space": True})
+        print(f"[{disk.kind}] with space back, without a restart: commit_ts {last_ts}")
+        assert logged(daemon, "store.reopened"), "the daemon did not log reopening its store"
         check_acknowledged(client, acked, history)
+        check_not_visible(client, failed_keys, acked, last_ts)
         assert client.health() == "ok"
     exit_code = daemon.stop()
     stop_log = b"".join(daemon.raw_stderr[-40:]).decode(errors="replace")
@@ -290,7 +297,7 @@ def test_full_disk_fails_commits_cleanly_and_recovers(disk: DiskFault) -> None:
             check_not_visible(client, failed_keys, acked, last_ts)
             new_ts = commit(client, {"counter": "after restart", "after-space": True})
             assert new_ts == last_ts + 1, "commit_ts does not continue from the last acknowledged commit"
-            assert acked["counter"].version == full_after + 2  # versions continue too
+            assert acked["counter"].version == full_after + 3  # versions continue too
             for n in range(3):  # and big ones fit again
                 commit(client, {f"again/{n}": rng.randbytes(VALUE_BYTES).hex()})
             check_acknowledged(client, acked, history)
