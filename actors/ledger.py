@@ -17,7 +17,7 @@ import pykka
 import structlog
 
 from actors.errors import Unavailable
-from actors.messages import CommitIntent, LedgerStatusQuery, SnapshotRequest
+from actors.messages import CommitIntent, LedgerStatusQuery, RecoverRequest, SnapshotRequest
 from storage import Event, EventOp, SnapshotDirectory, SnapshotInfo, StorageError, Store, StoreFailedError
 from storage.faults import crash_point
 
@@ -65,6 +65,19 @@ class Ledger(pykka.ThreadingActor):
         elif isinstance(message, SnapshotRequest):
             self._flush()
             self._snapshot(message)
+        elif isinstance(message, RecoverRequest):
+            self._flush()
+            try:
+                self._recover()
+            except StorageError as exc:
+                log.debug("store.not_reopened", reason=str(exc))
+
+    def _recover(self) -> None:
+        """Reopen a store whose writes failed, if it can be done now."""
+        if not self._store.failed:
+            return
+        self._store.recover()  # raises StorageError while it cannot yet
+        log.info("store.reopened", last_commit_ts=self._store.last_commit_ts)
 
     def _snapshot(self, request: SnapshotRequest) -> None:
         """Checkpoint the store now: between groups, so it holds only durable commits."""
@@ -74,7 +87,7 @@ class Ledger(pykka.ThreadingActor):
             started = time.perf_counter()
             commit_ts = self._store.last_commit_ts
             path = self._store.checkpoint(self._snapshots.new_path(commit_ts))
-            removed = self._snapshots.prune()
+            removed = self._snapshots.prune(keep_path=path)
         except (StorageError, OSError, Unavailable) as exc:
             log.error("snapshot.failed", error=str(exc), reason=request.reason)
             if request.reply is not None:
@@ -145,9 +158,7 @@ class Ledger(pykka.ThreadingActor):
 
     def _write(self, group: list[CommitIntent]) -> list[int]:
         """Assign commit_ts/versions, append durably; return each intent's commit_ts."""
-        if self._store.failed:
-            self._store.recover()  # raises StorageError while it cannot yet
-            log.info("store.reopened", last_commit_ts=self._store.last_commit_ts)
+        self._recover()
         commit_ts = self._store.last_commit_ts
         committed_at_ms = time.time_ns() // 1_000_000
         versions: dict[tuple[str, str, str], int] = {}

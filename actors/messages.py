@@ -48,3 +48,8 @@ class SnapshotRequest:
 
     reply: Future[Any] | None
     reason: str = "requested"
+
+
+@dataclass(frozen=True, slots=True)
+class RecoverRequest:
+    """Ask the ledger to try reopening a store whose writes failed (sent by the reaper)."""

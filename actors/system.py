@@ -22,7 +22,7 @@ import structlog
 from actors.errors import DeadlineExceeded, Retired, Unavailable
 from actors.finished import FinishedTransactions, shown
 from actors.ledger import Ledger
-from actors.messages import LedgerStatusQuery, Mutation, SnapshotRequest
+from actors.messages import LedgerStatusQuery, Mutation, RecoverRequest, SnapshotRequest
 from actors.namespace import NamespaceActor, txn_namespace
 from actors.registry import NamespaceRegistry
 from storage import ReadView, SnapshotDirectory, SnapshotInfo, Store
@@ -113,9 +113,17 @@ class ActorSystem:
         last_snapshot = time.monotonic()
         while not self._stopping.wait(self.config.tick_seconds):
             self.tick_all()
+            if self.store.failed:  # reopen it without waiting for a commit to try
+                self._tell_ledger_quietly(RecoverRequest())
             if every and time.monotonic() - last_snapshot >= every:
                 last_snapshot = time.monotonic()
-                self._tell_ledger(SnapshotRequest(None, reason="every_seconds"))
+                self._tell_ledger_quietly(SnapshotRequest(None, reason="every_seconds"))
+
+    def _tell_ledger_quietly(self, message: object) -> None:
+        try:
+            self._tell_ledger(message)
+        except Unavailable:
+            pass  # stopping
 
     def _tell_ledger(self, message: object) -> None:
         if self._ledger is None:

@@ -38,18 +38,21 @@ class SnapshotDirectory:
         return path
 
     def complete(self) -> list[SnapshotInfo]:
-        """Complete snapshots, oldest first."""
+        """Complete snapshots, oldest first (by when they were taken, not commit_ts:
+        a data directory restored from an old snapshot makes new ones with lower
+        commit_ts than the snapshots already here)."""
         if not self.root.is_dir():
             return []
         found = []
         for path in self.root.iterdir():
             match = _NAME.match(path.name)
             if match and path.is_dir():
-                found.append(SnapshotInfo(path, int(match.group(1))))
-        return sorted(found, key=lambda s: s.path.name)
+                found.append((match.group(2), path.name, SnapshotInfo(path, int(match.group(1)))))
+        return [info for *_, info in sorted(found)]
 
-    def prune(self) -> list[Path]:
-        """Delete the oldest snapshots beyond `keep`, and leftovers of interrupted ones."""
+    def prune(self, keep_path: Path | None = None) -> list[Path]:
+        """Delete the oldest snapshots beyond `keep` (never `keep_path`), and
+        leftovers of interrupted ones."""
         removed = []
         if self.root.is_dir():
             for partial in self.root.glob("snapshot-*.partial"):
@@ -57,6 +60,7 @@ class SnapshotDirectory:
                 removed.append(partial)
         if self.keep:
             for info in self.complete()[: -self.keep]:
-                shutil.rmtree(info.path, ignore_errors=True)
-                removed.append(info.path)
+                if info.path != keep_path:
+                    shutil.rmtree(info.path, ignore_errors=True)
+                    removed.append(info.path)
         return removed

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+import threading
 import time
 import weakref
 from collections.abc import Sequence
@@ -57,6 +59,8 @@ class Store:
             db.put(keys.META_SCHEMA, keys.u64(keys.SCHEMA_VERSION), self._synced)
         self._views: weakref.WeakSet[ReadView] = weakref.WeakSet()
         self._view: ReadView | None = None
+        self._reopened = threading.Condition()
+        self._retry_after = 0.0
         self._publish()
         self._closed = False
         self._failed: str | None = None
@@ -81,34 +85,53 @@ class Store:
             db.close()
             raise
 
-    def view(self) -> ReadView:
-        """The view of the last durable commit group."""
+    def view(self, wait: float = 5.0) -> ReadView:
+        """The view of the last durable commit group.
+
+        While the store reopens after a failed write (milliseconds), this
+        waits for the new view rather than failing the read.
+        """
         view = self._view
+        if view is not None:
+            return view
+        with self._reopened:
+            self._reopened.wait_for(lambda: self._view is not None, timeout=wait)
+            view = self._view
         if view is None:
-            raise StorageError("the store is reopening after a failed write; retry in a moment")
+            raise StorageError(f"the store is unavailable: {self._failed}")
         return view
 
-    def _publish(self) -> None:
-        view = ReadView(self._db.snapshot(), self.last_commit_ts)
-        self._views.add(view)
-        self._view = view
+    def _publish(self, view: ReadView | None = None) -> None:
+        if view is None:
+            view = ReadView(self._db.snapshot(), self.last_commit_ts)
+            self._views.add(view)
+        with self._reopened:
+            self._view = view
+            self._reopened.notify_all()
 
     @property
     def failed(self) -> bool:
         return self._failed is not None
 
-    def recover(self, drain_seconds: float = 2.0) -> None:
+    def recover(self, drain_seconds: float = 0.5, backoff_seconds: float = 5.0) -> None:
         """After a failed write, reopen RocksDB so that writes work again.
 
         RocksDB keeps a failed WAL write as a sticky error until the database
         is reopened (rocksdict has no Resume). Reopening needs every reader's
         snapshot released, and room on the disk for RocksDB to flush its WAL,
-        so this waits up to `drain_seconds` for readers, reopens only when the
-        disk has room, and raises StorageError while it cannot yet.
-        Reads pause only while the database is closed and reopened.
+        so this reopens only when the disk has room, holds new reads back
+        (they wait in `view()`) while the open ones finish, for at most
+        `drain_seconds`, and raises StorageError while it cannot reopen yet.
+        When long-lived readers (replay streams) prevent it, it does not hold
+        reads back again for `backoff_seconds`. Called by the writer's thread only.
         """
         if self._failed is None:
             return
+        if time.monotonic() < self._retry_after:
+            raise StorageError(
+                f"the store refuses writes since an earlier failure ({self._failed}); "
+                "open readers (replay streams?) keep it from reopening; it will try again"
+            )
         wal_bytes = sum(f.stat().st_size for f in self.path.glob("*.log"))
         free = shutil.disk_usage(self.path).free
         if free < wal_bytes + _RECOVERY_HEADROOM:
@@ -116,25 +139,33 @@ class Store:
                 f"the store refuses writes since an earlier failure ({self._failed}); "
                 f"{free} bytes free, need {wal_bytes + _RECOVERY_HEADROOM} to reopen"
             )
-        self._view = None
-        deadline = time.monotonic() + drain_seconds
-        while len(self._views) and time.monotonic() < deadline:
-            time.sleep(0.005)  # open requests finish and drop their views
-        if len(self._views):
-            self._publish()
-            raise StorageError(
-                f"the store refuses writes since an earlier failure ({self._failed}); "
-                f"{len(self._views)} readers (replay streams?) keep it from reopening"
-            )
-        try:
-            self._db.close()
-        except Exception:
-            pass  # the old handle is in error; what is on disk is what counts
+        if self._view is not None:
+            last = self._view
+            self._view = None  # new reads wait in view()
+            deadline = time.monotonic() + drain_seconds
+            # `last` is referenced here and by the getrefcount argument; more means readers.
+            while (len(self._views) > 1 or sys.getrefcount(last) > 2) and time.monotonic() < deadline:
+                time.sleep(0.002)
+            if len(self._views) > 1 or sys.getrefcount(last) > 2:
+                # Put the same view back: a new snapshot of the failed handle
+                # could show a batch whose fsync failed.
+                self._publish(last)
+                self._retry_after = time.monotonic() + backoff_seconds
+                raise StorageError(
+                    f"the store refuses writes since an earlier failure ({self._failed}); "
+                    "open readers (replay streams?) keep it from reopening; it will try again"
+                )
+            del last
+            try:
+                self._db.close()
+            except Exception:
+                pass  # the old handle is in error; what is on disk is what counts
         try:
             self._db = _open_rdict(self.path)
             self.last_commit_ts = _check_consistent(self._db)
         except Exception as exc:
-            raise StorageError(f"reopening the store failed: {exc}; restart the daemon") from exc
+            self._failed = f"reopening the store failed: {exc}"
+            raise StorageError(f"{self._failed}; it will try again") from exc
         self._failed = None
         self._publish()
 
@@ -217,6 +248,8 @@ class Store:
         try:
             self._db.close()
         except Exception as exc:
+            if "closed" in str(exc):  # a failed reopen left no open handle
+                return
             raise StorageError(f"closing the store failed: {exc}") from exc
 
 

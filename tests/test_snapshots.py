@@ -143,3 +143,17 @@ def test_snapshots_every_few_seconds(data_dir: Path) -> None:
     snapshots = directory.complete()
     assert len(snapshots) == 3  # several taken, the oldest pruned down to --snapshot-keep
     assert all(s.commit_ts == 1 for s in snapshots)
+
+
+def test_pruning_goes_by_age_and_never_removes_the_new_snapshot(tmp_path: Path) -> None:
+    # After restoring an old snapshot, new snapshots have lower commit_ts than old ones.
+    directory = SnapshotDirectory(tmp_path, keep=2)
+    for name in (
+        "snapshot-00000000000000000900-20260101T000000000Z",
+        "snapshot-00000000000000001000-20260102T000000000Z",
+    ):
+        (tmp_path / name).mkdir()
+    newest = directory.new_path(500)
+    newest.mkdir()
+    directory.prune(keep_path=newest)
+    assert [s.commit_ts for s in directory.complete()] == [1000, 500]

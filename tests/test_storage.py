@@ -164,3 +164,38 @@ def test_a_store_whose_last_commit_ts_disagrees_with_the_log_refuses_to_open(dat
     raw.close()
     with pytest.raises(StorageError, match="interrupted `statehoused rebuild`"):
         Store.open(data_dir)
+
+
+def test_after_a_failed_write_the_store_reopens_and_writes_again(data_dir: Path) -> None:
+    import os
+    import resource
+
+    from storage import StorageError
+
+    store = Store.open(data_dir)
+    big = b'"' + os.urandom(200_000).hex().encode() + b'"'
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, hard))  # a real EFBIG on the WAL append
+    ts = 0
+    try:
+        with pytest.raises(StorageError, match="nothing was committed"):
+            for ts in range(1, 100):
+                store.append([Event(ts, f"t{ts}", 0, (op("ns", "a", f"k{ts}", 1, big),))])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    try:
+        assert store.failed and store.last_commit_ts == ts - 1
+        held = store.view()  # a reader that does not let go (a replay stream, say)
+        with pytest.raises(StorageError, match="open readers"):
+            store.recover(drain_seconds=0.05, backoff_seconds=0)
+        assert store.view() is held and store.view().get("ns", "a", "k1") is not None  # reads go on
+        with pytest.raises(StorageError, match="refuses writes"):
+            store.append([Event(ts, "t", 0, (op("ns", "a", "x", 1, b"1"),))])
+        del held
+        store.recover()
+        assert not store.failed and store.last_commit_ts == ts - 1
+        store.append([Event(ts, "t", 0, (op("ns", "a", "x", 1, b"1"),))])
+        assert store.view().get("ns", "a", "x") == StateRecord(1, ts, b"1")
+        assert store.view().get("ns", "a", f"k{ts}") is None  # the failed write left nothing
+    finally:
+        store.close()
