@@ -3,6 +3,7 @@ the actor system or one read of the current view, and back into a response."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 
@@ -14,9 +15,13 @@ from rpc.status import grpc_errors
 from statehouse import __version__
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
+from storage import Event
 
 # Longest an RPC without a deadline waits on an actor.
 MAX_WAIT_SECONDS = 60.0
+# A ReplayBatch message holds at most this many events, or about this many bytes.
+REPLAY_BATCH_EVENTS = 512
+REPLAY_BATCH_BYTES = 1024 * 1024
 
 
 def _wait(context: grpc.ServicerContext) -> float:
@@ -32,6 +37,16 @@ def _fill_value(message: object, key: str, value: bytes | None, json_values: boo
         message.value_json = value  # type: ignore[attr-defined]
     else:
         message.value.CopyFrom(json_to_struct(value, key))  # type: ignore[attr-defined]
+
+
+def _fill_event(message: pb.ReplayEvent, event: Event, json_values: bool) -> pb.ReplayEvent:
+    message.txn_id = event.txn_id
+    message.commit_ts = event.commit_ts
+    message.committed_at_ms = event.committed_at_ms
+    for op in event.ops:
+        operation = message.operations.add(key=op.key, version=op.version, deleted=op.value is None)
+        _fill_value(operation, op.key, op.value, json_values)
+    return message
 
 
 class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
@@ -157,6 +172,31 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
 
     @grpc_errors
     def Replay(self, request: pb.ReplayRequest, context: grpc.ServicerContext) -> Iterator[pb.ReplayEvent]:
+        with self._stream(request) as events:
+            for event in events:
+                yield _fill_event(pb.ReplayEvent(), event, request.json_values)
+
+    @grpc_errors
+    def ReplayBatches(
+        self, request: pb.ReplayRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ReplayBatch]:
+        # Each stream message costs ~90 us however small: batching is what
+        # lets replay go past ~11k events/s (see PHYSICS.md).
+        with self._stream(request) as events:
+            batch = pb.ReplayBatch()
+            size = 0
+            for event in events:
+                size += _fill_event(batch.events.add(), event, request.json_values).ByteSize()
+                if len(batch.events) >= REPLAY_BATCH_EVENTS or size >= REPLAY_BATCH_BYTES:
+                    yield batch
+                    batch = pb.ReplayBatch()
+                    size = 0
+            if batch.events:
+                yield batch
+
+    @contextlib.contextmanager
+    def _stream(self, request: pb.ReplayRequest) -> Iterator[Iterator[Event]]:
+        """Validate a replay request and hold one of the bounded stream places."""
         namespace = check_names(request.namespace, request.agent_id)
         start = request.start_ts if request.HasField("start_ts") else None
         end = request.end_ts if request.HasField("end_ts") else None
@@ -167,18 +207,6 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
                 f"{self._max_streams} replay streams are already open; finish or cancel one first"
             )
         try:
-            yield from self._replay(namespace, request.agent_id, start, end, request.json_values)
+            yield self._system.view().replay(namespace, request.agent_id, start, end)
         finally:
             self._streams.release()
-
-    def _replay(
-        self, namespace: str, agent_id: str, start: int | None, end: int | None, json_values: bool
-    ) -> Iterator[pb.ReplayEvent]:
-        for event in self._system.view().replay(namespace, agent_id, start, end):
-            message = pb.ReplayEvent(
-                txn_id=event.txn_id, commit_ts=event.commit_ts, committed_at_ms=event.committed_at_ms
-            )
-            for op in event.ops:
-                operation = message.operations.add(key=op.key, version=op.version, deleted=op.value is None)
-                _fill_value(operation, op.key, op.value, json_values)
-            yield message

@@ -192,10 +192,11 @@ class Statehouse:
         namespace = namespace or self.namespace
         request = _wire.replay(namespace, agent_id, start_ts, end_ts)
         namespace = request.namespace
-        stream = self._stub.Replay(request)
+        stream = self._stub.ReplayBatches(request)
         try:
-            for message in stream:
-                yield _wire.replay_event(message, namespace, agent_id)
+            for batch in stream:
+                for message in batch.events:
+                    yield _wire.replay_event(message, namespace, agent_id)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, False) from None
         finally:

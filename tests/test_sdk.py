@@ -391,3 +391,25 @@ def test_replay_streams_are_bounded_and_unary_calls_keep_working(data_dir, actor
             assert first is not None and first.commit_ts == 1
     finally:
         daemon.stop()
+
+
+def test_replay_spanning_many_batches_is_complete_and_ordered(daemon: Daemon, client: Statehouse) -> None:
+    from rpc.servicer import REPLAY_BATCH_EVENTS
+
+    count = 2 * REPLAY_BATCH_EVENTS + 7
+    for n in range(count):
+        with client.begin_transaction() as tx:
+            tx.write("a", f"k{n % 3}", n)
+    events = list(client.replay("a"))
+    assert [e.commit_ts for e in events] == list(range(1, count + 1))
+    assert [e.operations[0].value for e in events] == list(range(count))
+    middle = REPLAY_BATCH_EVENTS - 1
+    window = list(client.replay("a", start_ts=middle, end_ts=middle + 3))
+    assert [e.commit_ts for e in window] == [middle, middle + 1, middle + 2, middle + 3]
+    channel = grpc.insecure_channel(f"127.0.0.1:{daemon.port}")
+    stub = pb_grpc.StatehouseServiceStub(channel)
+    sizes = [len(b.events) for b in stub.ReplayBatches(pb.ReplayRequest(namespace="default", agent_id="a"))]
+    assert sizes == [REPLAY_BATCH_EVENTS, REPLAY_BATCH_EVENTS, 7]
+    one_by_one = list(stub.Replay(pb.ReplayRequest(namespace="default", agent_id="a", json_values=True)))
+    assert [e.commit_ts for e in one_by_one] == list(range(1, count + 1))  # the original RPC
+    channel.close()

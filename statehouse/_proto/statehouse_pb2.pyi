@@ -279,6 +279,12 @@ class ReplayEvent(_message.Message):
     committed_at_ms: int
     def __init__(self, txn_id: _Optional[str] = ..., commit_ts: _Optional[int] = ..., operations: _Optional[_Iterable[_Union[Operation, _Mapping]]] = ..., committed_at_ms: _Optional[int] = ...) -> None: ...
 
+class ReplayBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[ReplayEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[ReplayEvent, _Mapping]]] = ...) -> None: ...
+
 class Operation(_message.Message):
     __slots__ = ("key", "value", "version", "value_json", "deleted")
     KEY_FIELD_NUMBER: _ClassVar[int]

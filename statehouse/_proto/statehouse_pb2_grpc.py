@@ -99,6 +99,11 @@ class StatehouseServiceStub:
                 request_serializer=statehouse_dot_v1_dot_statehouse__pb2.StageRequest.SerializeToString,
                 response_deserializer=statehouse_dot_v1_dot_statehouse__pb2.StageResponse.FromString,
                 _registered_method=True)
+        self.ReplayBatches = channel.unary_stream(
+                '/statehouse.v1.StatehouseService/ReplayBatches',
+                request_serializer=statehouse_dot_v1_dot_statehouse__pb2.ReplayRequest.SerializeToString,
+                response_deserializer=statehouse_dot_v1_dot_statehouse__pb2.ReplayBatch.FromString,
+                _registered_method=True)
         self.CreateSnapshot = channel.unary_unary(
                 '/statehouse.v1.StatehouseService/CreateSnapshot',
                 request_serializer=statehouse_dot_v1_dot_statehouse__pb2.CreateSnapshotRequest.SerializeToString,
@@ -188,6 +193,13 @@ class StatehouseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplayBatches(self, request, context):
+        """Extension: Replay with many events per stream message (same request).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateSnapshot(self, request, context):
         """Extension: an online snapshot (RocksDB checkpoint) taken between two commit groups.
         """
@@ -262,6 +274,11 @@ def add_StatehouseServiceServicer_to_server(servicer, server):
                     servicer.Stage,
                     request_deserializer=statehouse_dot_v1_dot_statehouse__pb2.StageRequest.FromString,
                     response_serializer=statehouse_dot_v1_dot_statehouse__pb2.StageResponse.SerializeToString,
+            ),
+            'ReplayBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReplayBatches,
+                    request_deserializer=statehouse_dot_v1_dot_statehouse__pb2.ReplayRequest.FromString,
+                    response_serializer=statehouse_dot_v1_dot_statehouse__pb2.ReplayBatch.SerializeToString,
             ),
             'CreateSnapshot': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateSnapshot,
@@ -620,6 +637,33 @@ class StatehouseService:
             '/statehouse.v1.StatehouseService/Stage',
             statehouse_dot_v1_dot_statehouse__pb2.StageRequest.SerializeToString,
             statehouse_dot_v1_dot_statehouse__pb2.StageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/statehouse.v1.StatehouseService/ReplayBatches',
+            statehouse_dot_v1_dot_statehouse__pb2.ReplayRequest.SerializeToString,
+            statehouse_dot_v1_dot_statehouse__pb2.ReplayBatch.FromString,
             options,
             channel_credentials,
             insecure,
