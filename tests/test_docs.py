@@ -79,3 +79,26 @@ def test_documented_restore_commands_work(tmp_path: Path) -> None:
     )
     with DaemonProcess(tmp_path / "restored-data") as daemon, Statehouse(daemon.addr) as client:
         assert client.get_state("a", "k").value == {"n": 1}
+
+
+def test_documented_benchmarks_run() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert ".venv/bin/python -m benchmarks.replay" in readme
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.replay", "--events", "2000", "--runs", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("events/s") == 3
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.commits", "--txns", "40", "--runs", "1", "--warmup", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "commits/synced write" in result.stdout
