@@ -44,6 +44,8 @@ class DaemonProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> DaemonProcess:
+        if self.process is not None:
+            raise RuntimeError("this DaemonProcess was started already; make a new one to restart")
         command = [
             sys.executable, "-m", "rpc",
             "--addr", "127.0.0.1:0",
@@ -99,7 +101,8 @@ class DaemonProcess:
         return [r for r in self.log_lines if r.get("event") == name]
 
     def __enter__(self) -> DaemonProcess:
-        return self.start()
+        # `with DaemonProcess(...).start() as d:` must not start a second daemon.
+        return self if self.process is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         if self.process is not None and self.process.poll() is None:
