@@ -217,3 +217,12 @@ def test_unusable_data_dir_and_bad_env_values_exit_with_documented_codes(tmp_pat
         )
         assert result.returncode == 2, (var, result.stderr)
         assert var in result.stderr
+
+
+def test_entering_a_started_daemon_process_does_not_start_another(data_dir: Path) -> None:
+    daemon = DaemonProcess(data_dir).start()
+    with daemon as entered:
+        assert entered is daemon
+        with pytest.raises(RuntimeError, match="started already"):
+            daemon.start()
+    assert daemon.process is not None and daemon.process.returncode == 0
