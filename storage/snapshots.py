@@ -30,7 +30,8 @@ class SnapshotDirectory:
         self.keep = keep  # 0 keeps every snapshot
 
     def new_path(self, commit_ts: int) -> Path:
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{int(time.time() * 1000) % 1000:03d}Z"
+        now = time.time()  # one reading: two could straddle a second and misorder names
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now * 1000) % 1000:03d}Z"
         base = f"snapshot-{commit_ts:020d}-{stamp}"
         path, n = self.root / base, 1
         while path.exists():
