@@ -50,7 +50,6 @@ from storage import keys
 from storage.errors import StorageError, StoreLockedError
 from storage.records import (
     Event,
-    EventOp,
     StateRecord,
     VersionRecord,
     decode_agent_event,
@@ -62,6 +61,7 @@ from storage.records import (
     encode_state,
     encode_version,
 )
+from storage.store import agent_slices, derived_records
 
 # Set (to the rebuild's start time in ms) before a rebuild deletes anything,
 # removed by its last write. `verify` reports it. The daemon does not read it
@@ -545,24 +545,6 @@ def _digest(value: bytes | None) -> bytes | None:
     return None if value is None else hashlib.blake2b(value, digest_size=16).digest()
 
 
-def agent_slices(event: Event) -> dict[tuple[str, str], Event]:
-    """Each agent's slice of an event: only that agent's ops, in the event's order."""
-    by_agent: dict[tuple[str, str], list[EventOp]] = {}
-    for op in event.ops:
-        agent = (op.namespace, op.agent_id)
-        ops = by_agent.get(agent)
-        if ops is None:
-            by_agent[agent] = [op]
-        else:
-            ops.append(op)
-    if len(by_agent) == 1:
-        return dict.fromkeys(by_agent, event)  # one agent: the slice is the event itself
-    return {
-        agent: Event(event.commit_ts, event.txn_id, event.committed_at_ms, tuple(ops))
-        for agent, ops in by_agent.items()
-    }
-
-
 # --- verify -----------------------------------------------------------------------------------
 
 
@@ -797,20 +779,12 @@ def rebuild(
         ticker = _Ticker(progress, "rebuilding", last_commit_ts, progress_every)
         for raw_key, data in _range(db, keys.EVENTS):
             event = decode_event(keys.read_u64(raw_key, 1), data)
-            for op in event.ops:
-                if latest[(op.namespace, op.agent_id, op.key)][0] == op.version:
-                    batch.put(
-                        keys.state_key(op.namespace, op.agent_id, op.key),
-                        encode_state(StateRecord(op.version, event.commit_ts, op.value)),
-                    )
-                batch.put(
-                    keys.version_key(op.namespace, op.agent_id, op.key, op.version),
-                    encode_version(VersionRecord(event.commit_ts, op.value)),
-                )
+            # Each key's STATE record is written once, from its latest version.
+            is_latest = lambda op: latest[(op.namespace, op.agent_id, op.key)][0] == op.version  # noqa: E731
+            for key, value in derived_records(event, state_for=is_latest):
+                batch.put(key, value)
             versions += len(event.ops)
-            for (ns, agent), agent_slice in agent_slices(event).items():
-                batch.put(keys.agent_event_key(ns, agent, event.commit_ts), encode_agent_event(agent_slice))
-                agent_events += 1
+            agent_events += len(agent_slices(event))
             done += 1
             if len(batch) >= batch_ops or batch.size_in_bytes() >= batch_bytes:
                 db.write(batch, unsynced)

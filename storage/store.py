@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from rocksdict import Checkpoint, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
@@ -287,22 +287,43 @@ def _check_consistent(db: Rdict) -> int:
     return recorded
 
 
-def _add_event(batch: WriteBatch, event: Event) -> None:
+def agent_slices(event: Event) -> dict[tuple[str, str], Event]:
+    """Each agent's slice of an event: only that agent's ops, in the event's order."""
     by_agent: dict[tuple[str, str], list[EventOp]] = {}
     for op in event.ops:
-        batch.put(
-            keys.state_key(op.namespace, op.agent_id, op.key),
-            encode_state(StateRecord(op.version, event.commit_ts, op.value)),
-        )
-        batch.put(
+        by_agent.setdefault((op.namespace, op.agent_id), []).append(op)
+    if len(by_agent) == 1:
+        return dict.fromkeys(by_agent, event)  # one agent: the slice is the event itself
+    return {
+        agent: Event(event.commit_ts, event.txn_id, event.committed_at_ms, tuple(ops))
+        for agent, ops in by_agent.items()
+    }
+
+
+def derived_records(
+    event: Event, state_for: Callable[[EventOp], bool] | None = None
+) -> Iterator[tuple[bytes, bytes]]:
+    """The STATE, VERSIONS and AGENT_EVENTS records an event implies.
+
+    The commit path and `statehoused rebuild` both write what this yields, so
+    they cannot drift apart. `state_for` picks the ops whose STATE record is
+    written (default: all, the last one of a key wins).
+    """
+    for op in event.ops:
+        if state_for is None or state_for(op):
+            yield (
+                keys.state_key(op.namespace, op.agent_id, op.key),
+                encode_state(StateRecord(op.version, event.commit_ts, op.value)),
+            )
+        yield (
             keys.version_key(op.namespace, op.agent_id, op.key, op.version),
             encode_version(VersionRecord(event.commit_ts, op.value)),
         )
-        by_agent.setdefault((op.namespace, op.agent_id), []).append(op)
+    for (namespace, agent_id), agent_slice in agent_slices(event).items():
+        yield keys.agent_event_key(namespace, agent_id, event.commit_ts), encode_agent_event(agent_slice)
+
+
+def _add_event(batch: WriteBatch, event: Event) -> None:
     batch.put(keys.event_key(event.commit_ts), encode_event(event))
-    for (namespace, agent_id), ops in by_agent.items():
-        agent_slice = Event(event.commit_ts, event.txn_id, event.committed_at_ms, tuple(ops))
-        batch.put(
-            keys.agent_event_key(namespace, agent_id, event.commit_ts),
-            encode_agent_event(agent_slice),
-        )
+    for key, value in derived_records(event):
+        batch.put(key, value)
