@@ -13,12 +13,14 @@ from actors.errors import (
     Unavailable,
     VersionNotFound,
 )
-from actors.messages import Mutation
-from actors.system import ActorConfig, ActorSystem, SnapshotPolicy
+from actors.messages import Mutation, TxnOpen
+from actors.namespace import new_client_txn_namespace
+from actors.system import ActorConfig, ActorSystem, CommitRequest, SnapshotPolicy
 
 __all__ = [
     "ActorConfig",
     "ActorSystem",
+    "CommitRequest",
     "DeadlineExceeded",
     "InvalidArgument",
     "Mutation",
@@ -29,6 +31,8 @@ __all__ = [
     "TransactionClosed",
     "TransactionExpired",
     "TransactionNotFound",
+    "TxnOpen",
     "Unavailable",
     "VersionNotFound",
+    "new_client_txn_namespace",
 ]

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import collections
 import threading
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 from actors.errors import TransactionClosed, TransactionExpired, TransactionNotFound
+from actors.reply import Reply
 
 DEFAULT_MEMORY = 100_000
 
@@ -27,7 +27,7 @@ def shown(txn_id: str) -> str:
 class Finished:
     outcome: str  # "committed", "aborted" or "expired"
     timeout_ms: int = 0
-    reply: Future[int] | None = None  # a commit's outcome, once the ledger answers
+    reply: Reply[int] | None = None  # a commit's outcome, once the ledger answers
 
     @property
     def commit_failed(self) -> bool:

@@ -1,6 +1,6 @@
 """The ledger actor: the sole writer, and the one place commit_ts is assigned.
 
-Commits arrive as `CommitIntent` tells, in mailbox order. While the ledger
+Commits arrive as `CommitIntent` (or `CommitIntents`) tells, in mailbox order. While the ledger
 writes and fsyncs one group, the next commits queue up in its mailbox; it
 takes every commit already waiting (up to `max_group`) into the next group
 and makes them durable with one WriteBatch and one fsync. Mailbox order is
@@ -17,7 +17,7 @@ import pykka
 import structlog
 
 from actors.errors import Unavailable
-from actors.messages import CommitIntent, LedgerStatusQuery, RecoverRequest, SnapshotRequest
+from actors.messages import CommitIntent, CommitIntents, LedgerStatusQuery, RecoverRequest, SnapshotRequest
 from storage import Event, EventOp, SnapshotDirectory, SnapshotInfo, StorageError, Store, StoreFailedError
 from storage.faults import crash_point
 
@@ -55,8 +55,11 @@ class Ledger(pykka.ThreadingActor):
             log.exception("ledger.unexpected_error")
 
     def _receive(self, message: Any) -> None:
-        if isinstance(message, CommitIntent):
-            self._pending.append(message)
+        if isinstance(message, (CommitIntent, CommitIntents)):
+            if isinstance(message, CommitIntent):
+                self._pending.append(message)
+            else:
+                self._pending.extend(message.intents)
             if len(self._pending) >= self._max_group or self.actor_inbox.empty():
                 self._flush()
         elif isinstance(message, LedgerStatusQuery):
@@ -175,8 +178,7 @@ class Ledger(pykka.ThreadingActor):
                 target = mutation.target
                 version = versions.get(target)
                 if version is None:
-                    current = self._store.current(*target)
-                    version = 0 if current is None else current.version
+                    version = self._store.current_version(*target)
                 version += 1
                 versions[target] = version
                 ops.append(EventOp(*target, version, mutation.value))

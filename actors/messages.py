@@ -6,6 +6,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from actors.reply import Reply
+
 
 @dataclass(frozen=True, slots=True)
 class Mutation:
@@ -22,13 +24,51 @@ class Mutation:
 
 
 @dataclass(frozen=True, slots=True)
+class TxnOpen:
+    """Open the transaction with the request that carries this (client-chosen id).
+
+    `timeout_ms` None means the configured default.
+    """
+
+    timeout_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommitCall:
+    """Told to a namespace actor: commit `txn_id` (opening it first if `open`).
+
+    `reply` resolves to the commit_ts once durable, or to the error; the actor
+    never raises to the sender, who does not wait on the tell.
+    """
+
+    txn_id: str
+    mutations: tuple[Mutation, ...]
+    open: TxnOpen | None
+    reply: Reply[int]
+
+
+@dataclass(frozen=True, slots=True)
+class CommitCalls:
+    """Several CommitCalls for one namespace, told as one message."""
+
+    calls: tuple[CommitCall, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CommitIntents:
+    """Several CommitIntents told to the ledger as one message."""
+
+    intents: tuple[CommitIntent, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CommitIntent:
     """A transaction handed to the ledger; `reply` resolves to its commit_ts."""
 
     txn_id: str
     mutations: tuple[Mutation, ...]
     begun_at: float  # time.monotonic() at begin, for the duration in the commit log
-    reply: Future[int]
+    reply: Reply[int]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,11 +21,13 @@ from actors.errors import (
     InvalidArgument,
     ResourceExhausted,
     Retired,
+    TransactionClosed,
     TransactionNotFound,
     Unavailable,
 )
 from actors.finished import Finished, FinishedTransactions, shown
-from actors.messages import CommitIntent, Mutation
+from actors.messages import CommitCall, CommitCalls, CommitIntent, CommitIntents, Mutation, TxnOpen
+from actors.reply import Reply
 
 if TYPE_CHECKING:
     from actors.system import ActorConfig
@@ -39,11 +40,28 @@ def new_txn_id(namespace: str) -> str:
     return f"{namespace}:{secrets.token_hex(12)}"
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
 def txn_namespace(txn_id: str) -> str:
     """The owning namespace of a transaction id; TransactionNotFound if malformed."""
     namespace, sep, token = txn_id.rpartition(":")
     if not sep or not namespace or len(token) != 24:
         raise TransactionNotFound(f"transaction {shown(txn_id)} not found (not an id this server issued)")
+    return namespace
+
+
+def new_client_txn_namespace(txn_id: str) -> str:
+    """The namespace of an id a client chose to open a transaction with.
+
+    InvalidArgument unless it is "<namespace>:<24 lowercase hex digits>".
+    """
+    namespace, sep, token = txn_id.rpartition(":")
+    if not sep or not namespace or len(token) != 24 or not _HEX.issuperset(token):
+        raise InvalidArgument(
+            f"transaction id {shown(txn_id)} cannot open a transaction: it must be "
+            '"<namespace>:<24 lowercase hex digits>", the hex random'
+        )
     return namespace
 
 
@@ -69,7 +87,7 @@ class NamespaceActor(pykka.ThreadingActor):
         namespace: str,
         ledger: pykka.ActorRef,
         config: ActorConfig,
-        retire: Callable[[str, pykka.ActorRef], None],
+        retire: Callable[[str, pykka.ActorRef], object],
         finished: FinishedTransactions,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -89,43 +107,74 @@ class NamespaceActor(pykka.ThreadingActor):
 
     def begin(self, timeout_ms: int | None) -> tuple[str, int]:
         """Open a transaction; returns (txn_id, applied timeout in ms)."""
-        now = self._touch()
-        if timeout_ms is None:
-            timeout_ms = self._config.default_txn_timeout_ms
-        limit = self._config.max_txn_timeout_ms
-        if not 1 <= timeout_ms <= limit:
-            raise InvalidArgument(f"timeout_ms must be between 1 and {limit}, got {timeout_ms}")
-        if len(self._open) >= self._config.max_open_txns_per_namespace:
-            raise ResourceExhausted(
-                f"namespace {self.namespace!r} already has {len(self._open)} open transactions "
-                f"(limit {self._config.max_open_txns_per_namespace}); commit or abort some first"
-            )
-        txn_id = new_txn_id(self.namespace)
-        self._open[txn_id] = OpenTransaction(txn_id, now, now + timeout_ms / 1000, timeout_ms)
-        log.info("txn.begin", txn_id=txn_id, namespace=self.namespace, timeout_ms=timeout_ms)
-        return txn_id, timeout_ms
+        txn = self._open_txn(new_txn_id(self.namespace), timeout_ms)
+        return txn.txn_id, txn.timeout_ms
 
-    def stage(self, txn_id: str, mutations: Iterable[Mutation]) -> None:
-        """Stage writes/deletes; a later write to the same key replaces an earlier one."""
-        self._stage(self._live(txn_id), mutations)
+    def stage(
+        self, txn_id: str, mutations: Iterable[Mutation], open: TxnOpen | None = None, log_begin: bool = True
+    ) -> None:
+        """Stage writes/deletes; a later write to the same key replaces an earlier one.
 
-    def commit(self, txn_id: str, mutations: Iterable[Mutation] = ()) -> Future[int]:
+        With `open`, the transaction `txn_id` (chosen by the client) is
+        opened first; nothing is opened if staging fails.
+        """
+        if open is None:
+            self._stage(self._live(txn_id), mutations)
+            return
+        txn = self._open_txn(txn_id, open.timeout_ms, log_begin=log_begin)
+        try:
+            self._stage(txn, mutations)
+        except BaseException:
+            del self._open[txn_id]
+            raise
+
+    def commit(self, txn_id: str, mutations: Iterable[Mutation] = ()) -> Reply[int]:
         """Stage the last mutations and hand the transaction to the ledger.
 
         Returns a future of the commit_ts, resolved once the commit is durable.
         """
-        txn = self._live(txn_id)
-        self._stage(txn, mutations)
-        del self._open[txn_id]
-        reply: Future[int] = Future()
-        self._finished.remember(txn_id, Finished("committed", reply=reply))
-        self._commits += 1
-        intent = CommitIntent(txn_id, tuple(txn.mutations.values()), txn.begun_at, reply)
-        try:
-            self._ledger.tell(intent)
-        except pykka.ActorDeadError:
-            reply.set_exception(Unavailable("the ledger is not running (shutting down?)"))
+        reply: Reply[int] = Reply()
+        self._ledger_tell(self._commit(CommitCall(txn_id, tuple(mutations), None, reply)))
         return reply
+
+    def on_receive(self, message: object) -> None:
+        """CommitCall / CommitCalls tells: errors go to each call's reply, never to the sender."""
+        calls = message.calls if isinstance(message, CommitCalls) else (message,)
+        intents = []
+        for call in calls:
+            if not isinstance(call, CommitCall):
+                log.error("namespace.unexpected_message", message=repr(call)[:200])
+                continue
+            try:
+                intents.append(self._commit(call))
+            except Exception as exc:
+                call.reply.set_exception(exc)
+        if len(intents) == 1:
+            self._ledger_tell(intents[0])
+        elif intents:
+            self._ledger_tell(CommitIntents(tuple(intents)))
+
+    def _commit(self, call: CommitCall) -> CommitIntent:
+        """Close `call`'s transaction as committing; the intent still has to reach the ledger."""
+        if call.open is None:
+            txn = self._live(call.txn_id)
+            self._stage(txn, call.mutations)
+        else:
+            # Opened and committed in one message: its txn.commit line says it all.
+            self.stage(call.txn_id, call.mutations, call.open, log_begin=False)
+            txn = self._open[call.txn_id]
+        del self._open[call.txn_id]
+        self._finished.remember(call.txn_id, Finished("committed", reply=call.reply))
+        self._commits += 1
+        return CommitIntent(call.txn_id, tuple(txn.mutations.values()), txn.begun_at, call.reply)
+
+    def _ledger_tell(self, message: CommitIntent | CommitIntents) -> None:
+        try:
+            self._ledger.tell(message)
+        except pykka.ActorDeadError:
+            intents = message.intents if isinstance(message, CommitIntents) else (message,)
+            for intent in intents:
+                intent.reply.set_exception(Unavailable("the ledger is not running (shutting down?)"))
 
     def abort(self, txn_id: str) -> None:
         """Discard a transaction. Aborting twice, or an unknown id, is not an error."""
@@ -150,10 +199,16 @@ class NamespaceActor(pykka.ThreadingActor):
         now = self._clock()
         for txn in [t for t in self._open.values() if t.deadline <= now]:
             self._expire(txn)
-        if not self._open and now - self._last_activity >= self._config.idle_actor_seconds:
-            self._retired = True
-            self._retire(self.namespace, self.actor_ref)
-            self.actor_ref.stop(block=False)
+        if now - self._last_activity >= self._config.idle_actor_seconds:
+            self.retire_if_idle()
+
+    def retire_if_idle(self) -> None:
+        """Retire unless a transaction is open (the registry asks when too many actors live)."""
+        if self._retired or self._open:
+            return
+        self._retired = True
+        self._retire(self.namespace, self.actor_ref)
+        self.actor_ref.stop(block=False)
 
     def status(self) -> dict[str, object]:
         now = self._clock()
@@ -173,6 +228,27 @@ class NamespaceActor(pykka.ThreadingActor):
             raise Retired(self.namespace)
         self._last_activity = now = self._clock()
         return now
+
+    def _open_txn(self, txn_id: str, timeout_ms: int | None, log_begin: bool = True) -> OpenTransaction:
+        now = self._touch()
+        if timeout_ms is None:
+            timeout_ms = self._config.default_txn_timeout_ms
+        limit = self._config.max_txn_timeout_ms
+        if not 1 <= timeout_ms <= limit:
+            raise InvalidArgument(f"timeout_ms must be between 1 and {limit}, got {timeout_ms}")
+        if len(self._open) >= self._config.max_open_txns_per_namespace:
+            raise ResourceExhausted(
+                f"namespace {self.namespace!r} already has {len(self._open)} open transactions "
+                f"(limit {self._config.max_open_txns_per_namespace}); commit or abort some first"
+            )
+        if txn_id in self._open or self._finished.get(txn_id) is not None:
+            raise TransactionClosed(
+                f"transaction id {shown(txn_id)} was used before; open each transaction with a fresh id"
+            )
+        txn = self._open[txn_id] = OpenTransaction(txn_id, now, now + timeout_ms / 1000, timeout_ms)
+        if log_begin:
+            log.info("txn.begin", txn_id=txn_id, namespace=self.namespace, timeout_ms=timeout_ms)
+        return txn
 
     def _live(self, txn_id: str) -> OpenTransaction:
         now = self._touch()

@@ -1,45 +1,89 @@
-"""Starts namespace actors on demand and forgets them when they retire."""
+"""Starts namespace actors on demand and forgets them when they retire.
+
+Every message to a namespace actor is enqueued while holding the registry's
+lock, and an actor leaves the registry (under the same lock) before it
+stops. So a message either reaches an actor that will still process it
+(and answer `Retired` if it is retiring, so the sender retries on a fresh
+one) or finds no actor at all; none is lost in a stopping actor's inbox.
+
+The number of live actors is bounded softly: past `max_idle` actors, the
+least recently used ones are asked to retire if they hold no open
+transaction, so touching many namespaces does not leave a thread behind
+for each.
+"""
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 
 import pykka
 
+T = TypeVar("T")
+
 
 class NamespaceRegistry:
-    """Thread-safe map namespace -> running NamespaceActor proxy."""
+    """Thread-safe map namespace -> running NamespaceActor proxy, in least-recently-used order."""
 
-    def __init__(self, start: Callable[[str], pykka.ActorProxy]) -> None:
+    def __init__(self, start: Callable[[str], pykka.ActorProxy], max_idle: int = 64) -> None:
         self._start = start
+        self._max_idle = max_idle
         self._lock = threading.Lock()
-        self._actors: dict[str, pykka.ActorProxy] = {}
+        self._actors: collections.OrderedDict[str, pykka.ActorProxy] = collections.OrderedDict()
         self._closed = False
 
-    def get_or_start(self, namespace: str) -> pykka.ActorProxy:
+    def send(self, namespace: str, start: bool, send: Callable[[pykka.ActorProxy], T]) -> T | None:
+        """Call `send` with the namespace's actor (started if `start`) under the lock.
+
+        `send` must only enqueue (a tell, or a proxy call whose future it
+        returns), never wait. Returns None when there is no actor and
+        `start` is false; raises ActorDeadError once the registry is closed.
+        """
         with self._lock:
             if self._closed:
                 raise pykka.ActorDeadError("the actor system is stopping")
             proxy = self._actors.get(namespace)
+            if proxy is not None and not proxy.actor_ref.is_alive():  # died of a bug: replace it
+                del self._actors[namespace]
+                proxy = None
             if proxy is None:
+                if not start:
+                    return None
                 proxy = self._actors[namespace] = self._start(namespace)
-            return proxy
+                self._trim()
+            else:
+                self._actors.move_to_end(namespace)
+            return send(proxy)
 
-    def get(self, namespace: str) -> pykka.ActorProxy | None:
-        with self._lock:
-            return self._actors.get(namespace)
+    def _trim(self) -> None:
+        """Ask the least recently used actors beyond `max_idle` to retire if idle."""
+        excess = len(self._actors) - self._max_idle
+        for namespace in list(self._actors)[: max(0, excess)]:
+            proxy = self._actors[namespace]
+            proxy.retire_if_idle()
+            self._actors.move_to_end(namespace)  # asked once; ask again only when it is oldest again
 
-    def retire(self, namespace: str, ref: pykka.ActorRef) -> None:
-        """Forget `namespace` if it still maps to the actor `ref` (called by that actor)."""
+    def retire(self, namespace: str, ref: pykka.ActorRef) -> bool:
+        """Forget `namespace` if it still maps to the actor `ref` (called by that actor).
+
+        The actor stops after this returns; nothing can reach it anymore.
+        """
         with self._lock:
             proxy = self._actors.get(namespace)
             if proxy is not None and proxy.actor_ref.actor_urn == ref.actor_urn:
                 del self._actors[namespace]
+                return True
+            return False
 
     def live(self) -> list[tuple[str, pykka.ActorProxy]]:
         with self._lock:
             return list(self._actors.items())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._actors)
 
     def stop_all(self) -> None:
         """Refuse new actors, then stop every live one (each finishes its current message)."""

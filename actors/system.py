@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -19,12 +19,21 @@ from typing import Any
 import pykka
 import structlog
 
-from actors.errors import DeadlineExceeded, Retired, Unavailable
+from actors.errors import DeadlineExceeded, Retired, StatehouseFault, Unavailable
 from actors.finished import FinishedTransactions, shown
 from actors.ledger import Ledger
-from actors.messages import LedgerStatusQuery, Mutation, RecoverRequest, SnapshotRequest
-from actors.namespace import NamespaceActor, txn_namespace
+from actors.messages import (
+    CommitCall,
+    CommitCalls,
+    LedgerStatusQuery,
+    Mutation,
+    RecoverRequest,
+    SnapshotRequest,
+    TxnOpen,
+)
+from actors.namespace import NamespaceActor, new_client_txn_namespace, txn_namespace
 from actors.registry import NamespaceRegistry
+from actors.reply import Reply
 from storage import ReadView, SnapshotDirectory, SnapshotInfo, Store
 
 log = structlog.get_logger("statehouse.actors")
@@ -43,6 +52,30 @@ class ActorConfig:
     max_open_txns_per_namespace: int = 10_000
     max_ops_per_txn: int = 10_000
     max_txn_bytes: int = 64 * 1024 * 1024
+    # Past this many live namespace actors, the least recently used idle ones retire.
+    max_idle_actors: int = 64
+
+
+def _owner(txn_id: str, open: TxnOpen | None) -> str:
+    """The namespace owning `txn_id`; a client-chosen id being opened is checked strictly."""
+    return new_client_txn_namespace(txn_id) if open is not None else txn_namespace(txn_id)
+
+
+def _teller(message: object) -> Callable[[pykka.ActorProxy], bool]:
+    def tell(proxy: pykka.ActorProxy) -> bool:
+        proxy.actor_ref.tell(message)
+        return True
+
+    return tell
+
+
+@dataclass(frozen=True)
+class CommitRequest:
+    """One transaction of a `commit_batch`: its last mutations and, for a client-chosen id, `open`."""
+
+    txn_id: str
+    mutations: tuple[Mutation, ...] = ()
+    open: TxnOpen | None = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +118,7 @@ class ActorSystem:
             None if policy is None else SnapshotDirectory(policy.directory, policy.keep),
             0 if policy is None else policy.every_commits,
         )
-        self._registry = NamespaceRegistry(self._start_namespace)
+        self._registry = NamespaceRegistry(self._start_namespace, self.config.max_idle_actors)
         self._reaper = threading.Thread(target=self._reap, name="statehouse-reaper", daemon=True)
         self._reaper.start()
         return self
@@ -160,24 +193,90 @@ class ActorSystem:
         """Open a transaction owned by `namespace`; returns (txn_id, timeout_ms)."""
         return self._ask(namespace, True, lambda a: a.begin(timeout_ms), wait)
 
-    def stage(self, txn_id: str, mutations: Iterable[Mutation], wait: float) -> None:
+    def stage(
+        self, txn_id: str, mutations: Iterable[Mutation], wait: float, open: TxnOpen | None = None
+    ) -> None:
+        """Stage into an open transaction, or open `txn_id` (client-chosen) with `open`."""
         batch = tuple(mutations)
-        self._ask(txn_namespace(txn_id), False, lambda a: a.stage(txn_id, batch), wait, txn_id)
+        opening = open is not None
+        self._ask(_owner(txn_id, open), opening, lambda a: a.stage(txn_id, batch, open), wait, txn_id)
 
-    def commit(self, txn_id: str, mutations: Iterable[Mutation], wait: float) -> int:
-        """Commit and wait (at most `wait` seconds) until it is durable; returns commit_ts."""
+    def commit(
+        self, txn_id: str, mutations: Iterable[Mutation], wait: float, open: TxnOpen | None = None
+    ) -> int:
+        """Commit and wait (at most `wait` seconds) until it is durable; returns commit_ts.
+
+        With `open`, `txn_id` is a client-chosen id opened by this same call.
+        """
+        outcome = self.commit_batch([CommitRequest(txn_id, tuple(mutations), open)], wait)[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def commit_batch(self, requests: Sequence[CommitRequest], wait: float) -> list[int | Exception]:
+        """Commit independent transactions together; each outcome is a commit_ts or its error.
+
+        The calls for one namespace go to its actor as one message, and the
+        ledger groups them into shared synced writes.
+        """
         deadline = time.monotonic() + wait
-        batch = tuple(mutations)
-        reply: Future[int] = self._ask(
-            txn_namespace(txn_id), False, lambda a: a.commit(txn_id, batch), wait, txn_id
-        )
-        try:
-            return reply.result(timeout=max(0.0, deadline - time.monotonic()))
-        except FutureTimeout:
-            raise DeadlineExceeded(
-                f"commit of {shown(txn_id)} was not confirmed durable before the deadline; "
-                "it may still complete"
-            ) from None
+        outcomes: list[int | Exception | None] = [None] * len(requests)
+        pending = list(range(len(requests)))
+        for _ in range(_ATTEMPTS):
+            replies = self._send_commits(requests, pending, outcomes)
+            retry = []
+            for index, reply in replies:
+                try:
+                    outcomes[index] = reply.result(timeout=max(0.0, deadline - time.monotonic()))
+                except Retired:
+                    retry.append(index)
+                except FutureTimeout:
+                    outcomes[index] = DeadlineExceeded(
+                        f"commit of {shown(requests[index].txn_id)} was not confirmed durable before "
+                        "the deadline; it may still complete"
+                    )
+                except StatehouseFault as exc:
+                    outcomes[index] = exc
+            pending = retry
+            if not pending:
+                break
+        for index in pending:
+            outcomes[index] = Unavailable(
+                f"namespace of {shown(requests[index].txn_id)} kept restarting; try again"
+            )
+        return [outcome if outcome is not None else Unavailable("not committed") for outcome in outcomes]
+
+    def _send_commits(
+        self, requests: Sequence[CommitRequest], indexes: list[int], outcomes: list[int | Exception | None]
+    ) -> list[tuple[int, Reply[int]]]:
+        """Tell each namespace actor its share of `indexes`; returns the replies to wait for."""
+        by_namespace: dict[str, list[tuple[int, CommitCall]]] = {}
+        for index in indexes:
+            request = requests[index]
+            try:
+                namespace = _owner(request.txn_id, request.open)
+            except StatehouseFault as exc:
+                outcomes[index] = exc
+                continue
+            call = CommitCall(request.txn_id, request.mutations, request.open, Reply())
+            by_namespace.setdefault(namespace, []).append((index, call))
+        replies = []
+        for namespace, calls in by_namespace.items():
+            opening = any(call.open is not None for _, call in calls)
+            message = calls[0][1] if len(calls) == 1 else CommitCalls(tuple(call for _, call in calls))
+            try:
+                sent = self._send(namespace, opening, _teller(message))
+            except Unavailable as exc:
+                for index, _call in calls:
+                    outcomes[index] = exc
+                continue
+            for index, call in calls:
+                if sent is None:
+                    # No actor, so no open transaction: actors with one never retire.
+                    outcomes[index] = self._finished.closed_error(call.txn_id)
+                else:
+                    replies.append((index, call.reply))
+        return replies
 
     def abort(self, txn_id: str, wait: float) -> None:
         self._ask(txn_namespace(txn_id), False, lambda a: a.abort(txn_id), wait, txn_id, missing_ok=True)
@@ -219,6 +318,15 @@ class ActorSystem:
                 namespaces.append({"namespace": ns, "stuck": True})
         return {"ledger": ledger, "namespaces": namespaces}
 
+    def _send(self, namespace: str, start: bool, send: Callable[[Any], Any]) -> Any:
+        """Enqueue a message to the namespace's actor; None if it has none and `start` is false."""
+        if self._registry is None or self._stopping.is_set():
+            raise Unavailable("the daemon is shutting down")
+        try:
+            return self._registry.send(namespace, start, send)
+        except pykka.ActorDeadError:
+            raise Unavailable("the daemon is shutting down") from None
+
     def _ask(
         self,
         namespace: str,
@@ -229,25 +337,17 @@ class ActorSystem:
         missing_ok: bool = False,
     ) -> Any:
         """Call a namespace actor and wait; retried if the actor retired meanwhile."""
-        if self._registry is None or self._stopping.is_set():
-            raise Unavailable("the daemon is shutting down")
         deadline = time.monotonic() + wait
         for _ in range(_ATTEMPTS):
-            if start:
-                try:
-                    proxy = self._registry.get_or_start(namespace)
-                except pykka.ActorDeadError:
-                    raise Unavailable("the daemon is shutting down") from None
-            else:
-                proxy = self._registry.get(namespace)
-                if proxy is None:
-                    # Actors with open transactions never retire, so none is open.
-                    if missing_ok:
-                        self._finished.check_abort(txn_id)
-                        return None
-                    raise self._finished.closed_error(txn_id)
+            future = self._send(namespace, start, call)
+            if future is None:
+                # Actors with open transactions never retire, so none is open.
+                if missing_ok:
+                    self._finished.check_abort(txn_id)
+                    return None
+                raise self._finished.closed_error(txn_id)
             try:
-                return call(proxy).get(timeout=max(0.0, deadline - time.monotonic()))
+                return future.get(timeout=max(0.0, deadline - time.monotonic()))
             except (Retired, pykka.ActorDeadError):
                 continue
             except pykka.Timeout:

@@ -9,9 +9,19 @@ from collections.abc import Iterator
 
 import grpc
 
-from actors import ActorSystem, InvalidArgument, Mutation, ResourceExhausted, VersionNotFound
+from actors import (
+    ActorSystem,
+    CommitRequest,
+    InvalidArgument,
+    Mutation,
+    ResourceExhausted,
+    StatehouseFault,
+    TxnOpen,
+    VersionNotFound,
+    new_client_txn_namespace,
+)
 from rpc.convert import ValueCodec, check_names, check_namespace, check_prefix, json_to_struct
-from rpc.status import grpc_errors
+from rpc.status import grpc_errors, status_of
 from statehouse import __version__
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
@@ -19,6 +29,8 @@ from storage import Event
 
 # Longest an RPC without a deadline waits on an actor.
 MAX_WAIT_SECONDS = 60.0
+# Most commits one CommitBatch call may carry.
+MAX_BATCH_COMMITS = 4096
 # A ReplayBatch message holds at most this many events, or about this many bytes.
 REPLAY_BATCH_EVENTS = 512
 REPLAY_BATCH_BYTES = 1024 * 1024
@@ -27,6 +39,15 @@ REPLAY_BATCH_BYTES = 1024 * 1024
 def _wait(context: grpc.ServicerContext) -> float:
     remaining = context.time_remaining()
     return MAX_WAIT_SECONDS if remaining is None else min(remaining, MAX_WAIT_SECONDS)
+
+
+def _txn_open(request: pb.StageRequest | pb.CommitRequest) -> TxnOpen | None:
+    """The request's TxnOpen, after checking the client-chosen id it opens."""
+    if not request.HasField("open"):
+        return None
+    check_namespace(new_client_txn_namespace(request.txn_id))
+    timeout = request.open.timeout_ms if request.open.HasField("timeout_ms") else None
+    return TxnOpen(timeout)
 
 
 def _fill_value(message: object, key: str, value: bytes | None, json_values: bool) -> None:
@@ -99,14 +120,46 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
     @grpc_errors
     def Stage(self, request: pb.StageRequest, context: grpc.ServicerContext) -> pb.StageResponse:
         mutations = [self._codec.mutation(m) for m in request.mutations]
-        self._system.stage(request.txn_id, mutations, _wait(context))
+        self._system.stage(request.txn_id, mutations, _wait(context), _txn_open(request))
         return pb.StageResponse()
 
     @grpc_errors
     def Commit(self, request: pb.CommitRequest, context: grpc.ServicerContext) -> pb.CommitResponse:
-        mutations = [self._codec.mutation(m) for m in request.mutations]
-        commit_ts = self._system.commit(request.txn_id, mutations, _wait(context))
+        commit = self._commit_request(request)
+        commit_ts = self._system.commit(commit.txn_id, commit.mutations, _wait(context), commit.open)
         return pb.CommitResponse(commit_ts=commit_ts)
+
+    @grpc_errors
+    def CommitBatch(
+        self, request: pb.CommitBatchRequest, context: grpc.ServicerContext
+    ) -> pb.CommitBatchResponse:
+        if len(request.commits) > MAX_BATCH_COMMITS:
+            raise ResourceExhausted(
+                f"a batch of {len(request.commits)} commits is too large (limit {MAX_BATCH_COMMITS})"
+            )
+        outcomes: list[int | Exception] = []
+        valid: list[CommitRequest] = []
+        for commit in request.commits:
+            try:
+                valid.append(self._commit_request(commit))
+                outcomes.append(0)
+            except StatehouseFault as exc:
+                outcomes.append(exc)
+        committed = iter(self._system.commit_batch(valid, _wait(context)) if valid else ())
+        response = pb.CommitBatchResponse()
+        for outcome in outcomes:
+            if not isinstance(outcome, Exception):
+                outcome = next(committed)
+            if isinstance(outcome, Exception):
+                code = status_of(outcome)
+                response.outcomes.add(code=code.value[0], message=str(outcome))
+            else:
+                response.outcomes.add(commit_ts=outcome)
+        return response
+
+    def _commit_request(self, request: pb.CommitRequest) -> CommitRequest:
+        mutations = tuple(self._codec.mutation(m) for m in request.mutations)
+        return CommitRequest(request.txn_id, mutations, _txn_open(request))
 
     @grpc_errors
     def Abort(self, request: pb.AbortRequest, context: grpc.ServicerContext) -> pb.AbortResponse:

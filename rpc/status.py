@@ -53,6 +53,15 @@ def _status(exc: Exception) -> grpc.StatusCode | None:
     return None
 
 
+def status_of(exc: Exception) -> grpc.StatusCode:
+    """The status code for `exc`: from the table, else INTERNAL (logged: a bug)."""
+    code = _status(exc)
+    if code is None:
+        log.error("rpc.internal_error", error=repr(exc))
+        return grpc.StatusCode.INTERNAL
+    return code
+
+
 def _abort(context: grpc.ServicerContext, method: str, exc: Exception) -> None:
     code = _status(exc)
     if code is not None:

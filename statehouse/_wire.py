@@ -6,11 +6,13 @@ the answers back to them.
 
 from __future__ import annotations
 
+import math
+import secrets
 from typing import Any
 
 from statehouse import _codec, _names
 from statehouse._proto import statehouse_pb2 as pb
-from statehouse.exceptions import invalid
+from statehouse.exceptions import StatehouseError, from_status, invalid
 from statehouse.types import Operation, ReplayEvent, StateResult
 
 
@@ -34,13 +36,32 @@ def namespace(name: str, *, in_txn: bool = False) -> str:
         raise invalid(str(exc), in_txn) from None
 
 
-def begin(namespace_name: str, timeout_ms: int | None) -> pb.BeginTransactionRequest:
+def new_transaction(namespace_name: str, timeout_ms: int | None) -> tuple[str, str]:
+    """A fresh client-chosen transaction id and its namespace, after checking the arguments.
+
+    The id is "<namespace>:<24 hex>" with 96 random bits, the form the
+    daemon accepts in TxnOpen (see the proto).
+    """
     ns = namespace(namespace_name, in_txn=True)
     if timeout_ms is not None and (
         not isinstance(timeout_ms, int) or isinstance(timeout_ms, bool) or not 1 <= timeout_ms < 2**64
     ):
         raise invalid(f"timeout_ms must be a whole number of milliseconds >= 1, got {timeout_ms!r}", True)
-    return pb.BeginTransactionRequest(timeout_ms=timeout_ms, namespace=ns)
+    return f"{ns}:{secrets.token_hex(12)}", ns
+
+
+def txn_open(remaining_ms: float | None) -> pb.TxnOpen:
+    """The TxnOpen for a transaction with `remaining_ms` of its timeout left (None: server default)."""
+    if remaining_ms is None:
+        return pb.TxnOpen()
+    return pb.TxnOpen(timeout_ms=max(1, math.ceil(remaining_ms)))
+
+
+def commit_outcomes(response: pb.CommitBatchResponse, count: int) -> list[int | StatehouseError]:
+    """One commit_ts or error per request of a CommitBatch."""
+    if len(response.outcomes) != count:
+        raise StatehouseError(f"the daemon answered {len(response.outcomes)} outcomes for {count} commits")
+    return [from_status(o.code, o.message, True) if o.code else o.commit_ts for o in response.outcomes]
 
 
 def encode_value(key: str, value: Any) -> bytes:

@@ -7,16 +7,23 @@ module only sends and receives.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import grpc
 
 from statehouse import _wire
+from statehouse._batching import CommitCombiner
 from statehouse._names import DEFAULT_NAMESPACE
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
-from statehouse.exceptions import TransactionClosedError, from_rpc_error
+from statehouse.exceptions import (
+    StatehouseError,
+    TransactionClosedError,
+    TransactionExpiredError,
+    from_rpc_error,
+)
 from statehouse.types import ReplayEvent, SnapshotInfo, StateResult
 
 DEFAULT_ADDR = "localhost:50051"
@@ -29,19 +36,37 @@ R = TypeVar("R")
 
 
 class Transaction:
-    """A transaction owned by one namespace's actor on the server.
+    """A transaction, owned on the server by its namespace's actor.
 
-    Writes and deletes are buffered and sent with the commit (large
-    transactions are sent ahead in chunks), so `write` raises only for input
-    it can reject locally; server-side errors surface at `commit`. Use as a
+    The id is chosen here, and the transaction opens on the server with the
+    first request that carries its operations: usually the commit itself,
+    which carries every write and delete, so a transaction costs one round
+    trip. Transactions past 1 MiB send their operations ahead in chunks,
+    the first of which opens them. `write` raises only for input it can
+    reject locally; server-side errors surface at `commit`. Use as a
     context manager: commit on a clean exit, abort on an exception.
+
+    `timeout_ms`, when given, counts from `begin_transaction()`: a commit
+    after it has passed fails with TransactionExpiredError, and so does the
+    server once operations were sent ahead. Without it, the daemon's
+    default timeout applies from the moment the transaction opens there.
     """
 
-    def __init__(self, client: Statehouse, txn_id: str, namespace: str, timeout_ms: int = 0) -> None:
+    def __init__(
+        self,
+        client: Statehouse,
+        txn_id: str,
+        namespace: str,
+        timeout_ms: int | None = None,
+        *,
+        opened: bool = True,
+    ) -> None:
         self._client = client
         self.txn_id = txn_id
         self.namespace = namespace
         self.timeout_ms = timeout_ms
+        self._opened = opened  # False until a request has opened it on the server
+        self._deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
         self._buffer: dict[tuple[str, str, str], pb.Mutation] = {}
         self._buffered_bytes = 0
         self._state = "open"  # open | committed | aborted | failed
@@ -61,12 +86,13 @@ class Transaction:
         """Commit atomically; returns the commit_ts once the commit is durable."""
         self._check_open()
         request = pb.CommitRequest(txn_id=self.txn_id, mutations=list(self._buffer.values()))
+        self._open_with(request)
         self._buffer.clear()
         self._state = "failed"
-        response = self._client._call(self._client._stub.Commit, request, in_txn=True)
+        commit_ts = self._client._committer.commit(request)
         self._state = "committed"
-        self.commit_ts = response.commit_ts
-        return response.commit_ts
+        self.commit_ts = commit_ts
+        return commit_ts
 
     def abort(self) -> None:
         """Discard the transaction. Aborting twice is fine; after a commit it is an error."""
@@ -76,7 +102,8 @@ class Transaction:
             return
         self._buffer.clear()
         self._state = "aborted"
-        self._client._call(self._client._stub.Abort, pb.AbortRequest(txn_id=self.txn_id), in_txn=True)
+        if self._opened:  # otherwise the server never saw it: nothing to discard there
+            self._client._call(self._client._stub.Abort, pb.AbortRequest(txn_id=self.txn_id), in_txn=True)
 
     def __enter__(self) -> Transaction:
         return self
@@ -93,12 +120,29 @@ class Transaction:
         if self._state != "open":
             raise TransactionClosedError(f"transaction {self.txn_id!r} is {self._state}")
 
+    def _open_with(self, request: pb.CommitRequest | pb.StageRequest) -> None:
+        """Make `request` open the transaction on the server if nothing has yet."""
+        remaining = None
+        if self._deadline is not None:
+            remaining = (self._deadline - time.monotonic()) * 1000
+            if remaining <= 0:
+                self._buffer.clear()
+                self._state = "failed"
+                raise TransactionExpiredError(
+                    f"transaction {self.txn_id!r} expired: not committed within its "
+                    f"{self.timeout_ms} ms timeout; begin a new transaction"
+                )
+        if not self._opened:
+            request.open.CopyFrom(_wire.txn_open(remaining))
+            self._opened = True
+
     def _add(self, mutation: pb.Mutation) -> None:
         target = (mutation.namespace, mutation.agent_id, mutation.key)
         self._buffer[target] = mutation
         self._buffered_bytes += mutation.ByteSize()
         if self._buffered_bytes >= STAGE_AHEAD_BYTES:
             request = pb.StageRequest(txn_id=self.txn_id, mutations=list(self._buffer.values()))
+            self._open_with(request)
             self._buffer.clear()
             self._buffered_bytes = 0
             self._client._call(self._client._stub.Stage, request, in_txn=True)
@@ -130,6 +174,8 @@ class Statehouse:
             ],
         )
         self._stub = pb_grpc.StatehouseServiceStub(self._channel)
+        # Commits of concurrent threads share round trips (see statehouse._batching).
+        self._committer = CommitCombiner(self._commit_one, self._commit_many)
 
     def _call(self, method: Callable[..., R], request: Any, in_txn: bool = False) -> R:
         try:
@@ -151,11 +197,20 @@ class Statehouse:
     # -- transactions ------------------------------------------------------------
 
     def begin_transaction(self, timeout_ms: int | None = None, namespace: str | None = None) -> Transaction:
-        """Open a transaction owned by `namespace` (default: the client's)."""
-        request = _wire.begin(namespace or self.namespace, timeout_ms)
-        namespace = request.namespace
-        response = self._call(self._stub.BeginTransaction, request, in_txn=True)
-        return Transaction(self, response.txn_id, namespace, response.timeout_ms)
+        """Start a transaction owned by `namespace` (default: the client's).
+
+        No round trip: the transaction opens on the server with its commit
+        (or its first chunk of operations sent ahead), see `Transaction`.
+        """
+        txn_id, namespace = _wire.new_transaction(namespace or self.namespace, timeout_ms)
+        return Transaction(self, txn_id, namespace, timeout_ms, opened=False)
+
+    def _commit_one(self, request: pb.CommitRequest) -> int:
+        return self._call(self._stub.Commit, request, in_txn=True).commit_ts
+
+    def _commit_many(self, requests: Sequence[pb.CommitRequest]) -> list[int | StatehouseError]:
+        response = self._call(self._stub.CommitBatch, pb.CommitBatchRequest(commits=requests), in_txn=True)
+        return _wire.commit_outcomes(response, len(requests))
 
     # -- reads ---------------------------------------------------------------------
 

@@ -112,10 +112,19 @@ _IN_TRANSACTION: dict[grpc.StatusCode, type[StatehouseError]] = {
 def from_rpc_error(error: grpc.RpcError, in_transaction: bool) -> StatehouseError:
     """The SDK exception for a failed call (a grpc.RpcError that is also a grpc.Call)."""
     code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
-    details: str = error.details() or code.name  # type: ignore[attr-defined]
+    return from_status(code, error.details() or code.name, in_transaction)  # type: ignore[attr-defined]
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def from_status(code: grpc.StatusCode | int, details: str, in_transaction: bool) -> StatehouseError:
+    """The SDK exception for a status (a StatusCode, or its number as a CommitBatch outcome carries it)."""
+    if isinstance(code, int):
+        code = _CODES.get(code, grpc.StatusCode.UNKNOWN)
     table = _IN_TRANSACTION if in_transaction else _BY_CODE
     cls = table.get(code, TransactionError if in_transaction else StatehouseError)
-    return cls(details, code.name)
+    return cls(details or code.name, code.name)
 
 
 def invalid(message: str, in_transaction: bool) -> StatehouseError:

@@ -34,8 +34,10 @@ class DaemonProcess:
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
-        self.log_lines: list[dict[str, Any]] = []
         self.raw_stderr: list[bytes] = []
+        self._parsed: list[dict[str, Any]] = []
+        self._parsed_upto = 0
+        self._parse_lock = threading.Lock()
         self._listening = threading.Event()
         self._reader: threading.Thread | None = None
 
@@ -65,18 +67,34 @@ class DaemonProcess:
         return self
 
     def _read_stderr(self) -> None:
+        # Lines are parsed only when asked for (`log_lines`): a benchmark's
+        # clients share this process, and parsing every line would slow them.
         assert self.process is not None and self.process.stderr is not None
         for line in self.process.stderr:
             self.raw_stderr.append(line)
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            self.log_lines.append(record)
-            if record.get("event") == "server.listening":
-                self.port = int(record["port"])
+            if not self._listening.is_set() and b'"server.listening"' in line:
+                try:
+                    self.port = int(orjson.loads(line)["port"])
+                except (orjson.JSONDecodeError, KeyError, ValueError):
+                    continue
                 self._listening.set()
         self._listening.set()  # the process ended; start() reports it
+
+    @property
+    def log_lines(self) -> list[dict[str, Any]]:
+        """Every JSON log line read so far, parsed (lines that are not JSON are left out)."""
+        with self._parse_lock:
+            lines = self.raw_stderr
+            end = len(lines)
+            for line in lines[self._parsed_upto : end]:
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(record, dict):
+                    self._parsed.append(record)
+            self._parsed_upto = end
+            return list(self._parsed)
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait for a clean exit; returns the exit code."""

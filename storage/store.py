@@ -40,6 +40,8 @@ from storage.view import ReadView
 #                 releases the GIL, so new commits reach the ledger meanwhile.
 #   "sync_write": one write with sync=True (holds the GIL throughout).
 SYNC_METHODS = ("flush_wal", "sync_write")
+# The writer's version cache is emptied when it grows past this many keys.
+VERSION_CACHE_KEYS = 100_000
 
 
 class Store:
@@ -64,6 +66,8 @@ class Store:
         self._publish()
         self._closed = False
         self._failed: str | None = None
+        # Latest version of keys written through this store: (ns, agent, key) -> version.
+        self._versions: dict[tuple[str, str, str], int] = {}
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], sync_method: str = "flush_wal") -> Store:
@@ -127,6 +131,7 @@ class Store:
         """
         if self._failed is None:
             return
+        self._versions.clear()  # the failed group may be in it, or half in RocksDB
         if time.monotonic() < self._retry_after:
             raise StorageError(
                 f"the store refuses writes since an earlier failure ({self._failed}); "
@@ -177,6 +182,19 @@ class Store:
             raise StorageError(f"read failed: {exc}") from exc
         return None if data is None else decode_state(data)
 
+    def current_version(self, namespace: str, agent_id: str, key: str) -> int:
+        """The latest version number of a key (0 if it never existed), for the writer.
+
+        Served from a cache of the versions this store wrote itself, so the
+        commit path does not read RocksDB for keys it wrote recently.
+        """
+        target = (namespace, agent_id, key)
+        version = self._versions.get(target)
+        if version is None:
+            record = self.current(namespace, agent_id, key)
+            version = 0 if record is None else record.version
+        return version
+
     def append(self, events: Sequence[Event]) -> None:
         """Durably write committed events (ascending commit_ts, versions assigned).
 
@@ -216,6 +234,12 @@ class Store:
                 self._failed = f"WAL fsync failed: {exc}"
                 raise StoreFailedError(f"{self._failed}; restart the daemon") from exc
         crash_point("ledger.after_sync")
+        versions = self._versions
+        if len(versions) > VERSION_CACHE_KEYS:
+            versions.clear()
+        for event in events:
+            for op in event.ops:
+                versions[(op.namespace, op.agent_id, op.key)] = op.version
         self.last_commit_ts = events[-1].commit_ts
         self._publish()
 

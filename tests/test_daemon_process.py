@@ -11,9 +11,12 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 from statehouse import Statehouse, StatehouseError
+from statehouse._proto import statehouse_pb2 as pb
+from statehouse._proto import statehouse_pb2_grpc as pb_grpc
 from statehouse.testing import DaemonProcess
 
 
@@ -144,21 +147,27 @@ def test_bad_flag_value_is_a_usage_error(data_dir: Path) -> None:
 def test_transaction_lifecycle_is_logged_as_json(data_dir: Path) -> None:
     with DaemonProcess(data_dir, "--txn-timeout-ms", "1") as daemon:
         with Statehouse(daemon.addr) as client:
+            # The SDK opens a transaction with its commit: one txn.commit line, no txn.begin.
             with client.begin_transaction(timeout_ms=5000) as tx:
                 tx.write("a", "k", 1)
                 tx.write("a", "j", 2)
-            client.begin_transaction(timeout_ms=5000).abort()
-            expired = client.begin_transaction()  # the 1 ms default timeout
+        with grpc.insecure_channel(daemon.addr) as channel:
+            stub = pb_grpc.StatehouseServiceStub(channel)
+            aborted = stub.BeginTransaction(pb.BeginTransactionRequest(timeout_ms=5000)).txn_id
+            stub.Abort(pb.AbortRequest(txn_id=aborted))
+            expired = stub.BeginTransaction(pb.BeginTransactionRequest()).txn_id  # the 1 ms default
             time.sleep(0.01)  # let that timeout pass: expiry is what is tested
-            with pytest.raises(StatehouseError):
-                expired.commit()
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Commit(pb.CommitRequest(txn_id=expired))
+            assert info.value.code() == grpc.StatusCode.ABORTED
+    assert [e["txn_id"] for e in daemon.events("txn.begin")] == [aborted, expired]
     begin = daemon.events("txn.begin")[0]
-    assert begin["txn_id"] == tx.txn_id and begin["timeout_ms"] == 5000 and begin["level"] == "info"
+    assert begin["timeout_ms"] == 5000 and begin["level"] == "info"
     commit = daemon.events("txn.commit")[0]
-    assert commit["commit_ts"] == tx.commit_ts and commit["ops"] == 2 and commit["duration_ms"] >= 0
-    assert "timestamp" in commit
-    assert len(daemon.events("txn.abort")) == 1
-    assert [e["txn_id"] for e in daemon.events("txn.expire")] == [expired.txn_id]
+    assert commit["txn_id"] == tx.txn_id and commit["commit_ts"] == tx.commit_ts
+    assert commit["ops"] == 2 and commit["duration_ms"] >= 0 and "timestamp" in commit
+    assert [e["txn_id"] for e in daemon.events("txn.abort")] == [aborted]
+    assert [e["txn_id"] for e in daemon.events("txn.expire")] == [expired]
 
 
 def test_daemon_keeps_serving_when_its_stderr_goes_away(data_dir: Path) -> None:

@@ -513,6 +513,26 @@ def seed_data(call: Caller, txns: Txns) -> None:
     txns.closed.append(txns.fresh(timeout_ms=1))  # expires at once
 
 
+def note_commits(method: str, raw: bytes, reply: bytes, acked: set[int], issued: set[str]) -> None:
+    """Record what an accepted Commit, Stage or CommitBatch committed, and the ids it opened."""
+    if method == "Stage":
+        stage = pb.StageRequest.FromString(raw)
+        if stage.HasField("open"):
+            issued.add(stage.txn_id)
+        return
+    if method == "Commit":
+        requests = [pb.CommitRequest.FromString(raw)]
+        outcomes = [(0, pb.CommitResponse.FromString(reply).commit_ts)]
+    else:
+        requests = list(pb.CommitBatchRequest.FromString(raw).commits)
+        outcomes = [(o.code, o.commit_ts) for o in pb.CommitBatchResponse.FromString(reply).outcomes]
+    for request, (code, commit_ts) in zip(requests, outcomes, strict=True):
+        if code == 0:
+            acked.add(commit_ts)
+            if request.HasField("open"):
+                issued.add(request.txn_id)
+
+
 def check_store(daemon: Daemon, before: tuple[Any, ...], acked: set[int], issued: set[str]) -> int:
     """The store after the run: old log intact, new events all acknowledged, state = fold of log."""
     after = fingerprint(daemon)
@@ -680,8 +700,8 @@ def test_fuzz_every_rpc(daemon: Daemon, channel: grpc.Channel) -> None:
         counts[method.name][code.name] += 1
         if code not in ALLOWED and len(findings) < 200:
             findings.append(Finding(method.name, code, details, kind, raw))
-        if code == C.OK and method.name == "Commit":
-            acked.add(pb.CommitResponse.FromString(replies[0]).commit_ts)
+        if code == C.OK and method.name in ("Commit", "Stage", "CommitBatch"):
+            note_commits(method.name, raw, replies[0], acked, txns.issued)
         if code == C.OK and method.name == "BeginTransaction":
             txns.issued.add(pb.BeginTransactionResponse.FromString(replies[0]).txn_id)
         if n % HEALTH_EVERY == 0:

@@ -325,8 +325,10 @@ def test_unreachable_daemon_is_unavailable() -> None:
     with Statehouse("127.0.0.1:1", timeout=2) as client:
         with pytest.raises(statehouse.UnavailableError):
             client.health()
+        tx = client.begin_transaction()  # no round trip: the commit is the first call
+        tx.write("a", "k", 1)
         with pytest.raises(TransactionError) as info:
-            client.begin_transaction()
+            tx.commit()
         assert isinstance(info.value, statehouse.UnavailableError)
 
 

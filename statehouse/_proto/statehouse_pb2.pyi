@@ -118,24 +118,56 @@ class Mutation(_message.Message):
     def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., key: _Optional[str] = ..., value_json: _Optional[bytes] = ..., delete: _Optional[bool] = ...) -> None: ...
 
 class StageRequest(_message.Message):
-    __slots__ = ("txn_id", "mutations")
+    __slots__ = ("txn_id", "mutations", "open")
     TXN_ID_FIELD_NUMBER: _ClassVar[int]
     MUTATIONS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FIELD_NUMBER: _ClassVar[int]
     txn_id: str
     mutations: _containers.RepeatedCompositeFieldContainer[Mutation]
-    def __init__(self, txn_id: _Optional[str] = ..., mutations: _Optional[_Iterable[_Union[Mutation, _Mapping]]] = ...) -> None: ...
+    open: TxnOpen
+    def __init__(self, txn_id: _Optional[str] = ..., mutations: _Optional[_Iterable[_Union[Mutation, _Mapping]]] = ..., open: _Optional[_Union[TxnOpen, _Mapping]] = ...) -> None: ...
+
+class TxnOpen(_message.Message):
+    __slots__ = ("timeout_ms",)
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    timeout_ms: int
+    def __init__(self, timeout_ms: _Optional[int] = ...) -> None: ...
 
 class StageResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class CommitRequest(_message.Message):
-    __slots__ = ("txn_id", "mutations")
+    __slots__ = ("txn_id", "mutations", "open")
     TXN_ID_FIELD_NUMBER: _ClassVar[int]
     MUTATIONS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FIELD_NUMBER: _ClassVar[int]
     txn_id: str
     mutations: _containers.RepeatedCompositeFieldContainer[Mutation]
-    def __init__(self, txn_id: _Optional[str] = ..., mutations: _Optional[_Iterable[_Union[Mutation, _Mapping]]] = ...) -> None: ...
+    open: TxnOpen
+    def __init__(self, txn_id: _Optional[str] = ..., mutations: _Optional[_Iterable[_Union[Mutation, _Mapping]]] = ..., open: _Optional[_Union[TxnOpen, _Mapping]] = ...) -> None: ...
+
+class CommitBatchRequest(_message.Message):
+    __slots__ = ("commits",)
+    COMMITS_FIELD_NUMBER: _ClassVar[int]
+    commits: _containers.RepeatedCompositeFieldContainer[CommitRequest]
+    def __init__(self, commits: _Optional[_Iterable[_Union[CommitRequest, _Mapping]]] = ...) -> None: ...
+
+class CommitOutcome(_message.Message):
+    __slots__ = ("commit_ts", "code", "message")
+    COMMIT_TS_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    commit_ts: int
+    code: int
+    message: str
+    def __init__(self, commit_ts: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class CommitBatchResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[CommitOutcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[CommitOutcome, _Mapping]]] = ...) -> None: ...
 
 class CommitResponse(_message.Message):
     __slots__ = ("commit_ts",)

@@ -109,6 +109,11 @@ class StatehouseServiceStub:
                 request_serializer=statehouse_dot_v1_dot_statehouse__pb2.CreateSnapshotRequest.SerializeToString,
                 response_deserializer=statehouse_dot_v1_dot_statehouse__pb2.CreateSnapshotResponse.FromString,
                 _registered_method=True)
+        self.CommitBatch = channel.unary_unary(
+                '/statehouse.v1.StatehouseService/CommitBatch',
+                request_serializer=statehouse_dot_v1_dot_statehouse__pb2.CommitBatchRequest.SerializeToString,
+                response_deserializer=statehouse_dot_v1_dot_statehouse__pb2.CommitBatchResponse.FromString,
+                _registered_method=True)
 
 
 class StatehouseServiceServicer:
@@ -207,6 +212,14 @@ class StatehouseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CommitBatch(self, request, context):
+        """Extension: several independent commits in one call (a client combining
+        the commits of many concurrent agents). Each succeeds or fails on its own.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StatehouseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -284,6 +297,11 @@ def add_StatehouseServiceServicer_to_server(servicer, server):
                     servicer.CreateSnapshot,
                     request_deserializer=statehouse_dot_v1_dot_statehouse__pb2.CreateSnapshotRequest.FromString,
                     response_serializer=statehouse_dot_v1_dot_statehouse__pb2.CreateSnapshotResponse.SerializeToString,
+            ),
+            'CommitBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitBatch,
+                    request_deserializer=statehouse_dot_v1_dot_statehouse__pb2.CommitBatchRequest.FromString,
+                    response_serializer=statehouse_dot_v1_dot_statehouse__pb2.CommitBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -691,6 +709,33 @@ class StatehouseService:
             '/statehouse.v1.StatehouseService/CreateSnapshot',
             statehouse_dot_v1_dot_statehouse__pb2.CreateSnapshotRequest.SerializeToString,
             statehouse_dot_v1_dot_statehouse__pb2.CreateSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/statehouse.v1.StatehouseService/CommitBatch',
+            statehouse_dot_v1_dot_statehouse__pb2.CommitBatchRequest.SerializeToString,
+            statehouse_dot_v1_dot_statehouse__pb2.CommitBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,64 @@
+"""`Reply`: a one-shot result passed from one actor thread to a waiting thread.
+
+It has the part of `concurrent.futures.Future`'s interface the commit path
+uses (set_result, set_exception, result, done, exception), built on one
+bare lock instead of a Condition: a commit creates one per transaction, and
+a Future cost more to create than the rest of the namespace actor's work.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+_UNSET: object = object()
+
+
+class Reply(Generic[T]):
+    """Set once (result or exception); any number of threads may wait for it."""
+
+    __slots__ = ("_error", "_lock", "_value")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()  # held until the answer is set
+        self._value: object = _UNSET
+        self._error: BaseException | None = None
+
+    def set_result(self, value: T) -> None:
+        self._settle(value, None)
+
+    def set_exception(self, error: BaseException) -> None:
+        self._settle(None, error)
+
+    def _settle(self, value: object, error: BaseException | None) -> None:
+        if self._value is not _UNSET:
+            raise RuntimeError("a Reply is set only once")
+        self._error = error
+        self._value = value
+        self._lock.release()
+
+    def done(self) -> bool:
+        return self._value is not _UNSET
+
+    def result(self, timeout: float | None = None) -> T:
+        """The value, waiting at most `timeout` seconds; raises the exception if one was set."""
+        if self._value is _UNSET:
+            if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+                raise FutureTimeout()
+            self._lock.release()  # let the next waiter through
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        try:
+            self.result(timeout)
+        except FutureTimeout:
+            raise
+        except BaseException as exc:
+            return exc
+        return None
