@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from actors.errors import TransactionClosed, TransactionExpired, TransactionNotFound
 from actors.reply import Reply
@@ -23,8 +23,7 @@ def shown(txn_id: str) -> str:
     return repr(txn_id) if len(txn_id) <= 80 else repr(txn_id[:80]) + "..."
 
 
-@dataclass(frozen=True, slots=True)
-class Finished:
+class Finished(NamedTuple):
     outcome: str  # "committed", "aborted" or "expired"
     timeout_ms: int = 0
     reply: Reply[int] | None = None  # a commit's outcome, once the ledger answers

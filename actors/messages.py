@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from actors.reply import Reply
 
 
-@dataclass(frozen=True, slots=True)
-class Mutation:
+class Mutation(NamedTuple):
     """A staged write (value = canonical JSON bytes) or delete (value = None)."""
 
     namespace: str
@@ -23,8 +22,7 @@ class Mutation:
         return (self.namespace, self.agent_id, self.key)
 
 
-@dataclass(frozen=True, slots=True)
-class TxnOpen:
+class TxnOpen(NamedTuple):
     """Open the transaction with the request that carries this (client-chosen id).
 
     `timeout_ms` None means the configured default.
@@ -33,8 +31,7 @@ class TxnOpen:
     timeout_ms: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class CommitCall:
+class CommitCall(NamedTuple):
     """Told to a namespace actor: commit `txn_id` (opening it first if `open`).
 
     `reply` resolves to the commit_ts once durable, or to the error; the actor
@@ -47,22 +44,19 @@ class CommitCall:
     reply: Reply[int]
 
 
-@dataclass(frozen=True, slots=True)
-class CommitCalls:
+class CommitCalls(NamedTuple):
     """Several CommitCalls for one namespace, told as one message."""
 
     calls: tuple[CommitCall, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class CommitIntents:
+class CommitIntents(NamedTuple):
     """Several CommitIntents told to the ledger as one message."""
 
     intents: tuple[CommitIntent, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class CommitIntent:
+class CommitIntent(NamedTuple):
     """A transaction handed to the ledger; `reply` resolves to its commit_ts."""
 
     txn_id: str

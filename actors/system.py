@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pykka
 import structlog
@@ -69,8 +69,7 @@ def _teller(message: object) -> Callable[[pykka.ActorProxy], bool]:
     return tell
 
 
-@dataclass(frozen=True)
-class CommitRequest:
+class CommitRequest(NamedTuple):
     """One transaction of a `commit_batch`: its last mutations and, for a client-chosen id, `open`."""
 
     txn_id: str

@@ -7,7 +7,7 @@ Values are opaque bytes here (canonical JSON, validated above this layer);
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _TOMBSTONE = 1
 _EVENT_FORMAT = 1
@@ -19,8 +19,7 @@ _OP_TAIL = struct.Struct(">QBI")  # version, flags, value length
 _U16 = struct.Struct(">H")
 
 
-@dataclass(frozen=True, slots=True)
-class StateRecord:
+class StateRecord(NamedTuple):
     """The latest version of one key (a tombstone when value is None)."""
 
     version: int
@@ -28,16 +27,14 @@ class StateRecord:
     value: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
-class VersionRecord:
+class VersionRecord(NamedTuple):
     """One historical version of a key."""
 
     commit_ts: int
     value: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
-class EventOp:
+class EventOp(NamedTuple):
     """One write (value) or delete (value None) inside a committed event."""
 
     namespace: str
@@ -47,8 +44,7 @@ class EventOp:
     value: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One committed transaction, as stored in the global log."""
 
     commit_ts: int
