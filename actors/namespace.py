@@ -87,7 +87,7 @@ class NamespaceActor(pykka.ThreadingActor):
         namespace: str,
         ledger: pykka.ActorRef,
         config: ActorConfig,
-        retire: Callable[[str, pykka.ActorRef], object],
+        retire: Callable[[str, pykka.ActorRef, int], bool],
         finished: FinishedTransactions,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -192,23 +192,32 @@ class NamespaceActor(pykka.ThreadingActor):
 
     # -- housekeeping --------------------------------------------------------
 
-    def tick(self) -> None:
-        """Expire overdue transactions; retire when idle. Sent by the reaper."""
+    def tick(self, uses: int) -> None:
+        """Expire overdue transactions; retire when idle. Sent by the reaper.
+
+        `uses`: the registry's count of messages sent to this actor when the
+        tick was sent (see `retire_if_idle`).
+        """
         if self._retired:
             return
         now = self._clock()
         for txn in [t for t in self._open.values() if t.deadline <= now]:
             self._expire(txn)
         if now - self._last_activity >= self._config.idle_actor_seconds:
-            self.retire_if_idle()
+            self.retire_if_idle(uses)
 
-    def retire_if_idle(self) -> None:
-        """Retire unless a transaction is open (the registry asks when too many actors live)."""
+    def retire_if_idle(self, uses: int) -> None:
+        """Retire unless a transaction is open or a message was sent after this request.
+
+        The registry asks when too many actors live; `uses` is its count of
+        messages sent to this actor at that moment, and it refuses the
+        retirement if the count has moved since.
+        """
         if self._retired or self._open:
             return
-        self._retired = True
-        self._retire(self.namespace, self.actor_ref)
-        self.actor_ref.stop(block=False)
+        if self._retire(self.namespace, self.actor_ref, uses):
+            self._retired = True
+            self.actor_ref.stop(block=False)
 
     def status(self) -> dict[str, object]:
         now = self._clock()

@@ -6,6 +6,12 @@ stops. So a message either reaches an actor that will still process it
 (and answer `Retired` if it is retiring, so the sender retries on a fresh
 one) or finds no actor at all; none is lost in a stopping actor's inbox.
 
+An actor retires only through `retire(namespace, ref, uses)`, where
+`uses` is the registry's count of messages sent to it when the actor was
+asked to retire. If anything was sent since, the registry refuses and the
+actor keeps serving: a busy actor is never retired from under the
+messages queued for it.
+
 The number of live actors is bounded softly: past `max_idle` actors, the
 least recently used ones are asked to retire if they hold no open
 transaction, so touching many namespaces does not leave a thread behind
@@ -32,6 +38,7 @@ class NamespaceRegistry:
         self._max_idle = max_idle
         self._lock = threading.Lock()
         self._actors: collections.OrderedDict[str, pykka.ActorProxy] = collections.OrderedDict()
+        self._uses: dict[str, int] = {}  # messages sent to each live actor
         self._closed = False
 
     def send(self, namespace: str, start: bool, send: Callable[[pykka.ActorProxy], T]) -> T | None:
@@ -47,14 +54,17 @@ class NamespaceRegistry:
             proxy = self._actors.get(namespace)
             if proxy is not None and not proxy.actor_ref.is_alive():  # died of a bug: replace it
                 del self._actors[namespace]
+                del self._uses[namespace]
                 proxy = None
             if proxy is None:
                 if not start:
                     return None
                 proxy = self._actors[namespace] = self._start(namespace)
+                self._uses[namespace] = 0
                 self._trim()
             else:
                 self._actors.move_to_end(namespace)
+            self._uses[namespace] += 1
             return send(proxy)
 
     def _trim(self) -> None:
@@ -62,24 +72,29 @@ class NamespaceRegistry:
         excess = len(self._actors) - self._max_idle
         for namespace in list(self._actors)[: max(0, excess)]:
             proxy = self._actors[namespace]
-            proxy.retire_if_idle()
+            proxy.retire_if_idle(self._uses[namespace])
             self._actors.move_to_end(namespace)  # asked once; ask again only when it is oldest again
 
-    def retire(self, namespace: str, ref: pykka.ActorRef) -> bool:
-        """Forget `namespace` if it still maps to the actor `ref` (called by that actor).
+    def retire(self, namespace: str, ref: pykka.ActorRef, uses: int) -> bool:
+        """Forget the actor `ref` of `namespace` unless it was sent anything after `uses`.
 
-        The actor stops after this returns; nothing can reach it anymore.
+        Called by the actor itself. True: the actor must stop, nothing can
+        reach it anymore. False: keep serving (a message is on its way).
         """
         with self._lock:
             proxy = self._actors.get(namespace)
-            if proxy is not None and proxy.actor_ref.actor_urn == ref.actor_urn:
-                del self._actors[namespace]
-                return True
-            return False
+            if proxy is None or proxy.actor_ref.actor_urn != ref.actor_urn:
+                return True  # already forgotten (replaced after dying): nothing reaches it
+            if self._uses[namespace] != uses:
+                return False
+            del self._actors[namespace]
+            del self._uses[namespace]
+            return True
 
-    def live(self) -> list[tuple[str, pykka.ActorProxy]]:
+    def live(self) -> list[tuple[str, pykka.ActorProxy, int]]:
+        """(namespace, proxy, messages sent so far) of every live actor."""
         with self._lock:
-            return list(self._actors.items())
+            return [(ns, proxy, self._uses[ns]) for ns, proxy in self._actors.items()]
 
     def __len__(self) -> int:
         with self._lock:
@@ -91,5 +106,6 @@ class NamespaceRegistry:
             self._closed = True
             proxies = list(self._actors.values())
             self._actors.clear()
+            self._uses.clear()
         for proxy in proxies:
             proxy.actor_ref.stop(block=True)

@@ -171,9 +171,9 @@ class ActorSystem:
         The reaper does not wait (`wait=None`); tests wait for the ticks.
         """
         futures = []
-        for _namespace, proxy in self._live():
+        for _namespace, proxy, uses in self._live():
             try:
-                futures.append(proxy.tick())
+                futures.append(proxy.tick(uses))
             except pykka.ActorDeadError:
                 pass
         if wait is not None:
@@ -183,7 +183,7 @@ class ActorSystem:
                 except pykka.ActorDeadError:
                     pass
 
-    def _live(self) -> list[tuple[str, pykka.ActorProxy]]:
+    def _live(self) -> list[tuple[str, pykka.ActorProxy, int]]:
         return [] if self._registry is None else self._registry.live()
 
     # -- transactions ------------------------------------------------------
@@ -308,7 +308,7 @@ class ActorSystem:
             ledger: Any = query.reply.result(timeout=wait)
         except (pykka.ActorDeadError, FutureTimeout):
             ledger = {"stuck": True}
-        futures = [(ns, proxy.status()) for ns, proxy in self._live()]
+        futures = [(ns, proxy.status()) for ns, proxy, _uses in self._live()]
         namespaces = []
         for ns, future in futures:
             try:

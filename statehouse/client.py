@@ -120,8 +120,12 @@ class Transaction:
         if self._state != "open":
             raise TransactionClosedError(f"transaction {self.txn_id!r} is {self._state}")
 
-    def _open_with(self, request: pb.CommitRequest | pb.StageRequest) -> None:
-        """Make `request` open the transaction on the server if nothing has yet."""
+    def _open_with(self, request: pb.CommitRequest | pb.StageRequest) -> bool:
+        """Make `request` open the transaction on the server if nothing has yet.
+
+        Returns whether it does; raises TransactionExpiredError (and fails
+        the transaction) once `timeout_ms` has passed.
+        """
         remaining = None
         if self._deadline is not None:
             remaining = (self._deadline - time.monotonic()) * 1000
@@ -132,9 +136,10 @@ class Transaction:
                     f"transaction {self.txn_id!r} expired: not committed within its "
                     f"{self.timeout_ms} ms timeout; begin a new transaction"
                 )
-        if not self._opened:
-            request.open.CopyFrom(_wire.txn_open(remaining))
-            self._opened = True
+        if self._opened:
+            return False
+        request.open.CopyFrom(_wire.txn_open(remaining))
+        return True
 
     def _add(self, mutation: pb.Mutation) -> None:
         target = (mutation.namespace, mutation.agent_id, mutation.key)
@@ -142,10 +147,18 @@ class Transaction:
         self._buffered_bytes += mutation.ByteSize()
         if self._buffered_bytes >= STAGE_AHEAD_BYTES:
             request = pb.StageRequest(txn_id=self.txn_id, mutations=list(self._buffer.values()))
-            self._open_with(request)
+            opening = self._open_with(request)
             self._buffer.clear()
             self._buffered_bytes = 0
-            self._client._call(self._client._stub.Stage, request, in_txn=True)
+            try:
+                self._client._call(self._client._stub.Stage, request, in_txn=True)
+            except BaseException:
+                # The chunk left the buffer and may or may not be staged: the
+                # transaction can no longer commit what was written to it.
+                self._state = "failed"
+                raise
+            if opening:
+                self._opened = True
 
 
 class Statehouse:
