@@ -25,12 +25,13 @@ from rpc.status import grpc_errors, status_of
 from statehouse import __version__
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
-from storage import Event
+from storage import Event, ReadView
 
 # Longest an RPC without a deadline waits on an actor.
 MAX_WAIT_SECONDS = 60.0
-# Most commits one CommitBatch call may carry.
+# Most commits one CommitBatch call, and reads one ReadBatch call, may carry.
 MAX_BATCH_COMMITS = 4096
+MAX_BATCH_READS = 4096
 # A ReplayBatch message holds at most this many events, or about this many bytes.
 REPLAY_BATCH_EVENTS = 512
 REPLAY_BATCH_BYTES = 1024 * 1024
@@ -68,6 +69,36 @@ def _fill_event(message: pb.ReplayEvent, event: Event, json_values: bool) -> pb.
         operation = message.operations.add(key=op.key, version=op.version, deleted=op.value is None)
         _fill_value(operation, op.key, op.value, json_values)
     return message
+
+
+def _read_latest(view: ReadView, request: pb.GetStateRequest, response: pb.GetStateResponse) -> None:
+    namespace = check_names(request.namespace, request.agent_id, request.key)
+    record = view.get(namespace, request.agent_id, request.key)
+    if record is not None:
+        response.version = record.version
+        response.commit_ts = record.commit_ts
+        response.exists = record.value is not None
+        _fill_value(response, request.key, record.value, request.json_values)
+
+
+def _read_at_version(
+    view: ReadView,
+    request: pb.GetStateAtVersionRequest,
+    response: pb.GetStateAtVersionResponse | pb.GetStateResponse,
+) -> None:
+    namespace = check_names(request.namespace, request.agent_id, request.key)
+    if request.version == 0:
+        raise InvalidArgument("version must be at least 1 (versions start at 1)")
+    record = view.get_version(namespace, request.agent_id, request.key, request.version)
+    if record is None:
+        raise VersionNotFound(
+            f"key {request.key!r} of agent {request.agent_id!r} in namespace "
+            f"{namespace!r} has no version {request.version}"
+        )
+    response.version = request.version
+    response.commit_ts = record.commit_ts
+    response.exists = record.value is not None
+    _fill_value(response, request.key, record.value, request.json_values)
 
 
 class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
@@ -177,33 +208,40 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
 
     @grpc_errors
     def GetState(self, request: pb.GetStateRequest, context: grpc.ServicerContext) -> pb.GetStateResponse:
-        namespace = check_names(request.namespace, request.agent_id, request.key)
-        record = self._system.view().get(namespace, request.agent_id, request.key)
         response = pb.GetStateResponse()
-        if record is not None:
-            response.version = record.version
-            response.commit_ts = record.commit_ts
-            response.exists = record.value is not None
-            _fill_value(response, request.key, record.value, request.json_values)
+        _read_latest(self._system.view(), request, response)
         return response
 
     @grpc_errors
     def GetStateAtVersion(
         self, request: pb.GetStateAtVersionRequest, context: grpc.ServicerContext
     ) -> pb.GetStateAtVersionResponse:
-        namespace = check_names(request.namespace, request.agent_id, request.key)
-        if request.version == 0:
-            raise InvalidArgument("version must be at least 1 (versions start at 1)")
-        record = self._system.view().get_version(namespace, request.agent_id, request.key, request.version)
-        if record is None:
-            raise VersionNotFound(
-                f"key {request.key!r} of agent {request.agent_id!r} in namespace "
-                f"{namespace!r} has no version {request.version}"
+        response = pb.GetStateAtVersionResponse()
+        _read_at_version(self._system.view(), request, response)
+        return response
+
+    @grpc_errors
+    def ReadBatch(self, request: pb.ReadBatchRequest, context: grpc.ServicerContext) -> pb.ReadBatchResponse:
+        if len(request.reads) > MAX_BATCH_READS:
+            raise ResourceExhausted(
+                f"a batch of {len(request.reads)} reads is too large (limit {MAX_BATCH_READS})"
             )
-        response = pb.GetStateAtVersionResponse(
-            version=request.version, commit_ts=record.commit_ts, exists=record.value is not None
-        )
-        _fill_value(response, request.key, record.value, request.json_values)
+        view = self._system.view()  # every read of the batch sees the same commits
+        response = pb.ReadBatchResponse()
+        for read in request.reads:
+            outcome = response.outcomes.add()
+            try:
+                kind = read.WhichOneof("read")
+                if kind == "latest":
+                    _read_latest(view, read.latest, outcome.state)
+                elif kind == "at_version":
+                    _read_at_version(view, read.at_version, outcome.state)
+                else:
+                    raise InvalidArgument("a read names neither `latest` nor `at_version`")
+            except StatehouseFault as exc:
+                outcome.Clear()
+                outcome.code = status_of(exc).value[0]
+                outcome.message = str(exc)
         return response
 
     @grpc_errors

@@ -1,17 +1,19 @@
-"""Commit combining: concurrent commits from one client share round trips.
+"""Call combining: concurrent commits (or reads) from one client share round trips.
 
 An agent framework runs many agents as threads of one process, each
-committing its own small transactions. Sent one by one, every commit pays a
-full gRPC round trip (about 0.3 ms of CPU on each side, see PHYSICS.md).
-The `CommitCombiner` lets at most `max_in_flight` calls be on the wire at
-once; commits that arrive meanwhile queue up and leave together in the next
-call, as one `CommitBatch`. A lone commit is sent at once as a plain
-`Commit`, so a sequential caller waits for nothing.
+committing its own small transactions and reading its own keys. Sent one by
+one, every call pays a full gRPC round trip (about 0.3 ms of CPU on each
+side, see PHYSICS.md). A `Combiner` lets at most `max_in_flight` calls be
+on the wire at once; requests that arrive meanwhile queue up and leave
+together in the next call, as one `CommitBatch` (or `ReadBatch`). A lone
+request is sent at once as a plain call, so a sequential caller waits for
+nothing.
 
 There is no sender thread: the thread that finds a free place on the wire
-sends, then keeps sending what has queued until its own commit is answered,
-and then hands its place to the oldest waiting thread. Each commit still
-succeeds or fails on its own; the daemon gives each its own outcome.
+sends, then keeps sending what has queued until its own request is
+answered, and then hands its place to the oldest waiting thread. Each
+request still succeeds or fails on its own; the daemon gives each its own
+outcome.
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from statehouse.exceptions import StatehouseError
 
-# One CommitBatch carries at most this many commits, or about this many bytes.
-MAX_BATCH_COMMITS = 256
+# One batch carries at most this many requests, or about this many bytes.
+MAX_BATCH_REQUESTS = 256
 MAX_BATCH_BYTES = 4 * 1024 * 1024
+
+
+Q = TypeVar("Q")  # a request message
+A = TypeVar("A")  # its answer
 
 
 class _Slot:
@@ -36,22 +42,22 @@ class _Slot:
         self.size: int = request.ByteSize()
         self.event = threading.Event()
         self.done = False
-        self.outcome: int | BaseException = 0
+        self.outcome: Any = None
         self.promoted = False  # handed a place on the wire by a finishing sender
 
 
-class CommitCombiner:
-    """Sends commits alone when the wire is free and in batches when it is busy.
+class Combiner(Generic[Q, A]):
+    """Sends requests alone when the wire is free and in batches when it is busy.
 
-    `send_one(request)` returns the commit_ts or raises a StatehouseError;
-    `send_many(requests)` returns one commit_ts or StatehouseError per
+    `send_one(request)` returns the answer or raises a StatehouseError;
+    `send_many(requests)` returns one answer or StatehouseError per
     request, or raises one StatehouseError that applies to all of them.
     """
 
     def __init__(
         self,
-        send_one: Callable[[Any], int],
-        send_many: Callable[[Sequence[Any]], list[int | StatehouseError]],
+        send_one: Callable[[Q], A],
+        send_many: Callable[[Sequence[Q]], list[A | StatehouseError]],
         max_in_flight: int = 2,
     ) -> None:
         self._send_one = send_one
@@ -61,8 +67,8 @@ class CommitCombiner:
         self._queue: collections.deque[_Slot] = collections.deque()
         self._senders = 0  # places on the wire taken (each by one thread)
 
-    def commit(self, request: Any) -> int:
-        """Send `request` (a CommitRequest), alone or with others; returns its commit_ts."""
+    def call(self, request: Q) -> A:
+        """Send `request` (a protobuf message), alone or with others; returns its answer."""
         slot = _Slot(request)
         with self._lock:
             self._queue.append(slot)
@@ -86,14 +92,14 @@ class CommitCombiner:
                     self._hand_on()
                     break
                 batch = self._take()
-                if not batch:  # our commit is on the wire in another thread's call
+                if not batch:  # our request is on the wire in another thread's call
                     self._senders -= 1
                     lead = False
                     continue
             self._send(batch)
         if isinstance(slot.outcome, BaseException):
             raise slot.outcome
-        return slot.outcome
+        return slot.outcome  # type: ignore[no-any-return]
 
     def _hand_on(self) -> None:
         """Give our place on the wire to the oldest waiter not yet given one (lock held)."""
@@ -105,11 +111,11 @@ class CommitCombiner:
         self._senders -= 1
 
     def _take(self) -> list[_Slot]:
-        """The oldest queued commits that fit one call (lock held)."""
+        """The oldest queued requests that fit one call (lock held)."""
         batch: list[_Slot] = []
         size = 0
         queue = self._queue
-        while queue and len(batch) < MAX_BATCH_COMMITS:
+        while queue and len(batch) < MAX_BATCH_REQUESTS:
             if batch and size + queue[0].size > MAX_BATCH_BYTES:
                 break
             slot = queue.popleft()
@@ -118,7 +124,7 @@ class CommitCombiner:
         return batch
 
     def _send(self, batch: list[_Slot]) -> None:
-        outcomes: list[int | BaseException]
+        outcomes: list[Any]
         interrupted: BaseException | None = None
         try:
             if len(batch) == 1:
@@ -131,7 +137,7 @@ class CommitCombiner:
             outcomes.extend(type(exc)(str(exc), exc.code) for _ in batch[1:])
         except BaseException as exc:  # e.g. KeyboardInterrupt in this thread: free the others
             interrupted = exc
-            message = "commit interrupted in the sending thread; its outcome is unknown"
+            message = "call interrupted in the sending thread; its outcome is unknown"
             outcomes = [StatehouseError(message) for _ in batch]
         with self._lock:
             for slot, outcome in zip(batch, outcomes, strict=True):

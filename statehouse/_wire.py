@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from statehouse import _codec, _names
@@ -95,6 +96,23 @@ def get_state_at_version(
     return pb.GetStateAtVersionRequest(
         namespace=namespace, agent_id=agent_id, key=key, version=version, json_values=True
     )
+
+
+def read_batch(requests: Sequence[pb.GetStateRequest | pb.GetStateAtVersionRequest]) -> pb.ReadBatchRequest:
+    batch = pb.ReadBatchRequest()
+    for request in requests:
+        if isinstance(request, pb.GetStateRequest):
+            batch.reads.add(latest=request)
+        else:
+            batch.reads.add(at_version=request)
+    return batch
+
+
+def read_outcomes(response: pb.ReadBatchResponse, count: int) -> list[pb.GetStateResponse | StatehouseError]:
+    """One state or error per read of a ReadBatch."""
+    if len(response.outcomes) != count:
+        raise StatehouseError(f"the daemon answered {len(response.outcomes)} outcomes for {count} reads")
+    return [from_status(o.code, o.message, False) if o.code else o.state for o in response.outcomes]
 
 
 def list_keys(namespace: str, agent_id: str) -> pb.ListKeysRequest:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import grpc
 
 from statehouse import _wire
-from statehouse._batching import CommitCombiner
+from statehouse._batching import Combiner
 from statehouse._names import DEFAULT_NAMESPACE
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
@@ -33,6 +33,8 @@ STAGE_AHEAD_BYTES = 1024 * 1024
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 R = TypeVar("R")
+_PointRead = pb.GetStateRequest | pb.GetStateAtVersionRequest
+_PointAnswer = pb.GetStateResponse | pb.GetStateAtVersionResponse
 
 
 class Transaction:
@@ -89,7 +91,7 @@ class Transaction:
         self._open_with(request)
         self._buffer.clear()
         self._state = "failed"
-        commit_ts = self._client._committer.commit(request)
+        commit_ts = self._client._committer.call(request)
         self._state = "committed"
         self.commit_ts = commit_ts
         return commit_ts
@@ -187,8 +189,10 @@ class Statehouse:
             ],
         )
         self._stub = pb_grpc.StatehouseServiceStub(self._channel)
-        # Commits of concurrent threads share round trips (see statehouse._batching).
-        self._committer = CommitCombiner(self._commit_one, self._commit_many)
+        # Commits, and point reads, of concurrent threads share round trips
+        # (see statehouse._batching).
+        self._committer: Combiner[pb.CommitRequest, int] = Combiner(self._commit_one, self._commit_many)
+        self._reader: Combiner[_PointRead, _PointAnswer] = Combiner(self._read_one, self._read_many)
 
     def _call(self, method: Callable[..., R], request: Any, in_txn: bool = False) -> R:
         try:
@@ -230,14 +234,23 @@ class Statehouse:
     def get_state(self, agent_id: str, key: str, namespace: str | None = None) -> StateResult:
         """The latest value of `key`; a missing or deleted key has exists=False."""
         request = _wire.get_state(namespace or self.namespace, agent_id, key)
-        return _wire.state_result(self._call(self._stub.GetState, request), key)
+        return _wire.state_result(self._reader.call(request), key)
 
     def get_state_at_version(
         self, agent_id: str, key: str, version: int, namespace: str | None = None
     ) -> StateResult:
         """`key` at `version`; NotFoundError if that version never existed."""
         request = _wire.get_state_at_version(namespace or self.namespace, agent_id, key, version)
-        return _wire.state_result(self._call(self._stub.GetStateAtVersion, request), key)
+        return _wire.state_result(self._reader.call(request), key)
+
+    def _read_one(self, request: _PointRead) -> _PointAnswer:
+        if isinstance(request, pb.GetStateRequest):
+            return self._call(self._stub.GetState, request)
+        return self._call(self._stub.GetStateAtVersion, request)
+
+    def _read_many(self, requests: Sequence[_PointRead]) -> list[_PointAnswer | StatehouseError]:
+        response = self._call(self._stub.ReadBatch, _wire.read_batch(requests))
+        return _wire.read_outcomes(response, len(requests))
 
     def list_keys(self, agent_id: str, namespace: str | None = None) -> list[str]:
         """The agent's live keys in lexicographic (UTF-8 byte) order."""

@@ -1,5 +1,5 @@
 """The one-round-trip commit path: client-chosen ids opened by the commit
-(TxnOpen), CommitBatch, the SDK's CommitCombiner, and the bound on live
+(TxnOpen), CommitBatch, the SDK's Combiner, and the bound on live
 namespace actors. On real parts: RocksDB in a temp dir, real actors, a real
 server on port 0, and `statehoused` as a process where threads are counted.
 """
@@ -22,6 +22,7 @@ import pytest
 from actors import ActorConfig, ActorSystem, Mutation, TransactionClosed, TxnOpen
 from rpc.server import Daemon, DaemonConfig
 from statehouse import (
+    NotFoundError,
     ResourceExhaustedError,
     Statehouse,
     StatehouseError,
@@ -30,7 +31,7 @@ from statehouse import (
     TransactionExpiredError,
     UnavailableError,
 )
-from statehouse._batching import CommitCombiner
+from statehouse._batching import Combiner
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
 from statehouse.client import STAGE_AHEAD_BYTES
@@ -287,7 +288,7 @@ def test_commit_batch_size_limit(daemon: Daemon, stub: Any) -> None:
     assert value_of(stub, "k4095")[2] == stamps[-1]
 
 
-# -- CommitCombiner: its concurrency logic, over a fake transport on real threads ----------
+# -- Combiner: its concurrency logic, over a fake transport on real threads ----------
 
 
 class QueueWatch(collections.deque[Any]):
@@ -369,9 +370,9 @@ def ts_of(txn_id: str) -> int:
 
 
 class Callers:
-    """Threads calling `combiner.commit`, each keeping its own outcome."""
+    """Threads calling `combiner.call`, each keeping its own outcome."""
 
-    def __init__(self, combiner: CommitCombiner) -> None:
+    def __init__(self, combiner: Combiner[Any, Any]) -> None:
         self.combiner = combiner
         self.outcomes: dict[int, int | BaseException] = {}
         self.threads: list[threading.Thread] = []
@@ -379,7 +380,7 @@ class Callers:
     def start(self, n: int) -> None:
         def run() -> None:
             try:
-                self.outcomes[n] = self.combiner.commit(txn(n))
+                self.outcomes[n] = self.combiner.call(txn(n))
             except BaseException as exc:
                 self.outcomes[n] = exc
 
@@ -393,9 +394,9 @@ class Callers:
             assert not thread.is_alive(), f"{thread.name} never got its outcome"
 
 
-def combiner_with_both_places_taken(wire: FakeWire, queued: int) -> tuple[CommitCombiner, Callers]:
+def combiner_with_both_places_taken(wire: FakeWire, queued: int) -> tuple[Combiner[Any, Any], Callers]:
     """Two commits blocked on the wire (max_in_flight=2) and `queued` more waiting, in order."""
-    combiner = CommitCombiner(wire.send_one, wire.send_many, max_in_flight=2)
+    combiner = Combiner(wire.send_one, wire.send_many, max_in_flight=2)
     watch = QueueWatch()
     combiner._queue = watch
     callers = Callers(combiner)
@@ -430,7 +431,7 @@ def test_combiner_sends_queued_commits_together_each_with_its_own_outcome() -> N
             assert callers.outcomes[n] == ts_of(txn(n).txn_id), n
 
     # Every place on the wire was given back: a lone commit goes out at once, alone.
-    assert combiner.commit(txn(99)) == ts_of(txn(99).txn_id)
+    assert combiner.call(txn(99)) == ts_of(txn(99).txn_id)
     assert wire.calls[-1] == ("one", [txn(99).txn_id])
 
 
@@ -452,8 +453,8 @@ def test_combiner_gives_a_failed_call_to_every_caller_as_its_own_exception() -> 
 def test_combiner_sends_sequential_commits_alone() -> None:
     wire = FakeWire()
     wire.gate.set()
-    combiner = CommitCombiner(wire.send_one, wire.send_many, max_in_flight=2)
-    assert [combiner.commit(txn(n)) for n in range(5)] == [ts_of(txn(n).txn_id) for n in range(5)]
+    combiner = Combiner(wire.send_one, wire.send_many, max_in_flight=2)
+    assert [combiner.call(txn(n)) for n in range(5)] == [ts_of(txn(n).txn_id) for n in range(5)]
     assert wire.calls == [("one", [txn(n).txn_id]) for n in range(5)]
 
 
@@ -775,3 +776,129 @@ def test_a_refused_chunk_sent_ahead_fails_the_transaction(
             assert [client.get_state("a", f"k{n}").exists for n in range(4)] == [False] * 4
     finally:
         daemon.stop()
+
+
+# -- ReadBatch: point reads of many threads in one call ---------------------------------
+
+
+def test_read_batch_answers_each_read_on_its_own(stub: Any, client: Statehouse) -> None:
+    with client.begin_transaction() as tx:
+        tx.write("a", "k", {"n": 1})
+    with client.begin_transaction() as tx:
+        tx.write("a", "k", {"n": 2})
+        tx.write("a", "gone", 1)
+    with client.begin_transaction() as tx:
+        tx.delete("a", "gone")
+
+    def latest(key: str, agent: str = "a", json_values: bool = True) -> pb.ReadRequest:
+        return pb.ReadRequest(
+            latest=pb.GetStateRequest(namespace="default", agent_id=agent, key=key, json_values=json_values)
+        )
+
+    def at(key: str, version: int) -> pb.ReadRequest:
+        return pb.ReadRequest(
+            at_version=pb.GetStateAtVersionRequest(
+                namespace="default", agent_id="a", key=key, version=version, json_values=True
+            )
+        )
+
+    reads = [
+        latest("k"),
+        latest("never"),
+        at("k", 1),
+        at("k", 0),
+        at("k", 9),
+        latest("k", agent=""),
+        pb.ReadRequest(),
+        latest("gone"),
+        latest("k", json_values=False),
+    ]
+    outcomes = stub.ReadBatch(pb.ReadBatchRequest(reads=reads), timeout=W).outcomes
+    assert [o.code for o in outcomes] == [
+        0,
+        0,
+        0,
+        grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        grpc.StatusCode.NOT_FOUND.value[0],
+        grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        0,
+        0,
+    ]
+    assert (outcomes[0].state.value_json, outcomes[0].state.version) == (b'{"n":2}', 2)
+    assert (outcomes[1].state.exists, outcomes[1].state.version) == (False, 0)
+    assert (outcomes[2].state.value_json, outcomes[2].state.version) == (b'{"n":1}', 1)
+    assert "version must be at least 1" in outcomes[3].message
+    assert "has no version 9" in outcomes[4].message
+    assert "agent_id" in outcomes[5].message
+    assert "neither" in outcomes[6].message
+    assert (outcomes[7].state.exists, outcomes[7].state.version) == (False, 2)
+    assert outcomes[8].state.value.fields["n"].number_value == 2
+    # Each answer is what the same read alone gets.
+    alone = stub.GetState(reads[0].latest, timeout=W)
+    assert outcomes[0].state == alone
+    assert stub.ReadBatch(pb.ReadBatchRequest(), timeout=W).outcomes == []
+
+
+def test_read_batch_size_limit(stub: Any) -> None:
+    read = pb.ReadRequest(latest=pb.GetStateRequest(namespace="default", agent_id="a", key="k"))
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ReadBatch(pb.ReadBatchRequest(reads=[read] * 4097), timeout=W)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "limit 4096" in info.value.details()
+    assert len(stub.ReadBatch(pb.ReadBatchRequest(reads=[read] * 4096), timeout=W).outcomes) == 4096
+
+
+def test_threads_sharing_a_client_read_through_combined_calls(client: Statehouse) -> None:
+    threads, per_thread = 16, 40
+    with client.begin_transaction() as tx:
+        for n in range(threads):
+            tx.write(f"agent{n}", "k", {"n": n})
+    with client.begin_transaction() as tx:
+        for n in range(threads):
+            tx.write(f"agent{n}", "k", {"n": n, "v": 2})
+    stub = client._stub
+    sizes: list[int] = []
+    singles = [0]
+    lock = threading.Lock()
+    get_state, read_batch = stub.GetState, stub.ReadBatch
+
+    def counted_get(request: pb.GetStateRequest, **kwargs: Any) -> Any:
+        with lock:
+            singles[0] += 1
+        return get_state(request, **kwargs)
+
+    def counted_batch(request: pb.ReadBatchRequest, **kwargs: Any) -> Any:
+        with lock:
+            sizes.append(len(request.reads))
+        return read_batch(request, **kwargs)
+
+    stub.GetState, stub.ReadBatch = counted_get, counted_batch
+    start = threading.Barrier(threads)
+    failures: list[BaseException] = []
+
+    def reader(n: int) -> None:
+        try:
+            start.wait(W)
+            for step in range(per_thread):
+                if step % 2:
+                    state = client.get_state(f"agent{n}", "k")
+                    assert (state.value, state.version, state.key) == ({"n": n, "v": 2}, 2, "k")
+                else:
+                    state = client.get_state_at_version(f"agent{n}", "k", 1)
+                    assert (state.value, state.version) == ({"n": n}, 1)
+                    with pytest.raises(NotFoundError):
+                        client.get_state_at_version(f"agent{n}", "k", 3)
+        except BaseException as exc:
+            failures.append(exc)
+
+    workers = [threading.Thread(target=reader, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert not any(worker.is_alive() for worker in workers)
+    assert failures == []
+    reads = threads * (per_thread + per_thread // 2)
+    assert sizes and min(sizes) >= 2  # some reads did travel together
+    assert singles[0] + len(sizes) < reads

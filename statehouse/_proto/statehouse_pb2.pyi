@@ -239,6 +239,36 @@ class GetStateAtVersionResponse(_message.Message):
     value_json: bytes
     def __init__(self, value: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[int] = ..., commit_ts: _Optional[int] = ..., exists: _Optional[bool] = ..., value_json: _Optional[bytes] = ...) -> None: ...
 
+class ReadRequest(_message.Message):
+    __slots__ = ("latest", "at_version")
+    LATEST_FIELD_NUMBER: _ClassVar[int]
+    AT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    latest: GetStateRequest
+    at_version: GetStateAtVersionRequest
+    def __init__(self, latest: _Optional[_Union[GetStateRequest, _Mapping]] = ..., at_version: _Optional[_Union[GetStateAtVersionRequest, _Mapping]] = ...) -> None: ...
+
+class ReadBatchRequest(_message.Message):
+    __slots__ = ("reads",)
+    READS_FIELD_NUMBER: _ClassVar[int]
+    reads: _containers.RepeatedCompositeFieldContainer[ReadRequest]
+    def __init__(self, reads: _Optional[_Iterable[_Union[ReadRequest, _Mapping]]] = ...) -> None: ...
+
+class ReadOutcome(_message.Message):
+    __slots__ = ("state", "code", "message")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    state: GetStateResponse
+    code: int
+    message: str
+    def __init__(self, state: _Optional[_Union[GetStateResponse, _Mapping]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ReadBatchResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[ReadOutcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[ReadOutcome, _Mapping]]] = ...) -> None: ...
+
 class ListKeysRequest(_message.Message):
     __slots__ = ("namespace", "agent_id")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]

@@ -114,6 +114,11 @@ class StatehouseServiceStub:
                 request_serializer=statehouse_dot_v1_dot_statehouse__pb2.CommitBatchRequest.SerializeToString,
                 response_deserializer=statehouse_dot_v1_dot_statehouse__pb2.CommitBatchResponse.FromString,
                 _registered_method=True)
+        self.ReadBatch = channel.unary_unary(
+                '/statehouse.v1.StatehouseService/ReadBatch',
+                request_serializer=statehouse_dot_v1_dot_statehouse__pb2.ReadBatchRequest.SerializeToString,
+                response_deserializer=statehouse_dot_v1_dot_statehouse__pb2.ReadBatchResponse.FromString,
+                _registered_method=True)
 
 
 class StatehouseServiceServicer:
@@ -220,6 +225,14 @@ class StatehouseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadBatch(self, request, context):
+        """Extension: several independent point reads in one call, all answered
+        from one consistent view (a client combining the reads of many agents).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StatehouseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -302,6 +315,11 @@ def add_StatehouseServiceServicer_to_server(servicer, server):
                     servicer.CommitBatch,
                     request_deserializer=statehouse_dot_v1_dot_statehouse__pb2.CommitBatchRequest.FromString,
                     response_serializer=statehouse_dot_v1_dot_statehouse__pb2.CommitBatchResponse.SerializeToString,
+            ),
+            'ReadBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadBatch,
+                    request_deserializer=statehouse_dot_v1_dot_statehouse__pb2.ReadBatchRequest.FromString,
+                    response_serializer=statehouse_dot_v1_dot_statehouse__pb2.ReadBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -736,6 +754,33 @@ class StatehouseService:
             '/statehouse.v1.StatehouseService/CommitBatch',
             statehouse_dot_v1_dot_statehouse__pb2.CommitBatchRequest.SerializeToString,
             statehouse_dot_v1_dot_statehouse__pb2.CommitBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/statehouse.v1.StatehouseService/ReadBatch',
+            statehouse_dot_v1_dot_statehouse__pb2.ReadBatchRequest.SerializeToString,
+            statehouse_dot_v1_dot_statehouse__pb2.ReadBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
