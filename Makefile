@@ -30,7 +30,7 @@ proto: $(BIN)/statehoused
 	$(BIN)/python scripts/generate_proto.py
 
 bench: $(BIN)/statehoused
-	$(BIN)/python -m benchmarks.commits
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-compat .pytest_cache

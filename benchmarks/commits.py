@@ -35,9 +35,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import itertools
-import math
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -46,29 +43,30 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from benchmarks.common import (
+    KEYS,
+    BenchmarkError,
+    agent_state,
+    machine_facts,
+    percentile,
+    positive_int,
+)
 from statehouse import Statehouse
 from statehouse.testing import DaemonProcess
 
 # The choices of `statehoused --sync-method`. The benchmark drives the daemon
 # as an outside client does, so it imports none of the daemon's code.
 SYNC_METHODS = ("flush_wal", "sync_write")
-KEYS = ("memory", "plan", "scratchpad")
 DEFAULT_CLIENTS = (1, 16)
 DEFAULT_TXNS = 2000
 DEFAULT_WARMUP = 50
 DEFAULT_RUNS = 3
 DEFAULT_JSON = "bench-results-commits.json"
-PACKAGES = ("grpcio", "protobuf", "rocksdict", "orjson", "pykka")
-
-
-class BenchmarkError(RuntimeError):
-    """A run whose results cannot be trusted (failed client, incomplete log, bad data)."""
 
 
 @dataclass(frozen=True)
@@ -109,37 +107,6 @@ class ClientRecord:
 
 
 # -- the workload ------------------------------------------------------------------
-
-
-def agent_state(agent: str, key: str, step: int) -> dict[str, Any]:
-    """A ~1 KB agent-state value: nested dicts, strings, ints and lists, changing each step."""
-    return {
-        "agent": agent,
-        "key": key,
-        "step": step,
-        "status": "running" if step % 7 else "waiting_for_tool",
-        "goal": "Summarise the open support tickets and draft replies for the urgent ones",
-        "memory": {
-            "facts": [
-                f"ticket #{4100 + step % 50} is about a failed payment",
-                "customer prefers email over phone",
-                "refunds above 200 EUR need approval",
-                "the billing API times out after 30 s under load",
-            ],
-            "entities": {"customer_id": 880_000 + step % 1000, "order_id": 51_000 + step, "region": "eu"},
-        },
-        "messages": [
-            {"role": "user", "content": "Which tickets are still open and urgent?", "tokens": 11},
-            {"role": "assistant", "content": f"Found {step % 9 + 3} urgent tickets, drafting.", "tokens": 14},
-            {"role": "tool", "name": "ticket_search", "content": "status:open priority:high", "tokens": 8},
-        ],
-        "plan": [
-            {"id": i, "action": action, "done": i < step % 4}
-            for i, action in enumerate(("search", "read", "draft", "review"))
-        ],
-        "scores": [(step * 31 + i * 17) % 100 for i in range(16)],
-        "budget": {"tokens_used": 1200 + step * 40, "tokens_limit": 128_000, "tool_calls": step % 25},
-    }
 
 
 def transact(client: Statehouse, agent: str, step: int) -> tuple[float, float, int]:
@@ -293,12 +260,6 @@ def summarize(
     )
 
 
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of already sorted values."""
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
 def median_result(runs: Sequence[RunResult]) -> dict[str, float]:
     """The median over runs of each figure, taken separately."""
     return {f.name: statistics.median(getattr(run, f.name) for run in runs) for f in fields(RunResult)}
@@ -322,52 +283,6 @@ def run_all(
                 flush=True,
             )
     return results
-
-
-def machine_facts(data_root: Path) -> dict[str, Any]:
-    affinity = getattr(os, "sched_getaffinity", None)
-    return {
-        "cpu_count": os.cpu_count(),
-        "usable_cores": len(affinity(0)) if affinity else os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "packages": {name: package_version(name) for name in PACKAGES},
-        "data_dir_filesystem": filesystem_type(data_root),
-    }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def package_version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def filesystem_type(path: Path) -> str:
-    """The type of the filesystem holding `path` (Linux /proc/mounts), or "unknown"."""
-    try:
-        mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
-    except OSError:
-        return "unknown"
-    resolved = str(path.resolve())
-    best = ("", "unknown")
-    for entry in mounts:
-        mount_point, fs_type = entry[1], entry[2]
-        inside = resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/")
-        if inside and len(mount_point) > len(best[0]):
-            best = (mount_point, fs_type)
-    return best[1]
 
 
 def notes(machine: dict[str, Any]) -> list[str]:
@@ -451,16 +366,6 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the system temp directory)",
     )  # fmt: skip
     return parser
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ RocksDB prefix scan in lexicographic (UTF-8 byte) order.
 
 from __future__ import annotations
 
+import functools
 import struct
 
 META = b"\x00"
@@ -48,6 +49,7 @@ def _name(text: str) -> bytes:
     return _U16.pack(len(raw)) + raw
 
 
+@functools.lru_cache(maxsize=4096)  # every record of a commit starts with one of these
 def agent_prefix(table: bytes, namespace: str, agent_id: str) -> bytes:
     return table + _name(namespace) + _name(agent_id)
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,24 +84,71 @@ def test_documented_restore_commands_work(tmp_path: Path) -> None:
         assert client.get_state("a", "k").value == {"n": 1}
 
 
-def test_documented_benchmarks_run() -> None:
+BENCHMARK_ROWS = (
+    "W1 agent steps",
+    "statehouse  32 agents, one shared client",
+    "W2 reads",
+    "statehouse  get at version, 8 readers",
+    "W3 replay",
+    "statehouse  SDK replay()",
+    "W4 many namespaces",
+    "W5 the old contract",
+    "Targets (issue 4)",
+)
+
+
+def run_benchmark(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+def test_documented_benchmarks_run(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert ".venv/bin/python -m benchmarks.replay" in readme
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.replay", "--events", "2000", "--runs", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    for command in (
+        "make bench",
+        ".venv/bin/python -m benchmarks --quick --runs 1",
+        ".venv/bin/python -m benchmarks --only W1,W3",
+        ".venv/bin/python -m benchmarks.commits",
+        ".venv/bin/python -m benchmarks.etcd.generate",
+    ):
+        assert command in readme
+    assert "$(BIN)/python -m benchmarks" in (ROOT / "Makefile").read_text(encoding="utf-8")
+
+    results = tmp_path / "bench.json"
+    result = run_benchmark("benchmarks", "--quick", "--runs", "1", "--json", str(results))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("events/s") == 3
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.commits", "--txns", "40", "--runs", "1", "--warmup", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    for row in BENCHMARK_ROWS:
+        assert row in result.stdout, row
+    document = json.loads(results.read_text(encoding="utf-8"))
+    assert list(document["workloads"]) == ["W1", "W2", "W3", "W4", "W5"]
+    assert all(len(case["runs"]) == 1 for w in document["workloads"].values() for case in w["cases"])
+    assert len(document["targets"]) == 7
+    if shutil.which("etcd"):
+        assert "etcd  32 agents, one shared channel" in result.stdout
+        assert "etcd  range at revision, 8 readers" in result.stdout
+        assert "n/a" not in result.stdout
+    else:
+        assert "peer: etcd not found on PATH (Debian: apt install etcd-server)" in result.stdout
+
+    # Without etcd on PATH the peer rows are left out, not failed.
+    no_etcd = os.pathsep.join(
+        d for d in os.environ["PATH"].split(os.pathsep) if not (Path(d) / "etcd").exists()
     )
+    result = run_benchmark(
+        "benchmarks", "--quick", "--runs", "1", "--only", "W1", "--json", str(results),
+        env={**os.environ, "PATH": no_etcd},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "peer: etcd not found on PATH (Debian: apt install etcd-server)" in result.stdout
+    assert "statehouse  32 agents, one client each" in result.stdout
+    assert "one shared channel" not in result.stdout and "rate vs etcd" not in result.stdout
+    assert "W1 32 agents commits/s >= 1.0x etcd" in result.stdout and "n/a (no etcd)" in result.stdout
+
+    result = run_benchmark("benchmarks.commits", "--txns", "40", "--runs", "1", "--warmup", "2",
+                           "--json", str(tmp_path / "commits.json"))  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "commits/synced write" in result.stdout
+
+    result = run_benchmark("benchmarks.etcd.generate", "--check")
+    assert result.returncode == 0, result.stdout

@@ -1,0 +1,197 @@
+"""The benchmark's output: the table of medians with etcd ratios, the targets of issue 4, the JSON report."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from benchmarks.procstatus import SAMPLE_EVERY_S
+from benchmarks.workloads import NAMESPACE_THREADS, SEED_THREADS, CaseResult, Outcome, Sizes
+
+TITLES = {
+    "W1": "W1 agent steps: one transaction of 3 writes of ~{value_bytes:,} B JSON to the agent's own keys, "
+    "durable; {w1_txns:,} per run, split over the agents (threads of one process)",
+    "W2": "W2 reads of a {w2_keys:,}-key store (~{value_bytes:,} B JSON values, decoded); "
+    "{w2_reads:,} random keys per run",
+    "W3": "W3 replay: one agent's {w3_events:,}-event history streamed to the client",
+    "W4": "W4 many namespaces: {w4_namespaces:,} namespaces touched once each by "
+    f"{NAMESPACE_THREADS} threads, "
+    "then {w4_idle_s:g} s idle; the daemon's /proc/<pid>/status sampled every "
+    f"{SAMPLE_EVERY_S * 1000:.0f} ms",
+    "W5": "W5 the old contract: W1 as statehouse 0.1.1 sends it (BeginTransaction, 3 Write RPCs "
+    "with Struct values, Commit), one client (channel) per thread; {w5_txns:,} per run",
+}
+
+NOTES = {
+    "W1": [
+        "commits/fsync = commits per synced write (WriteBatch + WAL fsync), from the daemon's txn.commit "
+        "log lines (`group`); etcd also fsyncs its WAL before acknowledging. daemon p50 = the daemon's "
+        "own time from a transaction's begin to durable (txn.commit `duration_ms`).",
+        "The agents are threads sharing one Statehouse client, as an agent framework runs them; asyncio "
+        "tasks would have to wait for the async client (issue 5).",
+        "A thread of this process also reads the daemon's log (2 lines per transaction, parsed after "
+        "the run) for commits/fsync; etcd's rows do not pay for that.",
+    ],
+    "W2": ["Latency is one get_state / get_state_at_version call, or one etcd Range, value decoded."],
+    "W3": [
+        f"The history is written by {SEED_THREADS} threads sharing one SDK client; then the daemon restarts."
+    ],
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str
+    figure: str
+    fmt: str
+
+
+RATE_COLUMNS = {
+    "W1": (Column("commits/s", "ops_per_s", ",.0f"), Column("p50 ms", "p50_ms", ".2f"),
+           Column("p99 ms", "p99_ms", ".2f"), Column("commits/fsync", "commits_per_synced_write", ".2f"),
+           Column("daemon p50 ms", "daemon_p50_ms", ".2f")),
+    "W2": (Column("reads/s", "ops_per_s", ",.0f"), Column("p50 ms", "p50_ms", ".3f"),
+           Column("p99 ms", "p99_ms", ".3f")),
+    "W3": (Column("events/s", "events_per_s", ",.0f"), Column("seconds", "elapsed_s", ".2f")),
+    "W4": (Column("peak threads", "peak_threads", ",.0f"), Column("peak RSS MB", "peak_rss_mb", ",.0f"),
+           Column("VmHWM MB", "hwm_mb", ",.0f"), Column("idle threads", "threads_idle", ",.0f"),
+           Column("idle RSS MB", "rss_idle_mb", ",.0f"), Column("namespaces/s", "namespaces_per_s", ",.0f"),
+           Column("stop s", "stop_s", ".1f")),
+}  # fmt: skip
+RATE_COLUMNS["W5"] = RATE_COLUMNS["W1"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal of issue 4: the median `figure` of case `key`, or its ratio to etcd, against a bound."""
+
+    name: str
+    key: str
+    figure: str
+    bound: float
+    at_least: bool  # True: value >= bound passes; False: value < bound (<= for ratios) passes
+    vs_etcd: bool = False
+
+    def measure(self, results: dict[str, CaseResult]) -> float | None:
+        if self.vs_etcd:
+            return ratio(results, self.key, self.figure)
+        return figure(results, self.key, self.figure)
+
+    def passes(self, value: float) -> bool:
+        if self.at_least:
+            return value >= self.bound
+        return value <= self.bound if self.vs_etcd else value < self.bound
+
+
+def ratio(results: dict[str, CaseResult], key: str, figure: str) -> float | None:
+    """The case's median `figure` over its etcd peer's, from this run; None if either is missing."""
+    mine = results.get(key)
+    if mine is None or mine.case.peer is None or mine.case.peer not in results:
+        return None
+    return mine.median()[figure] / results[mine.case.peer].median()[figure]
+
+
+def figure(results: dict[str, CaseResult], key: str, name: str) -> float | None:
+    return results[key].median()[name] if key in results else None
+
+
+W4_KEY = "W4 statehouse: one transaction per namespace"
+TARGETS = (
+    Target("W1 32 agents commits/s >= 1.0x etcd", "W1 statehouse: 32 agents, one shared client",
+           "ops_per_s", 1.0, at_least=True, vs_etcd=True),
+    Target("W1 sequential p50 <= 1.3x etcd", "W1 statehouse: 1 agent", "p50_ms", 1.3, at_least=False,
+           vs_etcd=True),
+    Target("W2 get latest, 1 reader >= 0.8x etcd range", "W2 statehouse: get latest, 1 reader", "ops_per_s",
+           0.8, at_least=True, vs_etcd=True),
+    Target("W2 get latest, 8 readers >= 0.8x etcd range", "W2 statehouse: get latest, 8 readers",
+           "ops_per_s", 0.8, at_least=True, vs_etcd=True),
+    Target("W3 replay >= 100,000 events/s", "W3 statehouse: SDK replay()", "events_per_s", 100_000,
+           at_least=True),
+    Target("W4 peak threads < 100", W4_KEY, "peak_threads", 100, at_least=False),
+    Target("W4 peak RSS < 500 MB", W4_KEY, "peak_rss_mb", 500, at_least=False),
+)  # fmt: skip
+
+
+def evaluate_targets(results: dict[str, CaseResult], ran: set[str], etcd: bool) -> list[dict[str, Any]]:
+    """Each target's value and PASS / MISS; targets of workloads not run are left out."""
+    found = []
+    for target in TARGETS:
+        if target.key.split()[0] not in ran:
+            continue
+        value = target.measure(results)
+        if value is None:
+            shown, status = "-", "n/a (no etcd)" if not etcd else "n/a"
+        else:
+            shown = f"{value:.2f}x" if target.vs_etcd else f"{value:,.0f}"
+            status = "PASS" if target.passes(value) else "MISS"
+        found.append({"target": target.name, "value": value, "shown": shown, "status": status})
+    return found
+
+
+def render(outcomes: dict[str, Outcome], sizes: Sizes, value_bytes: int, runs: int) -> str:
+    """The table of medians, workload by workload."""
+    results = {c.case.key: c for outcome in outcomes.values() for c in outcome.results}
+    lines = []
+    for workload, outcome in outcomes.items():
+        lines += [
+            "",
+            TITLES[workload].format(value_bytes=value_bytes, **asdict(sizes)) + f"; median of {runs}",
+        ]
+        lines += render_rows(outcome.results, RATE_COLUMNS[workload], results)
+        lines += [f"  {key.replace('_', ' ')}: {value:,.0f}" for key, value in outcome.info.items()]
+        lines += [f"  - {note}" for note in NOTES.get(workload, ())]
+    return "\n".join(lines)
+
+
+def render_rows(
+    cases: Sequence[CaseResult], columns: Sequence[Column], results: dict[str, CaseResult]
+) -> list[str]:
+    """One row per case: its median figures, then its rate and p50 over its etcd peer's."""
+    width = max(len(f"{c.case.system}  {c.case.label}") for c in cases) + 2
+    widths = [max(len(col.title), 9) + 2 for col in columns]
+    compared = any(c.case.peer in results for c in cases) and any(col.figure == "p50_ms" for col in columns)
+    header = f"  {'':<{width}}" + "".join(f"{col.title:>{w}}" for col, w in zip(columns, widths, strict=True))
+    rows = [header + (f"{'rate vs etcd':>14}{'p50 vs etcd':>13}" if compared else "")]
+    for case_result in cases:
+        median, key = case_result.median(), case_result.case.key
+        cells = [format(median[col.figure], col.fmt) if col.figure in median else "-" for col in columns]
+        row = f"  {case_result.case.system + '  ' + case_result.case.label:<{width}}"
+        row += "".join(f"{cell:>{w}}" for cell, w in zip(cells, widths, strict=True))
+        if compared:
+            rate, p50 = ratio(results, key, "ops_per_s"), ratio(results, key, "p50_ms")
+            row += f"{'-' if rate is None else f'{rate:.2f}x':>14}{'-' if p50 is None else f'{p50:.2f}x':>13}"
+        rows.append(row)
+    return rows
+
+
+def render_targets(targets: list[dict[str, Any]], quick: bool) -> str:
+    lines = ["", "Targets (issue 4)" + ("; --quick counts are too small to judge them" if quick else "")]
+    width = max((len(t["target"]) for t in targets), default=0) + 2
+    lines += [f"  {t['target']:<{width}}{t['shown']:>10}  {t['status']}" for t in targets]
+    return "\n".join(lines)
+
+
+def json_results(outcomes: dict[str, Outcome]) -> dict[str, Any]:
+    """Every case with its medians, every run's raw figures, and its ratios to etcd."""
+    results = {c.case.key: c for outcome in outcomes.values() for c in outcome.results}
+    return {
+        workload: {
+            "info": outcome.info,
+            "cases": [
+                {
+                    "key": c.case.key,
+                    **asdict(c.case),
+                    "median": c.median(),
+                    "vs_etcd": {
+                        name: ratio(results, c.case.key, name)
+                        for name in ("ops_per_s", "p50_ms", "p99_ms")
+                        if c.case.peer in results
+                    },
+                    "runs": c.runs,
+                }
+                for c in outcome.results
+            ],
+        }
+        for workload, outcome in outcomes.items()
+    }
