@@ -30,8 +30,8 @@ NOTES = {
         "own time from a transaction's begin to durable (txn.commit `duration_ms`).",
         "The agents are threads sharing one Statehouse client, as an agent framework runs them; asyncio "
         "tasks would have to wait for the async client (issue 5).",
-        "A thread of this process also reads the daemon's log (2 lines per transaction, parsed after "
-        "the run) for commits/fsync; etcd's rows do not pay for that.",
+        "A thread of this process also reads the daemon's log (one txn.commit line per transaction, "
+        "parsed after the run) for commits/fsync; etcd's rows do not pay for that.",
     ],
     "W2": ["Latency is one get_state / get_state_at_version call, or one etcd Range, value decoded."],
     "W3": [

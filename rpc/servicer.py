@@ -61,14 +61,24 @@ def _fill_value(message: object, key: str, value: bytes | None, json_values: boo
         message.value.CopyFrom(json_to_struct(value, key))  # type: ignore[attr-defined]
 
 
-def _fill_event(message: pb.ReplayEvent, event: Event, json_values: bool) -> pb.ReplayEvent:
+def _fill_event(message: pb.ReplayEvent, event: Event, json_values: bool) -> int:
+    """Fill `message` from `event`; returns roughly how many bytes that added."""
     message.txn_id = event.txn_id
     message.commit_ts = event.commit_ts
     message.committed_at_ms = event.committed_at_ms
+    size = 32 + len(event.txn_id)
+    operations = message.operations
     for op in event.ops:
-        operation = message.operations.add(key=op.key, version=op.version, deleted=op.value is None)
-        _fill_value(operation, op.key, op.value, json_values)
-    return message
+        value = op.value
+        if value is None:
+            operations.add(key=op.key, version=op.version, deleted=True)
+        elif json_values:
+            operations.add(key=op.key, version=op.version, value_json=value)
+        else:
+            operation = operations.add(key=op.key, version=op.version)
+            operation.value.CopyFrom(json_to_struct(value, op.key))
+        size += 16 + len(op.key) + (len(value) if value else 0)
+    return size
 
 
 def _read_latest(view: ReadView, request: pb.GetStateRequest, response: pb.GetStateResponse) -> None:
@@ -265,7 +275,9 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
     def Replay(self, request: pb.ReplayRequest, context: grpc.ServicerContext) -> Iterator[pb.ReplayEvent]:
         with self._stream(request) as events:
             for event in events:
-                yield _fill_event(pb.ReplayEvent(), event, request.json_values)
+                message = pb.ReplayEvent()
+                _fill_event(message, event, request.json_values)
+                yield message
 
     @grpc_errors
     def ReplayBatches(
@@ -277,7 +289,7 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
             batch = pb.ReplayBatch()
             size = 0
             for event in events:
-                size += _fill_event(batch.events.add(), event, request.json_values).ByteSize()
+                size += _fill_event(batch.events.add(), event, request.json_values)
                 if len(batch.events) >= REPLAY_BATCH_EVENTS or size >= REPLAY_BATCH_BYTES:
                     yield batch
                     batch = pb.ReplayBatch()

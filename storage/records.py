@@ -137,11 +137,23 @@ def encode_agent_event(event: Event) -> bytes:
 
 
 def decode_agent_event(namespace: str, agent_id: str, commit_ts: int, data: bytes) -> Event:
+    # Replay decodes one of these per event, so the field reads are inlined.
     _fmt, at_ms, count = _EVENT_HEAD.unpack_from(data)
-    txn_id, pos = _read_text(data, _EVENT_HEAD.size)
+    pos = _EVENT_HEAD.size
+    (size,) = _U16.unpack_from(data, pos)
+    pos += 2
+    txn_id = data[pos : pos + size].decode("utf-8")
+    pos += size
     ops = []
+    unpack_u16, unpack_tail, tail_size = _U16.unpack_from, _OP_TAIL.unpack_from, _OP_TAIL.size
     for _ in range(count):
-        key, pos = _read_text(data, pos)
-        version, value, pos = _decode_op_tail(data, pos)
+        (size,) = unpack_u16(data, pos)
+        pos += 2
+        key = data[pos : pos + size].decode("utf-8")
+        pos += size
+        version, flags, size = unpack_tail(data, pos)
+        pos += tail_size
+        value = None if flags & _TOMBSTONE else data[pos : pos + size]
+        pos += size
         ops.append(EventOp(namespace, agent_id, key, version, value))
     return Event(commit_ts, txn_id, at_ms, tuple(ops))
