@@ -32,6 +32,8 @@ MAX_WAIT_SECONDS = 60.0
 # Most commits one CommitBatch call, and reads one ReadBatch call, may carry.
 MAX_BATCH_COMMITS = 4096
 MAX_BATCH_READS = 4096
+# A ReadBatch stops reading once its answer holds this many bytes (see ReadBatch).
+READ_BATCH_BYTES = 16 * 1024 * 1024
 # A ReplayBatch message holds at most this many events, or about this many bytes.
 REPLAY_BATCH_EVENTS = 512
 REPLAY_BATCH_BYTES = 1024 * 1024
@@ -238,8 +240,15 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
             )
         view = self._system.view()  # every read of the batch sees the same commits
         response = pb.ReadBatchResponse()
+        size = 0
         for read in request.reads:
             outcome = response.outcomes.add()
+            if size >= READ_BATCH_BYTES:
+                # The answer must fit one message: the rest are left for the
+                # client to ask again (our SDK asks each alone).
+                outcome.code = grpc.StatusCode.ABORTED.value[0]
+                outcome.message = f"not read: this batch's answer already holds {size} bytes; read it again"
+                continue
             try:
                 kind = read.WhichOneof("read")
                 if kind == "latest":
@@ -252,6 +261,7 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
                 outcome.Clear()
                 outcome.code = status_of(exc).value[0]
                 outcome.message = str(exc)
+            size += outcome.ByteSize()
         return response
 
     @grpc_errors

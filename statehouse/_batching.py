@@ -11,7 +11,9 @@ nothing.
 
 There is no sender thread: the thread that finds a free place on the wire
 sends, then keeps sending what has queued until its own request is
-answered, and then hands its place to the oldest waiting thread. Each
+answered, and then hands its place to the oldest waiting thread that has
+none. A thread interrupted while waiting withdraws its request if it was
+not sent yet, and passes on any place it owns. Each
 request still succeeds or fails on its own; the daemon gives each its own
 outcome.
 """
@@ -35,7 +37,7 @@ A = TypeVar("A")  # its answer
 
 
 class _Slot:
-    __slots__ = ("done", "event", "outcome", "promoted", "request", "size")
+    __slots__ = ("done", "event", "holds", "outcome", "request", "size")
 
     def __init__(self, request: Any) -> None:
         self.request = request
@@ -43,7 +45,9 @@ class _Slot:
         self.event = threading.Event()
         self.done = False
         self.outcome: Any = None
-        self.promoted = False  # handed a place on the wire by a finishing sender
+        # This slot's thread owns one of the places on the wire: it took a
+        # free one, or a finishing sender handed it one. Changed under the lock.
+        self.holds = False
 
 
 class Combiner(Generic[Q, A]):
@@ -65,47 +69,60 @@ class Combiner(Generic[Q, A]):
         self._max_in_flight = max_in_flight
         self._lock = threading.Lock()
         self._queue: collections.deque[_Slot] = collections.deque()
-        self._senders = 0  # places on the wire taken (each by one thread)
+        # Places on the wire owned by threads; always the number of slots
+        # with `holds` set, and at most `max_in_flight`.
+        self._senders = 0
 
     def call(self, request: Q) -> A:
         """Send `request` (a protobuf message), alone or with others; returns its answer."""
         slot = _Slot(request)
         with self._lock:
             self._queue.append(slot)
-            lead = self._senders < self._max_in_flight
-            if lead:
+            if self._senders < self._max_in_flight:
                 self._senders += 1
-        while True:
-            if not lead:
-                slot.event.wait()
+                slot.holds = True
+        try:
+            while True:
+                batch: list[_Slot] = []
                 with self._lock:
-                    slot.event.clear()
-                    if slot.promoted:
-                        slot.promoted = False
-                        lead = True
+                    if slot.holds:
+                        if slot.done:  # answered: pass our place on
+                            slot.holds = False
+                            self._hand_on()
+                            break
+                        batch = self._take()
+                        if not batch:  # our request is on the wire in another thread's call
+                            slot.holds = False
+                            self._senders -= 1
                     elif slot.done:
                         break
-                    else:
-                        continue
+                    if not batch:
+                        slot.event.clear()  # set again, under the lock, by whoever answers or promotes us
+                if batch:
+                    self._send(batch)
+                else:
+                    slot.event.wait()
+        except BaseException:
+            # Interrupted (Ctrl-C): a request not yet sent is withdrawn, and a
+            # place on the wire we own goes to the next waiter, not lost.
             with self._lock:
-                if slot.done:
+                try:
+                    self._queue.remove(slot)
+                except ValueError:
+                    pass  # on the wire already: its outcome is unknown to the caller
+                if slot.holds:
+                    slot.holds = False
                     self._hand_on()
-                    break
-                batch = self._take()
-                if not batch:  # our request is on the wire in another thread's call
-                    self._senders -= 1
-                    lead = False
-                    continue
-            self._send(batch)
+            raise
         if isinstance(slot.outcome, BaseException):
             raise slot.outcome
         return slot.outcome  # type: ignore[no-any-return]
 
     def _hand_on(self) -> None:
-        """Give our place on the wire to the oldest waiter not yet given one (lock held)."""
+        """Give a place on the wire to the oldest waiter without one, else free it (lock held)."""
         for waiting in self._queue:
-            if not waiting.promoted:
-                waiting.promoted = True
+            if not waiting.holds:
+                waiting.holds = True
                 waiting.event.set()
                 return
         self._senders -= 1
@@ -135,7 +152,7 @@ class Combiner(Generic[Q, A]):
             # One failure for the whole call: each caller gets its own copy to raise.
             outcomes = [exc]
             outcomes.extend(type(exc)(str(exc), exc.code) for _ in batch[1:])
-        except BaseException as exc:  # e.g. KeyboardInterrupt in this thread: free the others
+        except BaseException as exc:  # e.g. KeyboardInterrupt in this thread: answer the others
             interrupted = exc
             message = "call interrupted in the sending thread; its outcome is unknown"
             outcomes = [StatehouseError(message) for _ in batch]
@@ -144,7 +161,5 @@ class Combiner(Generic[Q, A]):
                 slot.outcome = outcome
                 slot.done = True
                 slot.event.set()
-            if interrupted is not None:
-                self._hand_on()
         if interrupted is not None:
-            raise interrupted
+            raise interrupted  # `call` passes our place on

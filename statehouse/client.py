@@ -103,20 +103,28 @@ class Transaction:
         if self._state == "aborted":
             return
         self._buffer.clear()
-        self._state = "aborted"
-        if self._opened:  # otherwise the server never saw it: nothing to discard there
+        if self._opened:  # otherwise nothing was sent: the server holds nothing to discard
+            # After a commit whose outcome is unknown this is also how to find
+            # out: the server refuses to abort a committed transaction.
             self._client._call(self._client._stub.Abort, pb.AbortRequest(txn_id=self.txn_id), in_txn=True)
+        self._state = "aborted"
 
     def __enter__(self) -> Transaction:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if self._state != "open":
-            return
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
+        if self._state == "open":
+            if exc_type is None:
+                self.commit()
+            else:
+                self.abort()
+        elif self._state == "failed" and exc_type is not None:
+            # A failed call left the block: discard what the server may hold,
+            # without hiding the exception that is on its way out.
+            try:
+                self.abort()
+            except StatehouseError:
+                pass
 
     def _check_open(self) -> None:
         if self._state != "open":
@@ -141,6 +149,9 @@ class Transaction:
         if self._opened:
             return False
         request.open.CopyFrom(_wire.txn_open(remaining))
+        # From here on the server may hold the transaction, even if the call
+        # fails (a lost answer): abort() then asks the server to discard it.
+        self._opened = True
         return True
 
     def _add(self, mutation: pb.Mutation) -> None:
@@ -149,7 +160,7 @@ class Transaction:
         self._buffered_bytes += mutation.ByteSize()
         if self._buffered_bytes >= STAGE_AHEAD_BYTES:
             request = pb.StageRequest(txn_id=self.txn_id, mutations=list(self._buffer.values()))
-            opening = self._open_with(request)
+            self._open_with(request)
             self._buffer.clear()
             self._buffered_bytes = 0
             try:
@@ -159,8 +170,6 @@ class Transaction:
                 # transaction can no longer commit what was written to it.
                 self._state = "failed"
                 raise
-            if opening:
-                self._opened = True
 
 
 class Statehouse:
@@ -250,7 +259,15 @@ class Statehouse:
 
     def _read_many(self, requests: Sequence[_PointRead]) -> list[_PointAnswer | StatehouseError]:
         response = self._call(self._stub.ReadBatch, _wire.read_batch(requests))
-        return _wire.read_outcomes(response, len(requests))
+        outcomes = _wire.read_outcomes(response, len(requests))
+        for n, outcome in enumerate(outcomes):
+            # Reads left undone because the answer grew too big: ask each alone.
+            if isinstance(outcome, StatehouseError) and outcome.code == "ABORTED":
+                try:
+                    outcomes[n] = self._read_one(requests[n])
+                except StatehouseError as exc:
+                    outcomes[n] = exc
+        return outcomes
 
     def list_keys(self, agent_id: str, namespace: str | None = None) -> list[str]:
         """The agent's live keys in lexicographic (UTF-8 byte) order."""
