@@ -27,7 +27,6 @@ from actors.errors import (
 )
 from actors.finished import Finished, FinishedTransactions, shown
 from actors.messages import CommitCall, CommitCalls, CommitIntent, CommitIntents, Mutation, TxnOpen
-from actors.reply import Reply
 
 if TYPE_CHECKING:
     from actors.system import ActorConfig
@@ -110,9 +109,7 @@ class NamespaceActor(pykka.ThreadingActor):
         txn = self._open_txn(new_txn_id(self.namespace), timeout_ms)
         return txn.txn_id, txn.timeout_ms
 
-    def stage(
-        self, txn_id: str, mutations: Iterable[Mutation], open: TxnOpen | None = None, log_begin: bool = True
-    ) -> None:
+    def stage(self, txn_id: str, mutations: Iterable[Mutation], open: TxnOpen | None = None) -> None:
         """Stage writes/deletes; a later write to the same key replaces an earlier one.
 
         With `open`, the transaction `txn_id` (chosen by the client) is
@@ -120,22 +117,8 @@ class NamespaceActor(pykka.ThreadingActor):
         """
         if open is None:
             self._stage(self._live(txn_id), mutations)
-            return
-        txn = self._open_txn(txn_id, open.timeout_ms, log_begin=log_begin)
-        try:
-            self._stage(txn, mutations)
-        except BaseException:
-            del self._open[txn_id]
-            raise
-
-    def commit(self, txn_id: str, mutations: Iterable[Mutation] = ()) -> Reply[int]:
-        """Stage the last mutations and hand the transaction to the ledger.
-
-        Returns a future of the commit_ts, resolved once the commit is durable.
-        """
-        reply: Reply[int] = Reply()
-        self._ledger_tell(self._commit(CommitCall(txn_id, tuple(mutations), None, reply)))
-        return reply
+        else:
+            self._open_and_stage(txn_id, mutations, open, log_begin=True)
 
     def on_receive(self, message: object) -> None:
         """CommitCall / CommitCalls tells: errors go to each call's reply, never to the sender."""
@@ -161,8 +144,7 @@ class NamespaceActor(pykka.ThreadingActor):
             self._stage(txn, call.mutations)
         else:
             # Opened and committed in one message: its txn.commit line says it all.
-            self.stage(call.txn_id, call.mutations, call.open, log_begin=False)
-            txn = self._open[call.txn_id]
+            txn = self._open_and_stage(call.txn_id, call.mutations, call.open, log_begin=False)
         del self._open[call.txn_id]
         self._finished.remember(call.txn_id, Finished("committed", reply=call.reply))
         self._commits += 1
@@ -257,6 +239,18 @@ class NamespaceActor(pykka.ThreadingActor):
         txn = self._open[txn_id] = OpenTransaction(txn_id, now, now + timeout_ms / 1000, timeout_ms)
         if log_begin:
             log.info("txn.begin", txn_id=txn_id, namespace=self.namespace, timeout_ms=timeout_ms)
+        return txn
+
+    def _open_and_stage(
+        self, txn_id: str, mutations: Iterable[Mutation], open: TxnOpen, log_begin: bool
+    ) -> OpenTransaction:
+        """Open a client-chosen id and stage into it, all or nothing."""
+        txn = self._open_txn(txn_id, open.timeout_ms, log_begin)
+        try:
+            self._stage(txn, mutations)
+        except BaseException:
+            del self._open[txn_id]
+            raise
         return txn
 
     def _live(self, txn_id: str) -> OpenTransaction:

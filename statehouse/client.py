@@ -130,11 +130,11 @@ class Transaction:
         if self._state != "open":
             raise TransactionClosedError(f"transaction {self.txn_id!r} is {self._state}")
 
-    def _open_with(self, request: pb.CommitRequest | pb.StageRequest) -> bool:
+    def _open_with(self, request: pb.CommitRequest | pb.StageRequest) -> None:
         """Make `request` open the transaction on the server if nothing has yet.
 
-        Returns whether it does; raises TransactionExpiredError (and fails
-        the transaction) once `timeout_ms` has passed.
+        Raises TransactionExpiredError (and fails the transaction) once
+        `timeout_ms` has passed.
         """
         remaining = None
         if self._deadline is not None:
@@ -146,13 +146,11 @@ class Transaction:
                     f"transaction {self.txn_id!r} expired: not committed within its "
                     f"{self.timeout_ms} ms timeout; begin a new transaction"
                 )
-        if self._opened:
-            return False
-        request.open.CopyFrom(_wire.txn_open(remaining))
-        # From here on the server may hold the transaction, even if the call
-        # fails (a lost answer): abort() then asks the server to discard it.
-        self._opened = True
-        return True
+        if not self._opened:
+            request.open.CopyFrom(_wire.txn_open(remaining))
+            # From here on the server may hold the transaction, even if the
+            # call fails (a lost answer): abort() then asks the server to discard it.
+            self._opened = True
 
     def _add(self, mutation: pb.Mutation) -> None:
         target = (mutation.namespace, mutation.agent_id, mutation.key)
