@@ -20,7 +20,8 @@ from actors import (
     VersionNotFound,
     new_client_txn_namespace,
 )
-from rpc.convert import ValueCodec, check_names, check_namespace, check_prefix, json_to_struct
+from rpc import reads
+from rpc.convert import ValueCodec, check_names, check_namespace, json_to_struct
 from rpc.status import grpc_errors, status_of
 from statehouse import __version__
 from statehouse._proto import statehouse_pb2 as pb
@@ -266,20 +267,19 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
 
     @grpc_errors
     def ListKeys(self, request: pb.ListKeysRequest, context: grpc.ServicerContext) -> pb.ListKeysResponse:
-        namespace = check_names(request.namespace, request.agent_id)
-        return pb.ListKeysResponse(keys=list(self._system.view().keys(namespace, request.agent_id)))
+        return reads.list_keys(self._system.view(), request)
 
     @grpc_errors
     def ScanPrefix(
         self, request: pb.ScanPrefixRequest, context: grpc.ServicerContext
     ) -> pb.ScanPrefixResponse:
-        namespace = check_names(request.namespace, request.agent_id)
-        check_prefix(request.prefix)
-        response = pb.ScanPrefixResponse()
-        for key, record in self._system.view().scan(namespace, request.agent_id, request.prefix):
-            entry = response.entries.add(key=key, version=record.version, commit_ts=record.commit_ts)
-            _fill_value(entry, key, record.value, request.json_values)
-        return response
+        return reads.scan_prefix(self._system.view(), request)
+
+    @grpc_errors
+    def KeyHistory(
+        self, request: pb.KeyHistoryRequest, context: grpc.ServicerContext
+    ) -> pb.KeyHistoryResponse:
+        return reads.key_history(self._system.view(), request)
 
     @grpc_errors
     def Replay(self, request: pb.ReplayRequest, context: grpc.ServicerContext) -> Iterator[pb.ReplayEvent]:

@@ -104,28 +104,60 @@ class DeleteResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class Mutation(_message.Message):
-    __slots__ = ("namespace", "agent_id", "key", "value_json", "delete")
+    __slots__ = ("namespace", "agent_id", "key", "value_json", "delete", "expected_version")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
     DELETE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     agent_id: str
     key: str
     value_json: bytes
     delete: bool
-    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., key: _Optional[str] = ..., value_json: _Optional[bytes] = ..., delete: _Optional[bool] = ...) -> None: ...
+    expected_version: int
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., key: _Optional[str] = ..., value_json: _Optional[bytes] = ..., delete: _Optional[bool] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class Condition(_message.Message):
+    __slots__ = ("namespace", "agent_id", "key", "expected_version")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    agent_id: str
+    key: str
+    expected_version: int
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., key: _Optional[str] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class Conflict(_message.Message):
+    __slots__ = ("namespace", "agent_id", "key", "expected_version", "actual_version", "exists")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXISTS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    agent_id: str
+    key: str
+    expected_version: int
+    actual_version: int
+    exists: bool
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., key: _Optional[str] = ..., expected_version: _Optional[int] = ..., actual_version: _Optional[int] = ..., exists: _Optional[bool] = ...) -> None: ...
 
 class StageRequest(_message.Message):
-    __slots__ = ("txn_id", "mutations", "open")
+    __slots__ = ("txn_id", "mutations", "open", "conditions")
     TXN_ID_FIELD_NUMBER: _ClassVar[int]
     MUTATIONS_FIELD_NUMBER: _ClassVar[int]
     OPEN_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     txn_id: str
     mutations: _containers.RepeatedCompositeFieldContainer[Mutation]
     open: TxnOpen
-    def __init__(self, txn_id: _Optional[str] = ..., mutations: _Optional[_Iterable[_Union[Mutation, _Mapping]]] = ..., open: _Optional[_Union[TxnOpen, _Mapping]] = ...) -> None: ...
+    conditions: _containers.RepeatedCompositeFieldContainer[Condition]
+    def __init__(self, txn_id: _Optional[str] = ..., mutations: _Optional[_Iterable[_Union[Mutation, _Mapping]]] = ..., open: _Optional[_Union[TxnOpen, _Mapping]] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ...) -> None: ...
 
 class TxnOpen(_message.Message):
     __slots__ = ("timeout_ms",)
@@ -138,14 +170,16 @@ class StageResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class CommitRequest(_message.Message):
-    __slots__ = ("txn_id", "mutations", "open")
+    __slots__ = ("txn_id", "mutations", "open", "conditions")
     TXN_ID_FIELD_NUMBER: _ClassVar[int]
     MUTATIONS_FIELD_NUMBER: _ClassVar[int]
     OPEN_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     txn_id: str
     mutations: _containers.RepeatedCompositeFieldContainer[Mutation]
     open: TxnOpen
-    def __init__(self, txn_id: _Optional[str] = ..., mutations: _Optional[_Iterable[_Union[Mutation, _Mapping]]] = ..., open: _Optional[_Union[TxnOpen, _Mapping]] = ...) -> None: ...
+    conditions: _containers.RepeatedCompositeFieldContainer[Condition]
+    def __init__(self, txn_id: _Optional[str] = ..., mutations: _Optional[_Iterable[_Union[Mutation, _Mapping]]] = ..., open: _Optional[_Union[TxnOpen, _Mapping]] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ...) -> None: ...
 
 class CommitBatchRequest(_message.Message):
     __slots__ = ("commits",)
@@ -154,14 +188,16 @@ class CommitBatchRequest(_message.Message):
     def __init__(self, commits: _Optional[_Iterable[_Union[CommitRequest, _Mapping]]] = ...) -> None: ...
 
 class CommitOutcome(_message.Message):
-    __slots__ = ("commit_ts", "code", "message")
+    __slots__ = ("commit_ts", "code", "message", "conflict")
     COMMIT_TS_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CONFLICT_FIELD_NUMBER: _ClassVar[int]
     commit_ts: int
     code: int
     message: str
-    def __init__(self, commit_ts: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    conflict: Conflict
+    def __init__(self, commit_ts: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., conflict: _Optional[_Union[Conflict, _Mapping]] = ...) -> None: ...
 
 class CommitBatchResponse(_message.Message):
     __slots__ = ("outcomes",)
@@ -270,36 +306,118 @@ class ReadBatchResponse(_message.Message):
     def __init__(self, outcomes: _Optional[_Iterable[_Union[ReadOutcome, _Mapping]]] = ...) -> None: ...
 
 class ListKeysRequest(_message.Message):
-    __slots__ = ("namespace", "agent_id")
+    __slots__ = ("namespace", "agent_id", "limit", "page_token", "at_commit_ts")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    AT_COMMIT_TS_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     agent_id: str
-    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ...) -> None: ...
+    limit: int
+    page_token: str
+    at_commit_ts: int
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ..., at_commit_ts: _Optional[int] = ...) -> None: ...
 
 class ListKeysResponse(_message.Message):
-    __slots__ = ("keys",)
+    __slots__ = ("keys", "next_page_token", "commit_ts")
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_TS_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, keys: _Optional[_Iterable[str]] = ...) -> None: ...
+    next_page_token: str
+    commit_ts: int
+    def __init__(self, keys: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ..., commit_ts: _Optional[int] = ...) -> None: ...
 
 class ScanPrefixRequest(_message.Message):
-    __slots__ = ("namespace", "agent_id", "prefix", "json_values")
+    __slots__ = ("namespace", "agent_id", "prefix", "json_values", "limit", "page_token", "at_commit_ts")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     JSON_VALUES_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    AT_COMMIT_TS_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     agent_id: str
     prefix: str
     json_values: bool
-    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., prefix: _Optional[str] = ..., json_values: _Optional[bool] = ...) -> None: ...
+    limit: int
+    page_token: str
+    at_commit_ts: int
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., prefix: _Optional[str] = ..., json_values: _Optional[bool] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ..., at_commit_ts: _Optional[int] = ...) -> None: ...
 
 class ScanPrefixResponse(_message.Message):
-    __slots__ = ("entries",)
+    __slots__ = ("entries", "next_page_token", "commit_ts")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_TS_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[StateEntry]
-    def __init__(self, entries: _Optional[_Iterable[_Union[StateEntry, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    commit_ts: int
+    def __init__(self, entries: _Optional[_Iterable[_Union[StateEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., commit_ts: _Optional[int] = ...) -> None: ...
+
+class KeyHistoryRequest(_message.Message):
+    __slots__ = ("namespace", "agent_id", "key", "limit", "page_token", "json_values")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    JSON_VALUES_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    agent_id: str
+    key: str
+    limit: int
+    page_token: str
+    json_values: bool
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., key: _Optional[str] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ..., json_values: _Optional[bool] = ...) -> None: ...
+
+class KeyVersion(_message.Message):
+    __slots__ = ("version", "commit_ts", "deleted", "value", "value_json", "committed_at_ms")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_TS_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    commit_ts: int
+    deleted: bool
+    value: _struct_pb2.Struct
+    value_json: bytes
+    committed_at_ms: int
+    def __init__(self, version: _Optional[int] = ..., commit_ts: _Optional[int] = ..., deleted: _Optional[bool] = ..., value: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., value_json: _Optional[bytes] = ..., committed_at_ms: _Optional[int] = ...) -> None: ...
+
+class KeyHistoryResponse(_message.Message):
+    __slots__ = ("versions", "next_page_token")
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedCompositeFieldContainer[KeyVersion]
+    next_page_token: str
+    def __init__(self, versions: _Optional[_Iterable[_Union[KeyVersion, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("namespace", "agent_id", "key_prefix", "start_ts", "json_values")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    START_TS_FIELD_NUMBER: _ClassVar[int]
+    JSON_VALUES_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    agent_id: str
+    key_prefix: str
+    start_ts: int
+    json_values: bool
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_prefix: _Optional[str] = ..., start_ts: _Optional[int] = ..., json_values: _Optional[bool] = ...) -> None: ...
+
+class WatchResponse(_message.Message):
+    __slots__ = ("events", "progress_ts")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_TS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[ReplayEvent]
+    progress_ts: int
+    def __init__(self, events: _Optional[_Iterable[_Union[ReplayEvent, _Mapping]]] = ..., progress_ts: _Optional[int] = ...) -> None: ...
 
 class StateEntry(_message.Message):
     __slots__ = ("key", "value", "version", "commit_ts", "value_json")
@@ -330,16 +448,18 @@ class ReplayRequest(_message.Message):
     def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., start_ts: _Optional[int] = ..., end_ts: _Optional[int] = ..., json_values: _Optional[bool] = ...) -> None: ...
 
 class ReplayEvent(_message.Message):
-    __slots__ = ("txn_id", "commit_ts", "operations", "committed_at_ms")
+    __slots__ = ("txn_id", "commit_ts", "operations", "committed_at_ms", "agent_id")
     TXN_ID_FIELD_NUMBER: _ClassVar[int]
     COMMIT_TS_FIELD_NUMBER: _ClassVar[int]
     OPERATIONS_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     txn_id: str
     commit_ts: int
     operations: _containers.RepeatedCompositeFieldContainer[Operation]
     committed_at_ms: int
-    def __init__(self, txn_id: _Optional[str] = ..., commit_ts: _Optional[int] = ..., operations: _Optional[_Iterable[_Union[Operation, _Mapping]]] = ..., committed_at_ms: _Optional[int] = ...) -> None: ...
+    agent_id: str
+    def __init__(self, txn_id: _Optional[str] = ..., commit_ts: _Optional[int] = ..., operations: _Optional[_Iterable[_Union[Operation, _Mapping]]] = ..., committed_at_ms: _Optional[int] = ..., agent_id: _Optional[str] = ...) -> None: ...
 
 class ReplayBatch(_message.Message):
     __slots__ = ("events",)

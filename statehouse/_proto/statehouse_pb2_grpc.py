@@ -119,6 +119,16 @@ class StatehouseServiceStub:
                 request_serializer=statehouse_dot_v1_dot_statehouse__pb2.ReadBatchRequest.SerializeToString,
                 response_deserializer=statehouse_dot_v1_dot_statehouse__pb2.ReadBatchResponse.FromString,
                 _registered_method=True)
+        self.KeyHistory = channel.unary_unary(
+                '/statehouse.v1.StatehouseService/KeyHistory',
+                request_serializer=statehouse_dot_v1_dot_statehouse__pb2.KeyHistoryRequest.SerializeToString,
+                response_deserializer=statehouse_dot_v1_dot_statehouse__pb2.KeyHistoryResponse.FromString,
+                _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/statehouse.v1.StatehouseService/Watch',
+                request_serializer=statehouse_dot_v1_dot_statehouse__pb2.WatchRequest.SerializeToString,
+                response_deserializer=statehouse_dot_v1_dot_statehouse__pb2.WatchResponse.FromString,
+                _registered_method=True)
 
 
 class StatehouseServiceServicer:
@@ -233,6 +243,22 @@ class StatehouseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def KeyHistory(self, request, context):
+        """Extension: the versions of one key, newest first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Watch(self, request, context):
+        """Extension: follow commits live. Replays what the log holds from
+        start_ts, then streams each new commit once it is durable, in commit_ts
+        order, with no gap and no duplicate between the two.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StatehouseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -320,6 +346,16 @@ def add_StatehouseServiceServicer_to_server(servicer, server):
                     servicer.ReadBatch,
                     request_deserializer=statehouse_dot_v1_dot_statehouse__pb2.ReadBatchRequest.FromString,
                     response_serializer=statehouse_dot_v1_dot_statehouse__pb2.ReadBatchResponse.SerializeToString,
+            ),
+            'KeyHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.KeyHistory,
+                    request_deserializer=statehouse_dot_v1_dot_statehouse__pb2.KeyHistoryRequest.FromString,
+                    response_serializer=statehouse_dot_v1_dot_statehouse__pb2.KeyHistoryResponse.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=statehouse_dot_v1_dot_statehouse__pb2.WatchRequest.FromString,
+                    response_serializer=statehouse_dot_v1_dot_statehouse__pb2.WatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -781,6 +817,60 @@ class StatehouseService:
             '/statehouse.v1.StatehouseService/ReadBatch',
             statehouse_dot_v1_dot_statehouse__pb2.ReadBatchRequest.SerializeToString,
             statehouse_dot_v1_dot_statehouse__pb2.ReadBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KeyHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/statehouse.v1.StatehouseService/KeyHistory',
+            statehouse_dot_v1_dot_statehouse__pb2.KeyHistoryRequest.SerializeToString,
+            statehouse_dot_v1_dot_statehouse__pb2.KeyHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/statehouse.v1.StatehouseService/Watch',
+            statehouse_dot_v1_dot_statehouse__pb2.WatchRequest.SerializeToString,
+            statehouse_dot_v1_dot_statehouse__pb2.WatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
