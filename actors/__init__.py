@@ -2,6 +2,7 @@
 the sole writer. `ActorSystem` is the facade the rpc layer talks to."""
 
 from actors.errors import (
+    Conflict,
     DeadlineExceeded,
     InvalidArgument,
     NotRepresentable,
@@ -13,7 +14,7 @@ from actors.errors import (
     Unavailable,
     VersionNotFound,
 )
-from actors.messages import Mutation, TxnOpen
+from actors.messages import Condition, Mutation, TxnOpen
 from actors.namespace import new_client_txn_namespace
 from actors.system import ActorConfig, ActorSystem, CommitRequest, SnapshotPolicy
 
@@ -21,6 +22,8 @@ __all__ = [
     "ActorConfig",
     "ActorSystem",
     "CommitRequest",
+    "Condition",
+    "Conflict",
     "DeadlineExceeded",
     "InvalidArgument",
     "Mutation",

@@ -6,8 +6,10 @@ StatehouseFault
 ├── TransactionExpired      its timeout passed before commit
 ├── TransactionClosed       already committed or aborted
 ├── VersionNotFound         the key never had that version
+├── Conflict                a condition of a conditional commit did not hold
 ├── DeadlineExceeded        an actor did not answer within the request deadline
 └── Unavailable             shutting down, or storage failed
+    └── OutcomeUnknown      a commit may or may not have been written
 """
 
 from __future__ import annotations
@@ -51,6 +53,41 @@ class DeadlineExceeded(StatehouseFault):
 
 class Unavailable(StatehouseFault):
     pass
+
+
+class OutcomeUnknown(Unavailable):
+    """The commit was written but its fsync failed: it may or may not be durable."""
+
+
+class Conflict(StatehouseFault):
+    """A condition of a transaction did not hold when it committed; nothing was written."""
+
+    def __init__(
+        self,
+        namespace: str,
+        agent_id: str,
+        key: str,
+        expected_version: int,
+        actual_version: int,
+        exists: bool,
+    ) -> None:
+        self.namespace = namespace
+        self.agent_id = agent_id
+        self.key = key
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        self.exists = exists
+        expected = "no live value" if expected_version == 0 else f"version {expected_version}"
+        if actual_version == 0:
+            actual = "it was never written"
+        elif exists:
+            actual = f"it is at version {actual_version}"
+        else:
+            actual = f"it is at version {actual_version}, a delete"
+        super().__init__(
+            f"conflict on key {key!r} of agent {agent_id!r} in namespace {namespace!r}: "
+            f"expected {expected}, but {actual}; nothing was committed"
+        )
 
 
 class Retired(Exception):

@@ -16,8 +16,15 @@ from typing import Any
 import pykka
 import structlog
 
-from actors.errors import Unavailable
-from actors.messages import CommitIntent, CommitIntents, LedgerStatusQuery, RecoverRequest, SnapshotRequest
+from actors.errors import Conflict, OutcomeUnknown, Unavailable
+from actors.messages import (
+    CommitIntent,
+    CommitIntents,
+    Condition,
+    LedgerStatusQuery,
+    RecoverRequest,
+    SnapshotRequest,
+)
 from storage import Event, EventOp, SnapshotDirectory, SnapshotInfo, StorageError, Store, StoreFailedError
 from storage.faults import crash_point
 
@@ -41,6 +48,7 @@ class Ledger(pykka.ThreadingActor):
         self._snapshot_every = snapshot_every_commits
         self._since_snapshot = 0
         self._pending: list[CommitIntent] = []
+        self._written = 0  # commits written by the last group
         self._groups = 0
         self._grouped_commits = 0
         self._recent_group_sizes: collections.deque[int] = collections.deque(maxlen=64)
@@ -119,7 +127,7 @@ class Ledger(pykka.ThreadingActor):
             results = self._write(group)
         except StoreFailedError as exc:
             log.error("ledger.sync_failed", error=str(exc), commits=len(group))
-            unknown = Unavailable(
+            unknown = OutcomeUnknown(
                 f"commit outcome unknown: {exc}. It may or may not survive the restart; read to find out"
             )
             for intent in group:
@@ -138,18 +146,32 @@ class Ledger(pykka.ThreadingActor):
             return
         now = time.monotonic()
         half = len(group) // 2
-        for n, (intent, commit_ts) in enumerate(zip(group, results, strict=True)):
+        for n, (intent, outcome) in enumerate(zip(group, results, strict=True)):
             if n == half and n:
                 crash_point("ledger.mid_ack")
-            intent.reply.set_result(commit_ts)
+            if isinstance(outcome, Conflict):
+                intent.reply.set_exception(outcome)
+            else:
+                intent.reply.set_result(outcome)
         # `group`: how many commits shared this synced write (0 for an empty
         # commit in a group that wrote nothing).
-        written = sum(1 for intent in group if intent.mutations)
-        for intent, commit_ts in zip(group, results, strict=True):
+        written = self._written
+        for intent, outcome in zip(group, results, strict=True):
+            if isinstance(outcome, Conflict):
+                log.info(
+                    "txn.conflict",
+                    txn_id=intent.txn_id,
+                    namespace=outcome.namespace,
+                    agent_id=outcome.agent_id,
+                    key=outcome.key,
+                    expected_version=outcome.expected_version,
+                    actual_version=outcome.actual_version,
+                )
+                continue
             log.info(
                 "txn.commit",
                 txn_id=intent.txn_id,
-                commit_ts=commit_ts,
+                commit_ts=outcome,
                 ops=len(intent.mutations),
                 duration_ms=round((now - intent.begun_at) * 1000, 3),
                 group=written,
@@ -159,15 +181,31 @@ class Ledger(pykka.ThreadingActor):
             if self._since_snapshot >= self._snapshot_every:
                 self._snapshot(SnapshotRequest(None, reason="every_commits"))
 
-    def _write(self, group: list[CommitIntent]) -> list[int]:
-        """Assign commit_ts/versions, append durably; return each intent's commit_ts."""
+    def _write(self, group: list[CommitIntent]) -> list[int | Conflict]:
+        """Check conditions, assign commit_ts/versions, append durably.
+
+        Returns each intent's commit_ts, or the Conflict that stopped it.
+        """
         self._recover()
         commit_ts = self._store.last_commit_ts
         committed_at_ms = time.time_ns() // 1_000_000
-        versions: dict[tuple[str, str, str], int] = {}
+        # Keys written by this group so far: target -> (version, live).
+        versions: dict[tuple[str, str, str], tuple[int, bool]] = {}
         events: list[Event] = []
-        results: list[int] = []
+        results: list[int | Conflict] = []
         for intent in group:
+            if intent.rerun:
+                # An earlier commit of this id failed, perhaps after its write
+                # reached RocksDB (a failed fsync): never apply it twice.
+                earlier = self._store.commit_ts_of(intent.txn_id, durable=False)
+                if earlier is not None:
+                    results.append(earlier)
+                    continue
+            if intent.conditions:
+                conflict = self._check(intent.conditions, versions)
+                if conflict is not None:
+                    results.append(conflict)
+                    continue
             if not intent.mutations:
                 # An empty commit writes nothing and is ordered after what came before.
                 results.append(commit_ts)
@@ -176,14 +214,13 @@ class Ledger(pykka.ThreadingActor):
             ops = []
             for mutation in intent.mutations:
                 target = mutation.target
-                version = versions.get(target)
-                if version is None:
-                    version = self._store.current_version(*target)
-                version += 1
-                versions[target] = version
+                known = versions.get(target)
+                version = (known or self._store.current_version(*target))[0] + 1
+                versions[target] = (version, mutation.value is not None)
                 ops.append(EventOp(*target, version, mutation.value))
             events.append(Event(commit_ts, intent.txn_id, committed_at_ms, tuple(ops)))
             results.append(commit_ts)
+        self._written = len(events)
         if events:
             started = time.perf_counter()
             self._store.append(events)
@@ -192,6 +229,18 @@ class Ledger(pykka.ThreadingActor):
             self._grouped_commits += len(events)
             self._recent_group_sizes.append(len(events))
         return results
+
+    def _check(
+        self, conditions: tuple[Condition, ...], versions: dict[tuple[str, str, str], tuple[int, bool]]
+    ) -> Conflict | None:
+        """The first condition that does not hold as of the commits before this one, if any."""
+        for condition in conditions:
+            target = (condition.namespace, condition.agent_id, condition.key)
+            version, live = versions.get(target) or self._store.current_version(*target)
+            expected = condition.expected_version
+            if (expected == 0 and live) or (expected != 0 and version != expected):
+                return Conflict(*target, expected, version, live)
+        return None
 
     def _status(self) -> dict[str, object]:
         return {

@@ -22,6 +22,15 @@ class Mutation(NamedTuple):
         return (self.namespace, self.agent_id, self.key)
 
 
+class Condition(NamedTuple):
+    """Commit only if the key's latest version is `expected_version` (0: no live value)."""
+
+    namespace: str
+    agent_id: str
+    key: str
+    expected_version: int
+
+
 class TxnOpen(NamedTuple):
     """Open the transaction with the request that carries this (client-chosen id).
 
@@ -42,6 +51,7 @@ class CommitCall(NamedTuple):
     mutations: tuple[Mutation, ...]
     open: TxnOpen | None
     reply: Reply[int]
+    conditions: tuple[Condition, ...] = ()
 
 
 class CommitCalls(NamedTuple):
@@ -57,12 +67,19 @@ class CommitIntents(NamedTuple):
 
 
 class CommitIntent(NamedTuple):
-    """A transaction handed to the ledger; `reply` resolves to its commit_ts."""
+    """A transaction handed to the ledger; `reply` resolves to its commit_ts.
+
+    The ledger checks `conditions` first, all or nothing. `rerun`: an
+    earlier commit of this id failed, maybe after writing (an fsync
+    failure), so the ledger first looks the id up in what is on disk.
+    """
 
     txn_id: str
     mutations: tuple[Mutation, ...]
     begun_at: float  # time.monotonic() at begin, for the duration in the commit log
     reply: Reply[int]
+    conditions: tuple[Condition, ...] = ()
+    rerun: bool = False
 
 
 @dataclass(frozen=True, slots=True)

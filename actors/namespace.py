@@ -26,7 +26,16 @@ from actors.errors import (
     Unavailable,
 )
 from actors.finished import Finished, FinishedTransactions, shown
-from actors.messages import CommitCall, CommitCalls, CommitIntent, CommitIntents, Mutation, TxnOpen
+from actors.messages import (
+    CommitCall,
+    CommitCalls,
+    CommitIntent,
+    CommitIntents,
+    Condition,
+    Mutation,
+    TxnOpen,
+)
+from actors.reply import Reply
 
 if TYPE_CHECKING:
     from actors.system import ActorConfig
@@ -76,6 +85,20 @@ class OpenTransaction:
     timeout_ms: int
     mutations: dict[tuple[str, str, str], Mutation] = field(default_factory=dict)
     staged_bytes: int = 0
+    conditions: list[Condition] = field(default_factory=list)
+
+
+def _forward(target: Reply[int]) -> Callable[[Reply[int]], None]:
+    """A callback passing an earlier commit's outcome on to a retry's reply."""
+
+    def forward(source: Reply[int]) -> None:
+        error = source.exception()
+        if error is None:
+            target.set_result(source.result())
+        else:
+            target.set_exception(error)
+
+    return forward
 
 
 class NamespaceActor(pykka.ThreadingActor):
@@ -89,6 +112,7 @@ class NamespaceActor(pykka.ThreadingActor):
         retire: Callable[[str, pykka.ActorRef, int], bool],
         finished: FinishedTransactions,
         clock: Callable[[], float] = time.monotonic,
+        committed: Callable[[str], int | None] = lambda txn_id: None,
     ) -> None:
         super().__init__()
         self.namespace = namespace
@@ -98,6 +122,8 @@ class NamespaceActor(pykka.ThreadingActor):
         self._clock = clock
         self._open: dict[str, OpenTransaction] = {}
         self._finished = finished
+        # The commit_ts a transaction id durably committed at, if it did.
+        self._committed = committed
         self._retired = False
         self._last_activity = clock()
         self._commits = 0
@@ -109,16 +135,22 @@ class NamespaceActor(pykka.ThreadingActor):
         txn = self._open_txn(new_txn_id(self.namespace), timeout_ms)
         return txn.txn_id, txn.timeout_ms
 
-    def stage(self, txn_id: str, mutations: Iterable[Mutation], open: TxnOpen | None = None) -> None:
-        """Stage writes/deletes; a later write to the same key replaces an earlier one.
+    def stage(
+        self,
+        txn_id: str,
+        mutations: Iterable[Mutation],
+        open: TxnOpen | None = None,
+        conditions: Iterable[Condition] = (),
+    ) -> None:
+        """Stage writes/deletes and conditions; a later write to the same key replaces an earlier one.
 
         With `open`, the transaction `txn_id` (chosen by the client) is
         opened first; nothing is opened if staging fails.
         """
         if open is None:
-            self._stage(self._live(txn_id), mutations)
+            self._stage(self._live(txn_id), mutations, conditions)
         else:
-            self._open_and_stage(txn_id, mutations, open, log_begin=True)
+            self._open_and_stage(txn_id, mutations, conditions, open, log_begin=True)
 
     def on_receive(self, message: object) -> None:
         """CommitCall / CommitCalls tells: errors go to each call's reply, never to the sender."""
@@ -129,26 +161,70 @@ class NamespaceActor(pykka.ThreadingActor):
                 log.error("namespace.unexpected_message", message=repr(call)[:200])
                 continue
             try:
-                intents.append(self._commit(call))
+                intent = self._commit(call)
             except Exception as exc:
                 call.reply.set_exception(exc)
+                continue
+            if intent is not None:
+                intents.append(intent)
         if len(intents) == 1:
             self._ledger_tell(intents[0])
         elif intents:
             self._ledger_tell(CommitIntents(tuple(intents)))
 
-    def _commit(self, call: CommitCall) -> CommitIntent:
-        """Close `call`'s transaction as committing; the intent still has to reach the ledger."""
+    def _commit(self, call: CommitCall) -> CommitIntent | None:
+        """Close `call`'s transaction as committing; the intent still has to reach the ledger.
+
+        None when the call is a retry answered by an earlier commit of the same id.
+        """
+        rerun = False
         if call.open is None:
             txn = self._live(call.txn_id)
-            self._stage(txn, call.mutations)
+            self._stage(txn, call.mutations, call.conditions)
         else:
+            retry = self._retry(call)
+            if retry == "answered":
+                return None
+            rerun = retry == "rerun"
             # Opened and committed in one message: its txn.commit line says it all.
-            txn = self._open_and_stage(call.txn_id, call.mutations, call.open, log_begin=False)
+            txn = self._open_and_stage(
+                call.txn_id, call.mutations, call.conditions, call.open, log_begin=False, rerun=rerun
+            )
         del self._open[call.txn_id]
         self._finished.remember(call.txn_id, Finished("committed", reply=call.reply))
         self._commits += 1
-        return CommitIntent(call.txn_id, tuple(txn.mutations.values()), txn.begun_at, call.reply)
+        return CommitIntent(
+            call.txn_id, tuple(txn.mutations.values()), txn.begun_at, call.reply, tuple(txn.conditions), rerun
+        )
+
+    def _retry(self, call: CommitCall) -> str:
+        """Whether an opening commit repeats an earlier commit of its id (a client retry).
+
+        "answered": the earlier commit succeeded, or is in progress, and
+        `call.reply` gets its outcome; "rerun": it failed, so this one runs
+        again (the ledger first checks it was not written after all); "new":
+        no commit of this id is known.
+        """
+        self._touch()
+        txn_id = call.txn_id
+        finished = self._finished.get(txn_id)
+        if finished is None:
+            if txn_id in self._open:
+                return "new"  # opening it again fails: "used before"
+            commit_ts = self._committed(txn_id)
+            if commit_ts is None:
+                return "new"
+            log.info("txn.commit_retried", txn_id=txn_id, commit_ts=commit_ts, known="on disk")
+            call.reply.set_result(commit_ts)
+            return "answered"
+        earlier = finished.reply
+        if finished.outcome != "committed" or earlier is None:
+            return "new"  # aborted or expired: opening it again fails
+        if earlier.done() and earlier.exception() is not None:
+            return "rerun"
+        log.info("txn.commit_retried", txn_id=txn_id, known="in memory")
+        earlier.add_done_callback(_forward(call.reply))
+        return "answered"
 
     def _ledger_tell(self, message: CommitIntent | CommitIntents) -> None:
         try:
@@ -220,7 +296,10 @@ class NamespaceActor(pykka.ThreadingActor):
         self._last_activity = now = self._clock()
         return now
 
-    def _open_txn(self, txn_id: str, timeout_ms: int | None, log_begin: bool = True) -> OpenTransaction:
+    def _open_txn(
+        self, txn_id: str, timeout_ms: int | None, log_begin: bool = True, rerun: bool = False
+    ) -> OpenTransaction:
+        """Open `txn_id`; `rerun` opens again an id whose earlier commit failed."""
         now = self._touch()
         if timeout_ms is None:
             timeout_ms = self._config.default_txn_timeout_ms
@@ -232,22 +311,35 @@ class NamespaceActor(pykka.ThreadingActor):
                 f"namespace {self.namespace!r} already has {len(self._open)} open transactions "
                 f"(limit {self._config.max_open_txns_per_namespace}); commit or abort some first"
             )
-        if txn_id in self._open or self._finished.get(txn_id) is not None:
+        if txn_id in self._open or (not rerun and self._finished.get(txn_id) is not None):
             raise TransactionClosed(
                 f"transaction id {shown(txn_id)} was used before; open each transaction with a fresh id"
             )
+
         txn = self._open[txn_id] = OpenTransaction(txn_id, now, now + timeout_ms / 1000, timeout_ms)
         if log_begin:
             log.info("txn.begin", txn_id=txn_id, namespace=self.namespace, timeout_ms=timeout_ms)
         return txn
 
     def _open_and_stage(
-        self, txn_id: str, mutations: Iterable[Mutation], open: TxnOpen, log_begin: bool
+        self,
+        txn_id: str,
+        mutations: Iterable[Mutation],
+        conditions: Iterable[Condition],
+        open: TxnOpen,
+        log_begin: bool,
+        rerun: bool = False,
     ) -> OpenTransaction:
         """Open a client-chosen id and stage into it, all or nothing."""
-        txn = self._open_txn(txn_id, open.timeout_ms, log_begin)
+        if not rerun and txn_id not in self._open and self._finished.get(txn_id) is None:
+            commit_ts = self._committed(txn_id)  # it may have committed before a restart
+            if commit_ts is not None:
+                raise TransactionClosed(
+                    f"transaction id {shown(txn_id)} was used before: it committed at commit_ts {commit_ts}"
+                )
+        txn = self._open_txn(txn_id, open.timeout_ms, log_begin, rerun)
         try:
-            self._stage(txn, mutations)
+            self._stage(txn, mutations, conditions)
         except BaseException:
             del self._open[txn_id]
             raise
@@ -263,12 +355,15 @@ class NamespaceActor(pykka.ThreadingActor):
             raise self._finished.closed_error(txn_id)
         return txn
 
-    def _stage(self, txn: OpenTransaction, mutations: Iterable[Mutation]) -> None:
-        """Add mutations all-or-nothing, within the per-transaction bounds."""
+    def _stage(
+        self, txn: OpenTransaction, mutations: Iterable[Mutation], conditions: Iterable[Condition] = ()
+    ) -> None:
+        """Add mutations and conditions all-or-nothing, within the per-transaction bounds."""
         batch: dict[tuple[str, str, str], Mutation] = {}
         for mutation in mutations:
             batch[mutation.target] = mutation
-        count = len(txn.mutations)
+        new_conditions = list(conditions)
+        count = len(txn.mutations) + len(txn.conditions) + len(new_conditions)
         size = txn.staged_bytes
         for target, mutation in batch.items():
             previous = txn.mutations.get(target)
@@ -280,8 +375,8 @@ class NamespaceActor(pykka.ThreadingActor):
         config = self._config
         if count > config.max_ops_per_txn:
             raise ResourceExhausted(
-                f"transaction {shown(txn.txn_id)} would hold {count} operations "
-                f"(limit {config.max_ops_per_txn} per transaction)"
+                f"transaction {shown(txn.txn_id)} would hold {count} operations (writes, deletes "
+                f"and conditions; limit {config.max_ops_per_txn} per transaction)"
             )
         if size > config.max_txn_bytes:
             raise ResourceExhausted(
@@ -289,6 +384,7 @@ class NamespaceActor(pykka.ThreadingActor):
                 f"(limit {config.max_txn_bytes} per transaction)"
             )
         txn.mutations.update(batch)
+        txn.conditions.extend(new_conditions)
         txn.staged_bytes = size
 
     def _expire(self, txn: OpenTransaction) -> None:

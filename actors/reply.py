@@ -9,24 +9,28 @@ a Future cost more to create than the rest of the namespace actor's work.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 _UNSET: object = object()
+# Guards callback lists; only retried commits register callbacks, so it is rarely taken.
+_CALLBACKS = threading.Lock()
 
 
 class Reply(Generic[T]):
     """Set once (result or exception); any number of threads may wait for it."""
 
-    __slots__ = ("_error", "_lock", "_value")
+    __slots__ = ("_callbacks", "_error", "_lock", "_value")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._lock.acquire()  # held until the answer is set
         self._value: object = _UNSET
         self._error: BaseException | None = None
+        self._callbacks: list[Callable[[Reply[T]], None]] | None = None
 
     def set_result(self, value: T) -> None:
         self._settle(value, None)
@@ -40,6 +44,26 @@ class Reply(Generic[T]):
         self._error = error
         self._value = value
         self._lock.release()
+        if self._callbacks:  # read after the value is set: see add_done_callback
+            self._run_callbacks()
+
+    def add_done_callback(self, callback: Callable[[Reply[T]], None]) -> None:
+        """Call `callback(self)` once the answer is set (now, in this thread, if it is)."""
+        with _CALLBACKS:
+            if self._callbacks is None:
+                self._callbacks = []
+            self._callbacks.append(callback)
+        # The answer may have been set after our append but before its setter
+        # looked at the list, or before it: whichever of the two threads takes
+        # the callback out of the list under the lock runs it, exactly once.
+        if self.done():
+            self._run_callbacks()
+
+    def _run_callbacks(self) -> None:
+        with _CALLBACKS:
+            callbacks, self._callbacks = self._callbacks or [], []
+        for callback in callbacks:
+            callback(self)
 
     def done(self) -> bool:
         return self._value is not _UNSET

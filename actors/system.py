@@ -25,6 +25,7 @@ from actors.ledger import Ledger
 from actors.messages import (
     CommitCall,
     CommitCalls,
+    Condition,
     LedgerStatusQuery,
     Mutation,
     RecoverRequest,
@@ -70,11 +71,13 @@ def _teller(message: object) -> Callable[[pykka.ActorProxy], bool]:
 
 
 class CommitRequest(NamedTuple):
-    """One transaction of a `commit_batch`: its last mutations and, for a client-chosen id, `open`."""
+    """One transaction of a `commit_batch`: its last mutations and conditions and, for a
+    client-chosen id, `open`."""
 
     txn_id: str
     mutations: tuple[Mutation, ...] = ()
     open: TxnOpen | None = None
+    conditions: tuple[Condition, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,13 @@ class ActorSystem:
     def _start_namespace(self, namespace: str) -> pykka.ActorProxy:
         assert self._ledger is not None and self._registry is not None
         return NamespaceActor.start(
-            namespace, self._ledger, self.config, self._registry.retire, self._finished, self._clock
+            namespace,
+            self._ledger,
+            self.config,
+            self._registry.retire,
+            self._finished,
+            self._clock,
+            self.store.commit_ts_of,
         ).proxy()
 
     def _reap(self) -> None:
@@ -193,21 +202,35 @@ class ActorSystem:
         return self._ask(namespace, True, lambda a: a.begin(timeout_ms), wait)
 
     def stage(
-        self, txn_id: str, mutations: Iterable[Mutation], wait: float, open: TxnOpen | None = None
+        self,
+        txn_id: str,
+        mutations: Iterable[Mutation],
+        wait: float,
+        open: TxnOpen | None = None,
+        conditions: Iterable[Condition] = (),
     ) -> None:
         """Stage into an open transaction, or open `txn_id` (client-chosen) with `open`."""
         batch = tuple(mutations)
+        checks = tuple(conditions)
         opening = open is not None
-        self._ask(_owner(txn_id, open), opening, lambda a: a.stage(txn_id, batch, open), wait, txn_id)
+        self._ask(_owner(txn_id, open), opening, lambda a: a.stage(txn_id, batch, open, checks), wait, txn_id)
 
     def commit(
-        self, txn_id: str, mutations: Iterable[Mutation], wait: float, open: TxnOpen | None = None
+        self,
+        txn_id: str,
+        mutations: Iterable[Mutation],
+        wait: float,
+        open: TxnOpen | None = None,
+        conditions: Iterable[Condition] = (),
     ) -> int:
         """Commit and wait (at most `wait` seconds) until it is durable; returns commit_ts.
 
-        With `open`, `txn_id` is a client-chosen id opened by this same call.
+        With `open`, `txn_id` is a client-chosen id opened by this same call,
+        and a retry of a commit of that id gets the first one's commit_ts.
+        Conflict if a condition does not hold.
         """
-        outcome = self.commit_batch([CommitRequest(txn_id, tuple(mutations), open)], wait)[0]
+        request = CommitRequest(txn_id, tuple(mutations), open, tuple(conditions))
+        outcome = self.commit_batch([request], wait)[0]
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
@@ -257,7 +280,7 @@ class ActorSystem:
             except StatehouseFault as exc:
                 outcomes[index] = exc
                 continue
-            call = CommitCall(request.txn_id, request.mutations, request.open, Reply())
+            call = CommitCall(request.txn_id, request.mutations, request.open, Reply(), request.conditions)
             by_namespace.setdefault(namespace, []).append((index, call))
         replies = []
         for namespace, calls in by_namespace.items():

@@ -12,6 +12,8 @@ import grpc
 from actors import (
     ActorSystem,
     CommitRequest,
+    Condition,
+    Conflict,
     InvalidArgument,
     Mutation,
     ResourceExhausted,
@@ -22,7 +24,7 @@ from actors import (
 )
 from rpc import reads
 from rpc.convert import ValueCodec, check_names, check_namespace, json_to_struct
-from rpc.status import grpc_errors, status_of
+from rpc.status import conflict_message, grpc_errors, status_of
 from statehouse import __version__
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
@@ -163,14 +165,16 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
 
     @grpc_errors
     def Stage(self, request: pb.StageRequest, context: grpc.ServicerContext) -> pb.StageResponse:
-        mutations = [self._codec.mutation(m) for m in request.mutations]
-        self._system.stage(request.txn_id, mutations, _wait(context), _txn_open(request))
+        staged = self._commit_request(request)
+        self._system.stage(staged.txn_id, staged.mutations, _wait(context), staged.open, staged.conditions)
         return pb.StageResponse()
 
     @grpc_errors
     def Commit(self, request: pb.CommitRequest, context: grpc.ServicerContext) -> pb.CommitResponse:
         commit = self._commit_request(request)
-        commit_ts = self._system.commit(commit.txn_id, commit.mutations, _wait(context), commit.open)
+        commit_ts = self._system.commit(
+            commit.txn_id, commit.mutations, _wait(context), commit.open, commit.conditions
+        )
         return pb.CommitResponse(commit_ts=commit_ts)
 
     @grpc_errors
@@ -196,14 +200,27 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
                 outcome = next(committed)
             if isinstance(outcome, Exception):
                 code = status_of(outcome)
-                response.outcomes.add(code=code.value[0], message=str(outcome))
+                added = response.outcomes.add(code=code.value[0], message=str(outcome))
+                if isinstance(outcome, Conflict):
+                    added.conflict.CopyFrom(conflict_message(outcome))
             else:
                 response.outcomes.add(commit_ts=outcome)
         return response
 
-    def _commit_request(self, request: pb.CommitRequest) -> CommitRequest:
-        mutations = tuple(self._codec.mutation(m) for m in request.mutations)
-        return CommitRequest(request.txn_id, mutations, _txn_open(request))
+    def _commit_request(self, request: pb.CommitRequest | pb.StageRequest) -> CommitRequest:
+        """The domain form of a Commit or Stage: mutations, conditions (theirs and those
+        of conditional writes) and TxnOpen, all validated."""
+        mutations = []
+        conditions = []
+        for m in request.mutations:
+            mutation = self._codec.mutation(m)
+            mutations.append(mutation)
+            if m.HasField("expected_version"):
+                conditions.append(Condition(*mutation.target, m.expected_version))
+        for c in request.conditions:
+            namespace = check_names(c.namespace, c.agent_id, c.key)
+            conditions.append(Condition(namespace, c.agent_id, c.key, c.expected_version))
+        return CommitRequest(request.txn_id, tuple(mutations), _txn_open(request), tuple(conditions))
 
     @grpc_errors
     def Abort(self, request: pb.AbortRequest, context: grpc.ServicerContext) -> pb.AbortResponse:

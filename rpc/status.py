@@ -15,6 +15,7 @@ import grpc
 import structlog
 
 from actors import (
+    Conflict,
     DeadlineExceeded,
     InvalidArgument,
     NotRepresentable,
@@ -25,6 +26,7 @@ from actors import (
     Unavailable,
     VersionNotFound,
 )
+from statehouse._proto import statehouse_pb2 as pb
 from storage import StorageError
 
 log = structlog.get_logger("statehouse.rpc")
@@ -34,6 +36,7 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     TransactionNotFound: grpc.StatusCode.NOT_FOUND,
     VersionNotFound: grpc.StatusCode.NOT_FOUND,
     TransactionExpired: grpc.StatusCode.ABORTED,
+    Conflict: grpc.StatusCode.ABORTED,
     TransactionClosed: grpc.StatusCode.FAILED_PRECONDITION,
     NotRepresentable: grpc.StatusCode.FAILED_PRECONDITION,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -43,6 +46,20 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# Trailing metadata carrying a serialized Conflict on a Commit that failed one.
+CONFLICT_TRAILER = "statehouse-conflict-bin"
+
+
+def conflict_message(conflict: Conflict) -> pb.Conflict:
+    return pb.Conflict(
+        namespace=conflict.namespace,
+        agent_id=conflict.agent_id,
+        key=conflict.key,
+        expected_version=conflict.expected_version,
+        actual_version=conflict.actual_version,
+        exists=conflict.exists,
+    )
 
 
 def _status(exc: Exception) -> grpc.StatusCode | None:
@@ -66,6 +83,9 @@ def _abort(context: grpc.ServicerContext, method: str, exc: Exception) -> None:
     code = _status(exc)
     if code is not None:
         log.debug("rpc.error", method=method, code=code.name, message=str(exc))
+        if isinstance(exc, Conflict):
+            trailer = conflict_message(exc).SerializeToString()
+            context.set_trailing_metadata(((CONFLICT_TRAILER, trailer),))
         context.abort(code, str(exc))
     log.exception("rpc.internal_error", method=method)
     context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: {exc!r}")

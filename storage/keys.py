@@ -10,6 +10,10 @@ a 2-byte big-endian length followed by their UTF-8 bytes, so no two distinct
   VERSIONS      0x02 L(ns) L(agent) L(key) u64(version)      -> VersionRecord
   EVENTS        0x03 u64(commit_ts)                          -> Event
   AGENT_EVENTS  0x04 L(ns) L(agent) u64(commit_ts)           -> AgentEvent
+  TXNS          0x05 txn_id (UTF-8)                          -> u64(commit_ts)
+
+TXNS indexes the log by transaction id, so a retried commit (same id) is
+answered with its first commit_ts, even after a restart.
 
 In STATE the key comes last and unprefixed so that a key-prefix scan is a
 RocksDB prefix scan in lexicographic (UTF-8 byte) order.
@@ -25,6 +29,7 @@ STATE = b"\x01"
 VERSIONS = b"\x02"
 EVENTS = b"\x03"
 AGENT_EVENTS = b"\x04"
+TXNS = b"\x05"
 
 META_LAST_COMMIT_TS = META + b"last_commit_ts"
 META_SCHEMA = META + b"schema_version"
@@ -68,6 +73,10 @@ def event_key(commit_ts: int) -> bytes:
 
 def agent_event_key(namespace: str, agent_id: str, commit_ts: int) -> bytes:
     return agent_prefix(AGENT_EVENTS, namespace, agent_id) + _U64.pack(commit_ts)
+
+
+def txn_key(txn_id: str) -> bytes:
+    return TXNS + txn_id.encode("utf-8")
 
 
 def prefix_end(prefix: bytes) -> bytes | None:

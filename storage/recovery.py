@@ -3,20 +3,20 @@
 Every other table is derived from EVENTS: folding the log from empty in
 commit_ts order gives STATE (the latest version of each key, tombstones
 included), VERSIONS (one record per op), AGENT_EVENTS (each event's slice
-per agent) and META last_commit_ts (the last event's commit_ts; empty
+per agent), TXNS (each event's transaction id) and META last_commit_ts (the last event's commit_ts; empty
 commits write no event, so the log has no gaps).
 
 `verify(path)` folds the log and compares the result with what is stored;
 it reports the first divergence, in this order of precedence: the log
 itself (EVENTS: decodable, commit_ts 1, 2, 3, ... without gaps, every
-key's versions 1, 2, 3, ...), then META, STATE (in key order), VERSIONS
-and AGENT_EVENTS (records the log implies, in commit_ts order, then
+key's versions 1, 2, 3, ...), then META, STATE (in key order), VERSIONS,
+AGENT_EVENTS and TXNS (records the log implies, in commit_ts order, then
 records it does not imply, in key order). It opens RocksDB read-only,
 holding a shared lock on the data directory's LOCK file so that no daemon
 (or rebuild) can start meanwhile, and refuses with StoreLockedError if one
 holds the directory.
 
-`rebuild(path)` deletes STATE, VERSIONS, AGENT_EVENTS and last_commit_ts
+`rebuild(path)` deletes STATE, VERSIONS, AGENT_EVENTS, TXNS and last_commit_ts
 and writes them again from EVENTS alone, in bounded batches, synced at the
 end. It first checks the log and refuses (changing nothing) if the log
 itself is damaged, since a rebuild can only reproduce what the log says.
@@ -69,7 +69,7 @@ from storage.store import agent_slices, derived_records
 META_REBUILD_IN_PROGRESS = keys.META_REBUILD_IN_PROGRESS
 
 # The order in which divergences take precedence (see the module docstring).
-PRECEDENCE = ("EVENTS", "META", "STATE", "VERSIONS", "AGENT_EVENTS")
+PRECEDENCE = ("EVENTS", "META", "STATE", "VERSIONS", "AGENT_EVENTS", "TXNS")
 
 _U16 = struct.Struct(">H")
 _U64_SIZE = 8
@@ -89,7 +89,7 @@ class LogDamagedError(StorageError):
 class Divergence:
     """One place where the store differs from what the log implies."""
 
-    table: str  # "EVENTS", "META", "STATE", "VERSIONS" or "AGENT_EVENTS"
+    table: str  # "EVENTS", "META", "STATE", "VERSIONS", "AGENT_EVENTS" or "TXNS"
     where: str  # the key in human terms, e.g. "namespace='ns' agent='a' key='k' version=3"
     expected: str
     found: str
@@ -108,7 +108,7 @@ class Report:
     versions: int = 0
     agent_events: int = 0
     last_commit_ts: int = 0  # of the log
-    other_keys: int = 0  # keys outside the five tables (not checked)
+    other_keys: int = 0  # keys outside the six tables (not checked)
     divergences: int = 0
     by_table: dict[str, int] = field(default_factory=dict)
     divergence: Divergence | None = None
@@ -460,7 +460,7 @@ def _last_event_ts(db: Any) -> int:
 def _count_outside(db: Any) -> int:
     """Keys whose first byte names no table (not checked, only counted)."""
     it = db.iter(ReadOptions())
-    it.seek(keys.prefix_end(keys.AGENT_EVENTS))
+    it.seek(keys.prefix_end(keys.TXNS))
     count = 0
     while it.valid():
         count += 1
@@ -564,6 +564,7 @@ def verify(
         _check_state(db, latest, report)
         _check_extra_versions(db, latest, report)
         _check_extra_agent_events(db, report)
+        _check_extra_txns(db, report)
         report.keys = len(latest)
         report.deleted = sum(1 for entry in latest.values() if entry[2] is None)
         report.other_keys = _count_outside(db)
@@ -576,7 +577,8 @@ def _check_event_records(db: Any, event: Event, report: Report) -> None:
     version_keys = [keys.version_key(op.namespace, op.agent_id, op.key, op.version) for op in event.ops]
     slices = agent_slices(event)
     slice_keys = [keys.agent_event_key(ns, agent, event.commit_ts) for ns, agent in slices]
-    found = db.get(version_keys + slice_keys)
+    txn_key = keys.txn_key(event.txn_id)
+    found = db.get([*version_keys, *slice_keys, txn_key])
     report.versions += len(version_keys)
     report.agent_events += len(slice_keys)
     for op, raw_key, data in zip(event.ops, version_keys, found, strict=False):
@@ -590,7 +592,14 @@ def _check_event_records(db: Any, event: Event, report: Report) -> None:
                     _show_raw(data, decode_version, _show_version),
                 )
             )
-    for (ns, agent), raw_key, data in zip(slices, slice_keys, found[len(version_keys) :], strict=True):
+    if found[-1] != keys.u64(event.commit_ts):
+        shown = "nothing" if found[-1] is None else _show_raw(found[-1], keys.read_u64, str)
+        report._add(
+            Divergence(
+                "TXNS", f"txn_id={event.txn_id!r}", f"commit_ts {event.commit_ts}", f"commit_ts {shown}"
+            )
+        )
+    for (ns, agent), raw_key, data in zip(slices, slice_keys, found[len(version_keys) : -1], strict=True):
         expected_slice = slices[(ns, agent)]
         if data is None:
             report._missing_agent_events += 1
@@ -730,6 +739,17 @@ def _check_extra_agent_events(db: Any, report: Report) -> None:
             report._add(Divergence("AGENT_EVENTS", describe_key(raw_key), "nothing", f"{len(data)} bytes"))
 
 
+def _check_extra_txns(db: Any, report: Report) -> None:
+    """TXNS records beyond one per event (each event's own was checked where it was read)."""
+    stored = sum(1 for _ in _range(db, keys.TXNS))
+    if stored > report.events:
+        report._add(
+            Divergence(
+                "TXNS", "the whole table", f"at most {report.events} records (one per event)", str(stored)
+            )
+        )
+
+
 # --- rebuild ----------------------------------------------------------------------------------
 
 
@@ -740,7 +760,7 @@ def rebuild(
     batch_bytes: int = 4 * 1024 * 1024,
     batch_ops: int = 20_000,
 ) -> RebuildResult:
-    """Rewrite STATE, VERSIONS, AGENT_EVENTS and META last_commit_ts from EVENTS alone.
+    """Rewrite STATE, VERSIONS, AGENT_EVENTS, TXNS and META last_commit_ts from EVENTS alone.
 
     Refuses (LogDamagedError, nothing changed) if the log itself is damaged.
     Safe to run again after an interruption: it only reads EVENTS.
@@ -766,7 +786,7 @@ def rebuild(
         # started on an interrupted rebuild could never overwrite an event.
         batch = WriteBatch(raw_mode=True)
         batch.put(META_REBUILD_IN_PROGRESS, keys.u64(time.time_ns() // 1_000_000))
-        for table in (keys.STATE, keys.VERSIONS, keys.AGENT_EVENTS):
+        for table in (keys.STATE, keys.VERSIONS, keys.AGENT_EVENTS, keys.TXNS):
             end = keys.prefix_end(table)
             assert end is not None
             batch.delete_range(table, end)

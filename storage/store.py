@@ -66,8 +66,9 @@ class Store:
         self._publish()
         self._closed = False
         self._failed: str | None = None
-        # Latest version of keys written through this store: (ns, agent, key) -> version.
-        self._versions: dict[tuple[str, str, str], int] = {}
+        # Latest version of keys written through this store:
+        # (ns, agent, key) -> (version, whether that version is a live value).
+        self._versions: dict[tuple[str, str, str], tuple[int, bool]] = {}
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], sync_method: str = "flush_wal") -> Store:
@@ -182,18 +183,36 @@ class Store:
             raise StorageError(f"read failed: {exc}") from exc
         return None if data is None else decode_state(data)
 
-    def current_version(self, namespace: str, agent_id: str, key: str) -> int:
-        """The latest version number of a key (0 if it never existed), for the writer.
+    def current_version(self, namespace: str, agent_id: str, key: str) -> tuple[int, bool]:
+        """(latest version number, whether it is a live value) of a key, for the writer.
 
-        Served from a cache of the versions this store wrote itself, so the
-        commit path does not read RocksDB for keys it wrote recently.
+        (0, False) if the key was never written. Served from a cache of the
+        versions this store wrote itself, so the commit path does not read
+        RocksDB for keys it wrote recently.
         """
         target = (namespace, agent_id, key)
-        version = self._versions.get(target)
-        if version is None:
+        known = self._versions.get(target)
+        if known is None:
             record = self.current(namespace, agent_id, key)
-            version = 0 if record is None else record.version
-        return version
+            known = (0, False) if record is None else (record.version, record.value is not None)
+        return known
+
+    def commit_ts_of(self, txn_id: str, *, durable: bool = True) -> int | None:
+        """The commit_ts of the transaction `txn_id` if it committed (and wrote something).
+
+        `durable` reads the last published view, which holds only commits on
+        disk; False reads RocksDB as it is now, which the writer does between
+        its writes (where the two agree).
+        """
+        key = keys.txn_key(txn_id)
+        if durable:
+            data = self.view()._get(key)
+        else:
+            try:
+                data = self._db.get(key)
+            except Exception as exc:
+                raise StorageError(f"read failed: {exc}") from exc
+        return None if data is None else keys.read_u64(data)
 
     def append(self, events: Sequence[Event]) -> None:
         """Durably write committed events (ascending commit_ts, versions assigned).
@@ -239,7 +258,7 @@ class Store:
             versions.clear()
         for event in events:
             for op in event.ops:
-                versions[(op.namespace, op.agent_id, op.key)] = op.version
+                versions[(op.namespace, op.agent_id, op.key)] = (op.version, op.value is not None)
         self.last_commit_ts = events[-1].commit_ts
         self._publish()
 
@@ -327,7 +346,7 @@ def agent_slices(event: Event) -> dict[tuple[str, str], Event]:
 def derived_records(
     event: Event, state_for: Callable[[EventOp], bool] | None = None
 ) -> Iterator[tuple[bytes, bytes]]:
-    """The STATE, VERSIONS and AGENT_EVENTS records an event implies.
+    """The STATE, VERSIONS, AGENT_EVENTS and TXNS records an event implies.
 
     The commit path and `statehoused rebuild` both write what this yields, so
     they cannot drift apart. `state_for` picks the ops whose STATE record is
@@ -345,6 +364,7 @@ def derived_records(
         )
     for (namespace, agent_id), agent_slice in agent_slices(event).items():
         yield keys.agent_event_key(namespace, agent_id, event.commit_ts), encode_agent_event(agent_slice)
+    yield keys.txn_key(event.txn_id), keys.u64(event.commit_ts)
 
 
 def _add_event(batch: WriteBatch, event: Event) -> None:

@@ -154,7 +154,7 @@ def test_namespace_in_the_id_is_checked_like_any_namespace(daemon: Daemon, stub:
 
 def test_reused_ids_are_refused_and_write_nothing(daemon: Daemon, stub: Any) -> None:
     committed = fresh_id()
-    stub.Commit(opening(committed, put("k", b"1")), timeout=W)
+    first_ts = stub.Commit(opening(committed, put("k", b"1")), timeout=W).commit_ts
     aborted = fresh_id()
     stub.Stage(pb.StageRequest(txn_id=aborted, mutations=[put("a1")], open=pb.TxnOpen()), timeout=W)
     stub.Abort(pb.AbortRequest(txn_id=aborted), timeout=W)
@@ -163,8 +163,15 @@ def test_reused_ids_are_refused_and_write_nothing(daemon: Daemon, stub: Any) -> 
     server_issued = stub.BeginTransaction(pb.BeginTransactionRequest(namespace="ns"), timeout=W).txn_id
 
     before = fingerprint(daemon)
+    # A commit that opens the committed id again is a retry: it gets the
+    # first commit's commit_ts and writes nothing (see test_retry_safety.py).
+    retried = stub.Commit(opening(committed, put("k", b"2")), timeout=W)
+    assert retried.commit_ts == first_ts
+    assert fingerprint(daemon) == before
     for txn_id in (committed, aborted, still_open, server_issued):
         for method, request_type in (("Commit", pb.CommitRequest), ("Stage", pb.StageRequest)):
+            if (txn_id, method) == (committed, "Commit"):
+                continue
             request = request_type(txn_id=txn_id, mutations=[put("k", b"2")], open=pb.TxnOpen())
             error = refused(getattr(stub, method), request)
             assert error.code() == C.FAILED_PRECONDITION, (txn_id, method, error.details())
@@ -222,7 +229,7 @@ def test_open_timeout_out_of_range_is_invalid_argument(daemon: Daemon, stub: Any
 
 def test_commit_batch_gives_each_commit_its_own_outcome(daemon: Daemon, stub: Any) -> None:
     reused = fresh_id("batch")
-    stub.Commit(opening(reused, put("old", namespace="batch")), timeout=W)
+    reused_ts = stub.Commit(opening(reused, put("old", namespace="batch")), timeout=W).commit_ts
     duplicated = fresh_id("batch")
     events_before = event_count(daemon)
 
@@ -238,15 +245,16 @@ def test_commit_batch_gives_each_commit_its_own_outcome(daemon: Daemon, stub: An
     ]
     outcomes = stub.CommitBatch(pb.CommitBatchRequest(commits=requests), timeout=W).outcomes
 
-    expected_codes = [C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.FAILED_PRECONDITION, C.OK, C.OK]
-    expected_codes += [C.FAILED_PRECONDITION, C.OK]
+    # A commit opening an id that committed (before, or earlier in the same
+    # batch) is a retry: it gets that commit's commit_ts and writes nothing.
+    expected_codes = [C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.OK, C.OK, C.OK, C.OK, C.OK]
     assert [o.code for o in outcomes] == [code_number(c) for c in expected_codes]
     assert "not valid JSON" in outcomes[1].message
     assert "not found" in outcomes[2].message
-    assert "was used before" in outcomes[3].message
-    assert "was used before" in outcomes[6].message
-    ok = [o for o in outcomes if o.code == 0]
-    assert all(o.message == "" and o.commit_ts > 0 for o in ok)
+    assert outcomes[3].commit_ts == reused_ts
+    assert outcomes[6].commit_ts == outcomes[5].commit_ts
+    ok = [o for i, o in enumerate(outcomes) if o.code == 0 and i not in (3, 6)]
+    assert all(o.message == "" and o.commit_ts > reused_ts for o in ok)
     assert all(o.commit_ts == 0 for o in outcomes if o.code != 0)
     assert len({o.commit_ts for o in ok}) == len(ok) == 4
     in_batch_namespace = [outcomes[i].commit_ts for i in (0, 5, 7)]
@@ -261,10 +269,12 @@ def test_commit_batch_gives_each_commit_its_own_outcome(daemon: Daemon, stub: An
     assert event_count(daemon) == events_before + 4
     after = fingerprint(daemon)
 
-    # Each failure is what the same request alone through Commit gets.
-    for index in (1, 2, 3, 6):
+    # Each outcome is what the same request alone through Commit gets.
+    for index in (1, 2):
         error = refused(stub.Commit, requests[index])
         assert (code_number(error.code()), error.details()) == (outcomes[index].code, outcomes[index].message)
+    for index in (3, 6):
+        assert stub.Commit(requests[index], timeout=W).commit_ts == outcomes[index].commit_ts
     assert fingerprint(daemon) == after
 
 
@@ -654,9 +664,14 @@ def test_idle_actors_past_the_bound_retire(bounded: ActorSystem) -> None:
     assert all(stored(bounded, ns, "k") == (ns.encode(), ts) for ns, ts in stamps.items())
     assert len(set(stamps.values())) == 100
 
-    # A retired namespace still knows its used ids, and takes new transactions.
+    # A retired namespace still knows its used ids (a commit opening one again
+    # is answered as a retry, writing nothing), and takes new transactions.
+    assert (
+        bounded.commit(ids["ns0"], [Mutation("ns0", "a", "k", b"again")], W, open=TxnOpen()) == stamps["ns0"]
+    )
+    assert stored(bounded, "ns0", "k") == (b"ns0", stamps["ns0"])
     with pytest.raises(TransactionClosed, match="was used before"):
-        bounded.commit(ids["ns0"], [Mutation("ns0", "a", "k", b"again")], W, open=TxnOpen())
+        bounded.stage(ids["ns0"], [Mutation("ns0", "a", "k", b"again")], W, open=TxnOpen())
     assert bounded.commit(fresh_id("ns0"), [Mutation("ns0", "a", "j", b"1")], W, open=TxnOpen()) > 0
     assert stored(bounded, "ns0", "k") == (b"ns0", stamps["ns0"])
 
