@@ -17,6 +17,7 @@ from actors.errors import (
 from actors.messages import Condition, Mutation, TxnOpen
 from actors.namespace import new_client_txn_namespace
 from actors.system import ActorConfig, ActorSystem, CommitRequest, SnapshotPolicy
+from actors.watch import Watcher, WatchFilter
 
 __all__ = [
     "ActorConfig",
@@ -37,5 +38,7 @@ __all__ = [
     "TxnOpen",
     "Unavailable",
     "VersionNotFound",
+    "WatchFilter",
+    "Watcher",
     "new_client_txn_namespace",
 ]

@@ -25,6 +25,7 @@ from actors.messages import (
     RecoverRequest,
     SnapshotRequest,
 )
+from actors.watch import WatchHub
 from storage import Event, EventOp, SnapshotDirectory, SnapshotInfo, StorageError, Store, StoreFailedError
 from storage.faults import crash_point
 
@@ -40,8 +41,10 @@ class Ledger(pykka.ThreadingActor):
         max_group: int = 512,
         snapshots: SnapshotDirectory | None = None,
         snapshot_every_commits: int = 0,
+        watches: WatchHub | None = None,
     ) -> None:
         super().__init__()
+        self._watches = watches
         self._store = store
         self._max_group = max_group
         self._snapshots = snapshots
@@ -225,6 +228,9 @@ class Ledger(pykka.ThreadingActor):
             started = time.perf_counter()
             self._store.append(events)
             self._recent_sync_ms.append((time.perf_counter() - started) * 1000)
+            if self._watches is not None:
+                # Durable now: watchers get it no later than its writer's acknowledgement.
+                self._watches.publish(events)
             self._groups += 1
             self._grouped_commits += len(events)
             self._recent_group_sizes.append(len(events))

@@ -35,6 +35,7 @@ from actors.messages import (
 from actors.namespace import NamespaceActor, new_client_txn_namespace, txn_namespace
 from actors.registry import NamespaceRegistry
 from actors.reply import Reply
+from actors.watch import Watcher, WatchFilter, WatchHub
 from storage import ReadView, SnapshotDirectory, SnapshotInfo, Store
 
 log = structlog.get_logger("statehouse.actors")
@@ -55,6 +56,9 @@ class ActorConfig:
     max_txn_bytes: int = 64 * 1024 * 1024
     # Past this many live namespace actors, the least recently used idle ones retire.
     max_idle_actors: int = 64
+    # A watcher with more than this many events, or bytes, waiting for it is cut off.
+    watch_max_events: int = 10_000
+    watch_max_bytes: int = 16 * 1024 * 1024
 
 
 def _owner(txn_id: str, open: TxnOpen | None) -> str:
@@ -109,6 +113,9 @@ class ActorSystem:
         self._finished = FinishedTransactions()
         self._stopping = threading.Event()
         self._reaper: threading.Thread | None = None
+        self.watches = WatchHub(
+            store.last_commit_ts, self.config.watch_max_events, self.config.watch_max_bytes
+        )
 
     # -- start / stop ------------------------------------------------------
 
@@ -119,6 +126,7 @@ class ActorSystem:
             self.config.max_group,
             None if policy is None else SnapshotDirectory(policy.directory, policy.keep),
             0 if policy is None else policy.every_commits,
+            self.watches,
         )
         self._registry = NamespaceRegistry(self._start_namespace, self.config.max_idle_actors)
         self._reaper = threading.Thread(target=self._reap, name="statehouse-reaper", daemon=True)
@@ -126,7 +134,8 @@ class ActorSystem:
         return self
 
     def stop(self) -> None:
-        """Stop the reaper, the namespace actors, then the ledger (which flushes)."""
+        """End the watches; stop the reaper, the namespace actors, then the ledger (which flushes)."""
+        self.watches.close()
         self._stopping.set()
         try:
             if self._reaper is not None:
@@ -321,6 +330,11 @@ class ActorSystem:
     def view(self) -> ReadView:
         """A consistent view of everything durably committed so far."""
         return self.store.view()
+
+    def watch(self, watch: WatchFilter) -> tuple[Watcher, int]:
+        """Follow commits live: a registered watcher, and the commit_ts up to which
+        the log (read through `view()`) holds what came before it."""
+        return self.watches.subscribe(watch)
 
     def status(self, wait: float) -> dict[str, Any]:
         """The ledger's and every live namespace actor's state; a silent actor shows as stuck."""

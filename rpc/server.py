@@ -187,6 +187,10 @@ class Daemon:
         try:
             if self._health is not None:
                 self._health.enter_graceful_shutdown()
+            if self.system is not None:
+                # Watches would hold the server for its whole grace period: end them
+                # now, telling each client where to resume.
+                self.system.watches.close()
             if self.server is not None:
                 self.server.stop(self.config.shutdown_grace_seconds).wait()
         finally:

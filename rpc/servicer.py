@@ -20,10 +20,12 @@ from actors import (
     StatehouseFault,
     TxnOpen,
     VersionNotFound,
+    Watcher,
+    WatchFilter,
     new_client_txn_namespace,
 )
 from rpc import reads
-from rpc.convert import ValueCodec, check_names, check_namespace, json_to_struct
+from rpc.convert import ValueCodec, check_names, check_namespace, check_prefix, json_to_struct
 from rpc.status import conflict_message, grpc_errors, status_of
 from statehouse import __version__
 from statehouse._proto import statehouse_pb2 as pb
@@ -40,6 +42,8 @@ READ_BATCH_BYTES = 16 * 1024 * 1024
 # A ReplayBatch message holds at most this many events, or about this many bytes.
 REPLAY_BATCH_EVENTS = 512
 REPLAY_BATCH_BYTES = 1024 * 1024
+# A watch with nothing to send says how far it got this often (a heartbeat).
+WATCH_HEARTBEAT_SECONDS = 5.0
 
 
 def _wait(context: grpc.ServicerContext) -> float:
@@ -66,8 +70,10 @@ def _fill_value(message: object, key: str, value: bytes | None, json_values: boo
         message.value.CopyFrom(json_to_struct(value, key))  # type: ignore[attr-defined]
 
 
-def _fill_event(message: pb.ReplayEvent, event: Event, json_values: bool) -> int:
-    """Fill `message` from `event`; returns roughly how many bytes that added."""
+def _fill_event(message: pb.ReplayEvent, event: Event, json_values: bool, agent: bool = False) -> int:
+    """Fill `message` from `event` (and its agent_id if `agent`); returns about the bytes added."""
+    if agent and event.ops:
+        message.agent_id = event.ops[0].agent_id
     message.txn_id = event.txn_id
     message.commit_ts = event.commit_ts
     message.committed_at_ms = event.committed_at_ms
@@ -324,6 +330,84 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
             if batch.events:
                 yield batch
 
+    @grpc_errors
+    def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchResponse]:
+        if request.agent_id:
+            namespace = check_names(request.namespace, request.agent_id)
+        else:
+            namespace = check_namespace(request.namespace)
+        check_prefix(request.key_prefix)
+        start = max(request.start_ts, 1) if request.HasField("start_ts") else None
+        watch = WatchFilter(namespace, request.agent_id or None, request.key_prefix)
+        with self._stream_place():
+            watcher, routed = self._system.watch(watch)
+            context.add_callback(watcher.close)  # the client went away: wake the stream, end it
+            try:
+                yield from self._watch(watcher, routed, start, request.json_values)
+            finally:
+                watcher.close()
+
+    def _watch(
+        self, watcher: Watcher, routed: int, start: int | None, json_values: bool
+    ) -> Iterator[pb.WatchResponse]:
+        """The log from `start` up to `routed`, then the watcher's live events."""
+        # First answer at once: the client knows its watch is registered.
+        yield pb.WatchResponse(progress_ts=routed if start is None else min(start - 1, routed))
+        if start is not None and start <= routed:
+            watch = watcher.filter
+            view = self._system.view()
+            if watch.agent_id is not None:
+                slices = (watch.slice(e) for e in view.replay(watch.namespace, watch.agent_id, start, routed))
+                history: Iterator[Event] = (e for e in slices if e is not None)
+            else:
+                history = (
+                    part
+                    for event in view.events(start)
+                    if event.commit_ts <= routed
+                    for part in watch.matches(event)
+                )
+            yield from self._watch_batches(history, json_values, routed)
+            del view
+        while True:
+            events, progress = watcher.take(WATCH_HEARTBEAT_SECONDS, REPLAY_BATCH_EVENTS, REPLAY_BATCH_BYTES)
+            if watcher.closed:
+                return
+            if start is not None:
+                events = [event for event in events if event.commit_ts >= start]
+            response = pb.WatchResponse(progress_ts=progress)
+            for event in events:
+                _fill_event(response.events.add(), event, json_values, agent=True)
+            yield response
+
+    def _watch_batches(
+        self, events: Iterator[Event], json_values: bool, last_ts: int
+    ) -> Iterator[pb.WatchResponse]:
+        """Events from the log in bounded responses; the last says `last_ts` was reached."""
+        response = pb.WatchResponse()
+        size = 0
+        for event in events:
+            if size >= REPLAY_BATCH_BYTES or len(response.events) >= REPLAY_BATCH_EVENTS:
+                if event.commit_ts != response.events[-1].commit_ts:  # never split a commit
+                    response.progress_ts = response.events[-1].commit_ts
+                    yield response
+                    response = pb.WatchResponse()
+                    size = 0
+            size += _fill_event(response.events.add(), event, json_values, agent=True)
+        response.progress_ts = last_ts
+        yield response
+
+    @contextlib.contextmanager
+    def _stream_place(self) -> Iterator[None]:
+        """Hold one of the bounded stream places (replays and watches share them)."""
+        if not self._streams.acquire(blocking=False):
+            raise ResourceExhausted(
+                f"{self._max_streams} replay or watch streams are already open; finish or cancel one first"
+            )
+        try:
+            yield
+        finally:
+            self._streams.release()
+
     @contextlib.contextmanager
     def _stream(self, request: pb.ReplayRequest) -> Iterator[Iterator[Event]]:
         """Validate a replay request and hold one of the bounded stream places."""
@@ -332,11 +416,5 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         end = request.end_ts if request.HasField("end_ts") else None
         if start is not None and end is not None and start > end:
             raise InvalidArgument(f"start_ts ({start}) is after end_ts ({end})")
-        if not self._streams.acquire(blocking=False):
-            raise ResourceExhausted(
-                f"{self._max_streams} replay streams are already open; finish or cancel one first"
-            )
-        try:
+        with self._stream_place():
             yield self._system.view().replay(namespace, request.agent_id, start, end)
-        finally:
-            self._streams.release()

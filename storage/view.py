@@ -42,6 +42,24 @@ class ReadView:
                 return None
             raise StorageError(f"read failed: {exc}") from exc
 
+    def _range_back(self, start: bytes | None, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Yield (key, value) for keys <= start (None: all) that begin with prefix, descending."""
+        options = ReadOptions()
+        end = keys.prefix_end(prefix)
+        if end is not None:
+            options.set_iterate_upper_bound(end)
+        it = self._snapshot.iter(options)
+        if start is None:
+            it.seek_to_last()
+        else:
+            it.seek_for_prev(start)
+        while it.valid():
+            key = it.key()
+            if not key.startswith(prefix):  # rocksdict (0.3) ignores iterate_lower_bound
+                return
+            yield key, it.value()
+            it.prev()
+
     def _range(self, start: bytes, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Yield (key, value) for keys >= start that begin with prefix."""
         options = ReadOptions()
@@ -66,12 +84,105 @@ class ReadView:
 
     def scan(self, namespace: str, agent_id: str, prefix: str = "") -> Iterator[tuple[str, StateRecord]]:
         """Live (non-deleted) keys of an agent starting with `prefix`, in byte order."""
+        return self.scan_at(namespace, agent_id, prefix)
+
+    def scan_at(
+        self,
+        namespace: str,
+        agent_id: str,
+        prefix: str = "",
+        at_ts: int | None = None,
+        after: str | None = None,
+    ) -> Iterator[tuple[str, StateRecord]]:
+        """Keys of an agent starting with `prefix` that held a value as of commit
+        `at_ts` (None: this view's last commit), in byte order, lazily.
+
+        Each comes with the record of its newest version committed at or before
+        `at_ts`; keys created after `at_ts` are left out and keys deleted after it
+        are in, with their old value. `after` resumes strictly after that key.
+        `at_ts` 0 is before any commit: nothing.
+        """
+        if at_ts is not None and at_ts <= 0:
+            return
         agent = keys.agent_prefix(keys.STATE, namespace, agent_id)
-        start = agent + prefix.encode("utf-8")
-        for raw_key, data in self._range(start, start):
+        lower = agent + prefix.encode("utf-8")
+        start = lower
+        if after is not None:
+            # b"\x00" makes the smallest storage key after `after`'s own.
+            start = max(lower, agent + after.encode("utf-8") + b"\x00")
+        for raw_key, data in self._range(start, lower):
             record = decode_state(data)
+            key = raw_key[len(agent) :].decode("utf-8")
+            if at_ts is not None and record.commit_ts > at_ts:
+                past = self._as_of(namespace, agent_id, key, record, at_ts)
+                if past is None:
+                    continue
+                record = past
             if record.value is not None:
-                yield raw_key[len(agent) :].decode("utf-8"), record
+                yield key, record
+
+    def record_at(self, namespace: str, agent_id: str, key: str, at_ts: int) -> StateRecord | None:
+        """A key's record as of commit `at_ts`: its newest version committed at or
+        before it (a tombstone record if that was a delete), or None if the key
+        had not been written by then."""
+        latest = self.get(namespace, agent_id, key)
+        return None if latest is None else self._as_of(namespace, agent_id, key, latest, at_ts)
+
+    def _as_of(
+        self, namespace: str, agent_id: str, key: str, latest: StateRecord, at_ts: int
+    ) -> StateRecord | None:
+        if latest.commit_ts <= at_ts:
+            return latest
+        # A key's commit_ts grow with its version. Step back from the latest
+        # doubling the stride, so a recent `at_ts` costs a read or two even on
+        # a long history, then bisect the bracket found.
+        newer = latest.version  # its commit_ts is after at_ts
+        older = 0  # the newest version known at or before at_ts (0: none yet)
+        found: VersionRecord | None = None  # its record
+        stride = 1
+        while newer - stride >= 1:
+            probe = newer - stride
+            record = self._version(namespace, agent_id, key, probe)
+            if record.commit_ts <= at_ts:
+                older, found = probe, record
+                break
+            newer = probe
+            stride *= 2
+        while newer - older > 1:
+            probe = (older + newer) // 2
+            record = self._version(namespace, agent_id, key, probe)
+            if record.commit_ts <= at_ts:
+                older, found = probe, record
+            else:
+                newer = probe
+        return None if found is None else StateRecord(older, found.commit_ts, found.value)
+
+    def _version(self, namespace: str, agent_id: str, key: str, version: int) -> VersionRecord:
+        record = self.get_version(namespace, agent_id, key, version)
+        if record is None:  # versions 1..latest are all kept: the store is damaged
+            raise StorageError(
+                f"version {version} of key {key!r} of agent {agent_id!r} in namespace "
+                f"{namespace!r} is missing from the history"
+            )
+        return record
+
+    def history(
+        self, namespace: str, agent_id: str, key: str, from_version: int | None = None
+    ) -> Iterator[tuple[int, VersionRecord]]:
+        """A key's versions newest first, lazily, as (version, record), from
+        `from_version` down (None: from the latest). Nothing if never written."""
+        base = keys.version_key(namespace, agent_id, key, 0)[: -len(keys.u64(0))]
+        start = None if from_version is None else base + keys.u64(from_version)
+        for raw_key, data in self._range_back(start, base):
+            yield keys.read_u64(raw_key, len(base)), decode_version(data)
+
+    def committed_at_ms(self, namespace: str, agent_id: str, commit_ts: int) -> int | None:
+        """Wall-clock time of commit `commit_ts`, from the agent's event index;
+        None if that commit did not touch the agent."""
+        data = self._get(keys.agent_event_key(namespace, agent_id, commit_ts))
+        if data is None:
+            return None
+        return decode_agent_event(namespace, agent_id, commit_ts, data).committed_at_ms
 
     def keys(self, namespace: str, agent_id: str) -> Iterator[str]:
         """Live keys of an agent in byte order."""

@@ -199,3 +199,75 @@ def test_after_a_failed_write_the_store_reopens_and_writes_again(data_dir: Path)
         assert store.view().get("ns", "a", f"k{ts}") is None  # the failed write left nothing
     finally:
         store.close()
+
+
+def _time_travel_store(store: Store) -> None:
+    """a: 1 @1, 2 @2, 3 @4; b: 1 @1, deleted @3, 3 @4; c: 1 @2 (and other agents)."""
+    store.append([Event(1, "t1", 101, (op("ns", "a", "a", 1, b"1"), op("ns", "a", "b", 1, b"1")))])
+    store.append([Event(2, "t2", 102, (op("ns", "a", "a", 2, b"2"), op("ns", "a", "c", 1, b"1")))])
+    store.append([Event(3, "t3", 103, (op("ns", "a", "b", 2, None), op("ns", "ab", "x", 1, b"9")))])
+    store.append([Event(4, "t4", 104, (op("ns", "a", "a", 3, b"3"), op("ns", "a", "b", 3, b"3")))])
+
+
+def test_scan_at_reads_each_key_as_of_a_past_commit(store: Store) -> None:
+    _time_travel_store(store)
+    view = store.view()
+
+    def at(ts: int, prefix: str = "", after: str | None = None) -> list[tuple[str, StateRecord]]:
+        return list(view.scan_at("ns", "a", prefix, ts, after))
+
+    assert at(0) == []
+    assert at(1) == [("a", StateRecord(1, 1, b"1")), ("b", StateRecord(1, 1, b"1"))]
+    assert at(2) == [
+        ("a", StateRecord(2, 2, b"2")),
+        ("b", StateRecord(1, 1, b"1")),
+        ("c", StateRecord(1, 2, b"1")),
+    ]
+    assert at(3) == [("a", StateRecord(2, 2, b"2")), ("c", StateRecord(1, 2, b"1"))]  # b deleted at 3
+    latest = [("a", StateRecord(3, 4, b"3")), ("b", StateRecord(3, 4, b"3")), ("c", StateRecord(1, 2, b"1"))]
+    assert at(4) == latest
+    assert list(view.scan_at("ns", "a")) == latest == list(view.scan("ns", "a"))
+    assert at(2, after="a") == [("b", StateRecord(1, 1, b"1")), ("c", StateRecord(1, 2, b"1"))]
+    assert at(2, after="c") == []
+    assert [k for k, _ in at(4, prefix="b")] == ["b"]
+    # An `after` outside the prefix cannot escape it.
+    assert [k for k, _ in at(4, prefix="c", after="a")] == ["c"]
+    assert [k for k, _ in at(4, prefix="b", after="b")] == []
+
+
+def test_record_at_history_and_commit_time(store: Store) -> None:
+    _time_travel_store(store)
+    view = store.view()
+    assert view.record_at("ns", "a", "b", 0) is None
+    assert view.record_at("ns", "a", "b", 3) == StateRecord(2, 3, None)  # a tombstone record
+    assert view.record_at("ns", "a", "c", 1) is None  # not written yet
+    assert view.record_at("ns", "a", "never", 4) is None
+    assert list(view.history("ns", "a", "b")) == [
+        (3, VersionRecord(4, b"3")),
+        (2, VersionRecord(3, None)),
+        (1, VersionRecord(1, b"1")),
+    ]
+    assert [v for v, _ in view.history("ns", "a", "b", from_version=2)] == [2, 1]
+    assert [v for v, _ in view.history("ns", "a", "b", from_version=99)] == [3, 2, 1]
+    # Neighbouring keys and agents do not leak into a history.
+    assert list(view.history("ns", "a", "never")) == []
+    assert list(view.history("ns", "ab", "b")) == []
+    assert [v for v, _ in view.history("ns", "a", "c")] == [1]
+    assert view.committed_at_ms("ns", "a", 2) == 102
+    assert view.committed_at_ms("ns", "a", 3) == 103
+    assert view.committed_at_ms("ns", "zz", 3) is None
+
+
+@pytest.mark.parametrize("gap", [1, 3])
+def test_record_at_finds_the_right_version_of_a_long_history(store: Store, gap: int) -> None:
+    # Version v is committed at gap * v; with gap 3 most commit_ts fall between versions.
+    for version in range(1, 101):
+        store.append([Event(gap * version, "t", 0, (op("ns", "a", "k", version, b"%d" % version),))])
+    view = store.view()
+    for ts in range(0, gap * 100 + 3):
+        expected = min(ts // gap, 100)
+        record = view.record_at("ns", "a", "k", ts)
+        if expected == 0:
+            assert record is None
+        else:
+            assert record == StateRecord(expected, gap * expected, b"%d" % expected)
