@@ -107,6 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
         ("--max-txn-bytes", "STATEHOUSE_MAX_TXN_BYTES", 64 * 1024 * 1024, "bytes staged per transaction"),
         ("--max-message-bytes", "STATEHOUSE_MAX_MESSAGE_BYTES", 64 * 1024 * 1024, "bytes per gRPC message"),
     ]
+    for flag, var, default, what in [
+        ("--watch-max-events", "STATEHOUSE_WATCH_MAX_EVENTS", 10_000, "events"),
+        ("--watch-max-bytes", "STATEHOUSE_WATCH_MAX_BYTES", 16 * 1024 * 1024, "bytes"),
+    ]:
+        parser.add_argument(
+            flag,
+            type=_positive_int,
+            default=env.get(var, str(default)),
+            help=f"a watcher with more {what} than this waiting for it is cut off and must resume "
+            f"(env {var}, default %(default)s)",
+        )
     for flag, var, default, what in limits:
         parser.add_argument(
             flag,
@@ -292,6 +303,8 @@ def serve(argv: list[str]) -> int:
             max_open_txns_per_namespace=args.max_open_txns,
             max_ops_per_txn=args.max_ops_per_txn,
             max_txn_bytes=args.max_txn_bytes,
+            watch_max_events=args.watch_max_events,
+            watch_max_bytes=args.watch_max_bytes,
         ),
         snapshot_dir=args.snapshot_dir,
         snapshot_keep=args.snapshot_keep,
