@@ -73,7 +73,6 @@ class Watcher:
         self._events: collections.deque[Event] = collections.deque()
         self._bytes = 0
         self.peak_bytes = 0
-        self.progress_ts = 0  # every commit up to this was routed (set under the hub's lock)
         self.taken_ts = 0  # the progress_ts of the last `take`
         self._cut_off = False
         self._closed: str | None = None
@@ -121,7 +120,8 @@ class Watcher:
                 event = self._events.popleft()
                 self._bytes -= event_bytes(event)
                 taken.append(event)
-            progress = taken[-1].commit_ts if self._events else self.progress_ts
+            # With the queue empty, every commit the hub routed was considered.
+            progress = taken[-1].commit_ts if self._events else self._hub._routed_ts
             self.taken_ts = progress
             return taken, progress
 
@@ -141,7 +141,7 @@ class Watcher:
             "queued_events": len(self._events),
             "queued_bytes": self._bytes,
             "peak_bytes": self.peak_bytes,
-            "progress_ts": self.progress_ts,
+            "progress_ts": self.taken_ts,
             "cut_off": self._cut_off,
         }
 
@@ -173,7 +173,7 @@ class WatchHub:
             else:
                 self._by_agent.setdefault((watch.namespace, watch.agent_id), []).append(watcher)
             self._count += 1
-            watcher.progress_ts = watcher.taken_ts = self._routed_ts
+            watcher.taken_ts = self._routed_ts
             return watcher, self._routed_ts
 
     def publish(self, events: Sequence[Event]) -> None:
@@ -197,8 +197,6 @@ class WatchHub:
                             if watcher._cut_off and not was_cut:
                                 self.cut_offs += 1
                             woken.add(watcher)
-            for watcher in self._all():
-                watcher.progress_ts = self._routed_ts
             for watcher in woken:
                 watcher._ready.notify()
 

@@ -17,6 +17,7 @@ from actors import (
     TransactionNotFound,
     Unavailable,
 )
+from actors.reply import Reply
 from storage import Store
 
 W = 10.0  # seconds any single call may wait
@@ -261,3 +262,29 @@ def test_calls_after_stop_are_unavailable(store: Store) -> None:
     system.stop()
     with pytest.raises(Unavailable, match="shutting down"):
         system.begin("ns", None, W)
+
+
+def test_reply_callbacks_run_exactly_once_however_they_race_the_answer() -> None:
+    """Retried commits wait on the first commit's Reply through callbacks."""
+    for _ in range(200):
+        reply: Reply[int] = Reply()
+        calls: list[int] = []
+        record = calls.append  # list.append is atomic under the GIL
+
+        adders = [
+            threading.Thread(target=reply.add_done_callback, args=(lambda r, add=record: add(r.result()),))
+            for _ in range(4)
+        ]
+        for thread in adders[:2]:
+            thread.start()
+        reply.set_result(7)  # while callbacks are being added
+        for thread in adders[2:]:
+            thread.start()
+        for thread in adders:
+            thread.join()
+        assert calls == [7, 7, 7, 7]
+    failed: Reply[int] = Reply()
+    seen: list[BaseException | None] = []
+    failed.add_done_callback(lambda r: seen.append(r.exception()))
+    failed.set_exception(Unavailable("x"))
+    assert [type(e) for e in seen] == [Unavailable]
