@@ -1,4 +1,4 @@
-"""`python -m benchmarks`: Statehouse side by side with etcd on the workloads of issue 4.
+"""`python -m benchmarks`: Statehouse side by side with etcd on the workloads of issues 4 and 5.
 
 Starts a real statehoused (a subprocess on a temporary data directory, via
 `statehouse.testing.DaemonProcess`) and, when an `etcd` binary is on PATH, a
@@ -12,14 +12,24 @@ single-node etcd beside it, and runs:
 - W4 many namespaces: 10,000 namespaces touched once, the daemon's peak
   threads and RSS;
 - W5 the old contract: W1 through BeginTransaction / Write (Struct) / Commit;
+- W6 watch wake latency: agents blocked in watch() woken by another client's
+  commit of their approval key, 1 watcher and 32 (one transaction of 32
+  writes), SDK and raw Watch RPC;
+- W7 contended counter: 16 clients incrementing one counter by get_state and
+  a write with expected_version, retried on ConflictError; exact count;
+- W8 paging and time travel: list_keys_page over a 100,000-key agent while a
+  writer changes it, get_agent_state at a past commit, key_history_page of a
+  10,000-version key;
 
-and etcd's W1 (a Txn of 3 puts) and W2 (a Range, latest or at a revision)
-through our own minimal copy of its gRPC API (benchmarks/etcd/rpc.proto).
+and etcd's W1 (a Txn of 3 puts), W2 (a Range, latest or at a revision), W6
+(Watch), W7 (Range, then a Txn comparing mod_revision) and W8 (a paged Range
+at one revision) through our own minimal copy of its gRPC API
+(benchmarks/etcd/rpc.proto).
 Each configuration runs a fixed count `--runs` times, interleaved; the table
 shows medians, ours/etcd ratios from the same run and the issue's targets;
 `--json` gets every run's raw figures.
 
-    python -m benchmarks                      # everything, ~5-8 minutes on 2 cores
+    python -m benchmarks                      # everything, ~8-12 minutes on 2 cores
     python -m benchmarks --quick --runs 1     # a smoke test, well under a minute
     python -m benchmarks --only W1,W3
 """
@@ -40,7 +50,10 @@ import orjson
 from benchmarks import report
 from benchmarks.agents import agent_name, step_values
 from benchmarks.common import BenchmarkError, OtherLoad, machine_facts, positive_int
+from benchmarks.contention import contention_workload
 from benchmarks.etcd.server import INSTALL_HINT, etcd_version, find_etcd
+from benchmarks.paging import paging_workload
+from benchmarks.wake import wake_workload
 from benchmarks.workloads import (
     FULL,
     QUICK,
@@ -52,7 +65,7 @@ from benchmarks.workloads import (
     replay_workload,
 )
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8")
 DEFAULT_JSON = "bench-results.json"
 
 
@@ -60,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Statehouse side by side with etcd: agent steps (W1), reads (W2), replay (W3), "
-        "many namespaces (W4) and the 0.1.1 contract (W5), with the targets of issue 4.",
+        "many namespaces (W4) and the 0.1.1 contract (W5), with the targets of issue 4; watch wake "
+        "latency (W6), a contended counter (W7), paging and time travel (W8) of issue 5.",
     )
     parser.add_argument(
         "--runs", type=positive_int, default=3,
@@ -70,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true",
         help=f"tiny counts for a smoke test (W1 {QUICK.w1_txns} txns, W2 {QUICK.w2_keys:,} keys / "
         f"{QUICK.w2_reads} reads, W3 {QUICK.w3_events:,} events, W4 {QUICK.w4_namespaces} namespaces, "
-        f"W5 {QUICK.w5_txns} txns)",
+        f"W5 {QUICK.w5_txns} txns, W6 {QUICK.w6_approvals} approvals, W7 {QUICK.w7_increments} increments "
+        f"per client, W8 {QUICK.w8_keys:,} keys / {QUICK.w8_versions} versions)",
     )  # fmt: skip
     parser.add_argument(
         "--only", type=workload_list, default=WORKLOADS, metavar="W1,W3",
@@ -110,6 +125,12 @@ def run(ctx: Context, only: tuple[str, ...]) -> dict[str, Outcome]:
         outcomes["W3"] = replay_workload(ctx)
     if "W4" in only:
         outcomes["W4"] = namespace_workload(ctx)
+    if "W6" in only:
+        outcomes["W6"] = wake_workload(ctx)
+    if "W7" in only:
+        outcomes["W7"] = contention_workload(ctx)
+    if "W8" in only:
+        outcomes["W8"] = paging_workload(ctx)
     return {w: outcomes[w] for w in WORKLOADS if w in outcomes}
 
 
@@ -181,7 +202,8 @@ def print_summary(document: dict[str, Any], table: str, targets: str) -> None:
     if machine["data_dir_filesystem"] in ("tmpfs", "ramfs"):
         print("WARNING: the data directories are on tmpfs, where fsync costs nothing; pass --tmp-dir.")
     print(table)
-    print(targets)
+    if targets:
+        print(targets)
 
 
 def git_describe() -> str:

@@ -6,7 +6,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from benchmarks.contention import CLIENTS
+from benchmarks.paging import CHURN_GAP_S, PAGE
 from benchmarks.procstatus import SAMPLE_EVERY_S
+from benchmarks.wake import FAN_OUT, ROUND_GAP_S
 from benchmarks.workloads import NAMESPACE_THREADS, SEED_THREADS, CaseResult, Outcome, Sizes
 
 TITLES = {
@@ -21,6 +24,12 @@ TITLES = {
     f"{SAMPLE_EVERY_S * 1000:.0f} ms",
     "W5": "W5 the old contract: W1 as statehouse 0.1.1 sends it (BeginTransaction, 3 Write RPCs "
     "with Struct values, Commit), one client (channel) per thread; {w5_txns:,} per run",
+    "W6": "W6 watch wake latency: a writer commits an approval, agents blocked in a watch wake; "
+    "{w6_approvals:,} approvals per run, one at a time; milliseconds",
+    "W7": f"W7 contended counter: {CLIENTS} clients increment one counter "
+    "{w7_increments:,} times each (read, then conditional write, retried on conflict)",
+    "W8": "W8 paging and time travel: one agent of {w8_keys:,} keys (~200 B JSON values, each key written "
+    f"twice), pages of {PAGE:,}; one key of " + "{w8_versions:,} versions",
 }
 
 NOTES = {
@@ -36,6 +45,31 @@ NOTES = {
     "W2": ["Latency is one get_state / get_state_at_version call, or one etcd Range, value decoded."],
     "W3": [
         f"The history is written by {SEED_THREADS} threads sharing one SDK client; then the daemon restarts."
+    ],
+    "W6": [
+        "p50/p99 = from the writer sending the commit to the watcher's thread holding the decoded event; "
+        "all awake = the same for the last watcher of a round; commit = the writer's commit call; "
+        "wake = from the commit call returning (below zero: the event came first).",
+        f"The {FAN_OUT}-watcher round is ONE transaction writing the approval key of {FAN_OUT} agents "
+        f"(etcd: one Txn of {FAN_OUT} puts). The watchers are threads sharing one client (etcd: one "
+        "Watch stream each on one channel); the writer has its own client (channel). Rounds are "
+        f"{ROUND_GAP_S * 1000:.0f} ms apart, so each meets idle processes.",
+    ],
+    "W7": [
+        "An increment = a read and a conditional commit (get_state, then a transaction writing with "
+        "expected_version; etcd: Range, then a Txn comparing mod_revision); a conflict retries at once, "
+        "no backoff. p50/p99 = one increment, retries included. The final count is checked exact.",
+        "Sharing one client combines the threads' reads into ReadBatch calls and their commits into "
+        "CommitBatch calls; every commit keeps its own condition, checked by the ledger in turn.",
+    ],
+    "W8": [
+        "items = keys, or versions for key_history. The listings page while a churn writer commits "
+        f"~{1 / CHURN_GAP_S:.0f} transactions/s (delete a key, add one, rewrite one) and are checked against "
+        "the keys as of the first page's commit_ts (etcd: revision); writer commits = those after it, "
+        "during the listing (the wait for the first is left out of the time).",
+        "Time travel reads every key as of the commit that ended the first generation (each key at "
+        "version 1, with a newer version since); etcd's peer: a Range of values paged the same way, "
+        "at that revision.",
     ],
 }
 
@@ -60,6 +94,26 @@ RATE_COLUMNS = {
            Column("stop s", "stop_s", ".1f")),
 }  # fmt: skip
 RATE_COLUMNS["W5"] = RATE_COLUMNS["W1"]
+RATE_COLUMNS |= {
+    "W6": (Column("p50", "p50_ms", ".2f"), Column("p99", "p99_ms", ".2f"),
+           Column("all awake p50", "all_awake_p50_ms", ".2f"), Column("commit p50", "commit_p50_ms", ".2f"),
+           Column("wake p50", "wake_p50_ms", ".2f"), Column("wake p99", "wake_p99_ms", ".2f")),
+    "W7": (Column("increments/s", "ops_per_s", ",.0f"), Column("p50 ms", "p50_ms", ".1f"),
+           Column("p99 ms", "p99_ms", ".1f"), Column("conflicts/incr", "conflicts_per_increment", ".2f"),
+           Column("max conflicts", "max_conflicts", ",.0f")),
+    "W8": (Column("items/s", "items_per_s", ",.0f"), Column("seconds", "elapsed_s", ".3f"),
+           Column("pages", "pages", ",.0f"), Column("writer commits", "writer_commits", ",.0f")),
+}  # fmt: skip
+# The ratios to etcd a workload's rows show: (column title, figure).
+RATE_AND_P50 = (("rate vs etcd", "ops_per_s"), ("p50 vs etcd", "p50_ms"))
+RATIO_COLUMNS = {
+    "W1": RATE_AND_P50,
+    "W2": RATE_AND_P50,
+    "W5": RATE_AND_P50,
+    "W6": (("p50 vs etcd", "p50_ms"), ("p99 vs etcd", "p99_ms")),
+    "W7": RATE_AND_P50,
+    "W8": (("rate vs etcd", "items_per_s"),),
+}
 
 
 @dataclass(frozen=True)
@@ -89,7 +143,8 @@ def ratio(results: dict[str, CaseResult], key: str, figure: str) -> float | None
     mine = results.get(key)
     if mine is None or mine.case.peer is None or mine.case.peer not in results:
         return None
-    return mine.median()[figure] / results[mine.case.peer].median()[figure]
+    ours, theirs = mine.median().get(figure), results[mine.case.peer].median().get(figure)
+    return None if ours is None or not theirs else ours / theirs
 
 
 def figure(results: dict[str, CaseResult], key: str, name: str) -> float | None:
@@ -138,34 +193,43 @@ def render(outcomes: dict[str, Outcome], sizes: Sizes, value_bytes: int, runs: i
             "",
             TITLES[workload].format(value_bytes=value_bytes, **asdict(sizes)) + f"; median of {runs}",
         ]
-        lines += render_rows(outcome.results, RATE_COLUMNS[workload], results)
+        lines += render_rows(
+            outcome.results, RATE_COLUMNS[workload], RATIO_COLUMNS.get(workload, ()), results
+        )
         lines += [f"  {key.replace('_', ' ')}: {value:,.0f}" for key, value in outcome.info.items()]
         lines += [f"  - {note}" for note in NOTES.get(workload, ())]
     return "\n".join(lines)
 
 
 def render_rows(
-    cases: Sequence[CaseResult], columns: Sequence[Column], results: dict[str, CaseResult]
+    cases: Sequence[CaseResult],
+    columns: Sequence[Column],
+    ratios: Sequence[tuple[str, str]],
+    results: dict[str, CaseResult],
 ) -> list[str]:
-    """One row per case: its median figures, then its rate and p50 over its etcd peer's."""
+    """One row per case: its median figures, then the `ratios` (title, figure) over its etcd peer's."""
     width = max(len(f"{c.case.system}  {c.case.label}") for c in cases) + 2
     widths = [max(len(col.title), 9) + 2 for col in columns]
-    compared = any(c.case.peer in results for c in cases) and any(col.figure == "p50_ms" for col in columns)
+    if not any(c.case.peer in results for c in cases):
+        ratios = ()
     header = f"  {'':<{width}}" + "".join(f"{col.title:>{w}}" for col, w in zip(columns, widths, strict=True))
-    rows = [header + (f"{'rate vs etcd':>14}{'p50 vs etcd':>13}" if compared else "")]
+    rows = [header + "".join(f"{title:>{len(title) + 2}}" for title, _ in ratios)]
     for case_result in cases:
         median, key = case_result.median(), case_result.case.key
         cells = [format(median[col.figure], col.fmt) if col.figure in median else "-" for col in columns]
         row = f"  {case_result.case.system + '  ' + case_result.case.label:<{width}}"
         row += "".join(f"{cell:>{w}}" for cell, w in zip(cells, widths, strict=True))
-        if compared:
-            rate, p50 = ratio(results, key, "ops_per_s"), ratio(results, key, "p50_ms")
-            row += f"{'-' if rate is None else f'{rate:.2f}x':>14}{'-' if p50 is None else f'{p50:.2f}x':>13}"
+        for title, name in ratios:
+            value = ratio(results, key, name)
+            row += f"{'-' if value is None else f'{value:.2f}x':>{len(title) + 2}}"
         rows.append(row)
     return rows
 
 
 def render_targets(targets: list[dict[str, Any]], quick: bool) -> str:
+    """The targets' lines; none when no workload with a target ran (issue 5's have none)."""
+    if not targets:
+        return ""
     lines = ["", "Targets (issue 4)" + ("; --quick counts are too small to judge them" if quick else "")]
     width = max((len(t["target"]) for t in targets), default=0) + 2
     lines += [f"  {t['target']:<{width}}{t['shown']:>10}  {t['status']}" for t in targets]
@@ -185,8 +249,8 @@ def json_results(outcomes: dict[str, Outcome]) -> dict[str, Any]:
                     "median": c.median(),
                     "vs_etcd": {
                         name: ratio(results, c.case.key, name)
-                        for name in ("ops_per_s", "p50_ms", "p99_ms")
-                        if c.case.peer in results
+                        for name in ("ops_per_s", "p50_ms", "p99_ms", "items_per_s")
+                        if c.case.peer in results and ratio(results, c.case.key, name) is not None
                     },
                     "runs": c.runs,
                 }

@@ -4,7 +4,8 @@ Every configuration (a `Case`) is run `runs` times and each run's figures
 are kept; runs of a workload's configurations are interleaved (round r
 starts at configuration r) so slow drift of the machine spreads over all of
 them. Each function returns the cases with all their runs, plus facts about
-the setup (how long a preload took) as `info`.
+the setup (how long a preload took) as `info`. The workloads of issue 5
+(W6-W8) live in `wake`, `contention` and `paging`, on the same pieces.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class Sizes:
     w3_events: int = 100_000
     w4_namespaces: int = 10_000
     w4_idle_s: float = 2.0
+    w6_approvals: int = 200  # timed approval rounds per run
+    w7_increments: int = 100  # per client, 16 clients
+    w8_keys: int = 100_000
+    w8_versions: int = 10_000  # of the one key whose history is read
 
 
 FULL = Sizes()
@@ -65,6 +70,10 @@ QUICK = Sizes(
     w3_events=2000,
     w4_namespaces=200,
     w4_idle_s=0.5,
+    w6_approvals=20,
+    w7_increments=3,
+    w8_keys=3000,
+    w8_versions=300,
 )
 
 

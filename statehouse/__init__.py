@@ -8,10 +8,16 @@ with Statehouse() as client:  # $STATEHOUSE_ADDR, else localhost:50051
         tx.write("agent-1", "memory", {"facts": ["sky is blue"], "n": 42})
     print(client.get_state("agent-1", "memory").value)
 ```
+
+`AsyncStatehouse` has the same methods as coroutines, for asyncio code.
 """
 
+from statehouse._retry import RetryPolicy
+from statehouse._watch import AsyncWatch, Watch
+from statehouse.async_client import AsyncStatehouse, AsyncTransaction
 from statehouse.client import Statehouse, Transaction
 from statehouse.exceptions import (
+    ConflictError,
     DeadlineExceededError,
     InvalidArgumentError,
     NotFoundError,
@@ -23,17 +29,25 @@ from statehouse.exceptions import (
     TransactionNotFoundError,
     UnavailableError,
 )
-from statehouse.types import Operation, ReplayEvent, SnapshotInfo, StateResult
+from statehouse.types import AgentState, KeyVersion, Operation, Page, ReplayEvent, SnapshotInfo, StateResult
 
 __version__ = "0.2.0"
 
 __all__ = [
+    "AgentState",
+    "AsyncStatehouse",
+    "AsyncTransaction",
+    "AsyncWatch",
+    "ConflictError",
     "DeadlineExceededError",
     "InvalidArgumentError",
+    "KeyVersion",
     "NotFoundError",
     "Operation",
+    "Page",
     "ReplayEvent",
     "ResourceExhaustedError",
+    "RetryPolicy",
     "SnapshotInfo",
     "StateResult",
     "StatehouseError",
@@ -44,5 +58,6 @@ __all__ = [
     "TransactionExpiredError",
     "TransactionNotFoundError",
     "UnavailableError",
+    "Watch",
     "__version__",
 ]

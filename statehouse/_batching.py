@@ -74,7 +74,7 @@ class Combiner(Generic[Q, A]):
         self._senders = 0
 
     def call(self, request: Q) -> A:
-        """Send `request` (a protobuf message), alone or with others; returns its answer."""
+        """Send `request` (anything with a ByteSize() method), alone or with others; returns its answer."""
         slot = _Slot(request)
         with self._lock:
             self._queue.append(slot)

@@ -9,7 +9,8 @@
     └── TransactionError                 any failure of begin/write/delete/commit/abort
         ├── TransactionNotFoundError     unknown transaction id (also a NotFoundError)
         ├── TransactionExpiredError      its timeout passed before commit
-        └── TransactionClosedError       already committed or aborted
+        ├── TransactionClosedError       already committed or aborted
+        └── ConflictError                a condition of a conditional commit failed
 
 A failure inside a transaction call is always a TransactionError (as with
 the original client) and also an instance of the class for its status
@@ -18,7 +19,14 @@ code: a bad key in `tx.write` is both TransactionError and InvalidArgumentError.
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
+
+from statehouse._proto import statehouse_pb2 as pb
+
+# The trailer of an ABORTED Commit that failed a condition: a serialized pb.Conflict.
+CONFLICT_TRAILER = "statehouse-conflict-bin"
 
 
 class StatehouseError(Exception):
@@ -68,6 +76,58 @@ class TransactionClosedError(TransactionError):
     code = "FAILED_PRECONDITION"
 
 
+class ConflictError(TransactionError):
+    """A conditional commit found a key at another version than expected; nothing was written.
+
+    `actual_version` is 0 if the key was never written; `exists` says
+    whether that version is a live value (False for a tombstone).
+    """
+
+    code = "ABORTED"
+
+    def __init__(
+        self,
+        message: str,
+        code: str | None = None,
+        *,
+        namespace: str = "",
+        agent_id: str = "",
+        key: str = "",
+        expected_version: int = 0,
+        actual_version: int = 0,
+        exists: bool = False,
+    ) -> None:
+        super().__init__(message, code)
+        self.namespace = namespace
+        self.agent_id = agent_id
+        self.key = key
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        self.exists = exists
+
+
+def conflict_error(conflict: pb.Conflict) -> ConflictError:
+    """The ConflictError for a Conflict the daemon sent."""
+    expected = f"version {conflict.expected_version}"
+    if conflict.expected_version == 0:
+        expected = "no live value"
+    actual = f"version {conflict.actual_version}"
+    if conflict.actual_version == 0:
+        actual = "no version (never written)"
+    elif not conflict.exists:
+        actual += " (deleted)"
+    return ConflictError(
+        f"conflict on key {conflict.key!r} of agent {conflict.agent_id!r} in namespace "
+        f"{conflict.namespace!r}: expected {expected}, found {actual}; nothing was committed",
+        namespace=conflict.namespace,
+        agent_id=conflict.agent_id,
+        key=conflict.key,
+        expected_version=conflict.expected_version,
+        actual_version=conflict.actual_version,
+        exists=conflict.exists,
+    )
+
+
 # The original client's name for "cannot reach the daemon".
 ConnectionError = UnavailableError
 
@@ -110,9 +170,22 @@ _IN_TRANSACTION: dict[grpc.StatusCode, type[StatehouseError]] = {
 
 
 def from_rpc_error(error: grpc.RpcError, in_transaction: bool) -> StatehouseError:
-    """The SDK exception for a failed call (a grpc.RpcError that is also a grpc.Call)."""
+    """The SDK exception for a failed call: a grpc.RpcError that is also a grpc.Call
+    (sync), or a grpc.aio.AioRpcError (async)."""
     code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.ABORTED and in_transaction:
+        conflict = _conflict_trailer(error.trailing_metadata())  # type: ignore[attr-defined]
+        if conflict is not None:
+            return conflict_error(conflict)
     return from_status(code, error.details() or code.name, in_transaction)  # type: ignore[attr-defined]
+
+
+def _conflict_trailer(metadata: Any) -> pb.Conflict | None:
+    # Sync calls give a tuple of (key, value) pairs, grpc.aio a Metadata that iterates as pairs.
+    for key, value in metadata or ():
+        if key == CONFLICT_TRAILER:
+            return pb.Conflict.FromString(value)
+    return None
 
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}

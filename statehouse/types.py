@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 
 @dataclass(slots=True)
@@ -46,3 +46,44 @@ class SnapshotInfo:
 
     path: str
     commit_ts: int
+
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Page(Generic[T]):
+    """One page of a paged read.
+
+    `commit_ts` is the commit the page is as of; `next_page_token` is None
+    on the last page, else the token that asks for the next page (read as
+    of the same commit_ts).
+    """
+
+    items: list[T]
+    next_page_token: str | None
+    commit_ts: int
+
+
+@dataclass(slots=True)
+class KeyVersion:
+    """One version of a key: its value, or a tombstone (`deleted` True, value None)."""
+
+    version: int
+    commit_ts: int
+    value: Any
+    deleted: bool
+    committed_at_ms: int = 0
+
+
+@dataclass(slots=True)
+class AgentState:
+    """Every live key of an agent as of `commit_ts` (now, or a past commit)."""
+
+    commit_ts: int
+    entries: dict[str, StateResult] = field(default_factory=dict)
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """key -> value of every live key."""
+        return {key: entry.value for key, entry in self.entries.items()}

@@ -62,7 +62,8 @@ def test_sigterm_while_committing_loses_nothing_acknowledged(data_dir: Path) -> 
     started = threading.Barrier(5)
 
     def agent(daemon: DaemonProcess, name: str) -> None:
-        with Statehouse(daemon.addr, timeout=10) as client:
+        # retry=None: once the daemon stops, each agent's next commit fails at once.
+        with Statehouse(daemon.addr, timeout=10, retry=None) as client:
             started.wait()
             for n in range(10_000):
                 try:

@@ -238,7 +238,9 @@ def test_full_disk_fails_commits_cleanly_and_recovers(disk: DiskFault) -> None:
 
     daemon = DaemonProcess(disk.data_dir, *args).start()
     disk.daemon = daemon
-    with Statehouse(daemon.addr, timeout=30) as client:
+    # retry=None: the SDK would retry the refused commit (UNAVAILABLE) until its timeout;
+    # this test looks at each refusal as it happens.
+    with Statehouse(daemon.addr, timeout=30, retry=None) as client:
         last_ts = commit(client, {"counter": 0, "note": "before the disk filled"})
         disk.arm(daemon)
 
@@ -292,7 +294,7 @@ def test_full_disk_fails_commits_cleanly_and_recovers(disk: DiskFault) -> None:
     # 4. Restart with space: everything acknowledged is there, and commits work again.
     with DaemonProcess(disk.data_dir, *args) as daemon:
         disk.daemon = daemon
-        with Statehouse(daemon.addr, timeout=30) as client:
+        with Statehouse(daemon.addr, timeout=30, retry=None) as client:
             check_acknowledged(client, acked, history)
             check_not_visible(client, failed_keys, acked, last_ts)
             new_ts = commit(client, {"counter": "after restart", "after-space": True})

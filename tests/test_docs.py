@@ -37,6 +37,36 @@ def test_readme_quickstart_runs(daemon: Daemon) -> None:
     assert len(lines) == 2
 
 
+def test_sdk_guide_runs_as_written(daemon: Daemon) -> None:
+    """docs/sdk.md: every block, in order, in one interpreter, as a reader would paste them."""
+    blocks = python_blocks(ROOT / "docs" / "sdk.md")
+    assert len(blocks) >= 8
+    names: dict[str, object] = {}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        for n, block in enumerate(blocks):
+            assert DOCUMENTED_ADDR in block or n > 0
+            code = block.replace(DOCUMENTED_ADDR, f"127.0.0.1:{daemon.port}")
+            exec(compile(code, f"docs/sdk.md block {n + 1}", "exec"), names)
+    assert out.getvalue().splitlines() == [
+        "True 1",
+        "step 1 2",  # the conflict: expected version 1, found 2
+        "1 2",
+        "5",  # the idempotent step: the same commit_ts twice,
+        "5",
+        "1",  # and written once
+        "planner [('approval', {'approved': True, 'by': 'dana'})]",
+        "dana 1",
+        "2 True None",
+        "1 False {'budget': 400, 'text': 'book a flight'}",
+        "True",
+        "book a flight False",
+        "10",
+        "status done",
+        "['approval', 'goal', 'result-2', 'step', 'visits']",
+    ]
+
+
 def test_package_docstring_example_runs(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
     import statehouse
 
@@ -93,6 +123,12 @@ BENCHMARK_ROWS = (
     "statehouse  SDK replay()",
     "W4 many namespaces",
     "W5 the old contract",
+    "W6 watch wake latency",
+    "statehouse  1 watcher, SDK watch()",
+    "W7 contended counter",
+    "statehouse  16 clients, one client each",
+    "W8 paging and time travel",
+    "statehouse  get_agent_state(at_commit_ts=middle)",
     "Targets (issue 4)",
 )
 
@@ -121,7 +157,7 @@ def test_documented_benchmarks_run(tmp_path: Path) -> None:
     for row in BENCHMARK_ROWS:
         assert row in result.stdout, row
     document = json.loads(results.read_text(encoding="utf-8"))
-    assert list(document["workloads"]) == ["W1", "W2", "W3", "W4", "W5"]
+    assert list(document["workloads"]) == ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"]
     assert all(len(case["runs"]) == 1 for w in document["workloads"].values() for case in w["cases"])
     assert len(document["targets"]) == 7
     if shutil.which("etcd"):

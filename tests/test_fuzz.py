@@ -469,6 +469,10 @@ class Caller:
         try:
             if method.server_streaming:
                 stream = self.channel.unary_stream(PATH + method.name)(raw, timeout=CALL_TIMEOUT)
+                if method.name == "Watch":  # live: it ends only when cancelled; its first answer will do
+                    first = next(stream)
+                    stream.cancel()
+                    return C.OK, "", [first]
                 return C.OK, "", list(stream)
             return C.OK, "", [self.channel.unary_unary(PATH + method.name)(raw, timeout=CALL_TIMEOUT)]
         except grpc.RpcError as exc:

@@ -378,7 +378,7 @@ def test_replay_streams_are_bounded_and_unary_calls_keep_working(data_dir, actor
             held = [client.replay("a") for _ in range(3)]  # workers // 2 streams
             for stream in held:
                 next(stream)  # started, then left unread
-            with pytest.raises(statehouse.ResourceExhaustedError, match="3 replay streams"):
+            with pytest.raises(statehouse.ResourceExhaustedError, match="3 replay or watch streams"):
                 next(client.replay("a"))
             assert client.health() == "ok"
             assert client.get_state("a", "k0").version == 1
@@ -415,3 +415,21 @@ def test_replay_spanning_many_batches_is_complete_and_ordered(daemon: Daemon, cl
     one_by_one = list(stub.Replay(pb.ReplayRequest(namespace="default", agent_id="a", json_values=True)))
     assert [e.commit_ts for e in one_by_one] == list(range(1, count + 1))  # the original RPC
     channel.close()
+
+
+def test_conflicts_of_combined_commits_are_reported_per_commit(client: Statehouse) -> None:
+    first, second = client.begin_transaction(), client.begin_transaction()
+    first.write("a", "k", "first", expected_version=0)
+    second.write("a", "k", "second", expected_version=0)
+    # As the combiner sends the commits of concurrent threads: one CommitBatch.
+    outcomes = client._commit_many([first._commit_call(), second._commit_call()])
+    assert outcomes[0] == 1
+    conflict = outcomes[1]
+    assert isinstance(conflict, statehouse.ConflictError)
+    assert (conflict.key, conflict.expected_version, conflict.actual_version, conflict.exists) == (
+        "k",
+        0,
+        1,
+        True,
+    )
+    assert client.get_state("a", "k").value == "first"

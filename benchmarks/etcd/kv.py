@@ -1,4 +1,4 @@
-"""The peer's workers: the same agent steps and reads as statehoused's, through etcd's KV API.
+"""The peer's workers: the agent steps, reads and counter increments of statehoused's, through etcd's KV API.
 
 An agent step is one `Txn` of three `RequestPut`s (key `/agents/<agent>/<key>`,
 value the orjson bytes of the same agent-state dict); a read is a `Range` of
@@ -90,3 +90,41 @@ def preload(stub: etcd_grpc.KVStub, indices: Sequence[int]) -> int:
     pool = [orjson.dumps(reader_value(i)) for i in range(VALUE_POOL)]
     request = puts((etcd_key(*reader_key(i)), pool[i % VALUE_POOL]) for i in indices)
     return int(stub.Txn(request, timeout=RPC_TIMEOUT_S).header.revision)
+
+
+class EtcdIncrementer:
+    """W7's increment through etcd: Range the counter, then a Txn that puts value + 1 only if the
+    key's mod_revision is still the one read; a Txn that did not succeed is a conflict, and retried."""
+
+    def __init__(self, stub: etcd_grpc.KVStub, key: bytes) -> None:
+        self.stub = stub
+        self.key = key
+        self.conflicts: list[int] = []  # per increment, in order
+
+    def prepare(self, step: int) -> None:
+        return None
+
+    def run(self, _: None) -> None:
+        conflicts = 0
+        while True:
+            (kv,) = self.stub.Range(etcd_pb.RangeRequest(key=self.key), timeout=RPC_TIMEOUT_S).kvs
+            unchanged = etcd_pb.Compare(
+                result=etcd_pb.Compare.EQUAL,
+                target=etcd_pb.Compare.MOD,
+                key=self.key,
+                mod_revision=kv.mod_revision,
+            )
+            put = etcd_pb.RequestOp(
+                request_put=etcd_pb.PutRequest(key=self.key, value=b"%d" % (int(kv.value) + 1))
+            )
+            request = etcd_pb.TxnRequest(compare=[unchanged], success=[put])
+            if self.stub.Txn(request, timeout=RPC_TIMEOUT_S).succeeded:
+                self.conflicts.append(conflicts)
+                return
+            conflicts += 1
+
+
+def counter(stub: etcd_grpc.KVStub, key: bytes) -> tuple[int, int]:
+    """The counter's value and etcd version (puts since creation)."""
+    (kv,) = stub.Range(etcd_pb.RangeRequest(key=key), timeout=RPC_TIMEOUT_S).kvs
+    return int(kv.value), int(kv.version)

@@ -181,3 +181,84 @@ class KV:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class WatchStub:
+    """One stream carries any number of watches: the client sends create (and
+    cancel) requests, etcd answers each create with `created` and then sends
+    the watch's events, tagged with its watch_id.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Watch = channel.stream_stream(
+                '/etcdserverpb.Watch/Watch',
+                request_serializer=benchmarks_dot_etcd_dot_rpc__pb2.WatchRequest.SerializeToString,
+                response_deserializer=benchmarks_dot_etcd_dot_rpc__pb2.WatchResponse.FromString,
+                _registered_method=True)
+
+
+class WatchServicer:
+    """One stream carries any number of watches: the client sends create (and
+    cancel) requests, etcd answers each create with `created` and then sends
+    the watch's events, tagged with its watch_id.
+    """
+
+    def Watch(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_WatchServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Watch': grpc.stream_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=benchmarks_dot_etcd_dot_rpc__pb2.WatchRequest.FromString,
+                    response_serializer=benchmarks_dot_etcd_dot_rpc__pb2.WatchResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'etcdserverpb.Watch', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('etcdserverpb.Watch', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Watch:
+    """One stream carries any number of watches: the client sends create (and
+    cancel) requests, etcd answers each create with `created` and then sends
+    the watch's events, tagged with its watch_id.
+    """
+
+    @staticmethod
+    def Watch(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/etcdserverpb.Watch/Watch',
+            benchmarks_dot_etcd_dot_rpc__pb2.WatchRequest.SerializeToString,
+            benchmarks_dot_etcd_dot_rpc__pb2.WatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -1,0 +1,109 @@
+"""Reads that take several calls, as plans without I/O shared by both clients.
+
+A plan is a generator: it yields the next request, is sent the response,
+and returns the result. The sync client drives it with blocking calls, the
+async client with awaited ones (see `_run` in each).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+from statehouse import _wire
+from statehouse._proto import statehouse_pb2 as pb
+from statehouse.types import AgentState, KeyVersion, ReplayEvent, StateResult
+
+# Page size of the reads that fetch everything.
+PAGE_SIZE = 1000
+
+Plan = Generator[Any, Any, Any]
+
+
+def all_keys(
+    namespace: str, agent_id: str, at_commit_ts: int | None
+) -> Generator[pb.ListKeysRequest, pb.ListKeysResponse, list[str]]:
+    """Every key of the agent, page by page, all as of one commit_ts."""
+    keys: list[str] = []
+    token = None
+    while True:
+        page = _wire.keys_page((yield _wire.list_keys(namespace, agent_id, PAGE_SIZE, token, at_commit_ts)))
+        keys.extend(page.items)
+        token = page.next_page_token
+        if token is None:
+            return keys
+
+
+def all_entries(
+    namespace: str, agent_id: str, prefix: str, at_commit_ts: int | None
+) -> Generator[pb.ScanPrefixRequest, pb.ScanPrefixResponse, tuple[list[StateResult], int]]:
+    """Every live entry under `prefix`, page by page, all as of one commit_ts (returned too)."""
+    entries: list[StateResult] = []
+    token = None
+    commit_ts = None
+    while True:
+        request = _wire.scan_prefix(namespace, agent_id, prefix, PAGE_SIZE, token, at_commit_ts)
+        page = _wire.scan_page((yield request))
+        entries.extend(page.items)
+        if commit_ts is None:
+            commit_ts = page.commit_ts
+        token = page.next_page_token
+        if token is None:
+            return entries, commit_ts
+
+
+def agent_state(
+    namespace: str, agent_id: str, at_commit_ts: int | None
+) -> Generator[pb.ScanPrefixRequest, pb.ScanPrefixResponse, AgentState]:
+    entries, commit_ts = yield from all_entries(namespace, agent_id, "", at_commit_ts)
+    return AgentState(commit_ts, {entry.key: entry for entry in entries if entry.key is not None})
+
+
+def history(
+    namespace: str, agent_id: str, key: str, limit: int | None
+) -> Generator[pb.KeyHistoryRequest, pb.KeyHistoryResponse, list[KeyVersion]]:
+    """The key's versions newest first: all of them, or the newest `limit`."""
+    if limit is not None:
+        _wire.key_history(namespace, agent_id, key, limit)  # checks the arguments
+    versions: list[KeyVersion] = []
+    token = None
+    while True:
+        size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit - len(versions))
+        page = _wire.history_page((yield _wire.key_history(namespace, agent_id, key, size, token)))
+        versions.extend(page.items)
+        token = page.next_page_token
+        if token is None or (limit is not None and len(versions) >= limit):
+            return versions if limit is None else versions[:limit]
+
+
+# -- wait_for ------------------------------------------------------------------------
+
+
+def first_read(namespace: str, agent_id: str, key: str) -> pb.ScanPrefixRequest:
+    """The read wait_for starts with: the key and the commit_ts it is read as of, in one view.
+
+    The first entry at or after `key` under the prefix `key` is the key
+    itself if it is live; the answer's commit_ts is where the watch goes on.
+    """
+    return _wire.scan_prefix(namespace, agent_id, key, 1)
+
+
+def first_state(response: pb.ScanPrefixResponse, key: str) -> tuple[StateResult, int]:
+    """The key's state from `first_read`'s answer, and the commit_ts it is as of."""
+    for entry in _wire.scan_results(response)[:1]:
+        if entry.key == key:
+            return entry, response.commit_ts
+    return StateResult(None, 0, 0, False, key), response.commit_ts
+
+
+def satisfies(state: StateResult, predicate: Callable[[Any], bool] | None) -> bool:
+    """Whether wait_for is done: the key exists and its value satisfies the predicate."""
+    return state.exists and (predicate is None or bool(predicate(state.value)))
+
+
+def key_state(event: ReplayEvent, key: str) -> StateResult | None:
+    """The key's state after `event`, if the event touched it."""
+    for op in reversed(event.operations):
+        if op.key == key:
+            return StateResult(op.value, op.version, event.commit_ts, not op.deleted, key)
+    return None

@@ -1,0 +1,100 @@
+"""Retrying calls that failed with UNAVAILABLE: the policy and one call's schedule.
+
+Pure timing decisions shared by the sync and async clients; each client
+only sleeps its own way (`time.sleep`, `asyncio.sleep`) between attempts.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from statehouse.exceptions import InvalidArgumentError, StatehouseError
+
+# Retried by every retried call; a watch also re-subscribes after RESOURCE_EXHAUSTED.
+RETRIED_CODES = frozenset({"UNAVAILABLE"})
+RESUBSCRIBED_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED"})
+
+# gRPC reconnects a channel with backoff of its own (by default up to 2
+# minutes); after a daemon restart a client should find it within a second.
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a client retries a call that failed with UNAVAILABLE (daemon down or restarting).
+
+    The n-th retry waits `initial_backoff * multiplier**(n-1)` seconds, at
+    most `max_backoff`, shortened at random by up to `jitter` of itself so
+    that clients restarted together do not retry together. All attempts of
+    one call share one deadline, the client's `timeout`: each attempt gets
+    the time that is left, and no retry starts that would begin after it.
+    Which calls are retried is said in each method's docstring.
+    """
+
+    initial_backoff: float = 0.05
+    max_backoff: float = 1.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.initial_backoff > 0 or not self.max_backoff >= self.initial_backoff:
+            raise InvalidArgumentError("RetryPolicy needs 0 < initial_backoff <= max_backoff")
+        if not self.multiplier >= 1:
+            raise InvalidArgumentError("RetryPolicy.multiplier must be >= 1")
+        if not 0 <= self.jitter < 1:
+            raise InvalidArgumentError("RetryPolicy.jitter must be in [0, 1)")
+
+    def delays(self) -> Iterator[float]:
+        """The waits before the first, second, ... retry, in seconds (endless)."""
+        delay = self.initial_backoff
+        while True:
+            yield delay * (1 - self.jitter * random.random())
+            delay = min(delay * self.multiplier, self.max_backoff)
+
+
+class Attempts:
+    """The schedule of one call: its deadline, and whether to try again after an error.
+
+    With `policy` None nothing is retried.
+    """
+
+    def __init__(
+        self, policy: RetryPolicy | None, timeout: float, codes: frozenset[str] = RETRIED_CODES
+    ) -> None:
+        self.deadline = time.monotonic() + timeout
+        self._delays = None if policy is None else policy.delays()
+        self._codes = codes
+        self._retried: StatehouseError | None = None
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (the next attempt's gRPC timeout)."""
+        return max(0.0, self.deadline - time.monotonic())
+
+    def backoff(self, error: StatehouseError) -> float | None:
+        """Seconds to wait before retrying after `error`, or None: raise it."""
+        if self._delays is None or error.code not in self._codes:
+            return None
+        self._retried = error
+        delay = next(self._delays)
+        if delay >= self.remaining():
+            return None
+        return delay
+
+    def cause(self, error: StatehouseError) -> StatehouseError:
+        """What to raise for the call's last `error`.
+
+        A retry cut short by the deadline is reported as the error that was
+        being retried (UNAVAILABLE: the daemon down, or its storage failing),
+        not as DEADLINE_EXCEEDED.
+        """
+        retried = self._retried
+        if error.code != "DEADLINE_EXCEEDED" or retried is None:
+            return error
+        return type(retried)(f"{retried} (retried until the call's deadline)", retried.code)

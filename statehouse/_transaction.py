@@ -1,0 +1,239 @@
+"""What a transaction is without I/O: its buffer, conditions, timeout and states.
+
+`Transaction` (sync) and `AsyncTransaction` add only the calls; both build
+every request they send through `TransactionCore`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from statehouse import _wire
+from statehouse._proto import statehouse_pb2 as pb
+from statehouse.exceptions import (
+    ConflictError,
+    StatehouseError,
+    TransactionClosedError,
+    TransactionExpiredError,
+)
+
+# Buffered operations beyond this many bytes are sent ahead of the commit.
+STAGE_AHEAD_BYTES = 1024 * 1024
+
+
+class CommitCall:
+    """A CommitRequest with its transaction's deadline, so that a retry can renew `open.timeout_ms`.
+
+    Only a commit that opens its transaction (it carries `open`) is retried:
+    the daemon answers a repeat of it with the first commit's commit_ts.
+    """
+
+    __slots__ = ("deadline", "request")
+
+    def __init__(self, request: pb.CommitRequest, deadline: float | None) -> None:
+        self.request = request
+        self.deadline = deadline  # time.monotonic() value, or None: the server's default timeout
+
+    def ByteSize(self) -> int:  # the protobuf name: the Combiner sizes batches by it
+        return int(self.request.ByteSize())
+
+    @property
+    def retryable(self) -> bool:
+        return bool(self.request.HasField("open"))
+
+    def renew(self) -> bool:
+        """Ready the request for a retry; False when it must not be retried.
+
+        A transaction whose own timeout has passed is not sent again: the
+        first attempt's outcome stays unknown, and the caller gets its error.
+        """
+        if not self.retryable:
+            return False
+        if self.deadline is not None:
+            remaining_ms = (self.deadline - time.monotonic()) * 1000
+            if remaining_ms <= 0:
+                return False
+            self.request.open.timeout_ms = max(1, math.ceil(remaining_ms))
+        return True
+
+
+class TransactionCore:
+    """The transaction's state machine; subclasses send what it builds.
+
+    States: open -> committed; open -> aborted; open -> failed (a commit,
+    or a chunk sent ahead, failed or its outcome is unknown) -> aborted.
+    """
+
+    def __init__(
+        self,
+        txn_id: str,
+        namespace: str,
+        timeout_ms: int | None = None,
+        *,
+        opened: bool = True,
+        idempotency_key: str | None = None,
+    ) -> None:
+        self.txn_id = txn_id
+        self.namespace = namespace
+        self.timeout_ms = timeout_ms
+        self.idempotency_key = idempotency_key
+        self.commit_ts: int | None = None
+        # False until a request has opened it on the server; from then on
+        # the server may hold it, and abort() asks the server to discard it.
+        self._opened = opened
+        self._deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+        self._buffer: dict[tuple[str, str, str], pb.Mutation] = {}
+        self._buffered_bytes = 0
+        self._conditions: dict[tuple[str, str, str], pb.Condition] = {}
+        self._chunks: list[list[pb.Mutation]] = []  # full chunks waiting to be sent ahead
+        self._state = "open"  # open | committed | aborted | failed
+
+    # -- buffering (no I/O in either client) -------------------------------------
+
+    def write(
+        self,
+        agent_id: str,
+        key: str,
+        value: Any,
+        namespace: str | None = None,
+        *,
+        expected_version: int | None = None,
+    ) -> None:
+        """Stage `value` (any JSON value) for `key`; the last write to a key wins.
+
+        With `expected_version`, the commit succeeds only if the key's latest
+        version is still that one (0: the key has no live value), else it
+        raises ConflictError and writes nothing. Raises InvalidArgumentError
+        (a TransactionError) for a bad name or value, TransactionClosedError
+        after commit/abort.
+        """
+        self._check_open()
+        ns = namespace or self.namespace
+        self._add(_wire.write_mutation(ns, agent_id, key, value, expected_version))
+
+    def delete(
+        self,
+        agent_id: str,
+        key: str,
+        namespace: str | None = None,
+        *,
+        expected_version: int | None = None,
+    ) -> None:
+        """Stage a delete (a tombstone version) of `key`; `expected_version` as for `write`."""
+        self._check_open()
+        self._add(_wire.delete_mutation(namespace or self.namespace, agent_id, key, expected_version))
+
+    def expect(self, agent_id: str, key: str, version: int, namespace: str | None = None) -> None:
+        """Commit only if `key` (one this transaction need not write) is at `version` then.
+
+        The condition holds when the key's latest version is `version` (a
+        live value or a tombstone); 0 holds when the key has no live value.
+        If it fails the commit raises ConflictError and writes nothing. The
+        last expectation set for a key wins.
+        """
+        self._check_open()
+        cond = _wire.condition(namespace or self.namespace, agent_id, key, version)
+        self._conditions[(cond.namespace, cond.agent_id, cond.key)] = cond
+
+    def _add(self, mutation: pb.Mutation) -> None:
+        self._buffer[(mutation.namespace, mutation.agent_id, mutation.key)] = mutation
+        self._buffered_bytes += mutation.ByteSize()
+        if self._buffered_bytes >= STAGE_AHEAD_BYTES:
+            self._chunks.append(list(self._buffer.values()))
+            self._buffer.clear()
+            self._buffered_bytes = 0
+
+    # -- requests the clients send ------------------------------------------------
+
+    def _next_stage(self) -> pb.StageRequest | None:
+        """The next full chunk to send ahead, or None.
+
+        Once it is built the chunk has left the buffer: if sending it fails
+        the caller must call `_stage_failed()`.
+        """
+        if not self._chunks:
+            return None
+        request = pb.StageRequest(txn_id=self.txn_id, mutations=self._chunks.pop(0))
+        self._open_with(request)
+        return request
+
+    def _stage_failed(self) -> None:
+        # The chunk may or may not be staged: the transaction can no longer
+        # commit what was written to it.
+        self._chunks.clear()
+        self._state = "failed"
+
+    def _commit_call(self) -> CommitCall:
+        """The commit to send (after every chunk was sent ahead); the transaction is failed until
+        `_committed()` says otherwise."""
+        self._check_open()
+        request = pb.CommitRequest(
+            txn_id=self.txn_id,
+            mutations=list(self._buffer.values()),
+            conditions=list(self._conditions.values()),
+        )
+        self._open_with(request)
+        self._buffer.clear()
+        self._state = "failed"
+        return CommitCall(request, self._deadline)
+
+    def _committed(self, commit_ts: int) -> int:
+        self._state = "committed"
+        self.commit_ts = commit_ts
+        return commit_ts
+
+    def _commit_failed(self, error: StatehouseError) -> None:
+        if isinstance(error, ConflictError):
+            # The server ended it, writing nothing: there is nothing to discard.
+            self._opened = False
+
+    def _abort_request(self) -> pb.AbortRequest | None:
+        """The Abort to send, or None when the server holds nothing; then call `_aborted()`."""
+        if self._state == "committed":
+            raise TransactionClosedError(f"transaction {self.txn_id!r} was already committed; cannot abort")
+        self._buffer.clear()
+        self._chunks.clear()
+        if self._state == "aborted" or not self._opened:
+            return None
+        # After a commit whose outcome is unknown this is also how to find
+        # out: the server refuses to abort a committed transaction.
+        return pb.AbortRequest(txn_id=self.txn_id)
+
+    def _aborted(self) -> None:
+        self._state = "aborted"
+
+    def _exit_action(self, failed: bool) -> str | None:
+        """What leaving a `with` block does: "commit", "abort", "discard" (abort, errors
+        ignored: a failed call left the block, and its exception must not be hidden), or None."""
+        if self._state == "open":
+            return "abort" if failed else "commit"
+        if self._state == "failed" and failed:
+            return "discard"
+        return None
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise TransactionClosedError(f"transaction {self.txn_id!r} is {self._state}")
+
+    def _open_with(self, request: pb.CommitRequest | pb.StageRequest) -> None:
+        """Make `request` open the transaction on the server if nothing has yet.
+
+        Raises TransactionExpiredError (and fails the transaction) once
+        `timeout_ms` has passed.
+        """
+        remaining = None
+        if self._deadline is not None:
+            remaining = (self._deadline - time.monotonic()) * 1000
+            if remaining <= 0:
+                self._buffer.clear()
+                self._chunks.clear()
+                self._state = "failed"
+                raise TransactionExpiredError(
+                    f"transaction {self.txn_id!r} expired: not committed within its "
+                    f"{self.timeout_ms} ms timeout; begin a new transaction"
+                )
+        if not self._opened:
+            request.open.CopyFrom(_wire.txn_open(remaining))
+            self._opened = True
