@@ -188,7 +188,13 @@ class NamespaceActor(pykka.ThreadingActor):
             rerun = retry == "rerun"
             # Opened and committed in one message: its txn.commit line says it all.
             txn = self._open_and_stage(
-                call.txn_id, call.mutations, call.conditions, call.open, log_begin=False, rerun=rerun
+                call.txn_id,
+                call.mutations,
+                call.conditions,
+                call.open,
+                log_begin=False,
+                rerun=rerun,
+                checked=True,
             )
         del self._open[call.txn_id]
         self._finished.remember(call.txn_id, Finished("committed", reply=call.reply))
@@ -329,9 +335,13 @@ class NamespaceActor(pykka.ThreadingActor):
         open: TxnOpen,
         log_begin: bool,
         rerun: bool = False,
+        checked: bool = False,
     ) -> OpenTransaction:
-        """Open a client-chosen id and stage into it, all or nothing."""
-        if not rerun and txn_id not in self._open and self._finished.get(txn_id) is None:
+        """Open a client-chosen id and stage into it, all or nothing.
+
+        `checked`: the caller already knows the id has not committed.
+        """
+        if not (rerun or checked) and txn_id not in self._open and self._finished.get(txn_id) is None:
             commit_ts = self._committed(txn_id)  # it may have committed before a restart
             if commit_ts is not None:
                 raise TransactionClosed(
