@@ -37,8 +37,8 @@ NOTES = {
         "commits/fsync = commits per synced write (WriteBatch + WAL fsync), from the daemon's txn.commit "
         "log lines (`group`); etcd also fsyncs its WAL before acknowledging. daemon p50 = the daemon's "
         "own time from a transaction's begin to durable (txn.commit `duration_ms`).",
-        "The agents are threads sharing one Statehouse client, as an agent framework runs them; asyncio "
-        "tasks would have to wait for the async client (issue 5).",
+        "The agents are threads sharing one Statehouse client, as an agent framework runs them "
+        "(asyncio agents would use AsyncStatehouse, which does not combine calls).",
         "A thread of this process also reads the daemon's log (one txn.commit line per transaction, "
         "parsed after the run) for commits/fsync; etcd's rows do not pay for that.",
     ],

@@ -31,7 +31,7 @@ from statehouse.exceptions import (
 )
 from statehouse.types import AgentState, KeyVersion, Operation, Page, ReplayEvent, SnapshotInfo, StateResult
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "AgentState",
