@@ -61,6 +61,9 @@ NOTES = {
         "no backoff. p50/p99 = one increment, retries included. The final count is checked exact.",
         "Sharing one client combines the threads' reads into ReadBatch calls and their commits into "
         "CommitBatch calls; every commit keeps its own condition, checked by the ledger in turn.",
+        "update() = the SDK's read-modify-write (client.update(agent, key, fn)): the same read and "
+        "conditional commit, but after a conflict it waits a jittered backoff (2 ms, doubling to 100 ms) "
+        "before reading again; it does not report its conflicts.",
     ],
     "W8": [
         "items = keys, or versions for key_history. The listings page while a churn writer commits "

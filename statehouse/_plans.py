@@ -12,6 +12,7 @@ from typing import Any
 
 from statehouse import _wire
 from statehouse._proto import statehouse_pb2 as pb
+from statehouse.exceptions import DeadlineExceededError
 from statehouse.types import AgentState, KeyVersion, ReplayEvent, StateResult
 
 # Page size of the reads that fetch everything.
@@ -107,3 +108,21 @@ def key_state(event: ReplayEvent, key: str) -> StateResult | None:
         if op.key == key:
             return StateResult(op.value, op.version, event.commit_ts, not op.deleted, key)
     return None
+
+
+def updated(current: StateResult, fn: Callable[[Any], Any]) -> tuple[Any, int]:
+    """`update`'s next write: the new value, and the version it expects (the one read;
+    0 for a key never written)."""
+    return fn(current.value if current.exists else None), current.version
+
+
+def update_result(key: str, value: Any, expected: int, commit_ts: int) -> StateResult:
+    """The state an `update` wrote: the version after the one it expected."""
+    return StateResult(value, expected + 1, commit_ts, True, key)
+
+
+def update_timeout(key: str, agent_id: str, seconds: float, conflicts: int) -> DeadlineExceededError:
+    return DeadlineExceededError(
+        f"update of key {key!r} of agent {agent_id!r} lost to other writers {conflicts} times "
+        f"in {seconds:g} s; nothing of it was written"
+    )

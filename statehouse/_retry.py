@@ -59,6 +59,12 @@ class RetryPolicy:
             delay = min(delay * self.multiplier, self.max_backoff)
 
 
+# Between the attempts of `update` after a conflict: short, growing and
+# jittered, so that writers contending for one key spread out rather than
+# collide again at once (and each loss costs a read and a commit).
+CONFLICT_BACKOFF = RetryPolicy(initial_backoff=0.002, max_backoff=0.1, multiplier=2.0, jitter=0.9)
+
+
 class Attempts:
     """The schedule of one call: its deadline, and whether to try again after an error.
 

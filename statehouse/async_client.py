@@ -24,7 +24,7 @@ from statehouse._retry import RetryPolicy
 from statehouse._transaction import TransactionCore
 from statehouse._watch import AsyncWatch
 from statehouse.client import DEFAULT_ADDR, DEFAULT_TIMEOUT_SECONDS, TRANSACTION_DOC
-from statehouse.exceptions import DeadlineExceededError, StatehouseError, from_rpc_error
+from statehouse.exceptions import ConflictError, DeadlineExceededError, StatehouseError, from_rpc_error
 from statehouse.types import AgentState, KeyVersion, Page, ReplayEvent, SnapshotInfo, StateResult
 
 __all__ = ["AsyncStatehouse", "AsyncTransaction"]
@@ -209,6 +209,45 @@ class AsyncStatehouse:
         """`key` at `version`; raises NotFoundError if that version never existed. Retried."""
         request = _wire.get_state_at_version(namespace or self.namespace, agent_id, key, version)
         return _wire.state_result(await self._call(self._stub.GetStateAtVersion, request), key)
+
+    async def update(
+        self,
+        agent_id: str,
+        key: str,
+        fn: Callable[[Any], Any],
+        *,
+        namespace: str | None = None,
+        timeout: float | None = None,
+    ) -> StateResult:
+        """Read `key`, write `fn(value)` expecting the version read, and retry on conflict.
+
+        Optimistic read-modify-write: `fn` gets the current value (None if
+        the key has no live value) and returns the new one. If another
+        writer changed the key in between, the commit fails with a conflict,
+        nothing is written, and this waits a short jittered backoff, reads
+        again and calls `fn` again, so `fn` must have no side effects.
+        Returns the state written. Raises DeadlineExceededError if it has not
+        won within `timeout` seconds (default: the client's timeout). The
+        read and the commit are each retried after UNAVAILABLE as usual.
+        """
+        ns = namespace or self.namespace
+        seconds = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + seconds
+        delays = _retry.CONFLICT_BACKOFF.delays()
+        conflicts = 0
+        while True:
+            current = await self.get_state(agent_id, key, ns)
+            value, expected = _plans.updated(current, fn)
+            tx = self.begin_transaction(namespace=ns)
+            tx.write(agent_id, key, value, expected_version=expected)
+            try:
+                return _plans.update_result(key, value, expected, await tx.commit())
+            except ConflictError as conflict:
+                conflicts += 1
+                delay = next(delays)
+                if time.monotonic() + delay >= deadline:
+                    raise _plans.update_timeout(key, agent_id, seconds, conflicts) from conflict
+                await asyncio.sleep(delay)
 
     async def list_keys(
         self, agent_id: str, namespace: str | None = None, *, at_commit_ts: int | None = None

@@ -25,6 +25,7 @@ from statehouse._retry import RetryPolicy
 from statehouse._transaction import STAGE_AHEAD_BYTES, CommitCall, TransactionCore
 from statehouse._watch import Watch
 from statehouse.exceptions import (
+    ConflictError,
     DeadlineExceededError,
     StatehouseError,
     from_rpc_error,
@@ -282,6 +283,45 @@ class Statehouse:
         """`key` at `version`; raises NotFoundError if that version never existed. Retried."""
         request = _wire.get_state_at_version(namespace or self.namespace, agent_id, key, version)
         return _wire.state_result(self._reader.call(request), key)
+
+    def update(
+        self,
+        agent_id: str,
+        key: str,
+        fn: Callable[[Any], Any],
+        *,
+        namespace: str | None = None,
+        timeout: float | None = None,
+    ) -> StateResult:
+        """Read `key`, write `fn(value)` expecting the version read, and retry on conflict.
+
+        Optimistic read-modify-write: `fn` gets the current value (None if
+        the key has no live value) and returns the new one. If another
+        writer changed the key in between, the commit fails with a conflict,
+        nothing is written, and this waits a short jittered backoff, reads
+        again and calls `fn` again, so `fn` must have no side effects.
+        Returns the state written. Raises DeadlineExceededError if it has not
+        won within `timeout` seconds (default: the client's timeout). The
+        read and the commit are each retried after UNAVAILABLE as usual.
+        """
+        ns = namespace or self.namespace
+        seconds = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + seconds
+        delays = _retry.CONFLICT_BACKOFF.delays()
+        conflicts = 0
+        while True:
+            current = self.get_state(agent_id, key, ns)
+            value, expected = _plans.updated(current, fn)
+            tx = self.begin_transaction(namespace=ns)
+            tx.write(agent_id, key, value, expected_version=expected)
+            try:
+                return _plans.update_result(key, value, expected, tx.commit())
+            except ConflictError as conflict:
+                conflicts += 1
+                delay = next(delays)
+                if time.monotonic() + delay >= deadline:
+                    raise _plans.update_timeout(key, agent_id, seconds, conflicts) from conflict
+                time.sleep(delay)
 
     def _read_one(self, request: _PointRead) -> _PointAnswer:
         if isinstance(request, pb.GetStateRequest):

@@ -52,8 +52,9 @@ def test_sdk_guide_runs_as_written(daemon: Daemon) -> None:
         "True 1",
         "step 1 2",  # the conflict: expected version 1, found 2
         "1 2",
-        "5",  # the idempotent step: the same commit_ts twice,
-        "5",
+        "3",
+        "6",  # the idempotent step: the same commit_ts twice,
+        "6",
         "1",  # and written once
         "planner [('approval', {'approved': True, 'by': 'dana'})]",
         "dana 1",

@@ -295,6 +295,62 @@ def test_sixteen_clients_increment_one_counter_exactly(sdk: SDK, shared: bool) -
     print(f"{sdk.kind}, shared={shared}: {sum(conflicts)} conflicts retried")
 
 
+def test_update_is_an_exact_read_modify_write_under_contention(sdk: SDK) -> None:
+    clients, increments = 16, 10
+    start = threading.Barrier(clients)
+    failures: list[BaseException] = []
+    written: list[int] = []
+
+    def agent() -> None:
+        try:
+            client = sdk.connect()
+            start.wait(WAIT)
+            for _ in range(increments):
+                state = client.update("shared", "hits", lambda n: (n or 0) + 1)
+                written.append(state.value)
+                assert state.version == state.value  # the version after the one it read
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=agent) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert sorted(written) == list(range(1, clients * increments + 1))  # no update lost or repeated
+    final = sdk.client.get_state("shared", "hits")
+    assert (final.value, final.version) == (clients * increments, clients * increments)
+
+
+def test_update_gives_up_at_its_timeout_and_writes_nothing(sdk: SDK) -> None:
+    client = sdk.client
+    # A sync client: `fn` runs inside the async client's coroutine, on its loop.
+    rival = statehouse.Statehouse(sdk.addr)
+    write(client, "a", "k", 0)
+    calls = []
+
+    def always_overtaken(value: int) -> int:
+        calls.append(value)
+        write(rival, "a", "k", value + 100)  # someone else writes between our read and our commit
+        return value + 1
+
+    with pytest.raises(DeadlineExceededError, match="lost to other writers"):
+        client.update("a", "k", always_overtaken, timeout=0.3)
+    assert len(calls) >= 2
+    state = client.get_state("a", "k")
+    assert (state.value, state.version) == (calls[-1] + 100, len(calls) + 1)  # only the rival's writes
+    rival.close()
+
+
+def test_update_of_a_missing_key_starts_from_none(sdk: SDK) -> None:
+    seen = []
+    state = sdk.client.update("a", "fresh", lambda value: seen.append(value) or ["first"])
+    assert seen == [None]
+    assert (state.value, state.version, state.key) == (["first"], 1, "fresh")
+    assert sdk.client.get_state("a", "fresh") == state
+
+
 # -- idempotency keys ---------------------------------------------------------------
 
 
