@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Callable
 from typing import NamedTuple
 
 from actors.errors import TransactionClosed, TransactionExpired, TransactionNotFound
@@ -35,9 +36,16 @@ class Finished(NamedTuple):
 
 
 class FinishedTransactions:
-    """A thread-safe, bounded map txn_id -> Finished."""
+    """A thread-safe, bounded map txn_id -> Finished.
 
-    def __init__(self, memory: int = DEFAULT_MEMORY) -> None:
+    `committed(txn_id)` looks an id up in the durable index of commits, for
+    ids this memory does not hold (forgotten, or from before a restart).
+    """
+
+    def __init__(
+        self, memory: int = DEFAULT_MEMORY, committed: Callable[[str], int | None] = lambda txn_id: None
+    ) -> None:
+        self._committed = committed
         self._memory = memory
         self._lock = threading.Lock()
         self._entries: collections.OrderedDict[str, Finished] = collections.OrderedDict()
@@ -57,6 +65,9 @@ class FinishedTransactions:
         finished = self.get(txn_id)
         name = shown(txn_id)
         if finished is None:
+            commit_ts = self._committed(txn_id)
+            if commit_ts is not None:
+                return TransactionClosed(f"transaction {name} was already committed (commit_ts {commit_ts})")
             return TransactionNotFound(
                 f"transaction {name} not found (never begun here, or finished long ago)"
             )
@@ -79,7 +90,14 @@ class FinishedTransactions:
     def check_abort(self, txn_id: str) -> None:
         """Raise if `txn_id`, not open, cannot be aborted: it committed (or is committing)."""
         finished = self.get(txn_id)
-        if finished is not None and finished.outcome == "committed" and not finished.commit_failed:
+        if finished is None:
+            commit_ts = self._committed(txn_id)
+            if commit_ts is not None:
+                raise TransactionClosed(
+                    f"transaction {shown(txn_id)} was already committed (commit_ts {commit_ts}); "
+                    "it cannot be aborted"
+                )
+        elif finished.outcome == "committed" and not finished.commit_failed:
             raise TransactionClosed(
                 f"transaction {shown(txn_id)} was already committed; it cannot be aborted"
             )

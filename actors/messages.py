@@ -69,9 +69,7 @@ class CommitIntents(NamedTuple):
 class CommitIntent(NamedTuple):
     """A transaction handed to the ledger; `reply` resolves to its commit_ts.
 
-    The ledger checks `conditions` first, all or nothing. `rerun`: an
-    earlier commit of this id failed, maybe after writing (an fsync
-    failure), so the ledger first looks the id up in what is on disk.
+    The ledger checks `conditions` first, all or nothing.
     """
 
     txn_id: str
@@ -79,7 +77,6 @@ class CommitIntent(NamedTuple):
     begun_at: float  # time.monotonic() at begin, for the duration in the commit log
     reply: Reply[int]
     conditions: tuple[Condition, ...] = ()
-    rerun: bool = False
 
 
 @dataclass(frozen=True, slots=True)

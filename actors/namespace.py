@@ -200,7 +200,7 @@ class NamespaceActor(pykka.ThreadingActor):
         self._finished.remember(call.txn_id, Finished("committed", reply=call.reply))
         self._commits += 1
         return CommitIntent(
-            call.txn_id, tuple(txn.mutations.values()), txn.begun_at, call.reply, tuple(txn.conditions), rerun
+            call.txn_id, tuple(txn.mutations.values()), txn.begun_at, call.reply, tuple(txn.conditions)
         )
 
     def _retry(self, call: CommitCall) -> str:
@@ -208,8 +208,8 @@ class NamespaceActor(pykka.ThreadingActor):
 
         "answered": the earlier commit succeeded, or is in progress, and
         `call.reply` gets its outcome; "rerun": it failed, so this one runs
-        again (the ledger first checks it was not written after all); "new":
-        no commit of this id is known.
+        again; "new": no commit of this id is known. Either way the ledger,
+        which never writes one id twice, has the last word.
         """
         self._touch()
         txn_id = call.txn_id

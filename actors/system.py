@@ -36,7 +36,7 @@ from actors.namespace import NamespaceActor, new_client_txn_namespace, txn_names
 from actors.registry import NamespaceRegistry
 from actors.reply import Reply
 from actors.watch import Watcher, WatchFilter, WatchHub
-from storage import ReadView, SnapshotDirectory, SnapshotInfo, Store
+from storage import ReadView, SnapshotDirectory, SnapshotInfo, StorageError, Store
 
 log = structlog.get_logger("statehouse.actors")
 
@@ -110,7 +110,7 @@ class ActorSystem:
         self._clock = clock  # deadlines and idleness; tests pass a fake one
         self._ledger: pykka.ActorRef | None = None
         self._registry: NamespaceRegistry | None = None
-        self._finished = FinishedTransactions()
+        self._finished = FinishedTransactions(committed=store.commit_ts_of)
         self._stopping = threading.Event()
         self._reaper: threading.Thread | None = None
         self.watches = WatchHub(
@@ -266,7 +266,7 @@ class ActorSystem:
                         f"commit of {shown(requests[index].txn_id)} was not confirmed durable before "
                         "the deadline; it may still complete"
                     )
-                except StatehouseFault as exc:
+                except (StatehouseFault, StorageError) as exc:  # StorageError: a failed index read
                     outcomes[index] = exc
             pending = retry
             if not pending:

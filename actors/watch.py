@@ -162,6 +162,11 @@ class WatchHub:
         self._closed = False
         self.cut_offs = 0
 
+    @property
+    def routed_ts(self) -> int:
+        """The last commit_ts handed to watchers."""
+        return self._routed_ts
+
     def subscribe(self, watch: WatchFilter) -> tuple[Watcher, int]:
         """Register a watcher; returns it and the commit_ts up to which the log holds the rest."""
         watcher = Watcher(self, watch, self._max_events, self._max_bytes)

@@ -4,6 +4,7 @@ the actor system or one read of the current view, and back into a response."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from collections.abc import Iterator
 
@@ -360,12 +361,8 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
                 slices = (watch.slice(e) for e in view.replay(watch.namespace, watch.agent_id, start, routed))
                 history: Iterator[Event] = (e for e in slices if e is not None)
             else:
-                history = (
-                    part
-                    for event in view.events(start)
-                    if event.commit_ts <= routed
-                    for part in watch.matches(event)
-                )
+                logged = itertools.takewhile(lambda event: event.commit_ts <= routed, view.events(start))
+                history = (part for event in logged for part in watch.matches(event))
             yield from self._watch_batches(history, json_values, routed)
             del view
         while True:

@@ -17,7 +17,13 @@ import grpc
 
 from statehouse import _retry, _wire
 from statehouse._proto import statehouse_pb2 as pb
-from statehouse.exceptions import DeadlineExceededError, StatehouseError, UnavailableError, from_rpc_error
+from statehouse.exceptions import (
+    DeadlineExceededError,
+    StatehouseError,
+    UnavailableError,
+    from_rpc_error,
+    from_status,
+)
 from statehouse.types import ReplayEvent
 
 if TYPE_CHECKING:
@@ -103,9 +109,13 @@ class Watch:
 
     close = cancel
 
-    def _subscribe(self, codes: frozenset[str]) -> bool:
-        """Open the stream and wait for its first response; False if cancelled meanwhile."""
-        attempts = _retry.Attempts(self._client.retry, self._client.timeout, codes)
+    def _subscribe(self, codes: frozenset[str], timeout: float | None = None) -> bool:
+        """Open the stream and wait for its first response; False if cancelled meanwhile.
+
+        Gives up after `timeout` seconds, or the client's timeout if that is shorter.
+        """
+        limit = self._client.timeout if timeout is None else min(timeout, self._client.timeout)
+        attempts = _retry.Attempts(self._client.retry, limit, codes)
         while not self._cancelled.is_set():
             stream = self._client._stub.Watch(self._feed.request())
             with self._lock:
@@ -168,6 +178,12 @@ class Watch:
         self.cancel()
 
 
+def closed_client() -> StatehouseError:
+    """What a stream of a closed async client raises (grpc.aio cancels its calls;
+    the sync client's streams fail with CANCELLED the same way)."""
+    return from_status(grpc.StatusCode.CANCELLED, "the client was closed", False)
+
+
 def _cancel_late(stream: Any, late: threading.Event) -> None:
     late.set()
     stream.cancel()
@@ -206,10 +222,12 @@ class AsyncWatch:
             response = await self._call.read()
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if self._cancelled and not (task is not None and task.cancelling()):
+            if task is not None and task.cancelling():
+                self._call.cancel()  # the consuming task was cancelled: so is the stream
+                raise
+            if self._cancelled:
                 return None
-            self._call.cancel()  # the consuming task was cancelled: so is the stream
-            raise
+            raise closed_client() from None
         except grpc.aio.AioRpcError as exc:
             if self._cancelled:
                 return None

@@ -22,7 +22,7 @@ from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
 from statehouse._retry import RetryPolicy
 from statehouse._transaction import TransactionCore
-from statehouse._watch import AsyncWatch
+from statehouse._watch import AsyncWatch, closed_client
 from statehouse.client import DEFAULT_ADDR, DEFAULT_TIMEOUT_SECONDS, TRANSACTION_DOC
 from statehouse.exceptions import ConflictError, DeadlineExceededError, StatehouseError, from_rpc_error
 from statehouse.types import AgentState, KeyVersion, Page, ReplayEvent, SnapshotInfo, StateResult
@@ -365,6 +365,11 @@ class AsyncStatehouse:
                 return
             except grpc.aio.AioRpcError as exc:
                 error = from_rpc_error(exc, False)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                raise closed_client() from None  # not our task: the client was closed
             finally:
                 call.cancel()
             if _wire.replay_done(request, last):
@@ -416,12 +421,12 @@ class AsyncStatehouse:
         """
         ns = namespace or self.namespace
         deadline = None if timeout is None else time.monotonic() + timeout
-        response = await self._call(self._stub.ScanPrefix, _plans.first_read(ns, agent_id, key))
-        state, commit_ts = _plans.first_state(response, key)
-        if _plans.satisfies(state, predicate):
-            return state
         try:
             async with asyncio.timeout_at(None if deadline is None else _loop_time(deadline)):
+                response = await self._call(self._stub.ScanPrefix, _plans.first_read(ns, agent_id, key))
+                state, commit_ts = _plans.first_state(response, key)
+                if _plans.satisfies(state, predicate):
+                    return state
                 watch = await self.watch(agent_id, key_prefix=key, start_ts=commit_ts + 1, namespace=ns)
                 async with watch:
                     async for event in watch:

@@ -180,9 +180,12 @@ class Statehouse:
         *,
         retry: bool = True,
         renew: Callable[[], bool] | None = None,
+        timeout: float | None = None,
     ) -> R:
-        """Call `method`, retrying after UNAVAILABLE if `retry` (and `renew()` agrees) until the deadline."""
-        attempts = _retry.Attempts(self.retry if retry else None, self.timeout)
+        """Call `method`, retrying after UNAVAILABLE if `retry` (and `renew()` agrees) until the
+        deadline: the client's timeout, or `timeout` seconds if that is shorter."""
+        limit = self.timeout if timeout is None else min(timeout, self.timeout)
+        attempts = _retry.Attempts(self.retry if retry else None, limit)
         while True:
             try:
                 return method(request, timeout=attempts.remaining())
@@ -508,11 +511,30 @@ class Statehouse:
         """
         ns = namespace or self.namespace
         deadline = None if timeout is None else time.monotonic() + timeout
-        response = self._call(self._stub.ScanPrefix, _plans.first_read(ns, agent_id, key))
+        try:
+            response = self._call(
+                self._stub.ScanPrefix, _plans.first_read(ns, agent_id, key), timeout=timeout
+            )
+        except DeadlineExceededError:
+            if timeout is None:
+                raise
+            raise DeadlineExceededError(
+                f"key {key!r} of agent {agent_id!r} did not qualify within {timeout} s"
+            ) from None
         state, commit_ts = _plans.first_state(response, key)
         if _plans.satisfies(state, predicate):
             return state
-        with self.watch(agent_id, key_prefix=key, start_ts=commit_ts + 1, namespace=ns) as watch:
+        watch = Watch(self, _wire.watch(ns, agent_id, key_prefix=key, start_ts=commit_ts + 1))
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            watch._subscribe(_retry.RETRIED_CODES, timeout=remaining)  # within the wait's deadline too
+        except DeadlineExceededError:
+            if remaining is None:
+                raise
+            raise DeadlineExceededError(
+                f"key {key!r} of agent {agent_id!r} did not qualify within {timeout} s"
+            ) from None
+        with watch:
             timer = None
             if deadline is not None:  # ends the iteration below
                 timer = threading.Timer(max(0.0, deadline - time.monotonic()), watch.cancel)

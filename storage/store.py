@@ -197,22 +197,21 @@ class Store:
             known = (0, False) if record is None else (record.version, record.value is not None)
         return known
 
-    def commit_ts_of(self, txn_id: str, *, durable: bool = True) -> int | None:
-        """The commit_ts of the transaction `txn_id` if it committed (and wrote something).
+    def commit_ts_of(self, txn_id: str) -> int | None:
+        """The commit_ts of the transaction `txn_id` if it durably committed (and wrote something).
 
-        `durable` reads the last published view, which holds only commits on
-        disk; False reads RocksDB as it is now, which the writer does between
-        its writes (where the two agree).
+        Read from the last published view, which holds only commits on disk.
         """
-        key = keys.txn_key(txn_id)
-        if durable:
-            data = self.view()._get(key)
-        else:
-            try:
-                data = self._db.get(key)
-            except Exception as exc:
-                raise StorageError(f"read failed: {exc}") from exc
+        data = self.view()._get(keys.txn_key(txn_id))
         return None if data is None else keys.read_u64(data)
+
+    def committed_many(self, txn_ids: Sequence[str]) -> list[int | None]:
+        """For the writer, between its writes: the commit_ts of each id that committed, else None."""
+        try:
+            found = self._db.get([keys.txn_key(txn_id) for txn_id in txn_ids])
+        except Exception as exc:
+            raise StorageError(f"read failed: {exc}") from exc
+        return [None if data is None else keys.read_u64(data) for data in found]
 
     def append(self, events: Sequence[Event]) -> None:
         """Durably write committed events (ascending commit_ts, versions assigned).
@@ -251,7 +250,10 @@ class Store:
                 # The batch is in the memtable but maybe not on disk: refuse all
                 # further writes rather than build on a commit we cannot vouch for.
                 self._failed = f"WAL fsync failed: {exc}"
-                raise StoreFailedError(f"{self._failed}; restart the daemon") from exc
+                raise StoreFailedError(
+                    f"{self._failed}; the store is reopened before the next commit, and a retry of "
+                    "this commit is answered with its commit_ts if it survived"
+                ) from exc
         crash_point("ledger.after_sync")
         versions = self._versions
         if len(versions) > VERSION_CACHE_KEYS:

@@ -264,3 +264,50 @@ def test_the_transaction_index_is_verified_and_rebuilt(daemon_config: DaemonConf
             assert [stub.Commit(r, timeout=W).commit_ts for r in requests] == stamps
     finally:
         daemon.stop()
+
+
+def test_the_ledger_never_writes_one_transaction_id_twice(daemon: Daemon, stub: Any) -> None:
+    """Even if the namespace actors let a repeat through (they forget after 100,000
+    transactions): straight to the real ledger, in one group and in a later one."""
+    from actors.messages import CommitIntent, CommitIntents, Mutation
+    from actors.reply import Reply
+
+    assert daemon.system is not None
+    ledger = daemon.system._ledger
+    assert ledger is not None
+    txn_id = fresh_id()
+
+    def intent(value: bytes) -> CommitIntent:
+        return CommitIntent(txn_id, (Mutation("ns", "a", "k", value),), 0.0, Reply())
+
+    together = (intent(b"1"), intent(b"2"))
+    ledger.tell(CommitIntents(together))
+    stamps = [i.reply.result(W) for i in together]
+    later = intent(b"3")
+    ledger.tell(later)
+    assert stamps == [stamps[0], stamps[0]] and later.reply.result(W) == stamps[0]
+    assert state(stub, "k") == (b"1", 1, True)
+    assert [e.txn_id for e in daemon.system.view().events()].count(txn_id) == 1
+
+
+def test_abort_after_a_restart_says_the_transaction_committed(daemon_config: DaemonConfig) -> None:
+    request = commit(None, put("k", b"1"))
+    daemon = Daemon(daemon_config).start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
+            first = pb_grpc.StatehouseServiceStub(channel).Commit(request, timeout=W).commit_ts
+    finally:
+        daemon.stop()
+    daemon = Daemon(daemon_config).start()  # the memory of finished transactions is empty now
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
+            stub = pb_grpc.StatehouseServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Abort(pb.AbortRequest(txn_id=request.txn_id), timeout=W)
+            assert info.value.code() == C.FAILED_PRECONDITION
+            assert f"already committed (commit_ts {first})" in info.value.details()
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Commit(pb.CommitRequest(txn_id=request.txn_id), timeout=W)  # without open
+            assert info.value.code() == C.FAILED_PRECONDITION
+    finally:
+        daemon.stop()

@@ -300,3 +300,29 @@ def test_retry_schedule_grows_to_its_bound_with_jitter_and_stops_at_the_deadline
     deadline = statehouse.DeadlineExceededError("late")
     assert attempts.cause(deadline).code == "UNAVAILABLE" and "retried" in str(attempts.cause(deadline))
     assert Attempts(statehouse.RetryPolicy(), timeout=10).cause(deadline) is deadline
+
+
+def test_wait_for_keeps_its_timeout_when_the_daemon_hangs(
+    tmp_path: Path, kind: str, loop_thread: LoopThread
+) -> None:
+    """A daemon that stops answering (SIGSTOP) must not hold wait_for past its own timeout."""
+    import signal
+    import time
+
+    with DaemonProcess(tmp_path / "data") as daemon:
+        sdk = SDK(kind, daemon.addr, loop_thread)
+        try:
+            client = sdk.connect(timeout=WAIT)
+            assert client.health() == "ok"
+            assert daemon.process is not None
+            daemon.process.send_signal(signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                with pytest.raises(statehouse.DeadlineExceededError, match=r"did not qualify within 0\.5 s"):
+                    client.wait_for("agent", "approval", timeout=0.5)
+                waited = time.monotonic() - started
+            finally:
+                daemon.process.send_signal(signal.SIGCONT)
+            assert waited < WAIT / 4, waited  # its own 0.5 s, not the client's 60 s
+        finally:
+            sdk.close()

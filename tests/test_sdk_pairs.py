@@ -580,3 +580,26 @@ def test_wait_for_returns_at_once_or_times_out(sdk: SDK) -> None:
     with pytest.raises(DeadlineExceededError):
         client.wait_for("a", "ready", lambda v: v == 8, timeout=0.3)
     assert 0.3 <= time.monotonic() - began < 10
+
+
+def test_closing_the_client_ends_its_watch_with_an_error(sdk: SDK) -> None:
+    """Both clients: a StatehouseError with code CANCELLED, never a bare CancelledError."""
+    client = sdk.connect()
+    watch = client.watch("a")
+    errors: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            for _ in watch:
+                pass
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    client.close()
+    thread.join(WAIT)
+    assert not thread.is_alive()
+    assert len(errors) == 1, errors
+    assert isinstance(errors[0], statehouse.StatehouseError), repr(errors[0])
+    assert errors[0].code == "CANCELLED"

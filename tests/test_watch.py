@@ -254,3 +254,43 @@ def test_the_hub_routes_only_what_a_watcher_follows_and_bounds_its_queue(tmp_pat
     hub.close()
     with pytest.raises(Exception, match="shutting down"):
         hub.subscribe(WatchFilter("ns", "a"))
+
+
+class _FsyncFailsOnce:
+    """RocksDB whose next WAL fsync fails after the bytes reached the file.
+
+    A mock, because a failing fsync cannot be caused for real here: it
+    stands in for EIO from the disk, the one fault where a commit's outcome
+    is unknown (it survives when the store reopens).
+    """
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+        self.armed = False
+
+    def flush_wal(self, sync: bool) -> None:
+        self._db.flush_wal(sync)
+        if self.armed:
+            self.armed = False
+            raise OSError("injected: fsync EIO")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+def test_a_commit_that_survives_a_failed_fsync_reaches_watchers(daemon: Daemon, stub: Any) -> None:
+    assert daemon.store is not None and daemon.system is not None
+    flaky = _FsyncFailsOnce(daemon.store._db)
+    daemon.store._db = flaky
+    first = commit(stub, ("a", "k", b"1"))
+    live = watch(stub, "a")
+    next(live)
+    flaky.armed = True
+    with pytest.raises(grpc.RpcError) as info:
+        commit(stub, ("a", "k", b"2"))
+    assert "outcome unknown" in info.value.details()
+    third = commit(stub, ("a", "k", b"3"))  # reopens the store first: the second commit survived
+    assert third == first + 2
+    got = [(e.commit_ts, e.operations[0].value_json) for e in events_until(live, 2)]
+    assert got == [(first + 1, b"2"), (third, b"3")]
+    live.cancel()
