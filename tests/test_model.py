@@ -9,8 +9,9 @@ with a small in-memory model of docs/semantics.md.
 The model also knows the namespace actors' life: an actor starts on `begin`
 and retires when ticked while idle with nothing open; the system remembers
 finished transactions across retirements (so a second commit is "closed",
-not "unknown"). A restart loses every open and finished transaction;
-commit_ts and versions continue.
+not "unknown"). A restart loses every open and finished transaction,
+except that a transaction that committed something is still known as
+committed (the durable transaction index); commit_ts and versions continue.
 
 No ReadView outlives a step: rocksdict keeps the database locked while a
 snapshot object is alive, and a restart reopens the same directory.
@@ -474,8 +475,14 @@ class StatehouseMachine(RuleBasedStateMachine):
     def restart(self, sync_method: str) -> None:
         self._close()
         self._open(sync_method)
-        self.model.actors.clear()  # open and finished transactions are lost
-        self.model.finished.clear()
+        self.model.actors.clear()  # open and finished transactions are lost,
+        # but not the commits that wrote something: the durable index knows them.
+        logged = {event.txn_id for event in self.model.events}
+        self.model.finished = {
+            txn_id: outcome
+            for txn_id, outcome in self.model.finished.items()
+            if outcome[0] == "committed" and txn_id in logged
+        }
         note_event("restart")
 
     # -- reads ---------------------------------------------------------------------
