@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import pykka
 import structlog
@@ -30,6 +30,12 @@ from storage import Event, EventOp, SnapshotDirectory, SnapshotInfo, StorageErro
 from storage.faults import crash_point
 
 log = structlog.get_logger("statehouse.ledger")
+
+
+class Repeat(NamedTuple):
+    """The outcome of an intent whose transaction id was already written: its first commit_ts."""
+
+    commit_ts: int
 
 
 class Ledger(pykka.ThreadingActor):
@@ -160,6 +166,8 @@ class Ledger(pykka.ThreadingActor):
                 crash_point("ledger.mid_ack")
             if isinstance(outcome, Conflict):
                 intent.reply.set_exception(outcome)
+            elif isinstance(outcome, Repeat):
+                intent.reply.set_result(outcome.commit_ts)
             else:
                 intent.reply.set_result(outcome)
         # `group`: how many commits shared this synced write (0 for an empty
@@ -177,6 +185,11 @@ class Ledger(pykka.ThreadingActor):
                     actual_version=outcome.actual_version,
                 )
                 continue
+            if isinstance(outcome, Repeat):
+                log.info(
+                    "txn.commit_retried", txn_id=intent.txn_id, commit_ts=outcome.commit_ts, known="ledger"
+                )
+                continue
             log.info(
                 "txn.commit",
                 txn_id=intent.txn_id,
@@ -190,10 +203,11 @@ class Ledger(pykka.ThreadingActor):
             if self._since_snapshot >= self._snapshot_every:
                 self._snapshot(SnapshotRequest(None, reason="every_commits"))
 
-    def _write(self, group: list[CommitIntent]) -> list[int | Conflict]:
+    def _write(self, group: list[CommitIntent]) -> list[int | Conflict | Repeat]:
         """Check conditions, assign commit_ts/versions, append durably.
 
-        Returns each intent's commit_ts, or the Conflict that stopped it.
+        Returns each intent's commit_ts, the Conflict that stopped it, or
+        Repeat(first commit_ts) for a transaction id already written.
         """
         self._recover()
         commit_ts = self._store.last_commit_ts
@@ -201,7 +215,7 @@ class Ledger(pykka.ThreadingActor):
         # Keys written by this group so far: target -> (version, live).
         versions: dict[tuple[str, str, str], tuple[int, bool]] = {}
         events: list[Event] = []
-        results: list[int | Conflict] = []
+        results: list[int | Conflict | Repeat] = []
         # One transaction id is written at most once, whatever the namespace
         # actors let through (a retry whose first attempt they forgot, one
         # that survived a failed fsync): a repeat gets the first commit_ts.
@@ -211,7 +225,7 @@ class Ledger(pykka.ThreadingActor):
             if first is None:
                 first = written.get(intent.txn_id)
             if first is not None:
-                results.append(first)
+                results.append(Repeat(first))
                 continue
             if intent.conditions:
                 conflict = self._check(intent.conditions, versions)
