@@ -7,12 +7,13 @@ async client with awaited ones (see `_run` in each).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator
 from typing import Any
 
-from statehouse import _wire
+from statehouse import _retry, _wire
 from statehouse._proto import statehouse_pb2 as pb
-from statehouse.exceptions import DeadlineExceededError
+from statehouse.exceptions import ConflictError, DeadlineExceededError
 from statehouse.types import AgentState, KeyVersion, ReplayEvent, StateResult
 
 # Page size of the reads that fetch everything.
@@ -110,19 +111,51 @@ def key_state(event: ReplayEvent, key: str) -> StateResult | None:
     return None
 
 
-def updated(current: StateResult, fn: Callable[[Any], Any]) -> tuple[Any, int]:
-    """`update`'s next write: the new value, and the version it expects (the one read;
-    0 for a key never written)."""
-    return fn(current.value if current.exists else None), current.version
+UPDATE_DOC = """Read `key`, write `fn(value)` expecting the version read, and retry on conflict.
+
+Optimistic read-modify-write: `fn` gets the current value (None if the
+key has no live value) and returns the new one. If another writer changed
+the key in between, the commit fails with a conflict, nothing is written,
+and this waits a short jittered backoff, reads again and calls `fn` again,
+so `fn` must have no side effects. Returns the state written. Raises
+DeadlineExceededError if it has not won within `timeout` seconds
+(default: the client's timeout). The read and the commit are each retried
+after UNAVAILABLE as usual.
+"""
 
 
-def update_result(key: str, value: Any, expected: int, commit_ts: int) -> StateResult:
-    """The state an `update` wrote: the version after the one it expected."""
-    return StateResult(value, expected + 1, commit_ts, True, key)
+class Update:
+    """The decisions of one `update` call; each client adds its own reads, commits and sleeps."""
 
+    def __init__(self, agent_id: str, key: str, fn: Callable[[Any], Any], seconds: float) -> None:
+        self.agent_id = agent_id
+        self.key = key
+        self._fn = fn
+        self._seconds = seconds
+        self._deadline = time.monotonic() + seconds
+        self._delays = _retry.CONFLICT_BACKOFF.delays()
+        self._conflicts = 0
+        self._value: Any = None
+        self._expected = 0
 
-def update_timeout(key: str, agent_id: str, seconds: float, conflicts: int) -> DeadlineExceededError:
-    return DeadlineExceededError(
-        f"update of key {key!r} of agent {agent_id!r} lost to other writers {conflicts} times "
-        f"in {seconds:g} s; nothing of it was written"
-    )
+    def write(self, current: StateResult) -> tuple[Any, int]:
+        """The next attempt's write: the new value, and the version it expects (the one read;
+        0 for a key never written)."""
+        self._value = self._fn(current.value if current.exists else None)
+        self._expected = current.version
+        return self._value, self._expected
+
+    def written(self, commit_ts: int) -> StateResult:
+        """The state the attempt wrote: the version after the one it expected."""
+        return StateResult(self._value, self._expected + 1, commit_ts, True, self.key)
+
+    def backoff(self, conflict: ConflictError) -> float:
+        """Seconds to wait before the next attempt; raises DeadlineExceededError past the deadline."""
+        self._conflicts += 1
+        delay = next(self._delays)
+        if time.monotonic() + delay >= self._deadline:
+            raise DeadlineExceededError(
+                f"update of key {self.key!r} of agent {self.agent_id!r} lost to other writers "
+                f"{self._conflicts} times in {self._seconds:g} s; nothing of it was written"
+            ) from conflict
+        return delay

@@ -219,35 +219,19 @@ class AsyncStatehouse:
         namespace: str | None = None,
         timeout: float | None = None,
     ) -> StateResult:
-        """Read `key`, write `fn(value)` expecting the version read, and retry on conflict.
-
-        Optimistic read-modify-write: `fn` gets the current value (None if
-        the key has no live value) and returns the new one. If another
-        writer changed the key in between, the commit fails with a conflict,
-        nothing is written, and this waits a short jittered backoff, reads
-        again and calls `fn` again, so `fn` must have no side effects.
-        Returns the state written. Raises DeadlineExceededError if it has not
-        won within `timeout` seconds (default: the client's timeout). The
-        read and the commit are each retried after UNAVAILABLE as usual.
-        """
         ns = namespace or self.namespace
-        seconds = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + seconds
-        delays = _retry.CONFLICT_BACKOFF.delays()
-        conflicts = 0
+        plan = _plans.Update(agent_id, key, fn, self.timeout if timeout is None else timeout)
         while True:
-            current = await self.get_state(agent_id, key, ns)
-            value, expected = _plans.updated(current, fn)
+            value, expected = plan.write(await self.get_state(agent_id, key, ns))
             tx = self.begin_transaction(namespace=ns)
             tx.write(agent_id, key, value, expected_version=expected)
             try:
-                return _plans.update_result(key, value, expected, await tx.commit())
+                return plan.written(await tx.commit())
             except ConflictError as conflict:
-                conflicts += 1
-                delay = next(delays)
-                if time.monotonic() + delay >= deadline:
-                    raise _plans.update_timeout(key, agent_id, seconds, conflicts) from conflict
-                await asyncio.sleep(delay)
+                delay = plan.backoff(conflict)
+            await asyncio.sleep(delay)
+
+    update.__doc__ = _plans.UPDATE_DOC
 
     async def list_keys(
         self, agent_id: str, namespace: str | None = None, *, at_commit_ts: int | None = None
