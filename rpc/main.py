@@ -1,6 +1,6 @@
 """`statehoused`: run the Statehouse daemon, or one of its maintenance commands.
 
-statehoused [flags]                 serve (see --help)
+statehoused [flags]                 serve (see --help; --config FILE, --print-config)
 statehoused snapshot [--addr A]     ask a running daemon for a snapshot
 statehoused verify [--data-dir D]   check state and indexes against the event log (daemon stopped)
 statehoused rebuild [--data-dir D]  rebuild state and indexes from the event log, then verify
@@ -9,10 +9,12 @@ statehoused rebuild [--data-dir D]  rebuild state and indexes from the event log
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
 import threading
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,8 +53,57 @@ _count = _at_least(0)
 _seconds = _at_least(0, float)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    env = os.environ
+# Options that are not settings: they are never read from a config file.
+_NOT_SETTINGS = {"help", "version", "config", "print_config"}
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the file and the key."""
+
+
+def _settings(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {a.dest: a for a in parser._actions if a.dest not in _NOT_SETTINGS}
+
+
+def load_config(path: Path, parser: argparse.ArgumentParser) -> dict[str, str]:
+    """A TOML config file's settings, checked like the flags they stand for, as strings.
+
+    Keys are the flags' names with underscores (`data_dir`, `max_value_bytes`).
+    """
+    try:
+        with path.open("rb") as file:
+            table = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    settings = _settings(parser)
+    unknown = sorted(set(table) - set(settings))
+    if unknown:
+        known = ", ".join(sorted(settings))
+        raise ConfigError(f"config file {path}: unknown key(s) {', '.join(unknown)}; known keys: {known}")
+    found = {}
+    for key, value in table.items():
+        action = settings[key]
+        if isinstance(value, (dict, list, bool)) or value is None:
+            raise ConfigError(f"config file {path}: {key} must be a string or a number, got {value!r}")
+        text = str(value)
+        try:
+            if action.type is not None:
+                action.type(text)  # type: ignore[operator]
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            raise ConfigError(f"config file {path}: {key} = {value!r}: {exc}") from None
+        if action.choices is not None and text not in action.choices:
+            choices = ", ".join(map(str, action.choices))
+            raise ConfigError(f"config file {path}: {key} = {value!r}: must be one of {choices}")
+        found[key] = text
+    return found
+
+
+def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    """The daemon's flags. Each default is its environment variable (STATEHOUSE_ and the
+    flag's name) if set, else the config file's value (`config`), else the built-in default."""
+    env = {**{f"STATEHOUSE_{key.upper()}": value for key, value in (config or {}).items()}, **os.environ}
     parser = argparse.ArgumentParser(
         prog="statehoused",
         description="Statehouse daemon: transactional, versioned, durable state for AI agents.",
@@ -161,8 +212,33 @@ def build_parser() -> argparse.ArgumentParser:
         default=env.get("STATEHOUSE_LOG_FORMAT", "auto"),
         help="auto = console on a terminal, JSON lines otherwise (env STATEHOUSE_LOG_FORMAT)",
     )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=env.get("STATEHOUSE_CONFIG"),
+        help="a TOML file of settings, keys named like the flags (data_dir = ...); precedence: "
+        "flags, then environment variables, then this file, then defaults (env STATEHOUSE_CONFIG)",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective settings as TOML (a valid --config file) and exit",
+    )
     parser.add_argument("--version", action="version", version=f"statehoused {__version__}")
     return parser
+
+
+def print_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """The effective settings, as a TOML file `--config` accepts."""
+    print(f"# statehoused {__version__}: effective settings (flags > environment > config file > defaults)")
+    for dest in _settings(parser):
+        value = getattr(args, dest)
+        if value is None:
+            print(f"# {dest} is not set")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            print(f"{dest} = {value}")
+        else:
+            print(f"{dest} = {json.dumps(str(value))}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,8 +350,20 @@ def rebuild(argv: list[str]) -> int:
 
 
 def serve(argv: list[str]) -> int:
-    parser = build_parser()
+    first = build_parser()
+    known, _ = first.parse_known_args(argv)
+    settings: dict[str, str] = {}
+    if known.config is not None:
+        try:
+            settings = load_config(known.config, first)
+        except ConfigError as exc:
+            print(f"statehoused: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    parser = build_parser(settings)
     args = parser.parse_args(argv)
+    if args.print_config:
+        print_config(args, parser)
+        return EXIT_OK
     # argparse checks `choices` only for values given on the command line, not env defaults.
     if args.log_level not in logs.LEVELS:
         parser.error(f"--log-level / STATEHOUSE_LOG_LEVEL must be one of {', '.join(logs.LEVELS)}")

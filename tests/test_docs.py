@@ -189,3 +189,26 @@ def test_documented_benchmarks_run(tmp_path: Path) -> None:
 
     result = run_benchmark("benchmarks.etcd.generate", "--check")
     assert result.returncode == 0, result.stdout
+
+
+def test_readme_statehousectl_lines_work(daemon: Daemon) -> None:
+    """After the quickstart, each README `statehousectl` line (but the endless `tail -f`) exits 0."""
+    test_readme_quickstart_runs(daemon)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = [
+        line.split("#")[0].split()
+        for line in readme.splitlines()
+        if line.startswith(".venv/bin/statehousectl ")
+    ]
+    assert len(lines) >= 4
+    for words in lines:
+        if "-f" in words:
+            continue
+        args = [w if w != DOCUMENTED_ADDR else f"127.0.0.1:{daemon.port}" for w in words[1:]]
+        if "--addr" not in args:
+            args = ["--addr", f"127.0.0.1:{daemon.port}", *args]
+        result = subprocess.run(
+            [sys.executable, "-m", "statehouse.cli", *args], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, (words, result.stdout, result.stderr)
+        assert result.stdout.strip(), words

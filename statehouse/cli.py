@@ -1,0 +1,467 @@
+"""`statehousectl`: inspect a running statehoused from the shell, through the public SDK only.
+
+Every command prints a readable table or lines for people, or JSON with
+`--json` for scripts; exit codes are listed in `EXIT_CODES_HELP`.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import functools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TypeVar
+
+import click
+import orjson
+
+from statehouse import __version__
+from statehouse.client import Statehouse
+from statehouse.exceptions import (
+    DeadlineExceededError,
+    InvalidArgumentError,
+    NotFoundError,
+    StatehouseError,
+    UnavailableError,
+)
+from statehouse.types import KeyVersion, ReplayEvent, StateResult
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_NOT_FOUND",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "cli",
+    "main",
+]
+
+EXIT_NOT_FOUND = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_ERROR = 4
+EXIT_INTERRUPTED = 130
+
+DEFAULT_CLI_ADDR = "127.0.0.1:50051"
+DEFAULT_CLI_TIMEOUT = 10.0
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0    ok
+  1    not found (a missing key, version or history)
+  2    usage error (bad option or argument, or a name the daemon rejects)
+  3    unavailable (daemon unreachable, or no answer within --timeout)
+  4    any other error the daemon reports
+  130  interrupted (Ctrl-C)
+
+commit_ts is a logical commit counter (1, 2, 3, ...), not a time;
+COMMITTED_AT is the commit's wall-clock time in UTC, where the daemon
+recorded one."""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# -- formatting -----------------------------------------------------------------------
+
+
+def compact(value: Any) -> str:
+    """A value as compact JSON (ints stay ints)."""
+    return orjson.dumps(value).decode()
+
+
+def wall_clock(committed_at_ms: int) -> str | None:
+    """ISO-8601 UTC time of a commit, or None when the daemon recorded none (0)."""
+    if not committed_at_ms:
+        return None
+    moment = datetime.datetime.fromtimestamp(committed_at_ms / 1000, tz=datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def echo_json(value: Any, *, indent: bool = False) -> None:
+    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2 if indent else 0).decode())
+
+
+def echo_table(headers: list[str], rows: Iterable[list[str]]) -> None:
+    rows = list(rows)
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=False)]
+    for row in [headers, *rows]:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def state_json(agent: str, key: str, state: StateResult) -> dict[str, Any]:
+    return {
+        "agent": agent,
+        "key": key,
+        "value": state.value,
+        "version": state.version,
+        "commit_ts": state.commit_ts,
+    }
+
+
+def version_json(version: KeyVersion) -> dict[str, Any]:
+    return {
+        "version": version.version,
+        "commit_ts": version.commit_ts,
+        "committed_at": wall_clock(version.committed_at_ms),
+        "committed_at_ms": version.committed_at_ms or None,
+        "deleted": version.deleted,
+        "value": version.value,
+    }
+
+
+def event_json(event: ReplayEvent) -> dict[str, Any]:
+    return {
+        "commit_ts": event.commit_ts,
+        "committed_at": wall_clock(event.committed_at_ms),
+        "committed_at_ms": event.committed_at_ms or None,
+        "txn_id": event.txn_id,
+        "namespace": event.namespace,
+        "agent": event.agent_id,
+        "operations": [
+            {"key": op.key, "value": op.value, "version": op.version, "deleted": op.deleted}
+            for op in event.operations
+        ],
+    }
+
+
+def event_lines(event: ReplayEvent) -> Iterator[str]:
+    """One line per operation: `[commit_ts 7] 2026-...Z  key = value  (version 2)`."""
+    when = wall_clock(event.committed_at_ms) or "-"
+    for op in event.operations:
+        change = f"{op.key} deleted" if op.deleted else f"{op.key} = {compact(op.value)}"
+        yield f"[commit_ts {event.commit_ts}] {when}  {change}  (version {op.version})"
+
+
+def only_prefix(event: ReplayEvent, prefix: str) -> ReplayEvent | None:
+    """The event with only the operations on keys under `prefix`; None if none are."""
+    if not prefix:
+        return event
+    operations = [op for op in event.operations if op.key.startswith(prefix)]
+    if not operations:
+        return None
+    return ReplayEvent(
+        event.txn_id, event.commit_ts, operations, event.namespace, event.agent_id, event.committed_at_ms
+    )
+
+
+def print_event(event: ReplayEvent, as_json: bool) -> None:
+    if as_json:
+        echo_json(event_json(event))
+    else:
+        for line in event_lines(event):
+            click.echo(line)
+
+
+# -- errors and the command group ----------------------------------------------------------
+
+
+def fail(code: int, message: str) -> NoReturn:
+    click.echo(f"statehousectl: {message}", err=True)
+    raise click.exceptions.Exit(code)
+
+
+class StatehouseGroup(click.Group):
+    """Turns SDK errors and Ctrl-C into one stderr line and the documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        except NotFoundError as exc:
+            fail(EXIT_NOT_FOUND, f"not found: {exc}")
+        except InvalidArgumentError as exc:
+            fail(EXIT_USAGE, f"invalid argument: {exc}")
+        except (UnavailableError, DeadlineExceededError) as exc:
+            session = ctx.find_object(Session)
+            where = session.addr if session is not None else "the daemon"
+            fail(EXIT_UNAVAILABLE, f"statehoused at {where} is unavailable: {exc}")
+        except StatehouseError as exc:
+            fail(EXIT_ERROR, f"error{f' ({exc.code})' if exc.code else ''}: {exc}")
+
+
+@dataclass
+class Session:
+    """The global options, and the client made from them on first use."""
+
+    addr: str
+    namespace: str
+    timeout: float
+    ctx: click.Context
+    _client: Statehouse | None = field(default=None, repr=False)
+
+    @property
+    def client(self) -> Statehouse:
+        if self._client is None:
+            self._client = self.ctx.with_resource(
+                Statehouse(self.addr, namespace=self.namespace, timeout=self.timeout)
+            )
+        return self._client
+
+
+def json_option(command: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(command)
+
+
+def with_client(command: Callable[..., None]) -> Callable[..., None]:
+    """Pass the command the client as its first argument."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        command(click.get_current_context().find_object(Session).client, *args, **kwargs)  # type: ignore[union-attr]
+
+    return run
+
+
+commit_ts_type = click.IntRange(min=1)
+
+
+@click.group(
+    cls=StatehouseGroup, epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]}
+)
+@click.option(
+    "--addr",
+    envvar="STATEHOUSE_ADDR",
+    default=DEFAULT_CLI_ADDR,
+    show_default=True,
+    show_envvar=True,
+    help="host:port of statehoused.",
+)
+@click.option("--namespace", "-n", default="default", show_default=True, help="Namespace to read.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_CLI_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for the daemon (calls are retried while it is unavailable).",
+)
+@click.version_option(__version__, "--cli-version", prog_name="statehousectl")
+@click.pass_context
+def cli(ctx: click.Context, addr: str, namespace: str, timeout: float) -> None:
+    """Inspect a running statehoused: read keys, history and commits, follow them live, take snapshots."""
+    ctx.obj = Session(addr, namespace, timeout, ctx)
+
+
+# -- service ------------------------------------------------------------------------------
+
+
+@cli.command()
+@json_option
+@with_client
+def health(client: Statehouse, as_json: bool) -> None:
+    """Whether the daemon is serving (exit 3 if not)."""
+    status = client.health()
+    if as_json:
+        echo_json({"status": status, "addr": client.url})
+    else:
+        click.echo(f"{status}  ({client.url})")
+    if status != "ok":
+        raise click.exceptions.Exit(EXIT_UNAVAILABLE)
+
+
+@cli.command()
+@json_option
+@with_client
+def version(client: Statehouse, as_json: bool) -> None:
+    """The daemon's version and git sha, and this CLI's version."""
+    daemon_version, git_sha = client.version()
+    if as_json:
+        echo_json(
+            {"daemon": {"version": daemon_version, "git_sha": git_sha}, "cli": {"version": __version__}}
+        )
+    else:
+        echo_table(
+            ["", "VERSION", "GIT_SHA"],
+            [["statehoused", daemon_version, git_sha or "-"], ["statehousectl", __version__, "-"]],
+        )
+
+
+@cli.command()
+@json_option
+@with_client
+def snapshot(client: Statehouse, as_json: bool) -> None:
+    """Take an online snapshot; prints its path on the daemon's machine and its commit_ts."""
+    info = client.create_snapshot()
+    if as_json:
+        echo_json({"path": info.path, "commit_ts": info.commit_ts})
+    else:
+        click.echo(f"path       {info.path}")
+        click.echo(f"commit_ts  {info.commit_ts}  (logical commit counter, not a time)")
+
+
+# -- reads --------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("agent")
+@click.argument("key")
+@click.option("--version", "at_version", type=click.IntRange(min=1), help="Read this version of the key.")
+@json_option
+@with_client
+def get(client: Statehouse, agent: str, key: str, at_version: int | None, as_json: bool) -> None:
+    """A key's value, version and commit_ts (exit 1 if it does not exist)."""
+    if at_version is None:
+        state = client.get_state(agent, key)
+    else:
+        state = client.get_state_at_version(agent, key, at_version)
+    if not state.exists:
+        which = f"version {at_version} of key" if at_version is not None else "key"
+        fail(
+            EXIT_NOT_FOUND, f"{which} {key!r} of agent {agent!r} not found in namespace {client.namespace!r}"
+        )
+    if as_json:
+        echo_json(state_json(agent, key, state))
+        return
+    click.echo(f"agent      {agent}")
+    click.echo(f"key        {key}")
+    click.echo(f"value      {compact(state.value)}")
+    click.echo(f"version    {state.version}")
+    click.echo(f"commit_ts  {state.commit_ts}  (logical commit counter, not a time)")
+
+
+@cli.command()
+@click.argument("agent")
+@click.option("--prefix", default="", help="Only keys starting with this.")
+@click.option("--at", "at_commit_ts", type=commit_ts_type, help="As of this commit_ts (time travel).")
+@json_option
+@with_client
+def keys(client: Statehouse, agent: str, prefix: str, at_commit_ts: int | None, as_json: bool) -> None:
+    """The agent's live keys, in order, one a line."""
+    names = [k for k in client.list_keys(agent, at_commit_ts=at_commit_ts) if k.startswith(prefix)]
+    if as_json:
+        echo_json(names)
+    else:
+        for name in names:
+            click.echo(name)
+
+
+@cli.command()
+@click.argument("agent")
+@click.argument("prefix")
+@click.option("--at", "at_commit_ts", type=commit_ts_type, help="As of this commit_ts (time travel).")
+@json_option
+@with_client
+def scan(client: Statehouse, agent: str, prefix: str, at_commit_ts: int | None, as_json: bool) -> None:
+    """Live keys starting with PREFIX ("" for all), with their values, as a table."""
+    entries = client.scan_prefix(agent, prefix, at_commit_ts=at_commit_ts)
+    if as_json:
+        echo_json([state_json(agent, entry.key or "", entry) for entry in entries])
+        return
+    echo_table(
+        ["KEY", "VERSION", "COMMIT_TS", "VALUE"],
+        ([e.key or "", str(e.version), str(e.commit_ts), compact(e.value)] for e in entries),
+    )
+
+
+@cli.command()
+@click.argument("agent")
+@click.argument("key")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the newest N versions.")
+@json_option
+@with_client
+def history(client: Statehouse, agent: str, key: str, limit: int | None, as_json: bool) -> None:
+    """A key's versions, newest first; deletes show as deleted (exit 1 if it never existed)."""
+    versions = client.key_history(agent, key, limit=limit)
+    if not versions:
+        fail(
+            EXIT_NOT_FOUND, f"key {key!r} of agent {agent!r} has no history in namespace {client.namespace!r}"
+        )
+    if as_json:
+        echo_json([version_json(v) for v in versions])
+        return
+    echo_table(
+        ["VERSION", "COMMIT_TS", "COMMITTED_AT (UTC)", "VALUE"],
+        (
+            [
+                str(v.version),
+                str(v.commit_ts),
+                wall_clock(v.committed_at_ms) or "-",
+                "(deleted)" if v.deleted else compact(v.value),
+            ]
+            for v in versions
+        ),
+    )
+
+
+@cli.command()
+@click.argument("agent")
+@click.option("--at", "at_commit_ts", type=commit_ts_type, help="As of this commit_ts (time travel).")
+@json_option
+@with_client
+def dump(client: Statehouse, agent: str, at_commit_ts: int | None, as_json: bool) -> None:
+    """The agent's whole state as one JSON object, key -> value (indented; compact with --json)."""
+    state = client.get_agent_state(agent, at_commit_ts=at_commit_ts)
+    echo_json(state.values, indent=not as_json)
+
+
+# -- commits ------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("agent")
+@click.option("--from", "start_ts", type=commit_ts_type, help="First commit_ts (inclusive).")
+@click.option("--to", "end_ts", type=commit_ts_type, help="Last commit_ts (inclusive).")
+@json_option
+@with_client
+def replay(client: Statehouse, agent: str, start_ts: int | None, end_ts: int | None, as_json: bool) -> None:
+    """The agent's commits in commit_ts order: one line per operation, or one JSON object per commit."""
+    for event in client.replay(agent, start_ts, end_ts):
+        print_event(event, as_json)
+
+
+@cli.command()
+@click.argument("agent")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new commits until Ctrl-C.")
+@click.option("--prefix", default="", help="Only operations on keys starting with this.")
+@click.option("--from", "start_ts", type=commit_ts_type, help="Every commit from this commit_ts on.")
+@click.option(
+    "--lines",
+    "-l",
+    "count",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Without --from: how many of the last commits to print first.",
+)
+@json_option
+@with_client
+def tail(
+    client: Statehouse,
+    agent: str,
+    follow: bool,
+    prefix: str,
+    start_ts: int | None,
+    count: int,
+    as_json: bool,
+) -> None:
+    """The agent's last commits (or those from --from); with -f, then follow new ones live."""
+    if start_ts is None:
+        matching = (only_prefix(e, prefix) for e in client.replay(agent))
+        last = collections.deque((e for e in matching if e is not None), maxlen=count)
+        for event in last:
+            print_event(event, as_json)
+        # Follow from right after the last commit read, so none is missed in between.
+        start_ts = last[-1].commit_ts + 1 if last else 1
+    elif not follow:
+        for event in client.replay(agent, start_ts):
+            selected = only_prefix(event, prefix)
+            if selected is not None:
+                print_event(selected, as_json)
+    if not follow:
+        return
+    with client.watch(agent, key_prefix=prefix, start_ts=start_ts) as watch:
+        click.echo(
+            f"statehousectl: following agent {agent!r} from commit_ts {start_ts} (Ctrl-C to stop)", err=True
+        )
+        for event in watch:
+            print_event(event, as_json)
+
+
+def main() -> None:
+    cli.main(prog_name="statehousectl")
+
+
+if __name__ == "__main__":
+    main()
