@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import datetime
 import functools
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
@@ -17,6 +18,7 @@ import click
 import orjson
 
 from statehouse import __version__
+from statehouse._watch import Watch
 from statehouse.client import Statehouse
 from statehouse.exceptions import (
     DeadlineExceededError,
@@ -455,8 +457,32 @@ def tail(
         click.echo(
             f"statehousectl: following agent {agent!r} from commit_ts {start_ts} (Ctrl-C to stop)", err=True
         )
-        for event in watch:
-            print_event(event, as_json)
+        follow_until_interrupted(watch, as_json)
+
+
+def follow_until_interrupted(watch: Watch, as_json: bool) -> None:
+    """Print the watch's events from a helper thread, so that Ctrl-C always reaches the main
+    thread (not one blocked inside gRPC) and ends the watch cleanly."""
+    failure: list[BaseException] = []
+
+    def follow() -> None:
+        try:
+            for event in watch:
+                print_event(event, as_json)
+        except BaseException as exc:  # handed to the main thread
+            failure.append(exc)
+
+    follower = threading.Thread(target=follow, name="statehousectl-follow", daemon=True)
+    follower.start()
+    try:
+        while follower.is_alive():
+            follower.join(0.2)
+    except KeyboardInterrupt:
+        watch.cancel()
+        follower.join(5)
+        raise
+    if failure:
+        raise failure[0]
 
 
 def main() -> None:
