@@ -15,6 +15,7 @@ from actors.errors import (
     VersionNotFound,
 )
 from actors.messages import Condition, Mutation, TxnOpen
+from actors.metrics import Metrics
 from actors.namespace import new_client_txn_namespace
 from actors.system import ActorConfig, ActorSystem, CommitRequest, SnapshotPolicy
 from actors.watch import Watcher, WatchFilter
@@ -27,6 +28,7 @@ __all__ = [
     "Conflict",
     "DeadlineExceeded",
     "InvalidArgument",
+    "Metrics",
     "Mutation",
     "NotRepresentable",
     "ResourceExhausted",

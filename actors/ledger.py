@@ -25,6 +25,7 @@ from actors.messages import (
     RecoverRequest,
     SnapshotRequest,
 )
+from actors.metrics import Metrics
 from actors.watch import WatchHub
 from storage import Event, EventOp, SnapshotDirectory, SnapshotInfo, StorageError, Store, StoreFailedError
 from storage.faults import crash_point
@@ -48,9 +49,11 @@ class Ledger(pykka.ThreadingActor):
         snapshots: SnapshotDirectory | None = None,
         snapshot_every_commits: int = 0,
         watches: WatchHub | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__()
         self._watches = watches
+        self._metrics = metrics or Metrics()
         self._store = store
         self._max_group = max_group
         self._snapshots = snapshots
@@ -62,6 +65,7 @@ class Ledger(pykka.ThreadingActor):
         self._grouped_commits = 0
         self._recent_group_sizes: collections.deque[int] = collections.deque(maxlen=64)
         self._recent_sync_ms: collections.deque[float] = collections.deque(maxlen=64)
+        self._last_group_at: float | None = None  # time.monotonic() of the last synced write
 
     # Only tells arrive here. An exception escaping a tell would kill the
     # sole writer, so every failure is turned into a reply instead.
@@ -80,8 +84,11 @@ class Ledger(pykka.ThreadingActor):
             if len(self._pending) >= self._max_group or self.actor_inbox.empty():
                 self._flush()
         elif isinstance(message, LedgerStatusQuery):
-            self._flush()
+            # Answered from what is durable, without flushing: a question must
+            # not split the commits waiting around it into two synced writes.
             message.reply.set_result(self._status())
+            if self._pending and self.actor_inbox.empty():
+                self._flush()
         elif isinstance(message, SnapshotRequest):
             self._flush()
             self._snapshot(message)
@@ -173,8 +180,10 @@ class Ledger(pykka.ThreadingActor):
         # `group`: how many commits shared this synced write (0 for an empty
         # commit in a group that wrote nothing).
         written = self._written
+        commit_seconds = self._metrics.commit_seconds
         for intent, outcome in zip(group, results, strict=True):
             if isinstance(outcome, Conflict):
+                self._metrics.conflicts.inc()
                 log.info(
                     "txn.conflict",
                     txn_id=intent.txn_id,
@@ -190,12 +199,14 @@ class Ledger(pykka.ThreadingActor):
                     "txn.commit_retried", txn_id=intent.txn_id, commit_ts=outcome.commit_ts, known="ledger"
                 )
                 continue
+            duration = now - intent.begun_at
+            commit_seconds.observe(duration)
             log.info(
                 "txn.commit",
                 txn_id=intent.txn_id,
                 commit_ts=outcome,
                 ops=len(intent.mutations),
-                duration_ms=round((now - intent.begun_at) * 1000, 3),
+                duration_ms=round(duration * 1000, 3),
                 group=written,
             )
         if self._snapshot_every:
@@ -251,7 +262,12 @@ class Ledger(pykka.ThreadingActor):
         if events:
             started = time.perf_counter()
             self._store.append(events)
-            self._recent_sync_ms.append((time.perf_counter() - started) * 1000)
+            synced = time.perf_counter() - started
+            self._last_group_at = time.monotonic()
+            self._recent_sync_ms.append(synced * 1000)
+            self._metrics.fsync_seconds.observe(synced)
+            self._metrics.group_size.observe(len(events))
+            self._metrics.commits.inc(len(events))
             if self._watches is not None:
                 # Durable now: watchers get it no later than its writer's acknowledgement.
                 self._watches.publish(events)
@@ -273,9 +289,11 @@ class Ledger(pykka.ThreadingActor):
         return None
 
     def _status(self) -> dict[str, object]:
+        last = self._last_group_at
         return {
             "last_commit_ts": self._store.last_commit_ts,
             "queue_depth": self.actor_inbox.qsize(),
+            "last_synced_write_s_ago": None if last is None else round(time.monotonic() - last, 3),
             "synced_writes": self._groups,
             "commits_written": self._grouped_commits,
             "commits_per_synced_write": (

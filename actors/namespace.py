@@ -35,6 +35,7 @@ from actors.messages import (
     Mutation,
     TxnOpen,
 )
+from actors.metrics import Metrics
 from actors.reply import Reply
 
 if TYPE_CHECKING:
@@ -77,6 +78,18 @@ def _mutation_bytes(mutation: Mutation) -> int:
     return len(mutation.key) + len(mutation.agent_id) + len(mutation.namespace) + len(mutation.value or b"")
 
 
+class Activity:
+    """What a namespace actor publishes for other threads to read without asking it
+    (so an actor that is stuck can still be described). Only the actor writes
+    it, replacing each field whole."""
+
+    __slots__ = ("last_activity", "open_transactions")
+
+    def __init__(self, now: float) -> None:
+        self.open_transactions = 0
+        self.last_activity = now  # clock() of the last client message
+
+
 @dataclass
 class OpenTransaction:
     txn_id: str
@@ -113,9 +126,13 @@ class NamespaceActor(pykka.ThreadingActor):
         finished: FinishedTransactions,
         clock: Callable[[], float] = time.monotonic,
         committed: Callable[[str], int | None] = lambda txn_id: None,
+        metrics: Metrics | None = None,
+        published: Activity | None = None,
     ) -> None:
         super().__init__()
         self.namespace = namespace
+        self._metrics = metrics or Metrics()
+        self.published = published or Activity(clock())
         self._ledger = ledger
         self._config = config
         self._retire = retire
@@ -125,7 +142,6 @@ class NamespaceActor(pykka.ThreadingActor):
         # The commit_ts a transaction id durably committed at, if it did.
         self._committed = committed
         self._retired = False
-        self._last_activity = clock()
         self._commits = 0
 
     # -- the transaction lifecycle -----------------------------------------
@@ -196,7 +212,7 @@ class NamespaceActor(pykka.ThreadingActor):
                 rerun=rerun,
                 checked=True,
             )
-        del self._open[call.txn_id]
+        self._close(call.txn_id)
         self._finished.remember(call.txn_id, Finished("committed", reply=call.reply))
         self._commits += 1
         return CommitIntent(
@@ -248,7 +264,8 @@ class NamespaceActor(pykka.ThreadingActor):
             self._expire(txn)  # already past its timeout: it expired, whether reaped yet or not
             return
         if txn is not None:
-            del self._open[txn_id]
+            self._close(txn_id)
+            self._metrics.aborts.inc()
             self._finished.remember(txn_id, Finished("aborted"))
             log.info("txn.abort", txn_id=txn_id, namespace=self.namespace, ops=len(txn.mutations))
             return
@@ -267,7 +284,7 @@ class NamespaceActor(pykka.ThreadingActor):
         now = self._clock()
         for txn in [t for t in self._open.values() if t.deadline <= now]:
             self._expire(txn)
-        if now - self._last_activity >= self._config.idle_actor_seconds:
+        if now - self.published.last_activity >= self._config.idle_actor_seconds:
             self.retire_if_idle(uses)
 
     def retire_if_idle(self, uses: int) -> None:
@@ -284,14 +301,16 @@ class NamespaceActor(pykka.ThreadingActor):
             self.actor_ref.stop(block=False)
 
     def status(self) -> dict[str, object]:
+        """This actor's state, as it answers through its mailbox."""
         now = self._clock()
         oldest = min((t.begun_at for t in self._open.values()), default=None)
         return {
             "namespace": self.namespace,
+            "state": "ok",
             "open_transactions": len(self._open),
             "oldest_transaction_age_s": None if oldest is None else round(now - oldest, 3),
             "commits": self._commits,
-            "idle_s": round(now - self._last_activity, 3),
+            "idle_s": round(now - self.published.last_activity, 3),
         }
 
     # -- helpers ---------------------------------------------------------------
@@ -299,8 +318,12 @@ class NamespaceActor(pykka.ThreadingActor):
     def _touch(self) -> float:
         if self._retired:
             raise Retired(self.namespace)
-        self._last_activity = now = self._clock()
+        self.published.last_activity = now = self._clock()
         return now
+
+    def _close(self, txn_id: str) -> None:
+        del self._open[txn_id]
+        self.published.open_transactions = len(self._open)
 
     def _open_txn(
         self, txn_id: str, timeout_ms: int | None, log_begin: bool = True, rerun: bool = False
@@ -323,6 +346,7 @@ class NamespaceActor(pykka.ThreadingActor):
             )
 
         txn = self._open[txn_id] = OpenTransaction(txn_id, now, now + timeout_ms / 1000, timeout_ms)
+        self.published.open_transactions = len(self._open)
         if log_begin:
             log.info("txn.begin", txn_id=txn_id, namespace=self.namespace, timeout_ms=timeout_ms)
         return txn
@@ -351,7 +375,7 @@ class NamespaceActor(pykka.ThreadingActor):
         try:
             self._stage(txn, mutations, conditions)
         except BaseException:
-            del self._open[txn_id]
+            self._close(txn_id)
             raise
         return txn
 
@@ -398,6 +422,7 @@ class NamespaceActor(pykka.ThreadingActor):
         txn.staged_bytes = size
 
     def _expire(self, txn: OpenTransaction) -> None:
-        del self._open[txn.txn_id]
+        self._close(txn.txn_id)
+        self._metrics.expiries.inc()
         self._finished.remember(txn.txn_id, Finished("expired", timeout_ms=txn.timeout_ms))
         log.info("txn.expire", txn_id=txn.txn_id, namespace=self.namespace, timeout_ms=txn.timeout_ms)

@@ -23,22 +23,33 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import pykka
 
 T = TypeVar("T")
 
 
+class LiveActor(NamedTuple):
+    """A live namespace actor: its proxy, the messages sent to it so far, and
+    what it publishes for readers on other threads (see NamespaceActor)."""
+
+    namespace: str
+    proxy: pykka.ActorProxy
+    uses: int
+    published: Any
+
+
 class NamespaceRegistry:
     """Thread-safe map namespace -> running NamespaceActor proxy, in least-recently-used order."""
 
-    def __init__(self, start: Callable[[str], pykka.ActorProxy], max_idle: int = 64) -> None:
-        self._start = start
+    def __init__(self, start: Callable[[str], tuple[pykka.ActorProxy, Any]], max_idle: int = 64) -> None:
+        self._start = start  # -> (proxy, what the actor publishes)
         self._max_idle = max_idle
         self._lock = threading.Lock()
         self._actors: collections.OrderedDict[str, pykka.ActorProxy] = collections.OrderedDict()
         self._uses: dict[str, int] = {}  # messages sent to each live actor
+        self._published: dict[str, Any] = {}
         self._closed = False
 
     def send(self, namespace: str, start: bool, send: Callable[[pykka.ActorProxy], T]) -> T | None:
@@ -53,13 +64,13 @@ class NamespaceRegistry:
                 raise pykka.ActorDeadError("the actor system is stopping")
             proxy = self._actors.get(namespace)
             if proxy is not None and not proxy.actor_ref.is_alive():  # died of a bug: replace it
-                del self._actors[namespace]
-                del self._uses[namespace]
+                self._forget(namespace)
                 proxy = None
             if proxy is None:
                 if not start:
                     return None
-                proxy = self._actors[namespace] = self._start(namespace)
+                proxy, self._published[namespace] = self._start(namespace)
+                self._actors[namespace] = proxy
                 self._uses[namespace] = 0
                 self._trim()
             else:
@@ -87,14 +98,21 @@ class NamespaceRegistry:
                 return True  # already forgotten (replaced after dying): nothing reaches it
             if self._uses[namespace] != uses:
                 return False
-            del self._actors[namespace]
-            del self._uses[namespace]
+            self._forget(namespace)
             return True
 
-    def live(self) -> list[tuple[str, pykka.ActorProxy, int]]:
-        """(namespace, proxy, messages sent so far) of every live actor."""
+    def _forget(self, namespace: str) -> None:
+        del self._actors[namespace]
+        del self._uses[namespace]
+        del self._published[namespace]
+
+    def live(self) -> list[LiveActor]:
+        """Every live actor, least recently used first."""
         with self._lock:
-            return [(ns, proxy, self._uses[ns]) for ns, proxy in self._actors.items()]
+            return [
+                LiveActor(ns, proxy, self._uses[ns], self._published[ns])
+                for ns, proxy in self._actors.items()
+            ]
 
     def __len__(self) -> int:
         with self._lock:
@@ -107,5 +125,6 @@ class NamespaceRegistry:
             proxies = list(self._actors.values())
             self._actors.clear()
             self._uses.clear()
+            self._published.clear()
         for proxy in proxies:
             proxy.actor_ref.stop(block=True)

@@ -32,8 +32,9 @@ from actors.messages import (
     SnapshotRequest,
     TxnOpen,
 )
-from actors.namespace import NamespaceActor, new_client_txn_namespace, txn_namespace
-from actors.registry import NamespaceRegistry
+from actors.metrics import Metrics
+from actors.namespace import Activity, NamespaceActor, new_client_txn_namespace, txn_namespace
+from actors.registry import LiveActor, NamespaceRegistry
 from actors.reply import Reply
 from actors.watch import Watcher, WatchFilter, WatchHub
 from storage import ReadView, SnapshotDirectory, SnapshotInfo, StorageError, Store
@@ -103,9 +104,11 @@ class ActorSystem:
         config: ActorConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         snapshots: SnapshotPolicy | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.config = config or ActorConfig()
+        self.metrics = metrics or Metrics()
         self.snapshots = snapshots
         self._clock = clock  # deadlines and idleness; tests pass a fake one
         self._ledger: pykka.ActorRef | None = None
@@ -127,6 +130,7 @@ class ActorSystem:
             None if policy is None else SnapshotDirectory(policy.directory, policy.keep),
             0 if policy is None else policy.every_commits,
             self.watches,
+            self.metrics,
         )
         self._registry = NamespaceRegistry(self._start_namespace, self.config.max_idle_actors)
         self._reaper = threading.Thread(target=self._reap, name="statehouse-reaper", daemon=True)
@@ -146,9 +150,10 @@ class ActorSystem:
             if self._ledger is not None:
                 self._ledger.stop(block=True)
 
-    def _start_namespace(self, namespace: str) -> pykka.ActorProxy:
+    def _start_namespace(self, namespace: str) -> tuple[pykka.ActorProxy, Activity]:
         assert self._ledger is not None and self._registry is not None
-        return NamespaceActor.start(
+        published = Activity(self._clock())
+        proxy = NamespaceActor.start(
             namespace,
             self._ledger,
             self.config,
@@ -156,7 +161,10 @@ class ActorSystem:
             self._finished,
             self._clock,
             self.store.commit_ts_of,
+            self.metrics,
+            published,
         ).proxy()
+        return proxy, published
 
     def _reap(self) -> None:
         every = 0.0 if self.snapshots is None else self.snapshots.every_seconds
@@ -189,9 +197,9 @@ class ActorSystem:
         The reaper does not wait (`wait=None`); tests wait for the ticks.
         """
         futures = []
-        for _namespace, proxy, uses in self._live():
+        for actor in self._live():
             try:
-                futures.append(proxy.tick(uses))
+                futures.append(actor.proxy.tick(actor.uses))
             except pykka.ActorDeadError:
                 pass
         if wait is not None:
@@ -201,7 +209,7 @@ class ActorSystem:
                 except pykka.ActorDeadError:
                     pass
 
-    def _live(self) -> list[tuple[str, pykka.ActorProxy, int]]:
+    def _live(self) -> list[LiveActor]:
         return [] if self._registry is None else self._registry.live()
 
     # -- transactions ------------------------------------------------------
@@ -337,22 +345,84 @@ class ActorSystem:
         return self.watches.subscribe(watch)
 
     def status(self, wait: float) -> dict[str, Any]:
-        """The ledger's and every live namespace actor's state; a silent actor shows as stuck."""
-        assert self._ledger is not None
+        """The ledger's and every live namespace actor's state.
+
+        Each actor answers through its mailbox, so what it says is true
+        between two of its messages; all are asked at once and together get
+        `wait` seconds. One that does not answer in time shows as
+        `"state": "stuck"`, with what it last published. Nothing here holds
+        a lock an actor needs: asking never stalls commits.
+        """
+        deadline = time.monotonic() + wait
+        ledger_ref = self._ledger
+        assert ledger_ref is not None
+        ledger_depth = ledger_ref.actor_inbox.qsize()
+        query = LedgerStatusQuery(Future())
+        try:
+            ledger_ref.tell(query)
+        except pykka.ActorDeadError:
+            query.reply.set_exception(Unavailable("the ledger is not running"))
+        asked = []
+        for actor in self._live():
+            depth = actor.proxy.actor_ref.actor_inbox.qsize()
+            try:
+                asked.append((actor, depth, actor.proxy.status()))
+            except pykka.ActorDeadError:
+                continue  # retired meanwhile
+        try:
+            ledger: dict[str, Any] = query.reply.result(timeout=max(0.0, deadline - time.monotonic()))
+        except (FutureTimeout, Unavailable) as exc:
+            ledger = {
+                "state": "stuck" if isinstance(exc, FutureTimeout) else "stopped",
+                "last_commit_ts": self.store.last_commit_ts,
+                "queue_depth": ledger_depth,
+            }
+        else:
+            ledger = {"state": "ok", **ledger}
+        namespaces = []
+        for actor, depth, future in asked:
+            try:
+                answer = future.get(timeout=max(0.0, deadline - time.monotonic()))
+            except pykka.Timeout:
+                published = actor.published
+                answer = {
+                    "namespace": actor.namespace,
+                    "state": "stuck",
+                    "open_transactions": published.open_transactions,
+                    "idle_s": round(self._clock() - published.last_activity, 3),
+                }
+            except (pykka.ActorDeadError, Retired):
+                continue
+            answer["mailbox_depth"] = depth
+            namespaces.append(answer)
+        return {"ledger": ledger, "namespaces": namespaces}
+
+    def gauges(self) -> dict[str, int]:
+        """Present-tense figures read from what the actors publish, without asking them."""
+        live = self._live()
+        ledger = self._ledger
+        return {
+            "live_actors": len(live),
+            "open_transactions": sum(actor.published.open_transactions for actor in live),
+            "ledger_queue_depth": 0 if ledger is None else ledger.actor_inbox.qsize(),
+            "last_commit_ts": self.store.last_commit_ts,
+        }
+
+    def ready(self, wait: float) -> str | None:
+        """None when the store is open and the ledger answers within `wait` s, else why not."""
+        if self._stopping.is_set() or self._ledger is None:
+            return "the daemon is shutting down"
+        if self.store.failed:
+            return "the store refuses writes since a failed write to disk; it reopens when it can"
         query = LedgerStatusQuery(Future())
         try:
             self._ledger.tell(query)
-            ledger: Any = query.reply.result(timeout=wait)
-        except (pykka.ActorDeadError, FutureTimeout):
-            ledger = {"stuck": True}
-        futures = [(ns, proxy.status()) for ns, proxy, _uses in self._live()]
-        namespaces = []
-        for ns, future in futures:
-            try:
-                namespaces.append(future.get(timeout=wait))
-            except (pykka.Timeout, pykka.ActorDeadError, Retired):
-                namespaces.append({"namespace": ns, "stuck": True})
-        return {"ledger": ledger, "namespaces": namespaces}
+            query.reply.result(timeout=wait)
+        except pykka.ActorDeadError:
+            return "the ledger is not running"
+        except FutureTimeout:
+            return f"the ledger did not answer within {wait:g} s"
+        return None
 
     def _send(self, namespace: str, start: bool, send: Callable[[Any], Any]) -> Any:
         """Enqueue a message to the namespace's actor; None if it has none and `start` is false."""

@@ -241,6 +241,11 @@ class WatchHub:
         for watcher in watchers:
             self._remove(watcher, "hub")
 
+    @property
+    def count(self) -> int:
+        """Watchers registered now."""
+        return self._count
+
     def status(self) -> dict[str, object]:
         with self._lock:
             watchers = [

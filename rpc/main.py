@@ -23,6 +23,7 @@ import structlog
 
 from actors import ActorConfig
 from rpc import logs
+from rpc.monitor import AddressError, split_address
 from rpc.server import AddressInUse, Daemon, DaemonConfig
 from statehouse import Statehouse, StatehouseError, UnavailableError, __version__
 from statehouse._names import DEFAULT_MAX_VALUE_BYTES
@@ -46,6 +47,16 @@ def _at_least(minimum: float, convert: type = int) -> Callable[[str], Any]:
         return value
 
     return parse
+
+
+def _http_addr(text: str) -> str:
+    """An argparse type: HOST:PORT for the HTTP endpoint, or "off"."""
+    if text != "off":
+        try:
+            split_address(text)
+        except AddressError as exc:
+            raise argparse.ArgumentTypeError(f"{exc}, nor off") from None
+    return text
 
 
 _positive_int = _at_least(1)
@@ -117,6 +128,13 @@ def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParse
         "--addr",
         default=env.get("STATEHOUSE_ADDR", "127.0.0.1:50051"),
         help="HOST:PORT to listen on; port 0 picks a free port (env STATEHOUSE_ADDR, default %(default)s)",
+    )
+    parser.add_argument(
+        "--http-addr",
+        type=_http_addr,
+        default=env.get("STATEHOUSE_HTTP_ADDR", "127.0.0.1:50052"),
+        help="HOST:PORT of the HTTP endpoint for operators (/healthz, /readyz, /actors, /metrics), "
+        "or off; port 0 picks a free port (env STATEHOUSE_HTTP_ADDR, default %(default)s)",
     )
     parser.add_argument(
         "--data-dir",
@@ -382,6 +400,7 @@ def serve(argv: list[str]) -> int:
     config = DaemonConfig(
         data_dir=args.data_dir,
         addr=args.addr,
+        http_addr=None if args.http_addr == "off" else args.http_addr,
         max_value_bytes=args.max_value_bytes,
         max_message_bytes=args.max_message_bytes,
         sync_method=args.sync_method,

@@ -7,7 +7,9 @@ an ordered start and a reverse-ordered stop.
 
 from __future__ import annotations
 
+import itertools
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,7 +22,9 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from actors import ActorConfig, ActorSystem, SnapshotPolicy
+from rpc.monitor import AddressError, Monitor
 from rpc.servicer import StatehouseServicer
+from rpc.status import ErrorCounter
 from statehouse._names import DEFAULT_MAX_VALUE_BYTES
 from statehouse._proto import statehouse_pb2 as pb
 from storage import StorageError, Store
@@ -38,6 +42,8 @@ class AddressInUse(RuntimeError):
 class DaemonConfig:
     data_dir: Path
     addr: str = "127.0.0.1:50051"
+    # The HTTP endpoint (/healthz, /readyz, /actors, /metrics); None: none.
+    http_addr: str | None = None
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     max_message_bytes: int = 64 * 1024 * 1024
     workers: int = 64
@@ -58,9 +64,50 @@ class DaemonConfig:
     shutdown_grace_seconds: float = 10.0
 
 
-def create_server(
-    system: ActorSystem, config: DaemonConfig
-) -> tuple[grpc.Server, int, health.HealthServicer]:
+class HealthService(health.HealthServicer):
+    """The standard grpc.health.v1 service, whose Watch streams end at shutdown.
+
+    Left open, each would hold the server for its whole shutdown grace
+    period. `shut_down()` sends NOT_SERVING to every watcher, then ends the
+    streams (the client reads NOT_SERVING and then the end).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._streams_lock = threading.Lock()
+        # How to end each Watch stream opened so far (ending one twice is harmless).
+        self._ends: dict[int, Callable[[], Any]] = {}
+        self._tokens = itertools.count()
+        self._shut_down = False
+
+    def Watch(self, request: Any, context: Any, send_response_callback: Any = None) -> Any:
+        # grpc's server passes `send_response_callback` (the non-blocking form,
+        # where None ends the stream); without it, the stream is returned.
+        stream = super().Watch(request, context, send_response_callback)
+        end = stream.close if stream is not None else lambda: send_response_callback(None)
+        with self._streams_lock:
+            if not self._shut_down:
+                token = next(self._tokens)
+                self._ends[token] = end
+                if not context.add_callback(lambda: self._ends.pop(token, None)):
+                    del self._ends[token]  # the RPC has ended already
+                return stream
+        end()
+        return stream
+
+    def shut_down(self) -> None:
+        self.enter_graceful_shutdown()
+        with self._streams_lock:
+            self._shut_down = True
+            ends, self._ends = list(self._ends.values()), {}
+        for end in ends:
+            try:
+                end()
+            except Exception:  # the stream ended meanwhile
+                log.debug("health.watch_already_ended", exc_info=True)
+
+
+def create_server(system: ActorSystem, config: DaemonConfig) -> tuple[grpc.Server, int, HealthService]:
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
@@ -79,7 +126,7 @@ def create_server(
             ),
         )
     )
-    health_servicer = health.HealthServicer()
+    health_servicer = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:
         port = server.add_insecure_port(config.addr)
@@ -101,7 +148,9 @@ def service_handler(servicer: StatehouseServicer) -> grpc.GenericRpcHandler:
     for method in service.methods:
         request_type = getattr(pb, method.input_type.name)
         response_type = getattr(pb, method.output_type.name)
-        behaviour = _parsing(getattr(servicer, method.name), request_type, method.server_streaming)
+        behaviour = _parsing(
+            getattr(servicer, method.name), request_type, method.server_streaming, servicer.count_error
+        )
         make = (
             grpc.unary_stream_rpc_method_handler
             if method.server_streaming
@@ -111,11 +160,14 @@ def service_handler(servicer: StatehouseServicer) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
-def _parsing(behaviour: Callable[..., Any], request_type: Any, streaming: bool) -> Callable[..., Any]:
+def _parsing(
+    behaviour: Callable[..., Any], request_type: Any, streaming: bool, count_error: ErrorCounter
+) -> Callable[..., Any]:
     def parse(raw: bytes, context: grpc.ServicerContext) -> Any:
         try:
             return request_type.FromString(raw)
         except DecodeError:
+            count_error(grpc.StatusCode.INVALID_ARGUMENT)
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"request is not a valid {request_type.DESCRIPTOR.full_name} message "
@@ -158,7 +210,8 @@ class Daemon:
         self.system: ActorSystem | None = None
         self.server: grpc.Server | None = None
         self.port = 0
-        self._health: health.HealthServicer | None = None
+        self.monitor: Monitor | None = None
+        self._health: HealthService | None = None
 
     def start(self) -> Daemon:
         try:
@@ -168,6 +221,11 @@ class Daemon:
             ).start()
             self.server, self.port, self._health = create_server(self.system, self.config)
             self.server.start()
+            if self.config.http_addr is not None:
+                try:
+                    self.monitor = Monitor(self.system, self.config.http_addr).start()
+                except AddressError as exc:
+                    raise AddressInUse(str(exc)) from None
         except BaseException:
             self.stop()
             raise
@@ -177,6 +235,8 @@ class Daemon:
             "server.listening",
             addr=self.config.addr,
             port=self.port,
+            http_addr=self.config.http_addr,
+            http_port=None if self.monitor is None else self.monitor.port,
             data_dir=str(self.config.data_dir),
             last_commit_ts=self.store.last_commit_ts,
         )
@@ -185,14 +245,18 @@ class Daemon:
     def stop(self) -> None:
         """Stop taking RPCs, let in-flight ones finish, stop actors, close RocksDB."""
         try:
+            if self.monitor is not None:
+                self.monitor.shutting_down()
             if self._health is not None:
-                self._health.enter_graceful_shutdown()
+                self._health.shut_down()
             if self.system is not None:
                 # Watches would hold the server for its whole grace period: end them
                 # now, telling each client where to resume.
                 self.system.watches.close()
             if self.server is not None:
                 self.server.stop(self.config.shutdown_grace_seconds).wait()
+            if self.monitor is not None:
+                self.monitor.stop()
         finally:
             try:
                 if self.system is not None:
@@ -206,3 +270,4 @@ class Daemon:
                     log.info("server.stopped", last_commit_ts=self.store.last_commit_ts)
         self.server = self.system = None
         self.store = None
+        self.monitor = None

@@ -27,7 +27,7 @@ from actors import (
 )
 from rpc import reads
 from rpc.convert import ValueCodec, check_names, check_namespace, check_prefix, json_to_struct
-from rpc.status import conflict_message, grpc_errors, status_of
+from rpc.status import ErrorCounter, conflict_message, grpc_errors, status_of
 from statehouse import __version__
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
@@ -128,6 +128,7 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         self, system: ActorSystem, max_value_bytes: int, git_sha: str = "unknown", max_streams: int = 32
     ) -> None:
         self._system = system
+        self.count_error = ErrorCounter(system.metrics)
         self._codec = ValueCodec(max_value_bytes)
         self._git_sha = git_sha
         # A stream holds a server thread while its client reads slowly, so
@@ -207,6 +208,7 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
                 outcome = next(committed)
             if isinstance(outcome, Exception):
                 code = status_of(outcome)
+                self.count_error(code)
                 added = response.outcomes.add(code=code.value[0], message=str(outcome))
                 if isinstance(outcome, Conflict):
                     added.conflict.CopyFrom(conflict_message(outcome))
@@ -284,7 +286,9 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
                     raise InvalidArgument("a read names neither `latest` nor `at_version`")
             except StatehouseFault as exc:
                 outcome.Clear()
-                outcome.code = status_of(exc).value[0]
+                code = status_of(exc)
+                self.count_error(code)
+                outcome.code = code.value[0]
                 outcome.message = str(exc)
             size += outcome.ByteSize()
         return response

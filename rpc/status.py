@@ -18,6 +18,7 @@ from actors import (
     Conflict,
     DeadlineExceeded,
     InvalidArgument,
+    Metrics,
     NotRepresentable,
     ResourceExhausted,
     TransactionClosed,
@@ -79,20 +80,37 @@ def status_of(exc: Exception) -> grpc.StatusCode:
     return code
 
 
-def _abort(context: grpc.ServicerContext, method: str, exc: Exception) -> None:
+class ErrorCounter:
+    """Counts requests answered with an error, by status code (`statehouse_rpc_errors_total`)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._counter = metrics.errors
+        self._children: dict[grpc.StatusCode, Any] = {}
+
+    def __call__(self, code: grpc.StatusCode) -> None:
+        child = self._children.get(code)
+        if child is None:
+            child = self._children[code] = self._counter.labels(code=code.name)
+        child.inc()
+
+
+def _abort(context: grpc.ServicerContext, method: str, exc: Exception, count: ErrorCounter) -> None:
     code = _status(exc)
     if code is not None:
+        count(code)
         log.debug("rpc.error", method=method, code=code.name, message=str(exc))
         if isinstance(exc, Conflict):
             trailer = conflict_message(exc).SerializeToString()
             context.set_trailing_metadata(((CONFLICT_TRAILER, trailer),))
         context.abort(code, str(exc))
+    count(grpc.StatusCode.INTERNAL)
     log.exception("rpc.internal_error", method=method)
     context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: {exc!r}")
 
 
 def grpc_errors(method: F) -> F:
-    """Map domain errors raised by a unary or server-streaming handler."""
+    """Map domain errors raised by a unary or server-streaming handler, and count them
+    with the servicer's `count_error`."""
     name = method.__name__
 
     if method.__code__.co_flags & 0x20:  # a generator: errors surface while iterating
@@ -102,7 +120,7 @@ def grpc_errors(method: F) -> F:
             try:
                 yield from method(self, request, context)
             except Exception as exc:
-                _abort(context, name, exc)
+                _abort(context, name, exc, self.count_error)
 
         return stream  # type: ignore[return-value]
 
@@ -111,6 +129,6 @@ def grpc_errors(method: F) -> F:
         try:
             return method(self, request, context)
         except Exception as exc:
-            _abort(context, name, exc)
+            _abort(context, name, exc, self.count_error)
 
     return unary  # type: ignore[return-value]

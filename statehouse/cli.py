@@ -9,7 +9,10 @@ from __future__ import annotations
 import collections
 import datetime
 import functools
+import statistics
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
@@ -46,6 +49,7 @@ EXIT_ERROR = 4
 EXIT_INTERRUPTED = 130
 
 DEFAULT_CLI_ADDR = "127.0.0.1:50051"
+DEFAULT_CLI_HTTP_ADDR = "127.0.0.1:50052"
 DEFAULT_CLI_TIMEOUT = 10.0
 
 EXIT_CODES_HELP = """\b
@@ -85,10 +89,17 @@ def echo_json(value: Any, *, indent: bool = False) -> None:
 
 
 def echo_table(headers: list[str], rows: Iterable[list[str]]) -> None:
-    rows = list(rows)
+    for line in table_lines(headers, list(rows)):
+        click.echo(line)
+
+
+def table_lines(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """Rows under headers, in columns as wide as their widest cell."""
     widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=False)]
-    for row in [headers, *rows]:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [headers, *rows]
+    ]
 
 
 def state_json(agent: str, key: str, state: StateResult) -> dict[str, Any]:
@@ -192,6 +203,7 @@ class Session:
     namespace: str
     timeout: float
     ctx: click.Context
+    http_addr: str = DEFAULT_CLI_HTTP_ADDR
     _client: Statehouse | None = field(default=None, repr=False)
 
     @property
@@ -231,6 +243,14 @@ commit_ts_type = click.IntRange(min=1)
     show_envvar=True,
     help="host:port of statehoused.",
 )
+@click.option(
+    "--http-addr",
+    envvar="STATEHOUSE_HTTP_ADDR",
+    default=DEFAULT_CLI_HTTP_ADDR,
+    show_default=True,
+    show_envvar=True,
+    help="host:port of statehoused's HTTP endpoint (for `actors`).",
+)
 @click.option("--namespace", "-n", default="default", show_default=True, help="Namespace to read.")
 @click.option(
     "--timeout",
@@ -241,9 +261,9 @@ commit_ts_type = click.IntRange(min=1)
 )
 @click.version_option(__version__, "--cli-version", prog_name="statehousectl")
 @click.pass_context
-def cli(ctx: click.Context, addr: str, namespace: str, timeout: float) -> None:
+def cli(ctx: click.Context, addr: str, http_addr: str, namespace: str, timeout: float) -> None:
     """Inspect a running statehoused: read keys, history and commits, follow them live, take snapshots."""
-    ctx.obj = Session(addr, namespace, timeout, ctx)
+    ctx.obj = Session(addr, namespace, timeout, ctx, http_addr)
 
 
 # -- service ------------------------------------------------------------------------------
@@ -291,6 +311,79 @@ def snapshot(client: Statehouse, as_json: bool) -> None:
     else:
         click.echo(f"path       {info.path}")
         click.echo(f"commit_ts  {info.commit_ts}  (logical commit counter, not a time)")
+
+
+@cli.command()
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0, min_open=True, max=30),
+    default=1.0,
+    show_default=True,
+    help="Seconds each actor has to answer before it shows as stuck.",
+)
+@json_option
+@click.pass_obj
+def actors(session: Session, wait: float, as_json: bool) -> None:
+    """The ledger and every live namespace actor: open transactions, mailboxes, stuck ones.
+
+    Read from the daemon's HTTP endpoint (--http-addr), not over gRPC.
+    """
+    url = f"http://{session.http_addr}/actors?timeout={wait:g}"
+    try:
+        with urllib.request.urlopen(url, timeout=session.timeout + wait) as answer:
+            body = answer.read()
+    except urllib.error.HTTPError as exc:
+        fail(EXIT_ERROR, f"{url} answered {exc.code}: {exc.read().decode(errors='replace').strip()}")
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        fail(EXIT_UNAVAILABLE, f"statehoused's HTTP endpoint at {session.http_addr} is unavailable: {reason}")
+    report = orjson.loads(body)
+    if as_json:
+        echo_json(report)
+        return
+    for line in actors_lines(report):
+        click.echo(line)
+
+
+def actors_lines(report: dict[str, Any]) -> Iterator[str]:
+    """The /actors report for people: the ledger, a table of namespace actors, the watches."""
+    ledger = report["ledger"]
+    state, queue = ledger["state"], ledger["queue_depth"]
+    yield f"ledger  {state}  last_commit_ts {ledger['last_commit_ts']}  queue {queue}"
+    if ledger["state"] == "ok":
+        sizes = ledger["recent_group_sizes"]
+        syncs = ledger["recent_sync_ms"]
+        if syncs:
+            yield (
+                f"        synced writes {ledger['synced_writes']}, {ledger['commits_per_synced_write']} "
+                f"commits each; recent {len(syncs)}: sizes {min(sizes)}-{max(sizes)}, "
+                f"p50 {statistics.median(syncs):.2f} ms, max {max(syncs):.2f} ms"
+            )
+    yield ""
+    rows = [
+        [
+            ns["namespace"],
+            ns["state"],
+            str(ns["open_transactions"]),
+            "-" if ns.get("oldest_transaction_age_s") is None else f"{ns['oldest_transaction_age_s']:.3f}",
+            str(ns["mailbox_depth"]),
+            str(ns.get("commits", "-")),
+            f"{ns['idle_s']:.3f}",
+        ]
+        for ns in report["namespaces"]
+    ]
+    if rows:
+        headers = ["NAMESPACE", "STATE", "OPEN_TXNS", "OLDEST_TXN_S", "MAILBOX", "COMMITS", "IDLE_S"]
+        yield from table_lines(headers, rows)
+    else:
+        yield "no live namespace actors"
+    watches = report["watches"]
+    yield ""
+    yield (
+        f"{report['live_actors']} live actors, {report['stuck_actors']} stuck; "
+        f"{watches['open']} watches open, {watches['cut_offs']} cut off since start; "
+        f"answered in {report['answered_in_ms']:.1f} ms"
+    )
 
 
 # -- reads --------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
     with DaemonProcess(data_dir) as daemon:
         client = Statehouse(daemon.addr)
 
-The daemon listens on a free port (port 0) and logs JSON lines; every line
+The daemon listens on a free port (port 0), serves its HTTP endpoint on
+another (`daemon.http_addr`), and logs JSON lines; every line
 is kept in `daemon.log_lines` (parsed) so tests can check what it logged.
 This module starts the daemon by command; it imports none of its code.
 """
@@ -34,6 +35,7 @@ class DaemonProcess:
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.http_port = 0  # 0 when started with --http-addr off
         self.raw_stderr: list[bytes] = []
         self._parsed: list[dict[str, Any]] = []
         self._parsed_upto = 0
@@ -45,12 +47,18 @@ class DaemonProcess:
     def addr(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def http_addr(self) -> str:
+        """HOST:PORT of the daemon's HTTP endpoint (/healthz, /readyz, /actors, /metrics)."""
+        return f"127.0.0.1:{self.http_port}"
+
     def start(self) -> DaemonProcess:
         if self.process is not None:
             raise RuntimeError("this DaemonProcess was started already; make a new one to restart")
         command = [
             sys.executable, "-m", "rpc",
             "--addr", "127.0.0.1:0",
+            "--http-addr", "127.0.0.1:0",
             "--data-dir", str(self.data_dir),
             "--log-format", "json",
             *self.extra_args,
@@ -74,8 +82,10 @@ class DaemonProcess:
             self.raw_stderr.append(line)
             if not self._listening.is_set() and b'"server.listening"' in line:
                 try:
-                    self.port = int(orjson.loads(line)["port"])
-                except (orjson.JSONDecodeError, KeyError, ValueError):
+                    record = orjson.loads(line)
+                    self.port = int(record["port"])
+                    self.http_port = int(record.get("http_port") or 0)
+                except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
                     continue
                 self._listening.set()
         self._listening.set()  # the process ended; start() reports it

@@ -284,6 +284,21 @@ class Store:
         partial.rename(directory)
         return directory
 
+    def disk_bytes(self) -> int:
+        """Bytes of the files in the data directory (tables, WAL, manifest), as on disk now."""
+        total = 0
+        try:
+            entries = list(os.scandir(self.path))
+        except OSError:
+            return 0
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue  # removed meanwhile (a compaction)
+        return total
+
     def close(self) -> None:
         """Flush and close RocksDB. Safe to call twice."""
         if self._closed:
@@ -317,6 +332,13 @@ def _check_consistent(db: Rdict) -> int:
     if db.get(keys.META_REBUILD_IN_PROGRESS) is not None:
         raise StorageError(
             "an interrupted `statehoused rebuild` left this data directory half rebuilt; run it again"
+        )
+    schema = db.get(keys.META_SCHEMA)
+    if schema is not None and keys.read_u64(schema) > keys.SCHEMA_VERSION:
+        raise StorageError(
+            f"data directory has schema version {keys.read_u64(schema)}, written by a newer statehoused; "
+            f"this one knows up to {keys.SCHEMA_VERSION}: run the newer version, or restore a snapshot "
+            "taken before the upgrade"
         )
     raw = db.get(keys.META_LAST_COMMIT_TS)
     recorded = 0 if raw is None else keys.read_u64(raw)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -195,6 +196,40 @@ def test_addr_from_environment(daemon: DaemonProcess) -> None:
     command = [sys.executable, "-m", "statehouse.cli", "health", "--json"]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
     assert json.loads(result.stdout)["addr"] == daemon.addr
+
+
+def test_actors_shows_the_health_endpoints_view(daemon: DaemonProcess) -> None:
+    out = ok(daemon, "--http-addr", daemon.http_addr, "actors")
+    lines = out.splitlines()
+    assert re.match(r"ledger  ok  last_commit_ts \d+  queue 0$", lines[0]), lines[0]
+    header = next(line for line in lines if line.startswith("NAMESPACE"))
+    assert header.split() == [
+        "NAMESPACE",
+        "STATE",
+        "OPEN_TXNS",
+        "OLDEST_TXN_S",
+        "MAILBOX",
+        "COMMITS",
+        "IDLE_S",
+    ]
+    (row,) = [line.split() for line in lines if line.startswith("cli ")]
+    assert row[:6] == ["cli", "ok", "0", "-", "0", "2"]
+    assert re.search(r"\d+ live actors, 0 stuck; 0 watches open", lines[-1])
+    report = json.loads(ok(daemon, "--http-addr", daemon.http_addr, "actors", "--json"))
+    (cli_actor,) = [ns for ns in report["namespaces"] if ns["namespace"] == "cli"]
+    assert cli_actor["state"] == "ok" and cli_actor["commits"] == 2
+    assert report["ledger"]["state"] == "ok"
+    env = {**os.environ, "STATEHOUSE_HTTP_ADDR": daemon.http_addr}
+    command = [sys.executable, "-m", "statehouse.cli", "actors", "--json"]
+    from_env = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert from_env.returncode == 0 and "namespaces" in json.loads(from_env.stdout)
+
+
+def test_actors_without_the_health_endpoint_exits_3() -> None:
+    result = ctl("--http-addr", "127.0.0.1:1", "actors")
+    assert result.returncode == 3 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("statehousectl: statehoused's HTTP endpoint at 127.0.0.1:1 is unavailable")
 
 
 def lines_of(stream: IO[str]) -> tuple[queue.Queue[str], threading.Thread]:

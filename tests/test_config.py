@@ -63,6 +63,7 @@ def test_precedence_is_flags_then_environment_then_file_then_defaults(tmp_path: 
         ('sync_method = "fast"\n', "sync_method = 'fast': must be one of flush_wal, sync_write"),
         ("max_value_bytes = [1]\n", "max_value_bytes must be a string or a number"),
         ("max_value_bytes = \n", "is not valid TOML"),
+        ('http_addr = "nowhere"\n', "http_addr = 'nowhere': 'nowhere' is not HOST:PORT, nor off"),
     ],
 )
 def test_a_bad_config_file_fails_at_start_naming_the_key(tmp_path: Path, text: str, message: str) -> None:

@@ -106,6 +106,27 @@ def test_port_in_use_exits_with_a_clear_message(data_dir: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
+def test_http_port_in_use_exits_3_and_off_serves_no_endpoint(data_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "rpc", "--addr", "127.0.0.1:0", "--http-addr", f"127.0.0.1:{port}",
+             "--data-dir", str(data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 3
+    assert f"cannot listen on 127.0.0.1:{port} for HTTP" in result.stderr
+    with DaemonProcess(data_dir, "--http-addr", "off") as daemon, Statehouse(daemon.addr) as client:
+        assert client.health() == "ok"
+        (listening,) = daemon.events("server.listening")
+        assert listening["http_addr"] is None and listening["http_port"] is None
+        assert daemon.http_port == 0
+
+
 def test_locked_data_dir_exits_with_a_clear_message(data_dir: Path) -> None:
     with DaemonProcess(data_dir):
         result = subprocess.run(

@@ -14,10 +14,22 @@ from pathlib import Path
 
 import pytest
 
-from rpc.server import Daemon
+from actors import ActorConfig
+from rpc.server import Daemon, DaemonConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTED_ADDR = "127.0.0.1:50051"
+DOCUMENTED_HTTP_ADDR = "127.0.0.1:50052"
+
+
+@pytest.fixture
+def daemon_config(data_dir: Path, actor_config: ActorConfig) -> DaemonConfig:
+    return DaemonConfig(data_dir=data_dir, addr="127.0.0.1:0", http_addr="127.0.0.1:0", actors=actor_config)
+
+
+def http_addr(daemon: Daemon) -> str:
+    assert daemon.monitor is not None
+    return f"127.0.0.1:{daemon.monitor.port}"
 
 
 def python_blocks(path: Path) -> list[str]:
@@ -206,9 +218,31 @@ def test_readme_statehousectl_lines_work(daemon: Daemon) -> None:
             continue
         args = [w if w != DOCUMENTED_ADDR else f"127.0.0.1:{daemon.port}" for w in words[1:]]
         if "--addr" not in args:
-            args = ["--addr", f"127.0.0.1:{daemon.port}", *args]
+            args = ["--addr", f"127.0.0.1:{daemon.port}", "--http-addr", http_addr(daemon), *args]
         result = subprocess.run(
             [sys.executable, "-m", "statehouse.cli", *args], capture_output=True, text=True, timeout=60
         )
         assert result.returncode == 0, (words, result.stdout, result.stderr)
         assert result.stdout.strip(), words
+
+
+def test_readme_curl_lines_answer(daemon: Daemon) -> None:
+    """Each `curl` line of the README gets 200 and what its comment promises."""
+    import urllib.request
+
+    test_readme_quickstart_runs(daemon)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    urls = re.findall(r"^curl -s (\S+)", readme, re.M)
+    assert [url.rsplit("/", 1)[1] for url in urls] == ["readyz", "actors", "metrics"]
+    answers = {}
+    for url in urls:
+        assert url.startswith(f"http://{DOCUMENTED_HTTP_ADDR}/")
+        with urllib.request.urlopen(
+            url.replace(DOCUMENTED_HTTP_ADDR, http_addr(daemon)), timeout=10
+        ) as answer:
+            assert answer.status == 200
+            answers[url.rsplit("/", 1)[1]] = answer.read().decode()
+    assert answers["readyz"] == "ready\n"
+    assert json.loads(answers["actors"])["ledger"]["last_commit_ts"] == 1
+    assert "statehouse_commits_total 1.0" in answers["metrics"]
+    assert "statehouse_open_transactions 0.0" in answers["metrics"]

@@ -166,6 +166,19 @@ def test_a_store_whose_last_commit_ts_disagrees_with_the_log_refuses_to_open(dat
         Store.open(data_dir)
 
 
+def test_a_data_directory_of_a_newer_schema_refuses_to_open(data_dir: Path) -> None:
+    from rocksdict import Options, Rdict
+
+    from storage import StorageError
+
+    Store.open(data_dir).close()
+    raw = Rdict(str(data_dir), Options(raw_mode=True))
+    raw.put(keys.META_SCHEMA, keys.u64(keys.SCHEMA_VERSION + 1))  # as a later release might
+    raw.close()
+    with pytest.raises(StorageError, match=f"schema version {keys.SCHEMA_VERSION + 1}, written by a newer"):
+        Store.open(data_dir)
+
+
 def test_after_a_failed_write_the_store_reopens_and_writes_again(data_dir: Path) -> None:
     import os
     import resource
