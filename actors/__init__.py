@@ -2,6 +2,7 @@
 the sole writer. `ActorSystem` is the facade the rpc layer talks to."""
 
 from actors.errors import (
+    AlreadyCommitted,
     Conflict,
     DeadlineExceeded,
     InvalidArgument,
@@ -21,6 +22,7 @@ from actors.system import ActorConfig, ActorSystem, CommitRequest, SnapshotPolic
 from actors.watch import Watcher, WatchFilter
 
 __all__ = [
+    "AlreadyCommitted",
     "ActorConfig",
     "ActorSystem",
     "CommitRequest",

@@ -5,6 +5,7 @@ StatehouseFault
 ├── TransactionNotFound     unknown transaction id
 ├── TransactionExpired      its timeout passed before commit
 ├── TransactionClosed       already committed or aborted
+│   └── AlreadyCommitted    an id opened again whose transaction committed (carries its commit_ts)
 ├── VersionNotFound         the key never had that version
 ├── Conflict                a condition of a conditional commit did not hold
 ├── DeadlineExceeded        an actor did not answer within the request deadline
@@ -33,6 +34,14 @@ class TransactionExpired(StatehouseFault):
 
 class TransactionClosed(StatehouseFault):
     pass
+
+
+class AlreadyCommitted(TransactionClosed):
+    """A chunk sent ahead tried to open a transaction id that already committed."""
+
+    def __init__(self, message: str, commit_ts: int) -> None:
+        super().__init__(message)
+        self.commit_ts = commit_ts
 
 
 class VersionNotFound(StatehouseFault):

@@ -18,6 +18,7 @@ import pykka
 import structlog
 
 from actors.errors import (
+    AlreadyCommitted,
     InvalidArgument,
     ResourceExhausted,
     Retired,
@@ -166,7 +167,30 @@ class NamespaceActor(pykka.ThreadingActor):
         if open is None:
             self._stage(self._live(txn_id), mutations, conditions)
         else:
-            self._open_and_stage(txn_id, mutations, conditions, open, log_begin=True)
+            reopen = self._reopens(txn_id)
+            self._open_and_stage(txn_id, mutations, conditions, open, log_begin=True, rerun=reopen)
+
+    def _reopens(self, txn_id: str) -> bool:
+        """Whether a chunk sent ahead may open `txn_id` again although it was seen before.
+
+        Yes when nothing of it was written: it expired, or its commit failed
+        (a retry, or an idempotency key's redo, runs again). An id that
+        committed raises AlreadyCommitted with its commit_ts; one aborted
+        stays closed, so a late duplicate can never commit after an abort.
+        """
+        finished = self._finished.get(txn_id)
+        if finished is None or txn_id in self._open:
+            return False
+        if finished.outcome == "expired" or finished.commit_failed:
+            return True
+        reply = finished.reply
+        if finished.outcome == "committed" and reply is not None and reply.done():
+            commit_ts = reply.result()
+            raise AlreadyCommitted(
+                f"transaction id {shown(txn_id)} was used before: it committed at commit_ts {commit_ts}",
+                commit_ts,
+            )
+        return False
 
     def on_receive(self, message: object) -> None:
         """CommitCall / CommitCalls tells: errors go to each call's reply, never to the sender."""
@@ -240,8 +264,10 @@ class NamespaceActor(pykka.ThreadingActor):
             call.reply.set_result(commit_ts)
             return "answered"
         earlier = finished.reply
+        if finished.outcome == "expired":
+            return "rerun"  # it never committed: nothing of it was written
         if finished.outcome != "committed" or earlier is None:
-            return "new"  # aborted or expired: opening it again fails
+            return "new"  # aborted: opening it again fails
         if earlier.done() and earlier.exception() is not None:
             return "rerun"
         log.info("txn.commit_retried", txn_id=txn_id, known="in memory")
@@ -368,8 +394,9 @@ class NamespaceActor(pykka.ThreadingActor):
         if not (rerun or checked) and txn_id not in self._open and self._finished.get(txn_id) is None:
             commit_ts = self._committed(txn_id)  # it may have committed before a restart
             if commit_ts is not None:
-                raise TransactionClosed(
-                    f"transaction id {shown(txn_id)} was used before: it committed at commit_ts {commit_ts}"
+                raise AlreadyCommitted(
+                    f"transaction id {shown(txn_id)} was used before: it committed at commit_ts {commit_ts}",
+                    commit_ts,
                 )
         txn = self._open_txn(txn_id, open.timeout_ms, log_begin, rerun)
         try:

@@ -22,9 +22,13 @@ import threading
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import structlog
+
 from actors.errors import ResourceExhausted, Unavailable
 from storage import Event
 from storage.store import agent_slices
+
+log = structlog.get_logger("statehouse.watch")
 
 
 class WatchFilter(NamedTuple):
@@ -201,6 +205,15 @@ class WatchHub:
                             watcher._offer(matched)
                             if watcher._cut_off and not was_cut:
                                 self.cut_offs += 1
+                                log.warning(
+                                    "watch.cut_off",
+                                    namespace=watcher.filter.namespace,
+                                    agent_id=watcher.filter.agent_id,
+                                    key_prefix=watcher.filter.key_prefix,
+                                    resume_from=watcher.taken_ts + 1,
+                                    max_events=self._max_events,
+                                    max_bytes=self._max_bytes,
+                                )
                             woken.add(watcher)
             for watcher in woken:
                 watcher._ready.notify()

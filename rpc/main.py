@@ -187,6 +187,13 @@ def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParse
             help=f"a watcher with more {what} than this waiting for it is cut off and must resume "
             f"(env {var}, default %(default)s)",
         )
+    parser.add_argument(
+        "--max-streams",
+        type=_positive_int,
+        default=env.get("STATEHOUSE_MAX_STREAMS", "256"),
+        help="most replay and watch streams open at once, each holding a thread while open; more is "
+        "RESOURCE_EXHAUSTED (env STATEHOUSE_MAX_STREAMS, default %(default)s)",
+    )
     for flag, var, default, what in limits:
         parser.add_argument(
             flag,
@@ -403,6 +410,7 @@ def serve(argv: list[str]) -> int:
         http_addr=None if args.http_addr == "off" else args.http_addr,
         max_value_bytes=args.max_value_bytes,
         max_message_bytes=args.max_message_bytes,
+        max_streams=args.max_streams,
         sync_method=args.sync_method,
         actors=ActorConfig(
             default_txn_timeout_ms=args.txn_timeout_ms,

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 import structlog
 from prometheus_client import ProcessCollector, exposition
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from actors import ActorSystem
@@ -59,7 +59,7 @@ class _PresentGauges(Collector):
     def __init__(self, system: ActorSystem) -> None:
         self._system = system
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         system = self._system
         gauges = system.gauges()
         yield GaugeMetricFamily(
@@ -81,6 +81,11 @@ class _PresentGauges(Collector):
             value=gauges["last_commit_ts"],
         )
         yield GaugeMetricFamily("statehouse_watchers", "Watch streams open now", value=system.watches.count)
+        yield CounterMetricFamily(
+            "statehouse_watch_cutoffs",
+            "Watches cut off for falling behind (each resumes from where it was)",
+            value=system.watches.cut_offs,
+        )
         yield GaugeMetricFamily(
             "statehouse_rocksdb_size_bytes",
             "Bytes of the files in the data directory (tables, WAL, manifest)",

@@ -46,7 +46,10 @@ class DaemonConfig:
     http_addr: str | None = None
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     max_message_bytes: int = 64 * 1024 * 1024
-    workers: int = 64
+    workers: int = 64  # threads for unary calls
+    # Replay and watch streams open at once; each holds a thread of its own
+    # pool while open, so streams never take the unary calls' threads.
+    max_streams: int = 256
     sync_method: str = "flush_wal"
     actors: ActorConfig = field(default_factory=ActorConfig)
     snapshot_dir: Path | None = None  # default: "<data_dir>.snapshots" beside the data directory
@@ -107,7 +110,15 @@ class HealthService(health.HealthServicer):
                 log.debug("health.watch_already_ended", exc_info=True)
 
 
-def create_server(system: ActorSystem, config: DaemonConfig) -> tuple[grpc.Server, int, HealthService]:
+def create_server(
+    system: ActorSystem, config: DaemonConfig, streams: ThreadPoolExecutor
+) -> tuple[grpc.Server, int, HealthService]:
+    """The gRPC server (not started) bound to `config.addr`, its port, and its health service.
+
+    Unary calls run on `config.workers` threads; replay and watch streams on
+    `streams` (see `stream_pool`), so that streams waiting for commits can
+    never starve the calls that would make them.
+    """
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
@@ -117,15 +128,8 @@ def create_server(system: ActorSystem, config: DaemonConfig) -> tuple[grpc.Serve
     server = grpc.server(
         ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"), options=options
     )
-    server.add_generic_rpc_handlers(
-        (
-            service_handler(
-                StatehouseServicer(
-                    system, config.max_value_bytes, _git_sha(), max_streams=max(1, config.workers // 2)
-                )
-            ),
-        )
-    )
+    servicer = StatehouseServicer(system, config.max_value_bytes, _git_sha(), max_streams=config.max_streams)
+    server.add_generic_rpc_handlers((service_handler(servicer, streams),))
     health_servicer = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:
@@ -137,8 +141,15 @@ def create_server(system: ActorSystem, config: DaemonConfig) -> tuple[grpc.Serve
     return server, port, health_servicer
 
 
-def service_handler(servicer: StatehouseServicer) -> grpc.GenericRpcHandler:
-    """Handlers for every RPC of the service that parse requests themselves.
+def stream_pool(config: DaemonConfig) -> ThreadPoolExecutor:
+    """Threads for replay and watch streams: a few beyond the bound, so that a stream
+    past it is refused at once (RESOURCE_EXHAUSTED) rather than queued until another ends."""
+    return ThreadPoolExecutor(max_workers=config.max_streams + 8, thread_name_prefix="stream")
+
+
+def service_handler(servicer: StatehouseServicer, streams: ThreadPoolExecutor) -> grpc.GenericRpcHandler:
+    """Handlers for every RPC of the service that parse requests themselves; the
+    server-streaming ones run on the `streams` pool.
 
     grpc would answer an undecodable request (bad wire bytes, a string field
     that is not UTF-8) with INTERNAL; parsing here makes it INVALID_ARGUMENT.
@@ -151,6 +162,8 @@ def service_handler(servicer: StatehouseServicer) -> grpc.GenericRpcHandler:
         behaviour = _parsing(
             getattr(servicer, method.name), request_type, method.server_streaming, servicer.count_error
         )
+        if method.server_streaming:
+            behaviour.experimental_thread_pool = streams  # type: ignore[attr-defined]
         make = (
             grpc.unary_stream_rpc_method_handler
             if method.server_streaming
@@ -211,6 +224,7 @@ class Daemon:
         self.server: grpc.Server | None = None
         self.port = 0
         self.monitor: Monitor | None = None
+        self._streams: ThreadPoolExecutor | None = None
         self._health: HealthService | None = None
 
     def start(self) -> Daemon:
@@ -219,7 +233,8 @@ class Daemon:
             self.system = ActorSystem(
                 self.store, self.config.actors, snapshots=self.config.snapshot_policy()
             ).start()
-            self.server, self.port, self._health = create_server(self.system, self.config)
+            self._streams = stream_pool(self.config)
+            self.server, self.port, self._health = create_server(self.system, self.config, self._streams)
             self.server.start()
             if self.config.http_addr is not None:
                 try:
@@ -255,6 +270,8 @@ class Daemon:
                 self.system.watches.close()
             if self.server is not None:
                 self.server.stop(self.config.shutdown_grace_seconds).wait()
+            if self._streams is not None:
+                self._streams.shutdown(wait=False, cancel_futures=True)
             if self.monitor is not None:
                 self.monitor.stop()
         finally:

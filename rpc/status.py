@@ -15,6 +15,7 @@ import grpc
 import structlog
 
 from actors import (
+    AlreadyCommitted,
     Conflict,
     DeadlineExceeded,
     InvalidArgument,
@@ -50,6 +51,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Trailing metadata carrying a serialized Conflict on a Commit that failed one.
 CONFLICT_TRAILER = "statehouse-conflict-bin"
+# Trailing metadata of a FAILED_PRECONDITION Stage that tried to open a committed
+# transaction id: that commit's commit_ts, in decimal.
+COMMITTED_TRAILER = "statehouse-commit-ts"
 
 
 def conflict_message(conflict: Conflict) -> pb.Conflict:
@@ -102,6 +106,8 @@ def _abort(context: grpc.ServicerContext, method: str, exc: Exception, count: Er
         if isinstance(exc, Conflict):
             trailer = conflict_message(exc).SerializeToString()
             context.set_trailing_metadata(((CONFLICT_TRAILER, trailer),))
+        elif isinstance(exc, AlreadyCommitted):
+            context.set_trailing_metadata(((COMMITTED_TRAILER, str(exc.commit_ts)),))
         context.abort(code, str(exc))
     count(grpc.StatusCode.INTERNAL)
     log.exception("rpc.internal_error", method=method)

@@ -63,7 +63,10 @@ class TransactionCore:
     """The transaction's state machine; subclasses send what it builds.
 
     States: open -> committed; open -> aborted; open -> failed (a commit,
-    or a chunk sent ahead, failed or its outcome is unknown) -> aborted.
+    or a chunk sent ahead, failed or its outcome is unknown) -> aborted;
+    open -> answered (with an idempotency key, a chunk sent ahead found the
+    key's transaction committed already: what is written after is dropped,
+    and commit() returns that commit's commit_ts) -> committed.
     """
 
     def __init__(
@@ -111,7 +114,9 @@ class TransactionCore:
         """
         self._check_open()
         ns = namespace or self.namespace
-        self._add(_wire.write_mutation(ns, agent_id, key, value, expected_version))
+        mutation = _wire.write_mutation(ns, agent_id, key, value, expected_version)
+        if self._state == "open":
+            self._add(mutation)
 
     def delete(
         self,
@@ -123,7 +128,9 @@ class TransactionCore:
     ) -> None:
         """Stage a delete (a tombstone version) of `key`; `expected_version` as for `write`."""
         self._check_open()
-        self._add(_wire.delete_mutation(namespace or self.namespace, agent_id, key, expected_version))
+        mutation = _wire.delete_mutation(namespace or self.namespace, agent_id, key, expected_version)
+        if self._state == "open":
+            self._add(mutation)
 
     def expect(self, agent_id: str, key: str, version: int, namespace: str | None = None) -> None:
         """Commit only if `key` (one this transaction need not write) is at `version` then.
@@ -159,11 +166,26 @@ class TransactionCore:
         self._open_with(request)
         return request
 
-    def _stage_failed(self) -> None:
+    def _stage_failed(self, error: BaseException) -> bool:
+        """After sending a chunk ahead failed: True when the failure is the answer (an
+        idempotency key's transaction committed already), False when it must be raised."""
+        self._chunks.clear()
+        commit_ts = getattr(error, "commit_ts", None)
+        if self.idempotency_key is not None and isinstance(error, TransactionClosedError) and commit_ts:
+            self._buffer.clear()
+            self._state = "answered"
+            self.commit_ts = commit_ts
+            return True
         # The chunk may or may not be staged: the transaction can no longer
         # commit what was written to it.
-        self._chunks.clear()
         self._state = "failed"
+        return False
+
+    def _answered(self) -> int | None:
+        """The commit_ts commit() returns without sending anything, if it was answered already."""
+        if self._state == "answered" and self.commit_ts is not None:
+            return self._committed(self.commit_ts)
+        return None
 
     def _commit_call(self) -> CommitCall:
         """The commit to send (after every chunk was sent ahead); the transaction is failed until
@@ -191,7 +213,7 @@ class TransactionCore:
 
     def _abort_request(self) -> pb.AbortRequest | None:
         """The Abort to send, or None when the server holds nothing; then call `_aborted()`."""
-        if self._state == "committed":
+        if self._state in ("committed", "answered"):
             raise TransactionClosedError(f"transaction {self.txn_id!r} was already committed; cannot abort")
         self._buffer.clear()
         self._chunks.clear()
@@ -207,6 +229,8 @@ class TransactionCore:
     def _exit_action(self, failed: bool) -> str | None:
         """What leaving a `with` block does: "commit", "abort", "discard" (abort, errors
         ignored: a failed call left the block, and its exception must not be hidden), or None."""
+        if self._state == "answered":
+            return None if failed else "commit"
         if self._state == "open":
             return "abort" if failed else "commit"
         if self._state == "failed" and failed:
@@ -214,7 +238,7 @@ class TransactionCore:
         return None
 
     def _check_open(self) -> None:
-        if self._state != "open":
+        if self._state not in ("open", "answered"):
             raise TransactionClosedError(f"transaction {self.txn_id!r} is {self._state}")
 
     def _open_with(self, request: pb.CommitRequest | pb.StageRequest) -> None:

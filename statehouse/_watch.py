@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
+import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -29,6 +31,16 @@ from statehouse.types import ReplayEvent
 if TYPE_CHECKING:
     from statehouse.async_client import AsyncStatehouse
     from statehouse.client import Statehouse
+
+
+# The daemon sends a heartbeat at least every 5 s while nothing matches. A
+# watch that waits this long without a word takes the daemon for lost (hung,
+# or cut off without the connection saying so) and resumes, as after UNAVAILABLE.
+IDLE_SECONDS = 20.0
+
+
+def _stalled() -> StatehouseError:
+    return UnavailableError(f"no word from the daemon for {IDLE_SECONDS:g} s (it sends one every 5 s)")
 
 
 class WatchFeed:
@@ -80,7 +92,9 @@ _WATCH_DOC = """
     with the client's retry backoff, with no gap and no duplicate; the
     iteration raises UnavailableError (or that error) only when no
     re-subscription succeeded for the client's `timeout`, or at once with
-    `retry=None`.
+    `retry=None`. A watch that hears nothing from the daemon for 20 s
+    (it sends a heartbeat every 5 s) takes it for lost and resumes the same
+    way, so a hung daemon ends the iteration instead of blocking it forever.
 """
 
 
@@ -93,6 +107,11 @@ class Watch:
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
         self._stream: Any = None
+        # When the reading thread began waiting for the stream's next message
+        # (None while it is not waiting), and whether the watchdog gave up on it.
+        self._waiting_since: float | None = None
+        self._stalled = False
+        _WATCHDOG.add(self)
 
     @property
     def progress_ts(self) -> int:
@@ -150,6 +169,16 @@ class Watch:
     def __iter__(self) -> Watch:
         return self
 
+    def _check_idle(self, now: float) -> None:
+        """Called by the watchdog: cancel a stream that has said nothing for IDLE_SECONDS."""
+        since = self._waiting_since
+        if since is not None and now - since > IDLE_SECONDS and not self._cancelled.is_set():
+            with self._lock:
+                stream = self._stream
+            self._stalled = True
+            if stream is not None:
+                stream.cancel()
+
     def __next__(self) -> ReplayEvent:
         while True:
             event = self._feed.pop()
@@ -157,6 +186,7 @@ class Watch:
                 return event
             if self._cancelled.is_set():
                 raise StopIteration
+            self._waiting_since = time.monotonic()
             try:
                 self._feed.receive(next(self._stream))
                 continue
@@ -165,7 +195,10 @@ class Watch:
             except grpc.RpcError as exc:
                 if self._cancelled.is_set():
                     raise StopIteration from None
-                error = from_rpc_error(exc, False)
+                error = _stalled() if self._stalled else from_rpc_error(exc, False)
+            finally:
+                self._waiting_since = None
+            self._stalled = False
             if self._client.retry is None or error.code not in _retry.RESUBSCRIBED_CODES:
                 raise error
             if not self._subscribe(_retry.RESUBSCRIBED_CODES):
@@ -176,6 +209,38 @@ class Watch:
 
     def __exit__(self, *exc: object) -> None:
         self.cancel()
+
+
+class _Watchdog:
+    """One daemon thread for all sync watches of the process: once a second it asks
+    each to check how long it has waited (a blocked gRPC read takes no timeout)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
+        self._thread: threading.Thread | None = None
+
+    def add(self, watch: Watch) -> None:
+        with self._lock:
+            self._watches.add(watch)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="statehouse-watchdog", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(1.0)
+            with self._lock:
+                watches = list(self._watches)
+                if not watches:
+                    self._thread = None  # the next add() starts another
+                    return
+            now = time.monotonic()
+            for watch in watches:
+                watch._check_idle(now)
+
+
+_WATCHDOG = _Watchdog()
 
 
 def closed_client() -> StatehouseError:
@@ -200,6 +265,9 @@ class AsyncWatch:
         self._feed = WatchFeed(request)
         self._cancelled = False
         self._call: Any = None
+        # The task reading it was cancelled mid-read (an asyncio timeout, say),
+        # which cancels the call: the next read resumes on a new one.
+        self._interrupted = False
 
     @property
     def progress_ts(self) -> int:
@@ -224,6 +292,7 @@ class AsyncWatch:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 self._call.cancel()  # the consuming task was cancelled: so is the stream
+                self._interrupted = True
                 raise
             if self._cancelled:
                 return None
@@ -242,6 +311,7 @@ class AsyncWatch:
         attempts = _retry.Attempts(self._client.retry, self._client.timeout, codes)
         while not self._cancelled:
             self._call = self._client._stub.Watch(self._feed.request())
+            self._interrupted = False
             try:
                 async with asyncio.timeout(attempts.remaining()):
                     response = await self._read()
@@ -270,8 +340,17 @@ class AsyncWatch:
                 return event
             if self._cancelled:
                 raise StopAsyncIteration
+            if self._interrupted:  # not a failure: resume without counting it as one
+                if not await self._subscribe(_retry.RESUBSCRIBED_CODES):
+                    raise StopAsyncIteration
+                continue
             try:
-                response = await self._read()
+                try:
+                    async with asyncio.timeout(IDLE_SECONDS):
+                        response = await self._read()
+                except TimeoutError:
+                    self._call.cancel()
+                    raise _stalled() from None
             except StatehouseError as exc:
                 if self._client.retry is None or exc.code not in _retry.RESUBSCRIBED_CODES:
                     raise

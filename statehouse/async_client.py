@@ -65,9 +65,12 @@ class AsyncTransaction(TransactionCore):
         while (stage := self._next_stage()) is not None:
             try:
                 await self._client._call(self._client._stub.Stage, stage, True, retry=False)
-            except BaseException:
-                self._stage_failed()
-                raise
+            except BaseException as exc:
+                if not self._stage_failed(exc):
+                    raise
+        answered = self._answered()
+        if answered is not None:
+            return answered
         call = self._commit_call()
         try:
             response = await self._client._call(
@@ -190,8 +193,14 @@ class AsyncStatehouse:
         at most once: committing a transaction with a key that already
         committed returns the first commit's commit_ts, and the second
         transaction's contents are NOT applied (this holds across daemon
-        restarts). It covers transactions under 1 MiB, which commit in one
-        request. Raises InvalidArgumentError for a bad timeout, namespace or key.
+        restarts). A transaction over 1 MiB sends its first chunk ahead,
+        which opens the id on the daemon: a redo after the first attempt
+        failed (a conflict) or expired runs again, and a redo after it
+        committed is answered with its commit_ts as soon as the first chunk
+        goes; a redo while the first attempt is still open on the daemon (its
+        process just died) is refused with TransactionClosedError until that
+        one times out. Raises InvalidArgumentError for a bad timeout,
+        namespace or key.
         """
         txn_id, ns = _wire.new_transaction(namespace or self.namespace, timeout_ms, idempotency_key)
         return AsyncTransaction(self, txn_id, ns, timeout_ms, opened=False, idempotency_key=idempotency_key)

@@ -27,6 +27,8 @@ from statehouse._proto import statehouse_pb2 as pb
 
 # The trailer of an ABORTED Commit that failed a condition: a serialized pb.Conflict.
 CONFLICT_TRAILER = "statehouse-conflict-bin"
+# The trailer of a FAILED_PRECONDITION Stage that opened a committed id: its commit_ts.
+COMMITTED_TRAILER = "statehouse-commit-ts"
 
 
 class StatehouseError(Exception):
@@ -148,6 +150,15 @@ class _TxnResourceExhausted(TransactionError, ResourceExhaustedError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class _AlreadyCommitted(TransactionClosedError):
+    """A chunk sent ahead found its transaction id committed already, at `commit_ts`
+    (an idempotency key's redo turns this into the commit's answer)."""
+
+    def __init__(self, message: str, commit_ts: int) -> None:
+        super().__init__(message, "FAILED_PRECONDITION")
+        self.commit_ts = commit_ts
+
+
 _BY_CODE: dict[grpc.StatusCode, type[StatehouseError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.OUT_OF_RANGE: InvalidArgumentError,
@@ -177,6 +188,10 @@ def from_rpc_error(error: grpc.RpcError, in_transaction: bool) -> StatehouseErro
         conflict = _conflict_trailer(error.trailing_metadata())  # type: ignore[attr-defined]
         if conflict is not None:
             return conflict_error(conflict)
+    if code == grpc.StatusCode.FAILED_PRECONDITION and in_transaction:
+        for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
+            if key == COMMITTED_TRAILER:
+                return _AlreadyCommitted(error.details() or code.name, int(value))  # type: ignore[attr-defined]
     return from_status(code, error.details() or code.name, in_transaction)  # type: ignore[attr-defined]
 
 

@@ -288,3 +288,37 @@ def test_reply_callbacks_run_exactly_once_however_they_race_the_answer() -> None
     failed.add_done_callback(lambda r: seen.append(r.exception()))
     failed.set_exception(Unavailable("x"))
     assert [type(e) for e in seen] == [Unavailable]
+
+
+def test_an_id_opened_ahead_may_open_again_once_nothing_of_it_was_written(
+    timed: ActorSystem, clock: FakeClock
+) -> None:
+    """A chunk sent ahead (stage with `open`) reopens an id that expired or whose commit
+    failed; an id that committed answers with its commit_ts; an aborted one stays closed."""
+    from actors import AlreadyCommitted, Condition, Conflict, TxnOpen
+
+    expired, failed, aborted = (f"ns:{n:024x}" for n in (1, 2, 3))
+    timed.stage(expired, [put("k", b"1")], W, TxnOpen(None))
+    clock.now += 2  # past the 1 s default timeout
+    timed.tick_all(wait=W)
+    with pytest.raises(TransactionExpired):
+        timed.commit(expired, [], W)
+    timed.stage(expired, [put("k", b"2")], W, TxnOpen(None))  # the redo opens it again
+    first_ts = timed.commit(expired, [], W)
+    assert timed.view().get("ns", "a", "k").value == b"2"
+
+    timed.stage(failed, [put("j", b"1")], W, TxnOpen(None))
+    with pytest.raises(Conflict):
+        timed.commit(failed, [], W, conditions=[Condition("ns", "a", "k", 0)])  # k exists
+    timed.stage(failed, [put("j", b"2")], W, TxnOpen(None))
+    assert timed.commit(failed, [], W) == first_ts + 1
+
+    with pytest.raises(AlreadyCommitted, match=f"committed at commit_ts {first_ts}") as answered:
+        timed.stage(expired, [put("k", b"3")], W, TxnOpen(None))
+    assert answered.value.commit_ts == first_ts
+    assert timed.view().get("ns", "a", "k").value == b"2"  # nothing of the redo was staged
+
+    timed.stage(aborted, [put("k", b"4")], W, TxnOpen(None))
+    timed.abort(aborted, W)
+    with pytest.raises(TransactionClosed, match="used before"):
+        timed.stage(aborted, [put("k", b"5")], W, TxnOpen(None))

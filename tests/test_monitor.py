@@ -307,6 +307,24 @@ def test_metrics_count_commits_aborts_conflicts_and_errors_by_code(
     assert samples["process_resident_memory_bytes"] > 0
 
 
+@pytest.mark.parametrize("actor_config", [ActorConfig(watch_max_events=2)])
+def test_a_watcher_cut_off_is_counted(http: str, client: Statehouse, stub: Any) -> None:
+    request = pb.WatchRequest(namespace="default", agent_id="slow", json_values=True)
+    stream = stub.Watch(request, timeout=60)
+    next(stream)  # registered; it reads nothing more while commits pile up
+    assert metrics(http)["statehouse_watch_cutoffs_total"] == 0
+    # Big values fill the stream's flow-control window; then events wait in the daemon.
+    commits = 0
+    while not metrics(http)["statehouse_watch_cutoffs_total"]:
+        assert commits < 2000, "never cut off: the daemon buffered without bound"
+        commit(client, "default", "slow", "k", "x" * 100_000)
+        commits += 1
+    assert commits > 2  # it took more than the bound of 2 waiting events
+    assert metrics(http)["statehouse_watch_cutoffs_total"] == 1
+    assert actors(http)["watches"]["cut_offs"] == 1
+    stream.cancel()
+
+
 def test_metrics_gauge_open_transactions_and_count_expiries(data_dir: Path) -> None:
     now = [1000.0]
     config = ActorConfig(default_txn_timeout_ms=1000)

@@ -326,3 +326,35 @@ def test_wait_for_keeps_its_timeout_when_the_daemon_hangs(
             assert waited < WAIT / 4, waited  # its own 0.5 s, not the client's 60 s
         finally:
             sdk.close()
+
+
+def test_a_watch_gives_up_on_a_hung_daemon(
+    tmp_path: Path, kind: str, loop_thread: LoopThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon that stops answering (SIGSTOP) sends no heartbeat: the watch must not wait forever."""
+    import signal
+    import time
+
+    import statehouse._watch
+
+    monkeypatch.setattr(statehouse._watch, "IDLE_SECONDS", 1.0)  # instead of 20 s: a short test
+    with DaemonProcess(tmp_path / "data") as daemon:
+        sdk = SDK(kind, daemon.addr, loop_thread)
+        try:
+            client = sdk.connect(timeout=3.0)
+            watch = client.watch("agent")
+            commit_one(client, 1)
+            assert next(watch).commit_ts == 1
+            assert daemon.process is not None
+            daemon.process.send_signal(signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                waiting = InThread(lambda: next(watch))
+                with pytest.raises((statehouse.DeadlineExceededError, statehouse.UnavailableError)):
+                    waiting.join()
+                waited = time.monotonic() - started
+            finally:
+                daemon.process.send_signal(signal.SIGCONT)
+            assert waited < WAIT / 4, waited  # the idle limit and the client's timeout, not forever
+        finally:
+            sdk.close()

@@ -369,13 +369,13 @@ def test_dict_and_str_subclasses_are_plain_json(client: Statehouse) -> None:
 
 
 def test_replay_streams_are_bounded_and_unary_calls_keep_working(data_dir, actor_config) -> None:
-    config = DaemonConfig(data_dir=data_dir, addr="127.0.0.1:0", workers=6, actors=actor_config)
+    config = DaemonConfig(data_dir=data_dir, addr="127.0.0.1:0", max_streams=3, actors=actor_config)
     daemon = Daemon(config).start()
     try:
         with Statehouse(f"127.0.0.1:{daemon.port}") as client:
             for n in range(60):  # enough history that a stream stalls on flow control
                 write(client, "a", f"k{n}", "x" * 200_000)
-            held = [client.replay("a") for _ in range(3)]  # workers // 2 streams
+            held = [client.replay("a") for _ in range(3)]  # max_streams
             for stream in held:
                 next(stream)  # started, then left unread
             with pytest.raises(statehouse.ResourceExhaustedError, match="3 replay or watch streams"):
@@ -391,6 +391,33 @@ def test_replay_streams_are_bounded_and_unary_calls_keep_working(data_dir, actor
                 except statehouse.ResourceExhaustedError:
                     time.sleep(0.01)
             assert first is not None and first.commit_ts == 1
+    finally:
+        daemon.stop()
+
+
+def test_watches_beyond_the_unary_threads_all_wake_and_unary_calls_go_on(data_dir, actor_config) -> None:
+    # Streams run on a pool of their own: 40 agents waiting need not hold the 4 unary threads.
+    config = DaemonConfig(
+        data_dir=data_dir, addr="127.0.0.1:0", workers=4, max_streams=40, actors=actor_config
+    )
+    daemon = Daemon(config).start()
+    try:
+        with Statehouse(f"127.0.0.1:{daemon.port}") as client:
+            watches = [client.watch(f"agent-{n}", key_prefix="approval") for n in range(40)]
+            with pytest.raises(statehouse.ResourceExhaustedError, match="40 replay or watch streams"):
+                next(client.replay("agent-0"))
+            assert client.health() == "ok"
+            with client.begin_transaction() as tx:
+                for n in range(40):
+                    tx.write(f"agent-{n}", "approval", {"by": "dana"})
+            for n, watch in enumerate(watches):
+                event = next(watch)
+                assert (event.agent_id, event.commit_ts, event.operations[0].value) == (
+                    f"agent-{n}",
+                    tx.commit_ts,
+                    {"by": "dana"},
+                )
+                watch.cancel()
     finally:
         daemon.stop()
 

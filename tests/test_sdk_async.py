@@ -101,6 +101,28 @@ def test_cancelling_the_consuming_task_ends_the_watch(daemon: Daemon) -> None:
     run(daemon, body)
 
 
+def test_a_read_cut_short_by_an_asyncio_timeout_resumes_with_no_gap(daemon: Daemon) -> None:
+    async def body(client: AsyncStatehouse) -> None:
+        watch = await client.watch("a")
+        async with client.begin_transaction() as tx:
+            tx.write("a", "k", 1)
+        assert (await anext(watch)).commit_ts == tx.commit_ts
+        with pytest.raises(TimeoutError):  # nothing new: the caller's timeout cancels the read
+            async with asyncio.timeout(0.05):
+                await anext(watch)
+        assert watch._call.cancelled()
+        async with client.begin_transaction() as tx2:
+            tx2.write("a", "k", 2)
+        async with client.begin_transaction() as tx3:
+            tx3.write("a", "k", 3)
+        # The watch goes on (on a new stream, from where it was): no error, no gap, no repeat.
+        assert [(await anext(watch)).commit_ts for _ in range(2)] == [tx2.commit_ts, tx3.commit_ts]
+        assert await client.health() == "ok"
+        watch.cancel()
+
+    run(daemon, body)
+
+
 def test_cancel_from_another_task_ends_async_for_cleanly(daemon: Daemon) -> None:
     async def body(client: AsyncStatehouse) -> None:
         watch = await client.watch(key_prefix="x")

@@ -378,6 +378,33 @@ def test_idempotency_key_commits_once(sdk: SDK) -> None:
     elsewhere.abort()
 
 
+def test_idempotency_key_of_a_transaction_sent_ahead_redoes_a_failure_and_answers_a_commit(sdk: SDK) -> None:
+    from statehouse._transaction import STAGE_AHEAD_BYTES
+
+    client = sdk.client
+    big = "x" * (STAGE_AHEAD_BYTES // 2)  # three of them: chunks go ahead, opening the id
+    write(client, "a", "gate", "exists")
+
+    def step(gate_version: int, value: str) -> Any:
+        with client.begin_transaction(idempotency_key="big-step") as tx:
+            for n in range(3):
+                tx.write("a", f"big{n}", f"{value}{big}")
+            tx.expect("a", "gate", gate_version)
+        return tx
+
+    with pytest.raises(statehouse.ConflictError):
+        step(0, "first")  # the gate exists: nothing is written
+    assert client.get_state("a", "big0").exists is False
+    done = step(1, "second")  # the redo runs again, and commits
+    assert done.commit_ts is not None
+    again = step(1, "third")  # redone after it committed: answered, not applied
+    assert again.commit_ts == done.commit_ts
+    state = client.get_state("a", "big0")
+    assert (state.value[:6], state.version, state.commit_ts) == ("second", 1, done.commit_ts)
+    with pytest.raises(statehouse.TransactionClosedError, match="already committed"):
+        again.abort()
+
+
 # -- paging, time travel, history -------------------------------------------------------
 
 
