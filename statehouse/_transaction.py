@@ -19,6 +19,23 @@ from statehouse.exceptions import (
     TransactionExpiredError,
 )
 
+# The docstring of both clients' begin_transaction, after its first line.
+BEGIN_TRANSACTION_DOC = """
+
+With `idempotency_key` the transaction id is derived from it (and the
+namespace), so a process that redoes a step after a crash commits it at
+most once: committing a transaction with a key that already committed
+returns the first commit's commit_ts, and the second transaction's
+contents are NOT applied (this holds across daemon restarts). A
+transaction over 1 MiB sends its first chunk ahead, which opens the id on
+the daemon: a redo after the first attempt failed (a conflict) or expired
+runs again, and a redo after it committed is answered with its commit_ts
+as soon as the first chunk goes; a redo while the first attempt is still
+open on the daemon (its process just died) is refused with
+TransactionClosedError until that one times out. Raises
+InvalidArgumentError for a bad timeout, namespace or key.
+"""
+
 # Buffered operations beyond this many bytes are sent ahead of the commit.
 STAGE_AHEAD_BYTES = 1024 * 1024
 

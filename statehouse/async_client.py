@@ -21,7 +21,7 @@ from statehouse._names import DEFAULT_NAMESPACE
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
 from statehouse._retry import RetryPolicy
-from statehouse._transaction import TransactionCore
+from statehouse._transaction import BEGIN_TRANSACTION_DOC, TransactionCore
 from statehouse._watch import AsyncWatch, closed_client
 from statehouse.client import DEFAULT_ADDR, DEFAULT_TIMEOUT_SECONDS, TRANSACTION_DOC
 from statehouse.exceptions import ConflictError, DeadlineExceededError, StatehouseError, from_rpc_error
@@ -186,24 +186,12 @@ class AsyncStatehouse:
         *,
         idempotency_key: str | None = None,
     ) -> AsyncTransaction:
-        """Start a transaction owned by `namespace` (default: the client's); no round trip, not a coroutine.
-
-        With `idempotency_key` the transaction id is derived from it (and the
-        namespace), so a process that redoes a step after a crash commits it
-        at most once: committing a transaction with a key that already
-        committed returns the first commit's commit_ts, and the second
-        transaction's contents are NOT applied (this holds across daemon
-        restarts). A transaction over 1 MiB sends its first chunk ahead,
-        which opens the id on the daemon: a redo after the first attempt
-        failed (a conflict) or expired runs again, and a redo after it
-        committed is answered with its commit_ts as soon as the first chunk
-        goes; a redo while the first attempt is still open on the daemon (its
-        process just died) is refused with TransactionClosedError until that
-        one times out. Raises InvalidArgumentError for a bad timeout,
-        namespace or key.
-        """
+        """Start a transaction owned by `namespace` (default: the client's): no round trip, no coroutine."""
         txn_id, ns = _wire.new_transaction(namespace or self.namespace, timeout_ms, idempotency_key)
         return AsyncTransaction(self, txn_id, ns, timeout_ms, opened=False, idempotency_key=idempotency_key)
+
+    # The rest of the docstring (idempotency keys) is shared by both clients.
+    begin_transaction.__doc__ = (begin_transaction.__doc__ or "") + BEGIN_TRANSACTION_DOC
 
     # -- reads ---------------------------------------------------------------------
 
