@@ -380,7 +380,8 @@ def actors_lines(report: dict[str, Any]) -> Iterator[str]:
     watches = report["watches"]
     yield ""
     yield (
-        f"{report['live_actors']} live actors, {report['stuck_actors']} stuck; "
+        f"{report['live_actors']} live actor{'' if report['live_actors'] == 1 else 's'}, "
+        f"{report['stuck_actors']} stuck; "
         f"{watches['open']} watches open, {watches['cut_offs']} cut off since start; "
         f"answered in {report['answered_in_ms']:.1f} ms"
     )

@@ -245,3 +245,22 @@ def test_the_checker_catches_acknowledged_commits_cut_from_the_wal(tmp_path: Pat
     assert any(v.startswith("acknowledged commit lost") for v in check.violations)
     assert not any("half of" in v for v in check.violations)  # RocksDB recovers whole batches
     assert 0 < check.acked_verified < harness.history.count("acked")
+
+
+def test_the_documented_crash_command_runs() -> None:
+    """README's crash-test line, with fewer kills: it exits 0 and prints its summary."""
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    (line,) = re.findall(r"^\.venv/bin/python (tests/crash_harness\.py --kills 20)$", readme, re.M)
+    args = [*line.replace("--kills 20", "--kills 2").split(), "--max-delay", "0.5"]
+    result = subprocess.run(
+        [sys.executable, *args], cwd=root, capture_output=True, text=True, timeout=DEATH_SECONDS
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^crash test: kills=2 commits_acknowledged=\d+ .*violations=0", result.stdout, re.M), (
+        result.stdout
+    )

@@ -159,6 +159,7 @@ def test_documented_benchmarks_run(tmp_path: Path) -> None:
         ".venv/bin/python -m benchmarks --quick --runs 1",
         ".venv/bin/python -m benchmarks --only W1,W3",
         ".venv/bin/python -m benchmarks.commits",
+        ".venv/bin/python -m benchmarks.monitor",
         ".venv/bin/python -m benchmarks.etcd.generate",
     ):
         assert command in readme
@@ -198,6 +199,10 @@ def test_documented_benchmarks_run(tmp_path: Path) -> None:
                            "--json", str(tmp_path / "commits.json"))  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "commits/synced write" in result.stdout
+
+    result = run_benchmark("benchmarks.monitor", "--txns", "5", "--runs", "1", "--agents", "4")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"nonstop +commits/s +\d+ .*/actors answered \d+ times", result.stdout), result.stdout
 
     result = run_benchmark("benchmarks.etcd.generate", "--check")
     assert result.returncode == 0, result.stdout

@@ -135,8 +135,12 @@ def test_snapshots_every_few_seconds(data_dir: Path) -> None:
     try:
         with Statehouse(f"127.0.0.1:{daemon.port}") as client:
             commit(client, "a", "k", 1)
+            # A busy machine may take the first snapshots before the commit (commit_ts 0):
+            # wait until the three kept are all from after it.
             deadline = time.monotonic() + 30
-            while len(directory.complete()) < 3 and time.monotonic() < deadline:
+            while time.monotonic() < deadline and not (
+                len(kept := directory.complete()) >= 3 and all(s.commit_ts == 1 for s in kept)
+            ):
                 time.sleep(0.05)  # polling for the timer's work, bounded by the deadline
     finally:
         daemon.stop()
