@@ -200,7 +200,8 @@ class Ledger(pykka.ThreadingActor):
                 )
                 continue
             duration = now - intent.begun_at
-            commit_seconds.observe(duration)
+            if intent.mutations:  # as statehouse_commits_total counts them: commits that wrote
+                commit_seconds.observe(duration)
             log.info(
                 "txn.commit",
                 txn_id=intent.txn_id,

@@ -52,6 +52,7 @@ class CommitCall(NamedTuple):
     open: TxnOpen | None
     reply: Reply[int]
     conditions: tuple[Condition, ...] = ()
+    attempt: str = ""  # the client's token for this attempt at the transaction (see the proto)
 
 
 class CommitCalls(NamedTuple):

@@ -100,6 +100,7 @@ class OpenTransaction:
     mutations: dict[tuple[str, str, str], Mutation] = field(default_factory=dict)
     staged_bytes: int = 0
     conditions: list[Condition] = field(default_factory=list)
+    attempt: str = ""  # the opening call's token: later calls must carry the same
 
 
 def _forward(target: Reply[int]) -> Callable[[Reply[int]], None]:
@@ -158,30 +159,39 @@ class NamespaceActor(pykka.ThreadingActor):
         mutations: Iterable[Mutation],
         open: TxnOpen | None = None,
         conditions: Iterable[Condition] = (),
+        attempt: str = "",
     ) -> None:
         """Stage writes/deletes and conditions; a later write to the same key replaces an earlier one.
 
         With `open`, the transaction `txn_id` (chosen by the client) is
-        opened first; nothing is opened if staging fails.
+        opened first, for the client's `attempt` token (every later call
+        must carry it); nothing is opened if staging fails.
         """
         if open is None:
-            self._stage(self._live(txn_id), mutations, conditions)
+            self._stage(self._live(txn_id, attempt), mutations, conditions)
         else:
-            reopen = self._reopens(txn_id)
-            self._open_and_stage(txn_id, mutations, conditions, open, log_begin=True, rerun=reopen)
+            reopen = self._reopens(txn_id, attempt)
+            self._open_and_stage(
+                txn_id, mutations, conditions, open, log_begin=True, rerun=reopen, attempt=attempt
+            )
 
-    def _reopens(self, txn_id: str) -> bool:
+    def _reopens(self, txn_id: str, attempt: str) -> bool:
         """Whether a chunk sent ahead may open `txn_id` again although it was seen before.
 
-        Yes when nothing of it was written: it expired, or its commit failed
-        (a retry, or an idempotency key's redo, runs again). An id that
-        committed raises AlreadyCommitted with its commit_ts; one aborted
-        stays closed, so a late duplicate can never commit after an abort.
+        Yes when nothing of it was written: its commit failed (a retry, or an
+        idempotency key's redo, runs again), or it expired and the new
+        attempt names itself with a token (so that late calls of the expired
+        attempt, which may still be alive, cannot land in the new one). An id
+        that committed raises AlreadyCommitted with its commit_ts; one
+        aborted stays closed, so a late duplicate cannot commit after an abort.
         """
+        overdue = self._open.get(txn_id)
+        if overdue is not None and overdue.deadline <= self._clock():
+            self._expire(overdue)  # past its timeout, whether the reaper has come by yet or not
         finished = self._finished.get(txn_id)
         if finished is None or txn_id in self._open:
             return False
-        if finished.outcome == "expired" or finished.commit_failed:
+        if finished.commit_failed or (finished.outcome == "expired" and attempt):
             return True
         reply = finished.reply
         if finished.outcome == "committed" and reply is not None and reply.done():
@@ -219,7 +229,7 @@ class NamespaceActor(pykka.ThreadingActor):
         """
         rerun = False
         if call.open is None:
-            txn = self._live(call.txn_id)
+            txn = self._live(call.txn_id, call.attempt)
             self._stage(txn, call.mutations, call.conditions)
         else:
             retry = self._retry(call)
@@ -235,6 +245,7 @@ class NamespaceActor(pykka.ThreadingActor):
                 log_begin=False,
                 rerun=rerun,
                 checked=True,
+                attempt=call.attempt,
             )
         self._close(call.txn_id)
         self._finished.remember(call.txn_id, Finished("committed", reply=call.reply))
@@ -282,13 +293,19 @@ class NamespaceActor(pykka.ThreadingActor):
             for intent in intents:
                 intent.reply.set_exception(Unavailable("the ledger is not running (shutting down?)"))
 
-    def abort(self, txn_id: str) -> None:
-        """Discard a transaction. Aborting twice, or an unknown id, is not an error."""
+    def abort(self, txn_id: str, attempt: str = "") -> None:
+        """Discard a transaction. Aborting twice, or an unknown id, is not an error; aborting
+        another attempt's transaction (see `stage`) is."""
         now = self._touch()
         txn = self._open.get(txn_id)
         if txn is not None and txn.deadline <= now:
             self._expire(txn)  # already past its timeout: it expired, whether reaped yet or not
             return
+        if txn is not None and txn.attempt != attempt:
+            raise TransactionClosed(
+                f"transaction {shown(txn_id)} is held by another attempt (opened with another attempt "
+                "token); this one cannot abort it"
+            )
         if txn is not None:
             self._close(txn_id)
             self._metrics.aborts.inc()
@@ -352,9 +369,14 @@ class NamespaceActor(pykka.ThreadingActor):
         self.published.open_transactions = len(self._open)
 
     def _open_txn(
-        self, txn_id: str, timeout_ms: int | None, log_begin: bool = True, rerun: bool = False
+        self,
+        txn_id: str,
+        timeout_ms: int | None,
+        log_begin: bool = True,
+        rerun: bool = False,
+        attempt: str = "",
     ) -> OpenTransaction:
-        """Open `txn_id`; `rerun` opens again an id whose earlier commit failed."""
+        """Open `txn_id` for `attempt`; `rerun` opens again an id that wrote nothing before."""
         now = self._touch()
         if timeout_ms is None:
             timeout_ms = self._config.default_txn_timeout_ms
@@ -371,7 +393,8 @@ class NamespaceActor(pykka.ThreadingActor):
                 f"transaction id {shown(txn_id)} was used before; open each transaction with a fresh id"
             )
 
-        txn = self._open[txn_id] = OpenTransaction(txn_id, now, now + timeout_ms / 1000, timeout_ms)
+        txn = OpenTransaction(txn_id, now, now + timeout_ms / 1000, timeout_ms, attempt=attempt)
+        self._open[txn_id] = txn
         self.published.open_transactions = len(self._open)
         if log_begin:
             log.info("txn.begin", txn_id=txn_id, namespace=self.namespace, timeout_ms=timeout_ms)
@@ -386,6 +409,7 @@ class NamespaceActor(pykka.ThreadingActor):
         log_begin: bool,
         rerun: bool = False,
         checked: bool = False,
+        attempt: str = "",
     ) -> OpenTransaction:
         """Open a client-chosen id and stage into it, all or nothing.
 
@@ -398,7 +422,7 @@ class NamespaceActor(pykka.ThreadingActor):
                     f"transaction id {shown(txn_id)} was used before: it committed at commit_ts {commit_ts}",
                     commit_ts,
                 )
-        txn = self._open_txn(txn_id, open.timeout_ms, log_begin, rerun)
+        txn = self._open_txn(txn_id, open.timeout_ms, log_begin, rerun, attempt)
         try:
             self._stage(txn, mutations, conditions)
         except BaseException:
@@ -406,7 +430,8 @@ class NamespaceActor(pykka.ThreadingActor):
             raise
         return txn
 
-    def _live(self, txn_id: str) -> OpenTransaction:
+    def _live(self, txn_id: str, attempt: str) -> OpenTransaction:
+        """The open transaction `txn_id`, if `attempt` is the one that opened it."""
         now = self._touch()
         txn = self._open.get(txn_id)
         if txn is None:
@@ -414,6 +439,11 @@ class NamespaceActor(pykka.ThreadingActor):
         if txn.deadline <= now:
             self._expire(txn)
             raise self._finished.closed_error(txn_id)
+        if txn.attempt != attempt:
+            raise TransactionClosed(
+                f"transaction {shown(txn_id)} is held by another attempt (opened with another attempt "
+                "token, perhaps after this one's timeout passed); this attempt can no longer stage or commit"
+            )
         return txn
 
     def _stage(

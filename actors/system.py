@@ -83,6 +83,7 @@ class CommitRequest(NamedTuple):
     mutations: tuple[Mutation, ...] = ()
     open: TxnOpen | None = None
     conditions: tuple[Condition, ...] = ()
+    attempt: str = ""
 
 
 @dataclass(frozen=True)
@@ -225,12 +226,19 @@ class ActorSystem:
         wait: float,
         open: TxnOpen | None = None,
         conditions: Iterable[Condition] = (),
+        attempt: str = "",
     ) -> None:
         """Stage into an open transaction, or open `txn_id` (client-chosen) with `open`."""
         batch = tuple(mutations)
         checks = tuple(conditions)
         opening = open is not None
-        self._ask(_owner(txn_id, open), opening, lambda a: a.stage(txn_id, batch, open, checks), wait, txn_id)
+        self._ask(
+            _owner(txn_id, open),
+            opening,
+            lambda a: a.stage(txn_id, batch, open, checks, attempt),
+            wait,
+            txn_id,
+        )
 
     def commit(
         self,
@@ -239,14 +247,16 @@ class ActorSystem:
         wait: float,
         open: TxnOpen | None = None,
         conditions: Iterable[Condition] = (),
+        attempt: str = "",
     ) -> int:
         """Commit and wait (at most `wait` seconds) until it is durable; returns commit_ts.
 
         With `open`, `txn_id` is a client-chosen id opened by this same call,
         and a retry of a commit of that id gets the first one's commit_ts.
-        Conflict if a condition does not hold.
+        Conflict if a condition does not hold. `attempt`: the token of the
+        call that opened the transaction, if it gave one.
         """
-        request = CommitRequest(txn_id, tuple(mutations), open, tuple(conditions))
+        request = CommitRequest(txn_id, tuple(mutations), open, tuple(conditions), attempt)
         outcome = self.commit_batch([request], wait)[0]
         if isinstance(outcome, Exception):
             raise outcome
@@ -297,7 +307,9 @@ class ActorSystem:
             except StatehouseFault as exc:
                 outcomes[index] = exc
                 continue
-            call = CommitCall(request.txn_id, request.mutations, request.open, Reply(), request.conditions)
+            call = CommitCall(
+                request.txn_id, request.mutations, request.open, Reply(), request.conditions, request.attempt
+            )
             by_namespace.setdefault(namespace, []).append((index, call))
         replies = []
         for namespace, calls in by_namespace.items():
@@ -317,8 +329,9 @@ class ActorSystem:
                     replies.append((index, call.reply))
         return replies
 
-    def abort(self, txn_id: str, wait: float) -> None:
-        self._ask(txn_namespace(txn_id), False, lambda a: a.abort(txn_id), wait, txn_id, missing_ok=True)
+    def abort(self, txn_id: str, wait: float, attempt: str = "") -> None:
+        namespace = txn_namespace(txn_id)
+        self._ask(namespace, False, lambda a: a.abort(txn_id, attempt), wait, txn_id, missing_ok=True)
 
     def snapshot(self, wait: float) -> SnapshotInfo:
         """Take a snapshot now (between two commit groups) and return where it is."""

@@ -149,12 +149,16 @@ class Monitor:
         status = self.system.status(timeout)
         namespaces = sorted(status["namespaces"], key=lambda ns: ns["namespace"])
         watches = self.system.watches.status()
+        # Ready as /readyz would say, from the ledger's answer just taken (not a second question).
+        ready = (
+            status["ledger"]["state"] == "ok" and not self._stopping.is_set() and not self.system.store.failed
+        )
         return {
             "daemon": {
                 "version": __version__,
                 "pid": os.getpid(),
                 "uptime_s": round(started - self._started_at, 3),
-                "ready": self.ready() is None,
+                "ready": ready,
             },
             "asked_with_timeout_s": timeout,
             "answered_in_ms": round((time.monotonic() - started) * 1000, 3),

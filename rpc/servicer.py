@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -43,6 +44,8 @@ READ_BATCH_BYTES = 16 * 1024 * 1024
 # A ReplayBatch message holds at most this many events, or about this many bytes.
 REPLAY_BATCH_EVENTS = 512
 REPLAY_BATCH_BYTES = 1024 * 1024
+# The longest attempt token of a Stage or Commit.
+MAX_ATTEMPT_CHARS = 64
 # A watch with nothing to send says how far it got this often (a heartbeat).
 WATCH_HEARTBEAT_SECONDS = 5.0
 
@@ -174,14 +177,16 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
     @grpc_errors
     def Stage(self, request: pb.StageRequest, context: grpc.ServicerContext) -> pb.StageResponse:
         staged = self._commit_request(request)
-        self._system.stage(staged.txn_id, staged.mutations, _wait(context), staged.open, staged.conditions)
+        self._system.stage(
+            staged.txn_id, staged.mutations, _wait(context), staged.open, staged.conditions, staged.attempt
+        )
         return pb.StageResponse()
 
     @grpc_errors
     def Commit(self, request: pb.CommitRequest, context: grpc.ServicerContext) -> pb.CommitResponse:
         commit = self._commit_request(request)
         commit_ts = self._system.commit(
-            commit.txn_id, commit.mutations, _wait(context), commit.open, commit.conditions
+            commit.txn_id, commit.mutations, _wait(context), commit.open, commit.conditions, commit.attempt
         )
         return pb.CommitResponse(commit_ts=commit_ts)
 
@@ -229,11 +234,17 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         for c in request.conditions:
             namespace = check_names(c.namespace, c.agent_id, c.key)
             conditions.append(Condition(namespace, c.agent_id, c.key, c.expected_version))
-        return CommitRequest(request.txn_id, tuple(mutations), _txn_open(request), tuple(conditions))
+        if len(request.attempt) > MAX_ATTEMPT_CHARS:
+            raise InvalidArgument(
+                f"attempt is {len(request.attempt)} characters long; the limit is {MAX_ATTEMPT_CHARS}"
+            )
+        return CommitRequest(
+            request.txn_id, tuple(mutations), _txn_open(request), tuple(conditions), request.attempt
+        )
 
     @grpc_errors
     def Abort(self, request: pb.AbortRequest, context: grpc.ServicerContext) -> pb.AbortResponse:
-        self._system.abort(request.txn_id, _wait(context))
+        self._system.abort(request.txn_id, _wait(context), request.attempt)
         return pb.AbortResponse()
 
     @grpc_errors
@@ -361,13 +372,14 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         if start is not None and start <= routed:
             watch = watcher.filter
             view = self._system.view()
+            scanned: Iterator[tuple[int, list[Event]]]
             if watch.agent_id is not None:
-                slices = (watch.slice(e) for e in view.replay(watch.namespace, watch.agent_id, start, routed))
-                history: Iterator[Event] = (e for e in slices if e is not None)
+                own = view.replay(watch.namespace, watch.agent_id, start, routed)
+                scanned = ((e.commit_ts, [s] if (s := watch.slice(e)) is not None else []) for e in own)
             else:
                 logged = itertools.takewhile(lambda event: event.commit_ts <= routed, view.events(start))
-                history = (part for event in logged for part in watch.matches(event))
-            yield from self._watch_batches(history, json_values, routed)
+                scanned = ((event.commit_ts, watch.matches(event)) for event in logged)
+            yield from self._watch_batches(scanned, json_values, routed)
             del view
         while True:
             events, progress = watcher.take(WATCH_HEARTBEAT_SECONDS, REPLAY_BATCH_EVENTS, REPLAY_BATCH_BYTES)
@@ -381,19 +393,35 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
             yield response
 
     def _watch_batches(
-        self, events: Iterator[Event], json_values: bool, last_ts: int
+        self, scanned: Iterator[tuple[int, list[Event]]], json_values: bool, last_ts: int
     ) -> Iterator[pb.WatchResponse]:
-        """Events from the log in bounded responses; the last says `last_ts` was reached."""
+        """The matches of the log's commits, (commit_ts, its matching slices) in order, in
+        bounded responses; the last says `last_ts` was reached.
+
+        A scan that finds nothing to send for a while (a narrow watch over a long
+        log) still says how far it got, as a live watch's heartbeat does: the
+        client knows the daemon is alive, and a resume starts from there.
+        """
         response = pb.WatchResponse()
         size = 0
-        for event in events:
-            if size >= REPLAY_BATCH_BYTES or len(response.events) >= REPLAY_BATCH_EVENTS:
-                if event.commit_ts != response.events[-1].commit_ts:  # never split a commit
-                    response.progress_ts = response.events[-1].commit_ts
-                    yield response
-                    response = pb.WatchResponse()
-                    size = 0
-            size += _fill_event(response.events.add(), event, json_values, agent=True)
+        scanned_ts = 0
+        sent_at = time.monotonic()
+        for n, (commit_ts, parts) in enumerate(scanned, 1):
+            if parts and (size >= REPLAY_BATCH_BYTES or len(response.events) >= REPLAY_BATCH_EVENTS):
+                response.progress_ts = scanned_ts  # between two commits: never split one
+                yield response
+                response = pb.WatchResponse()
+                size = 0
+                sent_at = time.monotonic()
+            for part in parts:
+                size += _fill_event(response.events.add(), part, json_values, agent=True)
+            scanned_ts = commit_ts
+            if n % 1024 == 0 and time.monotonic() - sent_at >= WATCH_HEARTBEAT_SECONDS:
+                response.progress_ts = scanned_ts
+                yield response
+                response = pb.WatchResponse()
+                size = 0
+                sent_at = time.monotonic()
         response.progress_ts = last_ts
         yield response
 

@@ -7,6 +7,7 @@ every request they send through `TransactionCore`.
 from __future__ import annotations
 
 import math
+import secrets
 import time
 from typing import Any
 
@@ -108,6 +109,9 @@ class TransactionCore:
         self._buffered_bytes = 0
         self._conditions: dict[tuple[str, str, str], pb.Condition] = {}
         self._chunks: list[list[pb.Mutation]] = []  # full chunks waiting to be sent ahead
+        # Names this attempt to the daemon once chunks go ahead, so that a redo of the
+        # same id (an idempotency key's) and this attempt can never mix (see the proto).
+        self._attempt = ""
         self._state = "open"  # open | committed | aborted | failed
 
     # -- buffering (no I/O in either client) -------------------------------------
@@ -179,7 +183,9 @@ class TransactionCore:
         """
         if not self._chunks:
             return None
-        request = pb.StageRequest(txn_id=self.txn_id, mutations=self._chunks.pop(0))
+        if not self._attempt:
+            self._attempt = secrets.token_hex(8)
+        request = pb.StageRequest(txn_id=self.txn_id, mutations=self._chunks.pop(0), attempt=self._attempt)
         self._open_with(request)
         return request
 
@@ -212,6 +218,7 @@ class TransactionCore:
             txn_id=self.txn_id,
             mutations=list(self._buffer.values()),
             conditions=list(self._conditions.values()),
+            attempt=self._attempt,
         )
         self._open_with(request)
         self._buffer.clear()
@@ -238,7 +245,7 @@ class TransactionCore:
             return None
         # After a commit whose outcome is unknown this is also how to find
         # out: the server refuses to abort a committed transaction.
-        return pb.AbortRequest(txn_id=self.txn_id)
+        return pb.AbortRequest(txn_id=self.txn_id, attempt=self._attempt)
 
     def _aborted(self) -> None:
         self._state = "aborted"

@@ -298,14 +298,22 @@ def test_an_id_opened_ahead_may_open_again_once_nothing_of_it_was_written(
     from actors import AlreadyCommitted, Condition, Conflict, TxnOpen
 
     expired, failed, aborted = (f"ns:{n:024x}" for n in (1, 2, 3))
-    timed.stage(expired, [put("k", b"1")], W, TxnOpen(None))
+    timed.stage(expired, [put("k", b"1")], W, TxnOpen(None), attempt="first")
     clock.now += 2  # past the 1 s default timeout
     timed.tick_all(wait=W)
     with pytest.raises(TransactionExpired):
-        timed.commit(expired, [], W)
-    timed.stage(expired, [put("k", b"2")], W, TxnOpen(None))  # the redo opens it again
-    first_ts = timed.commit(expired, [], W)
+        timed.commit(expired, [], W, attempt="first")
+    with pytest.raises(TransactionClosed, match="used before"):  # a redo must name its attempt
+        timed.stage(expired, [put("k", b"2")], W, TxnOpen(None))
+    timed.stage(expired, [put("k", b"2")], W, TxnOpen(None), attempt="redo")  # the redo opens it again
+    # The first attempt, still alive, cannot slip a late chunk or its commit into the redo.
+    for late in (lambda: timed.stage(expired, [put("z", b"0")], W, attempt="first"),
+                 lambda: timed.commit(expired, [put("z", b"0")], W, attempt="first")):  # fmt: skip
+        with pytest.raises(TransactionClosed, match="held by another attempt"):
+            late()
+    first_ts = timed.commit(expired, [], W, attempt="redo")
     assert timed.view().get("ns", "a", "k").value == b"2"
+    assert timed.view().get("ns", "a", "z") is None
 
     timed.stage(failed, [put("j", b"1")], W, TxnOpen(None))
     with pytest.raises(Conflict):

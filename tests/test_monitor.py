@@ -242,6 +242,7 @@ def test_a_stuck_ledger_shows_as_stuck_and_the_daemon_is_not_ready(data_dir: Pat
             assert report["ledger"]["last_commit_ts"] == 0
             assert report["ledger"]["queue_depth"] >= 1
             assert report["stuck_actors"] >= 1
+            assert report["daemon"]["ready"] is False  # from this answer: no second wait for the ledger
             status, body, _ = get(http, "/readyz")
             assert status == 503 and body == b"not ready: the ledger did not answer within 0.2 s\n"
             assert get(http, "/healthz")[0] == 200
@@ -276,6 +277,8 @@ def test_metrics_count_commits_aborts_conflicts_and_errors_by_code(
 ) -> None:
     for _ in range(5):
         commit(client, "m")
+    with client.begin_transaction(namespace="m"):
+        pass  # an empty commit: acknowledged, but it writes nothing and is not counted
     txn = stub.BeginTransaction(pb.BeginTransactionRequest(namespace="m"), timeout=W).txn_id
     stub.Abort(pb.AbortRequest(txn_id=txn), timeout=W)
     with pytest.raises(ConflictError):

@@ -10,6 +10,7 @@ import pytest
 from google.protobuf.struct_pb2 import Struct
 
 import statehouse
+from actors import ActorConfig
 from rpc.server import Daemon, DaemonConfig
 from statehouse import (
     InvalidArgumentError,
@@ -460,3 +461,30 @@ def test_conflicts_of_combined_commits_are_reported_per_commit(client: Statehous
         True,
     )
     assert client.get_state("a", "k").value == "first"
+
+
+@pytest.mark.parametrize("actor_config", [ActorConfig(default_txn_timeout_ms=300)])
+def test_a_redo_after_an_expiry_and_the_expired_attempt_never_mix(client: Statehouse) -> None:
+    """Sync only: an async transaction sends its chunks at commit, so it has no window to mix in."""
+    from statehouse._transaction import STAGE_AHEAD_BYTES
+
+    big = "x" * (STAGE_AHEAD_BYTES // 2)
+    first = client.begin_transaction(idempotency_key="slow-step")  # no deadline of its own
+    for n in range(3):
+        first.write("a", f"part{n}", f"first{big}")  # chunks go ahead: the id is open
+    time.sleep(0.4)  # the daemon's 300 ms timeout passes: the first attempt's transaction expires
+    redo = client.begin_transaction(idempotency_key="slow-step")
+    for n in range(3):
+        redo.write("a", f"part{n}", f"redo{big}")  # its first chunk opens the id again
+    # The first attempt is still alive: neither its late chunk nor its commit lands in the redo.
+    with pytest.raises(statehouse.TransactionClosedError, match="held by another attempt"):
+        first.write("a", "part3", f"first{big}")
+        first.write("a", "part4", f"first{big}")
+    with pytest.raises(statehouse.TransactionClosedError):
+        first.commit()
+    with pytest.raises(statehouse.TransactionClosedError, match="cannot abort"):
+        first.abort()  # nor can it abort the redo
+    ts = redo.commit()
+    assert [client.get_state("a", f"part{n}").value[:4] for n in range(3)] == ["redo"] * 3
+    assert client.get_state("a", "part3").exists is False
+    assert [e.commit_ts for e in client.replay("a")] == [ts]

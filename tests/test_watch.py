@@ -134,6 +134,35 @@ def test_a_key_prefix_keeps_only_matching_operations(stub: Any) -> None:
     stream.cancel()
 
 
+def test_catching_up_on_a_long_log_says_how_far_it_got(stub: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rpc.servicer
+
+    # Many commits of another namespace, then one of ours: a namespace watch from
+    # commit_ts 1 scans them all and matches only the last.
+    for _ in range(3):
+        batch = [
+            pb.CommitRequest(
+                txn_id=f"busy:{secrets.token_hex(12)}",
+                open=pb.TxnOpen(),
+                mutations=[pb.Mutation(namespace="busy", agent_id="a", key=f"k{n}", value_json=b"1")],
+            )
+            for n in range(1000)
+        ]
+        stub.CommitBatch(pb.CommitBatchRequest(commits=batch), timeout=W)
+    ours = commit(stub, ("a", "k", b"1"), namespace="quiet")
+    monkeypatch.setattr(rpc.servicer, "WATCH_HEARTBEAT_SECONDS", 0.0)  # say it at every chance
+    stream = watch(stub, start=1, namespace="quiet")
+    assert next(stream).progress_ts == 0  # registered
+    responses = []
+    for response in stream:
+        responses.append((response.progress_ts, [e.commit_ts for e in response.events]))
+        if response.events:
+            break
+    stream.cancel()
+    # Word every 1,024 commits scanned, with nothing to send, then the match.
+    assert responses == [(1024, []), (2048, []), (ours, [ours])]
+
+
 def test_a_watcher_wakes_promptly_when_another_client_writes(daemon: Daemon, stub: Any) -> None:
     """The approval use case on the wire; the latency is printed, not asserted."""
     stream = watch(stub, "agent-1", prefix="approval")

@@ -148,16 +148,18 @@ class Conflict(_message.Message):
     def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., key: _Optional[str] = ..., expected_version: _Optional[int] = ..., actual_version: _Optional[int] = ..., exists: _Optional[bool] = ...) -> None: ...
 
 class StageRequest(_message.Message):
-    __slots__ = ("txn_id", "mutations", "open", "conditions")
+    __slots__ = ("txn_id", "mutations", "open", "conditions", "attempt")
     TXN_ID_FIELD_NUMBER: _ClassVar[int]
     MUTATIONS_FIELD_NUMBER: _ClassVar[int]
     OPEN_FIELD_NUMBER: _ClassVar[int]
     CONDITIONS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     txn_id: str
     mutations: _containers.RepeatedCompositeFieldContainer[Mutation]
     open: TxnOpen
     conditions: _containers.RepeatedCompositeFieldContainer[Condition]
-    def __init__(self, txn_id: _Optional[str] = ..., mutations: _Optional[_Iterable[_Union[Mutation, _Mapping]]] = ..., open: _Optional[_Union[TxnOpen, _Mapping]] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ...) -> None: ...
+    attempt: str
+    def __init__(self, txn_id: _Optional[str] = ..., mutations: _Optional[_Iterable[_Union[Mutation, _Mapping]]] = ..., open: _Optional[_Union[TxnOpen, _Mapping]] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., attempt: _Optional[str] = ...) -> None: ...
 
 class TxnOpen(_message.Message):
     __slots__ = ("timeout_ms",)
@@ -170,16 +172,18 @@ class StageResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class CommitRequest(_message.Message):
-    __slots__ = ("txn_id", "mutations", "open", "conditions")
+    __slots__ = ("txn_id", "mutations", "open", "conditions", "attempt")
     TXN_ID_FIELD_NUMBER: _ClassVar[int]
     MUTATIONS_FIELD_NUMBER: _ClassVar[int]
     OPEN_FIELD_NUMBER: _ClassVar[int]
     CONDITIONS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     txn_id: str
     mutations: _containers.RepeatedCompositeFieldContainer[Mutation]
     open: TxnOpen
     conditions: _containers.RepeatedCompositeFieldContainer[Condition]
-    def __init__(self, txn_id: _Optional[str] = ..., mutations: _Optional[_Iterable[_Union[Mutation, _Mapping]]] = ..., open: _Optional[_Union[TxnOpen, _Mapping]] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ...) -> None: ...
+    attempt: str
+    def __init__(self, txn_id: _Optional[str] = ..., mutations: _Optional[_Iterable[_Union[Mutation, _Mapping]]] = ..., open: _Optional[_Union[TxnOpen, _Mapping]] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., attempt: _Optional[str] = ...) -> None: ...
 
 class CommitBatchRequest(_message.Message):
     __slots__ = ("commits",)
@@ -212,10 +216,12 @@ class CommitResponse(_message.Message):
     def __init__(self, commit_ts: _Optional[int] = ...) -> None: ...
 
 class AbortRequest(_message.Message):
-    __slots__ = ("txn_id",)
+    __slots__ = ("txn_id", "attempt")
     TXN_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     txn_id: str
-    def __init__(self, txn_id: _Optional[str] = ...) -> None: ...
+    attempt: str
+    def __init__(self, txn_id: _Optional[str] = ..., attempt: _Optional[str] = ...) -> None: ...
 
 class AbortResponse(_message.Message):
     __slots__ = ()
