@@ -151,7 +151,8 @@ def documented_daemon(tmp_path: Path) -> Iterator[tuple[DaemonProcess, dict[str,
     """A daemon for one page, and the environment its commands run in."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)  # the venv running the tests
-    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    for shared in ("examples", "scripts", "proto"):
+        (tmp_path / shared).symlink_to(ROOT / shared)
     with DaemonProcess(tmp_path / "statehouse-data") as daemon:
         env = {
             **os.environ,
