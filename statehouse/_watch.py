@@ -249,6 +249,17 @@ def closed_client() -> StatehouseError:
     return from_status(grpc.StatusCode.CANCELLED, "the client was closed", False)
 
 
+class ClosedStub:
+    """What a closed client calls instead of its stub: every RPC raises `closed_client()`
+    (gRPC's own answer, a ValueError, is not the SDK's error)."""
+
+    def __getattr__(self, rpc: str) -> Any:
+        def closed(*args: Any, **kwargs: Any) -> Any:
+            raise closed_client()
+
+        return closed
+
+
 def _cancel_late(stream: Any, late: threading.Event) -> None:
     late.set()
     stream.cancel()

@@ -22,7 +22,7 @@ from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
 from statehouse._retry import RetryPolicy
 from statehouse._transaction import BEGIN_TRANSACTION_DOC, TransactionCore
-from statehouse._watch import AsyncWatch, closed_client
+from statehouse._watch import AsyncWatch, ClosedStub, closed_client
 from statehouse.client import DEFAULT_ADDR, DEFAULT_TIMEOUT_SECONDS, TRANSACTION_DOC
 from statehouse.exceptions import ConflictError, DeadlineExceededError, StatehouseError, from_rpc_error
 from statehouse.types import AgentState, KeyVersion, Page, ReplayEvent, SnapshotInfo, StateResult
@@ -431,7 +431,9 @@ class AsyncStatehouse:
     # -- lifecycle -------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Close the connection; watches and streams of this client end."""
+        """Close the connection; watches and streams of this client end, and later calls
+        raise StatehouseError (code CANCELLED)."""
+        self._stub = ClosedStub()
         await self._channel.close()
 
     async def __aenter__(self) -> AsyncStatehouse:

@@ -23,7 +23,7 @@ from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
 from statehouse._retry import RetryPolicy
 from statehouse._transaction import BEGIN_TRANSACTION_DOC, STAGE_AHEAD_BYTES, CommitCall, TransactionCore
-from statehouse._watch import Watch
+from statehouse._watch import ClosedStub, Watch
 from statehouse.exceptions import (
     ConflictError,
     DeadlineExceededError,
@@ -543,7 +543,9 @@ class Statehouse:
     # -- lifecycle -------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection; watches and streams of this client end."""
+        """Close the connection; watches and streams of this client end, and later calls
+        raise StatehouseError (code CANCELLED)."""
+        self._stub = ClosedStub()
         self._channel.close()
 
     def __enter__(self) -> Statehouse:

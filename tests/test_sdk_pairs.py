@@ -609,6 +609,23 @@ def test_wait_for_returns_at_once_or_times_out(sdk: SDK) -> None:
     assert 0.3 <= time.monotonic() - began < 10
 
 
+def test_calls_after_close_raise_the_sdks_error(sdk: SDK) -> None:
+    client = sdk.connect()
+    client.close()
+    calls = [
+        lambda: client.health(),
+        lambda: client.get_state("a", "k"),
+        lambda: client.list_keys("a"),
+        lambda: list(client.replay("a")),
+        lambda: client.watch("a"),
+        lambda: client.begin_transaction().commit(),
+    ]
+    for call in calls:
+        with pytest.raises(statehouse.StatehouseError) as closed:
+            call()
+        assert closed.value.code == "CANCELLED" and "closed" in str(closed.value)
+
+
 def test_closing_the_client_ends_its_watch_with_an_error(sdk: SDK) -> None:
     """Both clients: a StatehouseError with code CANCELLED, never a bare CancelledError."""
     client = sdk.connect()
