@@ -13,7 +13,13 @@ import threading
 from collections.abc import Callable
 from typing import NamedTuple
 
-from actors.errors import TransactionClosed, TransactionExpired, TransactionNotFound
+from actors.errors import (
+    OutcomeUnknown,
+    TransactionClosed,
+    TransactionExpired,
+    TransactionNotFound,
+    Unavailable,
+)
 from actors.reply import Reply
 
 DEFAULT_MEMORY = 100_000
@@ -34,6 +40,11 @@ class Finished(NamedTuple):
         reply = self.reply
         return reply is not None and reply.done() and reply.exception() is not None
 
+    @property
+    def outcome_unknown(self) -> bool:
+        """Its commit failed after the write, before the fsync was known to succeed."""
+        return self.commit_failed and isinstance(self.reply.exception(), OutcomeUnknown)  # type: ignore[union-attr]
+
 
 class FinishedTransactions:
     """A thread-safe, bounded map txn_id -> Finished.
@@ -43,9 +54,14 @@ class FinishedTransactions:
     """
 
     def __init__(
-        self, memory: int = DEFAULT_MEMORY, committed: Callable[[str], int | None] = lambda txn_id: None
+        self,
+        memory: int = DEFAULT_MEMORY,
+        committed: Callable[[str], int | None] = lambda txn_id: None,
+        unsettled: Callable[[], bool] = lambda: False,
     ) -> None:
         self._committed = committed
+        # True while a failed write's outcome is not on record yet (the store reopens).
+        self._unsettled = unsettled
         self._memory = memory
         self._lock = threading.Lock()
         self._entries: collections.OrderedDict[str, Finished] = collections.OrderedDict()
@@ -88,16 +104,38 @@ class FinishedTransactions:
         return TransactionClosed(f"transaction {name} is being committed")
 
     def check_abort(self, txn_id: str) -> None:
-        """Raise if `txn_id`, not open, cannot be aborted: it committed (or is committing)."""
+        """Abort `txn_id`, which is not open: raise if it committed or is being committed.
+
+        The disk has the last word for an id not remembered here, and for one
+        whose commit's outcome is unknown: a commit whose fsync failed may
+        have survived it (reading waits for the store to reopen). Any other
+        failed commit wrote nothing, and aborting it is fine. An id seen nowhere is
+        remembered as aborted, so that a late commit of it (a request still
+        on its way) cannot commit it after its client was told it aborted.
+        """
         finished = self.get(txn_id)
-        if finished is None:
+        if finished is not None and finished.outcome_unknown and self._unsettled():
+            raise Unavailable(
+                f"the outcome of transaction {shown(txn_id)}'s commit is not known until the store "
+                "reopens after the failed write (in a moment); abort again"
+            )
+        if finished is None or finished.outcome_unknown:
             commit_ts = self._committed(txn_id)
             if commit_ts is not None:
                 raise TransactionClosed(
                     f"transaction {shown(txn_id)} was already committed (commit_ts {commit_ts}); "
                     "it cannot be aborted"
                 )
-        elif finished.outcome == "committed" and not finished.commit_failed:
+            if finished is None:
+                self.remember(txn_id, Finished("aborted"))
+            return
+        if finished.outcome == "committed" and not finished.commit_failed:
+            reply = finished.reply
+            if reply is not None and not reply.done():
+                raise TransactionClosed(
+                    f"transaction {shown(txn_id)} is being committed; it cannot be aborted "
+                    "(its commit succeeds or fails in a moment: read, or abort again)"
+                )
             raise TransactionClosed(
                 f"transaction {shown(txn_id)} was already committed; it cannot be aborted"
             )

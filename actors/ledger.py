@@ -150,14 +150,14 @@ class Ledger(pykka.ThreadingActor):
         except StoreFailedError as exc:
             log.error("ledger.sync_failed", error=str(exc), commits=len(group))
             unknown = OutcomeUnknown(
-                f"commit outcome unknown: {exc}. It may or may not survive the restart; read to find out"
+                f"commit outcome unknown: {exc}. It may or may not have reached the disk; read to find out"
             )
             for intent in group:
                 intent.reply.set_exception(unknown)
             return
         except StorageError as exc:
             log.error("ledger.write_failed", error=str(exc), commits=len(group))
-            failure = Unavailable(f"commit not written: {exc}")
+            failure = Unavailable(str(exc))  # the store's message says nothing was committed
             for intent in group:
                 intent.reply.set_exception(failure)
             return

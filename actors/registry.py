@@ -21,6 +21,7 @@ for each.
 from __future__ import annotations
 
 import collections
+import itertools
 import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
@@ -28,6 +29,9 @@ from typing import Any, NamedTuple, TypeVar
 import pykka
 
 T = TypeVar("T")
+
+# Past the bound, each new actor asks this many of the least recently used to retire.
+_ASKED_PER_START = 4
 
 
 class LiveActor(NamedTuple):
@@ -79,9 +83,13 @@ class NamespaceRegistry:
             return send(proxy)
 
     def _trim(self) -> None:
-        """Ask the least recently used actors beyond `max_idle` to retire if idle."""
-        excess = len(self._actors) - self._max_idle
-        for namespace in list(self._actors)[: max(0, excess)]:
+        """Ask the least recently used actors beyond `max_idle` to retire if idle.
+
+        At most a few per new actor, so that starting one stays cheap however
+        many live (actors holding open transactions refuse, and stay).
+        """
+        excess = min(len(self._actors) - self._max_idle, _ASKED_PER_START)
+        for namespace in list(itertools.islice(self._actors, max(0, excess))):
             proxy = self._actors[namespace]
             proxy.retire_if_idle(self._uses[namespace])
             self._actors.move_to_end(namespace)  # asked once; ask again only when it is oldest again

@@ -114,7 +114,7 @@ class ActorSystem:
         self._clock = clock  # deadlines and idleness; tests pass a fake one
         self._ledger: pykka.ActorRef | None = None
         self._registry: NamespaceRegistry | None = None
-        self._finished = FinishedTransactions(committed=store.commit_ts_of)
+        self._finished = FinishedTransactions(committed=store.commit_ts_of, unsettled=lambda: store.failed)
         self._stopping = threading.Event()
         self._reaper: threading.Thread | None = None
         self.watches = WatchHub(

@@ -325,7 +325,8 @@ def verify(argv: list[str]) -> int:
     args = _maintenance_parser(
         "verify",
         "Fold the event log from empty and check that it equals the stored state, version history, "
-        "per-agent event index and last commit_ts, and that the log itself is whole (commit_ts 1, 2, 3, "
+        "per-agent event index, transaction-id index and last commit_ts, and that the log itself is "
+        "whole (commit_ts 1, 2, 3, "
         "... and every key's versions 1, 2, 3, ...). Opens the store read-only; the daemon must be stopped.",
     ).parse_args(argv)
     try:
@@ -354,9 +355,10 @@ def rebuild(argv: list[str]) -> int:
 
     args = _maintenance_parser(
         "rebuild",
-        "Rebuild the state table, version history, per-agent event index and last commit_ts from the "
-        "event log alone (the way out of a damaged state table), then run verify. Changes nothing if the "
-        "log itself is damaged. Safe to run again if interrupted. The daemon must be stopped.",
+        "Rebuild the state table, version history, per-agent event index, transaction-id index and "
+        "last commit_ts from the event log alone (the way out of a damaged state table), then run "
+        "verify. Changes nothing if the log itself is damaged. Safe to run again if interrupted. "
+        "The daemon must be stopped.",
     ).parse_args(argv)
 
     def progress(p: object) -> None:

@@ -224,7 +224,7 @@ class Store:
         if self._failed is not None:
             raise StorageError(
                 f"nothing was committed: the store refuses writes since an earlier failure "
-                f"({self._failed}); restart the daemon"
+                f"({self._failed}) until it is reopened"
             )
         batch = WriteBatch(raw_mode=True)
         for event in events:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -311,3 +312,38 @@ def test_abort_after_a_restart_says_the_transaction_committed(daemon_config: Dae
             assert info.value.code() == C.FAILED_PRECONDITION
     finally:
         daemon.stop()
+
+
+def test_abort_after_an_unknown_outcome_asks_the_disk(daemon: Daemon, stub: Any) -> None:
+    from test_watch import _FsyncFailsOnce  # simulated: a WAL fsync that fails (EIO), see there
+
+    assert daemon.store is not None
+    flaky = _FsyncFailsOnce(daemon.store._db)
+    daemon.store._db = flaky
+    flaky.armed = True
+    request = commit(None, put("k", b"1"))
+    error = refused(stub, request)
+    assert error.code() == C.UNAVAILABLE and "outcome unknown" in error.details()
+    # The batch reached the file before the fsync failed, so it survives the reopen: the
+    # abort must not claim to have discarded it. Until the store has reopened (the
+    # reaper does it within its tick), the abort says it cannot know yet.
+    deadline = time.monotonic() + W
+    while True:
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Abort(pb.AbortRequest(txn_id=request.txn_id), timeout=W)
+        if info.value.code() != C.UNAVAILABLE:
+            break
+        assert "not known until the store reopens" in info.value.details()
+        assert time.monotonic() < deadline, "the store never reopened"
+        time.sleep(0.05)  # polling for the reaper's reopen, bounded by the deadline
+    assert info.value.code() == C.FAILED_PRECONDITION
+    assert "already committed (commit_ts 1)" in info.value.details()
+    assert state(stub, "k") == (b"1", 1, True)
+
+
+def test_an_abort_of_an_id_never_seen_refuses_its_late_commit(stub: Any) -> None:
+    request = commit(None, put("k", b"1"))
+    stub.Abort(pb.AbortRequest(txn_id=request.txn_id), timeout=W)  # the commit is still on its way
+    error = refused(stub, request)
+    assert error.code() == C.FAILED_PRECONDITION and "used before" in error.details()
+    assert state(stub, "k")[2] is False

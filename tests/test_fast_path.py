@@ -1095,3 +1095,29 @@ def test_abort_after_a_commit_of_unknown_outcome_asks_the_server(
         with pytest.raises(TransactionClosedError, match="already committed"):
             tx.abort()  # the server says what happened instead of a silent "aborted"
         assert client.get_state("a", "k").value == "v"
+
+
+def test_starting_an_actor_asks_only_a_few_old_ones_to_retire() -> None:
+    """With many actors that cannot retire (open transactions), a new one must stay cheap:
+    it asks a bounded number of the oldest, not every actor past the bound."""
+    from actors.registry import NamespaceRegistry
+
+    asked: list[str] = []
+
+    class Holder:  # a live actor that holds a transaction open: it never retires
+        def __init__(self, namespace: str) -> None:
+            self.namespace = namespace
+            self.actor_ref = self
+
+        def is_alive(self) -> bool:
+            return True
+
+        def retire_if_idle(self, uses: int) -> None:
+            asked.append(self.namespace)
+
+    registry = NamespaceRegistry(lambda ns: (Holder(ns), None), max_idle=8)
+    for n in range(500):
+        before = len(asked)
+        registry.send(f"ns{n}", True, lambda proxy: None)
+        assert len(asked) - before == min(max(0, n + 1 - 8), 4)  # past the bound: 4 at most
+    assert len(registry) == 500

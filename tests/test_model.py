@@ -423,6 +423,9 @@ class StatehouseMachine(RuleBasedStateMachine):
             self._expect_error((TransactionClosed, "already committed"), lambda: self.sys.abort(txn_id, W))
             return
         # Open, aborted, expired, forgotten or never issued: abort succeeds (and again).
+        elif txn_id not in self.model.finished:
+            # Never seen (or forgotten): remembered as aborted, so a late commit of it is refused.
+            self.model.finished[txn_id] = ("aborted", 0)
         assert self.sys.abort(txn_id, W) is None
         assert self.sys.abort(txn_id, W) is None
         if self.model.finished.get(txn_id) == ("aborted", 0):
