@@ -157,7 +157,10 @@ class Ledger(pykka.ThreadingActor):
             return
         except StorageError as exc:
             log.error("ledger.write_failed", error=str(exc), commits=len(group))
-            failure = Unavailable(str(exc))  # the store's message says nothing was committed
+            said = str(exc)
+            if not said.startswith("nothing was committed"):
+                said = f"nothing was committed: {said}"
+            failure = Unavailable(said)
             for intent in group:
                 intent.reply.set_exception(failure)
             return
