@@ -108,7 +108,7 @@ class FinishedTransactions:
 
         The disk has the last word for an id not remembered here, and for one
         whose commit's outcome is unknown: a commit whose fsync failed may
-        have survived it (reading waits for the store to reopen). Any other
+        have survived it (Unavailable until the store has reopened and knows). Any other
         failed commit wrote nothing, and aborting it is fine. An id seen nowhere is
         remembered as aborted, so that a late commit of it (a request still
         on its way) cannot commit it after its client was told it aborted.

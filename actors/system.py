@@ -367,14 +367,9 @@ class ActorSystem:
         a lock an actor needs: asking never stalls commits.
         """
         deadline = time.monotonic() + wait
-        ledger_ref = self._ledger
-        assert ledger_ref is not None
-        ledger_depth = ledger_ref.actor_inbox.qsize()
-        query = LedgerStatusQuery(Future())
-        try:
-            ledger_ref.tell(query)
-        except pykka.ActorDeadError:
-            query.reply.set_exception(Unavailable("the ledger is not running"))
+        assert self._ledger is not None
+        ledger_depth = self._ledger.actor_inbox.qsize()
+        query = self._ask_ledger()
         asked = []
         for actor in self._live():
             depth = actor.proxy.actor_ref.actor_inbox.qsize()
@@ -382,16 +377,10 @@ class ActorSystem:
                 asked.append((actor, depth, actor.proxy.status()))
             except pykka.ActorDeadError:
                 continue  # retired meanwhile
-        try:
-            ledger: dict[str, Any] = query.reply.result(timeout=max(0.0, deadline - time.monotonic()))
-        except (FutureTimeout, Unavailable) as exc:
-            ledger = {
-                "state": "stuck" if isinstance(exc, FutureTimeout) else "stopped",
-                "last_commit_ts": self.store.last_commit_ts,
-                "queue_depth": ledger_depth,
-            }
-        else:
-            ledger = {"state": "ok", **ledger}
+        state, answer = self._ledger_answer(query, max(0.0, deadline - time.monotonic()))
+        ledger: dict[str, Any] = {"state": state, **answer}
+        if state != "ok":
+            ledger.update(last_commit_ts=self.store.last_commit_ts, queue_depth=ledger_depth)
         namespaces = []
         for actor, depth, future in asked:
             try:
@@ -408,7 +397,7 @@ class ActorSystem:
                 continue
             answer["mailbox_depth"] = depth
             namespaces.append(answer)
-        return {"ledger": ledger, "namespaces": namespaces}
+        return {"ledger": ledger, "namespaces": namespaces, "not_ready": self._not_ready(state, wait)}
 
     def gauges(self) -> dict[str, int]:
         """Present-tense figures read from what the actors publish, without asking them."""
@@ -423,19 +412,42 @@ class ActorSystem:
 
     def ready(self, wait: float) -> str | None:
         """None when the store is open and the ledger answers within `wait` s, else why not."""
-        if self._stopping.is_set() or self._ledger is None:
+        if self._ledger is None:
+            return "the daemon is shutting down"
+        state, _answer = self._ledger_answer(self._ask_ledger(), wait)
+        return self._not_ready(state, wait)
+
+    def _not_ready(self, ledger_state: str, wait: float) -> str | None:
+        """Why the daemon cannot take work, given how the ledger answered (None: it can)."""
+        if self._stopping.is_set():
             return "the daemon is shutting down"
         if self.store.failed:
             return "the store refuses writes since a failed write to disk; it reopens when it can"
-        query = LedgerStatusQuery(Future())
-        try:
-            self._ledger.tell(query)
-            query.reply.result(timeout=wait)
-        except pykka.ActorDeadError:
+        if ledger_state == "stopped":
             return "the ledger is not running"
-        except FutureTimeout:
+        if ledger_state == "stuck":
             return f"the ledger did not answer within {wait:g} s"
         return None
+
+    def _ask_ledger(self) -> LedgerStatusQuery:
+        """Ask the ledger for its status; the reply fails at once if it is not running."""
+        query = LedgerStatusQuery(Future())
+        try:
+            if self._ledger is None:
+                raise pykka.ActorDeadError("not started")
+            self._ledger.tell(query)
+        except pykka.ActorDeadError:
+            query.reply.set_exception(Unavailable("the ledger is not running"))
+        return query
+
+    def _ledger_answer(self, query: LedgerStatusQuery, wait: float) -> tuple[str, dict[str, Any]]:
+        """("ok", its status), or ("stuck", {}) after `wait` s, or ("stopped", {})."""
+        try:
+            return "ok", query.reply.result(timeout=wait)
+        except FutureTimeout:
+            return "stuck", {}
+        except Unavailable:
+            return "stopped", {}
 
     def _send(self, namespace: str, start: bool, send: Callable[[Any], Any]) -> Any:
         """Enqueue a message to the namespace's actor; None if it has none and `start` is false."""

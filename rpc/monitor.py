@@ -150,9 +150,7 @@ class Monitor:
         namespaces = sorted(status["namespaces"], key=lambda ns: ns["namespace"])
         watches = self.system.watches.status()
         # Ready as /readyz would say, from the ledger's answer just taken (not a second question).
-        ready = (
-            status["ledger"]["state"] == "ok" and not self._stopping.is_set() and not self.system.store.failed
-        )
+        ready = status["not_ready"] is None and not self._stopping.is_set()
         return {
             "daemon": {
                 "version": __version__,

@@ -406,8 +406,10 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         size = 0
         scanned_ts = 0
         sent_at = time.monotonic()
-        for n, (commit_ts, parts) in enumerate(scanned, 1):
-            if parts and (size >= REPLAY_BATCH_BYTES or len(response.events) >= REPLAY_BATCH_EVENTS):
+        for n, (commit_ts, parts) in enumerate(scanned):
+            full = bool(parts) and (size >= REPLAY_BATCH_BYTES or len(response.events) >= REPLAY_BATCH_EVENTS)
+            quiet = n and n % 1024 == 0 and time.monotonic() - sent_at >= WATCH_HEARTBEAT_SECONDS
+            if full or quiet:
                 response.progress_ts = scanned_ts  # between two commits: never split one
                 yield response
                 response = pb.WatchResponse()
@@ -416,12 +418,6 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
             for part in parts:
                 size += _fill_event(response.events.add(), part, json_values, agent=True)
             scanned_ts = commit_ts
-            if n % 1024 == 0 and time.monotonic() - sent_at >= WATCH_HEARTBEAT_SECONDS:
-                response.progress_ts = scanned_ts
-                yield response
-                response = pb.WatchResponse()
-                size = 0
-                sent_at = time.monotonic()
         response.progress_ts = last_ts
         yield response
 

@@ -18,6 +18,7 @@ from statehouse.exceptions import (
     StatehouseError,
     TransactionClosedError,
     TransactionExpiredError,
+    _AlreadyCommitted,
 )
 
 # The docstring of both clients' begin_transaction, after its first line.
@@ -193,11 +194,10 @@ class TransactionCore:
         """After sending a chunk ahead failed: True when the failure is the answer (an
         idempotency key's transaction committed already), False when it must be raised."""
         self._chunks.clear()
-        commit_ts = getattr(error, "commit_ts", None)
-        if self.idempotency_key is not None and isinstance(error, TransactionClosedError) and commit_ts:
+        if self.idempotency_key is not None and isinstance(error, _AlreadyCommitted):
             self._buffer.clear()
             self._state = "answered"
-            self.commit_ts = commit_ts
+            self.commit_ts = error.commit_ts
             return True
         # The chunk may or may not be staged: the transaction can no longer
         # commit what was written to it.
