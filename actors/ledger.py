@@ -27,7 +27,16 @@ from actors.messages import (
 )
 from actors.metrics import Metrics
 from actors.watch import WatchHub
-from storage import Event, EventOp, SnapshotDirectory, SnapshotInfo, StorageError, Store, StoreFailedError
+from storage import (
+    DataLossError,
+    Event,
+    EventOp,
+    SnapshotDirectory,
+    SnapshotInfo,
+    StorageError,
+    Store,
+    StoreFailedError,
+)
 from storage.faults import crash_point
 
 log = structlog.get_logger("statehouse.ledger")
@@ -174,7 +183,7 @@ class Ledger(pykka.ThreadingActor):
         for n, (intent, outcome) in enumerate(zip(group, results, strict=True)):
             if n == half and n:
                 crash_point("ledger.mid_ack")
-            if isinstance(outcome, Conflict):
+            if isinstance(outcome, Exception):
                 intent.reply.set_exception(outcome)
             elif isinstance(outcome, Repeat):
                 intent.reply.set_result(outcome.commit_ts)
@@ -185,6 +194,9 @@ class Ledger(pykka.ThreadingActor):
         written = self._written
         commit_seconds = self._metrics.commit_seconds
         for intent, outcome in zip(group, results, strict=True):
+            if isinstance(outcome, DataLossError):
+                log.error("txn.failed", txn_id=intent.txn_id, code="DATA_LOSS", error=str(outcome))
+                continue
             if isinstance(outcome, Conflict):
                 self._metrics.conflicts.inc()
                 log.info(
@@ -218,11 +230,13 @@ class Ledger(pykka.ThreadingActor):
             if self._since_snapshot >= self._snapshot_every:
                 self._snapshot(SnapshotRequest(None, reason="every_commits"))
 
-    def _write(self, group: list[CommitIntent]) -> list[int | Conflict | Repeat]:
+    def _write(self, group: list[CommitIntent]) -> list[int | Conflict | Repeat | DataLossError]:
         """Check conditions, assign commit_ts/versions, append durably.
 
-        Returns each intent's commit_ts, the Conflict that stopped it, or
-        Repeat(first commit_ts) for a transaction id already written.
+        Returns each intent's commit_ts, the Conflict that stopped it,
+        Repeat(first commit_ts) for a transaction id already written, or the
+        DataLossError of a read it needed (a key's version, a condition, its
+        id) that met damaged data: that commit fails, the rest go on.
         """
         self._recover()
         commit_ts = self._store.last_commit_ts
@@ -230,35 +244,44 @@ class Ledger(pykka.ThreadingActor):
         # Keys written by this group so far: target -> (version, live).
         versions: dict[tuple[str, str, str], tuple[int, bool]] = {}
         events: list[Event] = []
-        results: list[int | Conflict | Repeat] = []
+        results: list[int | Conflict | Repeat | DataLossError] = []
         # One transaction id is written at most once, whatever the namespace
         # actors let through (a retry whose first attempt they forgot, one
         # that survived a failed fsync): a repeat gets the first commit_ts.
-        earlier = self._store.committed_many([intent.txn_id for intent in group])
+        earlier = self._earlier([intent.txn_id for intent in group])
         written: dict[str, int] = {}
         for intent, first in zip(group, earlier, strict=True):
+            if isinstance(first, DataLossError):
+                results.append(first)
+                continue
             if first is None:
                 first = written.get(intent.txn_id)
             if first is not None:
                 results.append(Repeat(first))
                 continue
-            if intent.conditions:
-                conflict = self._check(intent.conditions, versions)
-                if conflict is not None:
-                    results.append(conflict)
-                    continue
+            staged: dict[tuple[str, str, str], tuple[int, bool]] = {}
+            ops = []
+            try:
+                if intent.conditions:
+                    conflict = self._check(intent.conditions, versions)
+                    if conflict is not None:
+                        results.append(conflict)
+                        continue
+                for mutation in intent.mutations:
+                    target = mutation.target
+                    known = staged.get(target) or versions.get(target)
+                    version = (known or self._store.current_version(*target))[0] + 1
+                    staged[target] = (version, mutation.value is not None)
+                    ops.append(EventOp(*target, version, mutation.value))
+            except DataLossError as exc:
+                results.append(DataLossError(f"nothing was committed: {exc}", detail=exc.detail))
+                continue
             if not intent.mutations:
                 # An empty commit writes nothing and is ordered after what came before.
                 results.append(commit_ts)
                 continue
+            versions.update(staged)
             commit_ts += 1
-            ops = []
-            for mutation in intent.mutations:
-                target = mutation.target
-                known = versions.get(target)
-                version = (known or self._store.current_version(*target))[0] + 1
-                versions[target] = (version, mutation.value is not None)
-                ops.append(EventOp(*target, version, mutation.value))
             events.append(Event(commit_ts, intent.txn_id, committed_at_ms, tuple(ops)))
             results.append(commit_ts)
             written[intent.txn_id] = commit_ts
@@ -279,6 +302,21 @@ class Ledger(pykka.ThreadingActor):
             self._grouped_commits += len(events)
             self._recent_group_sizes.append(len(events))
         return results
+
+    def _earlier(self, txn_ids: list[str]) -> list[int | DataLossError | None]:
+        """The commit_ts of each id already written (None if not): one multi-get, or, where
+        that meets damage, one read per id, so that only the commits it hides fail."""
+        try:
+            return list(self._store.committed_many(txn_ids))
+        except DataLossError:
+            pass
+        found: list[int | DataLossError | None] = []
+        for txn_id in txn_ids:
+            try:
+                found.append(self._store.committed_many([txn_id])[0])
+            except DataLossError as exc:
+                found.append(DataLossError(f"nothing was committed: {exc}", detail=exc.detail))
+        return found
 
     def _check(
         self, conditions: tuple[Condition, ...], versions: dict[tuple[str, str, str], tuple[int, bool]]

@@ -2,8 +2,9 @@
 
 statehoused [flags]                 serve (see --help; --config FILE, --print-config)
 statehoused snapshot [--addr A]     ask a running daemon for a snapshot
-statehoused verify [--data-dir D]   check state and indexes against the event log (daemon stopped)
-statehoused rebuild [--data-dir D]  rebuild state and indexes from the event log, then verify
+statehoused verify [--data-dir D]   check state and indexes against the event log, report damage
+statehoused rebuild [--data-dir D] [--into NEW]  rebuild state and indexes from the event log, then verify
+statehoused recover-wal [--data-dir D] [--accept-loss]  cut a store with a damaged log back to what reads
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParse
         prog="statehoused",
         description="Statehouse daemon: transactional, versioned, durable state for AI agents.",
         epilog=(
-            "Maintenance commands: statehoused snapshot | verify | rebuild (each has --help). "
+            "Maintenance commands: statehoused snapshot | verify | rebuild | recover-wal (each has --help). "
             "Exit codes: 0 clean shutdown, 2 bad arguments, 3 cannot listen on --addr, "
             "4 data directory unusable (for example locked by another statehoused)."
         ),
@@ -296,12 +297,14 @@ def snapshot(argv: list[str]) -> int:
     return EXIT_OK
 
 
-def _maintenance_parser(command: str, description: str) -> argparse.ArgumentParser:
+def _maintenance_parser(command: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"statehoused {command}",
         description=description,
-        epilog="Exit codes: 0 consistent, 1 divergence found (DIVERGENCE: names the first), "
-        "2 bad arguments, 4 data directory unusable or in use by a running statehoused (stop it first).",
+        epilog=epilog
+        or "Exit codes: 0 consistent, 1 damage or divergence found (DAMAGE: names what could not be read, "
+        "DIVERGENCE: the first divergence), 2 bad arguments, 4 no store there, or in use by a running "
+        "statehoused (stop it first).",
     )
     parser.add_argument(
         "--data-dir",
@@ -318,6 +321,33 @@ def _maintenance_parser(command: str, description: str) -> argparse.ArgumentPars
     return parser
 
 
+def _advice(report: Any, data_dir: Path) -> list[str]:
+    """What to do about what verify found: what a rebuild can and cannot bring back."""
+    if report.ok:
+        return []
+    if report.damaged("STORE"):
+        return ["the store cannot be opened, so rebuild cannot read it; see the message above"]
+    events = [d for d in report.damage if d.table == "EVENTS"]
+    if events:
+        lost = ", ".join(
+            f"{d.first_ts} to {d.last_ts if d.last_ts is not None else 'the end'}" for d in events
+        )
+        return [
+            f"the event log itself is damaged: no rebuild can bring back commit_ts {lost}; restore a "
+            "snapshot kept on other storage (a snapshot on the same disk shares its table files with "
+            "the store: see docs/failure-modes.md, damaged data)"
+        ]
+    if report.damage:
+        return [
+            "the event log is whole, so everything can be brought back: "
+            f"statehoused rebuild --data-dir {data_dir} --into NEW_DIR  (writes a new store from the log; "
+            "then start the daemon on NEW_DIR)"
+        ]
+    if report.divergence is not None and report.divergence.table == "EVENTS":
+        return ["the event log itself is damaged; rebuild cannot repair that (restore a snapshot)"]
+    return [f"repair: statehoused rebuild --data-dir {data_dir}  (rebuilds everything from the log)"]
+
+
 def verify(argv: list[str]) -> int:
     """`statehoused verify`: fold the event log and compare it with the stored tables."""
     from storage import recovery
@@ -326,8 +356,9 @@ def verify(argv: list[str]) -> int:
         "verify",
         "Fold the event log from empty and check that it equals the stored state, version history, "
         "per-agent event index, transaction-id index and last commit_ts, and that the log itself is "
-        "whole (commit_ts 1, 2, 3, "
-        "... and every key's versions 1, 2, 3, ...). Opens the store read-only; the daemon must be stopped.",
+        "whole (commit_ts 1, 2, 3, ... and every key's versions 1, 2, 3, ...). Reads every record, so "
+        "it also finds damaged data (DAMAGE: what could not be read, with the commits lost). Opens the "
+        "store read-only; the daemon must be stopped (or verify a snapshot of it).",
     ).parse_args(argv)
     try:
         report = recovery.verify(
@@ -339,13 +370,8 @@ def verify(argv: list[str]) -> int:
         print(f"statehoused verify: {exc}", file=sys.stderr)
         return EXIT_DATA_DIR
     print(report.summary())
-    if report.divergence is not None:
-        if report.divergence.table == "EVENTS":
-            print("the event log itself is damaged; rebuild cannot repair that (restore a snapshot)")
-        else:
-            print(
-                f"repair: statehoused rebuild --data-dir {args.data_dir}  (rebuilds everything from the log)"
-            )
+    for line in _advice(report, args.data_dir):
+        print(line)
     return EXIT_OK if report.ok else 1
 
 
@@ -353,27 +379,72 @@ def rebuild(argv: list[str]) -> int:
     """`statehoused rebuild`: rewrite state and indexes from the event log alone, then verify."""
     from storage import recovery
 
-    args = _maintenance_parser(
+    parser = _maintenance_parser(
         "rebuild",
         "Rebuild the state table, version history, per-agent event index, transaction-id index and "
         "last commit_ts from the event log alone (the way out of a damaged state table), then run "
-        "verify. Changes nothing if the log itself is damaged. Safe to run again if interrupted. "
-        "The daemon must be stopped.",
-    ).parse_args(argv)
+        "verify. In place by default; with --into, a new store is written there and the data directory "
+        "is left as it is (the way out when the tables hold damaged blocks). Changes nothing if the log "
+        "itself is damaged. Safe to run again if interrupted. The daemon must be stopped.",
+    )
+    parser.add_argument(
+        "--into",
+        type=Path,
+        help="write the rebuilt store into this new directory (it must not exist) and leave --data-dir "
+        "unchanged",
+    )
+    args = parser.parse_args(argv)
 
     def progress(p: object) -> None:
         print(f"statehoused rebuild: {p}", file=sys.stderr, flush=True)
 
     try:
-        result = recovery.rebuild(args.data_dir, progress=progress, progress_every=args.progress_every)
-    except recovery.LogDamagedError as exc:
-        print(f"statehoused rebuild: {exc}; nothing was changed (restore a snapshot)", file=sys.stderr)
+        if args.into is None:
+            result = recovery.rebuild(args.data_dir, progress=progress, progress_every=args.progress_every)
+        else:
+            result = recovery.rebuild_into(
+                args.data_dir, args.into, progress=progress, progress_every=args.progress_every
+            )
+    except (recovery.LogDamagedError, recovery.TablesDamagedError) as exc:
+        print(f"statehoused rebuild: {exc}; nothing was changed", file=sys.stderr)
+        if isinstance(exc, recovery.LogDamagedError):
+            print("restore a snapshot: a rebuild can only reproduce what the log says", file=sys.stderr)
         return 1
     except StorageError as exc:
         print(f"statehoused rebuild: {exc}", file=sys.stderr)
         return EXIT_DATA_DIR
     print(result.summary())
-    return verify([*argv])
+    checked = args.data_dir if args.into is None else args.into
+    return verify(["--data-dir", str(checked), "--progress-every", str(args.progress_every)])
+
+
+def recover_wal(argv: list[str]) -> int:
+    """`statehoused recover-wal`: cut a store whose write-ahead log is damaged back to what can be read."""
+    from storage import recovery
+
+    parser = _maintenance_parser(
+        "recover-wal",
+        "For a store the daemon refuses because its write-ahead log is damaged before its end, or ends "
+        "before its durable mark (a log file removed or cut short): say how far point-in-time recovery "
+        "would cut it back, and with --accept-loss do it. The log files are first copied to "
+        "<data-dir>.wal-<time>/. The alternative is to restore a snapshot. The daemon must be stopped.",
+        epilog="Exit codes: 0 recovered, or nothing to recover; 1 a recovery is needed and was not done "
+        "(run again with --accept-loss); 2 bad arguments; 4 no store there, in use by a running "
+        "statehoused, or damaged beyond the log (restore a snapshot).",
+    )
+    parser.add_argument(
+        "--accept-loss",
+        action="store_true",
+        help="do it: drop every commit after the first damage of the log (they are listed first)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        result = recovery.recover_wal(args.data_dir, accept_loss=args.accept_loss)
+    except StorageError as exc:
+        print(f"statehoused recover-wal: {exc}", file=sys.stderr)
+        return EXIT_DATA_DIR
+    print(result.summary())
+    return 1 if result.needed and not result.done else EXIT_OK
 
 
 def serve(argv: list[str]) -> int:
@@ -451,7 +522,7 @@ def serve(argv: list[str]) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"snapshot": snapshot, "verify": verify, "rebuild": rebuild}
+COMMANDS = {"snapshot": snapshot, "verify": verify, "rebuild": rebuild, "recover-wal": recover_wal}
 
 if __name__ == "__main__":
     sys.exit(main())

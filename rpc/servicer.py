@@ -32,7 +32,7 @@ from rpc.status import ErrorCounter, conflict_message, grpc_errors, status_of
 from statehouse import __version__
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
-from storage import Event, ReadView
+from storage import DataLossError, Event, ReadView
 
 # Longest an RPC without a deadline waits on an actor.
 MAX_WAIT_SECONDS = 60.0
@@ -295,7 +295,7 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
                     _read_at_version(view, read.at_version, outcome.state)
                 else:
                     raise InvalidArgument("a read names neither `latest` nor `at_version`")
-            except StatehouseFault as exc:
+            except (StatehouseFault, DataLossError) as exc:
                 outcome.Clear()
                 code = status_of(exc)
                 self.count_error(code)
@@ -337,12 +337,17 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         with self._stream(request) as events:
             batch = pb.ReplayBatch()
             size = 0
-            for event in events:
-                size += _fill_event(batch.events.add(), event, request.json_values)
-                if len(batch.events) >= REPLAY_BATCH_EVENTS or size >= REPLAY_BATCH_BYTES:
-                    yield batch
-                    batch = pb.ReplayBatch()
-                    size = 0
+            try:
+                for event in events:
+                    size += _fill_event(batch.events.add(), event, request.json_values)
+                    if len(batch.events) >= REPLAY_BATCH_EVENTS or size >= REPLAY_BATCH_BYTES:
+                        yield batch
+                        batch = pb.ReplayBatch()
+                        size = 0
+            except DataLossError:
+                if batch.events:
+                    yield batch  # every commit before the damage, then the error
+                raise
             if batch.events:
                 yield batch
 
@@ -379,7 +384,7 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
             else:
                 logged = itertools.takewhile(lambda event: event.commit_ts <= routed, view.events(start))
                 scanned = ((event.commit_ts, watch.matches(event)) for event in logged)
-            yield from self._watch_batches(scanned, json_values, routed)
+            yield from self._watch_batches(scanned, json_values, start - 1, routed)
             del view
         while True:
             events, progress = watcher.take(WATCH_HEARTBEAT_SECONDS, REPLAY_BATCH_EVENTS, REPLAY_BATCH_BYTES)
@@ -393,31 +398,45 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
             yield response
 
     def _watch_batches(
-        self, scanned: Iterator[tuple[int, list[Event]]], json_values: bool, last_ts: int
+        self, scanned: Iterator[tuple[int, list[Event]]], json_values: bool, before_ts: int, last_ts: int
     ) -> Iterator[pb.WatchResponse]:
-        """The matches of the log's commits, (commit_ts, its matching slices) in order, in
-        bounded responses; the last says `last_ts` was reached.
+        """The matches of the log's commits after `before_ts`, (commit_ts, its matching
+        slices) in order, in bounded responses; the last says `last_ts` was reached.
 
         A scan that finds nothing to send for a while (a narrow watch over a long
         log) still says how far it got, as a live watch's heartbeat does: the
-        client knows the daemon is alive, and a resume starts from there.
+        client knows the daemon is alive, and a resume starts from there. A scan
+        that meets damaged data sends what it read before it, says how far that
+        was, and ends the watch with DATA_LOSS: it never reports progress past
+        a commit it could not read.
         """
         response = pb.WatchResponse()
         size = 0
-        scanned_ts = 0
+        scanned_ts = before_ts
         sent_at = time.monotonic()
-        for n, (commit_ts, parts) in enumerate(scanned):
-            full = bool(parts) and (size >= REPLAY_BATCH_BYTES or len(response.events) >= REPLAY_BATCH_EVENTS)
-            quiet = n and n % 1024 == 0 and time.monotonic() - sent_at >= WATCH_HEARTBEAT_SECONDS
-            if full or quiet:
-                response.progress_ts = scanned_ts  # between two commits: never split one
-                yield response
-                response = pb.WatchResponse()
-                size = 0
-                sent_at = time.monotonic()
-            for part in parts:
-                size += _fill_event(response.events.add(), part, json_values, agent=True)
-            scanned_ts = commit_ts
+        try:
+            for n, (commit_ts, parts) in enumerate(scanned):
+                full = bool(parts) and (
+                    size >= REPLAY_BATCH_BYTES or len(response.events) >= REPLAY_BATCH_EVENTS
+                )
+                quiet = n and n % 1024 == 0 and time.monotonic() - sent_at >= WATCH_HEARTBEAT_SECONDS
+                if full or quiet:
+                    response.progress_ts = scanned_ts  # between two commits: never split one
+                    yield response
+                    response = pb.WatchResponse()
+                    size = 0
+                    sent_at = time.monotonic()
+                for part in parts:
+                    size += _fill_event(response.events.add(), part, json_values, agent=True)
+                scanned_ts = commit_ts
+        except DataLossError as exc:
+            response.progress_ts = scanned_ts
+            yield response
+            raise DataLossError(
+                f"{exc}; this watch delivered every commit up to commit_ts {scanned_ts} and cannot go "
+                "past the damage",
+                detail=exc.detail,
+            ) from exc
         response.progress_ts = last_ts
         yield response
 

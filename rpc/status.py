@@ -29,7 +29,7 @@ from actors import (
     VersionNotFound,
 )
 from statehouse._proto import statehouse_pb2 as pb
-from storage import StorageError
+from storage import DataLossError, StorageError
 
 log = structlog.get_logger("statehouse.rpc")
 
@@ -44,6 +44,7 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    DataLossError: grpc.StatusCode.DATA_LOSS,
     StorageError: grpc.StatusCode.UNAVAILABLE,
 }
 

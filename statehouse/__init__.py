@@ -18,6 +18,7 @@ from statehouse.async_client import AsyncStatehouse, AsyncTransaction
 from statehouse.client import Statehouse, Transaction
 from statehouse.exceptions import (
     ConflictError,
+    DataLossError,
     DeadlineExceededError,
     InvalidArgumentError,
     NotFoundError,
@@ -39,6 +40,7 @@ __all__ = [
     "AsyncTransaction",
     "AsyncWatch",
     "ConflictError",
+    "DataLossError",
     "DeadlineExceededError",
     "InvalidArgumentError",
     "KeyVersion",

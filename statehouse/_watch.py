@@ -20,6 +20,7 @@ import grpc
 from statehouse import _retry, _wire
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse.exceptions import (
+    DataLossError,
     DeadlineExceededError,
     StatehouseError,
     UnavailableError,
@@ -80,6 +81,12 @@ class WatchFeed:
 
     def pop(self) -> ReplayEvent | None:
         return self._pending.popleft() if self._pending else None
+
+    def failed(self, error: StatehouseError) -> StatehouseError:
+        """The error that ends the watch; a DataLossError says how far it got."""
+        if isinstance(error, DataLossError):
+            error.progress_ts = self.progress_ts
+        return error
 
 
 _WATCH_DOC = """
@@ -162,7 +169,7 @@ class Watch:
                 timer.cancel()
             delay = attempts.backoff(error)
             if delay is None:
-                raise error
+                raise self._feed.failed(error)
             self._cancelled.wait(delay)
         return False
 
@@ -200,7 +207,7 @@ class Watch:
                 self._waiting_since = None
             self._stalled = False
             if self._client.retry is None or error.code not in _retry.RESUBSCRIBED_CODES:
-                raise error
+                raise self._feed.failed(error)
             if not self._subscribe(_retry.RESUBSCRIBED_CODES):
                 raise StopIteration
 
@@ -332,7 +339,7 @@ class AsyncWatch:
             except StatehouseError as exc:
                 delay = attempts.backoff(exc)
                 if delay is None:
-                    raise
+                    raise self._feed.failed(exc) from None
                 await asyncio.sleep(delay)
                 continue
             if response is None:
@@ -364,7 +371,7 @@ class AsyncWatch:
                     raise _stalled() from None
             except StatehouseError as exc:
                 if self._client.retry is None or exc.code not in _retry.RESUBSCRIBED_CODES:
-                    raise
+                    raise self._feed.failed(exc) from None
                 if not await self._subscribe(_retry.RESUBSCRIBED_CODES):
                     raise StopAsyncIteration from None
                 continue

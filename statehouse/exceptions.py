@@ -4,6 +4,7 @@
     ├── InvalidArgumentError (ValueError) a bad name, value, timeout or version
     ├── NotFoundError                    a version that never existed
     ├── UnavailableError                 daemon unreachable, shutting down, or storage failed
+    ├── DataLossError                    stored data the call needed is damaged; never retried
     ├── DeadlineExceededError            no answer before the call's deadline
     ├── ResourceExhaustedError           a configured bound (open txns, ops, bytes, message size)
     └── TransactionError                 any failure of begin/write/delete/commit/abort
@@ -52,6 +53,23 @@ class NotFoundError(StatehouseError):
 
 class UnavailableError(StatehouseError):
     code = "UNAVAILABLE"
+
+
+class DataLossError(StatehouseError):
+    """The daemon found the stored data this call needed damaged (DATA_LOSS) and answered
+    nothing from it rather than a partial answer. Retrying does not help: the operator
+    must look at the store (`statehoused verify`).
+
+    A watch or replay that meets damage first delivers everything before it;
+    on a watch, `progress_ts` is then the last commit_ts it delivered or
+    passed over (None elsewhere).
+    """
+
+    code = "DATA_LOSS"
+
+    def __init__(self, message: str, code: str | None = None, *, progress_ts: int | None = None) -> None:
+        super().__init__(message, code)
+        self.progress_ts = progress_ts
 
 
 class DeadlineExceededError(StatehouseError):
@@ -142,6 +160,10 @@ class _TxnUnavailable(TransactionError, UnavailableError):
     code = "UNAVAILABLE"
 
 
+class _TxnDataLoss(TransactionError, DataLossError):
+    code = "DATA_LOSS"
+
+
 class _TxnDeadline(TransactionError, DeadlineExceededError):
     code = "DEADLINE_EXCEEDED"
 
@@ -164,6 +186,7 @@ _BY_CODE: dict[grpc.StatusCode, type[StatehouseError]] = {
     grpc.StatusCode.OUT_OF_RANGE: InvalidArgumentError,
     grpc.StatusCode.NOT_FOUND: NotFoundError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DATA_LOSS: DataLossError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
 }
@@ -173,6 +196,7 @@ _IN_TRANSACTION: dict[grpc.StatusCode, type[StatehouseError]] = {
     grpc.StatusCode.OUT_OF_RANGE: _TxnInvalidArgument,
     grpc.StatusCode.NOT_FOUND: TransactionNotFoundError,
     grpc.StatusCode.UNAVAILABLE: _TxnUnavailable,
+    grpc.StatusCode.DATA_LOSS: _TxnDataLoss,
     grpc.StatusCode.DEADLINE_EXCEEDED: _TxnDeadline,
     grpc.StatusCode.RESOURCE_EXHAUSTED: _TxnResourceExhausted,
     grpc.StatusCode.ABORTED: TransactionExpiredError,

@@ -4,7 +4,7 @@ Only the ledger actor writes (through `Store.append`); readers use the
 `ReadView` of the last durable commit group.
 """
 
-from storage.errors import StorageError, StoreFailedError, StoreLockedError
+from storage.errors import DataLossError, StorageError, StoreFailedError, StoreLockedError, StoreRefusedError
 from storage.records import AgentEvent, Event, EventOp, StateRecord, VersionRecord
 from storage.snapshots import SnapshotDirectory, SnapshotInfo
 from storage.store import Store
@@ -12,6 +12,7 @@ from storage.view import ReadView
 
 __all__ = [
     "AgentEvent",
+    "DataLossError",
     "Event",
     "EventOp",
     "ReadView",
@@ -22,5 +23,6 @@ __all__ = [
     "StoreFailedError",
     "Store",
     "StoreLockedError",
+    "StoreRefusedError",
     "VersionRecord",
 ]

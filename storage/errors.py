@@ -1,4 +1,11 @@
-"""Errors raised by the storage layer."""
+"""Errors raised by the storage layer.
+
+StorageError                RocksDB failed to read or write; the store may need attention
+├── StoreLockedError        the data directory is open in another process
+├── StoreFailedError        a write may be in memory but not on disk; writes refused until reopened
+├── DataLossError           stored data could not be read whole (damaged or missing); never retried
+└── StoreRefusedError       the data directory cannot be opened as a whole store; nothing was changed
+"""
 
 
 class StorageError(Exception):
@@ -11,3 +18,22 @@ class StoreLockedError(StorageError):
 
 class StoreFailedError(StorageError):
     """A write may have reached memory but not disk; the store refuses writes until restart."""
+
+
+class DataLossError(StorageError):
+    """Stored data could not be read whole: a block failed its checksum, a file is gone.
+
+    A read that meets damage raises this rather than answer with the part it
+    could read; trying again does not help. `detail` is what RocksDB said;
+    a scan sets `after` to the last key it read whole (None: none).
+    """
+
+    def __init__(self, message: str, *, detail: str = "", after: bytes | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or message
+        self.after = after
+
+
+class StoreRefusedError(StorageError):
+    """The data directory holds a store that cannot be opened whole (damaged or incomplete
+    files, a damaged write-ahead log); it was refused and nothing in it was changed."""

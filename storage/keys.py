@@ -88,3 +88,81 @@ def prefix_end(prefix: bytes) -> bytes | None:
             return bytes(raw)
         raw.pop()
     return None
+
+
+# --- reading keys back (for messages, verify and rebuild) ------------------------------------
+
+# What decoding a damaged or foreign key may raise.
+DECODE_ERRORS = (struct.error, UnicodeDecodeError, ValueError, IndexError)
+
+# The tables by their first byte, named as verify and error messages name them.
+TABLE_NAMES = {
+    META: "META",
+    STATE: "STATE",
+    VERSIONS: "VERSIONS",
+    EVENTS: "EVENTS",
+    AGENT_EVENTS: "AGENT_EVENTS",
+    TXNS: "TXNS",
+}
+
+
+def _read_name(raw: bytes, pos: int) -> tuple[str, int]:
+    (size,) = _U16.unpack_from(raw, pos)
+    end = pos + 2 + size
+    if end > len(raw):
+        raise ValueError("name runs past the end of the key")
+    return raw[pos + 2 : end].decode("utf-8"), end
+
+
+def _read_counter(raw: bytes, pos: int) -> int:
+    if len(raw) != pos + _U64.size:
+        raise ValueError("bad counter length")
+    return read_u64(raw, pos)
+
+
+def split_state_key(raw: bytes) -> tuple[str, str, str]:
+    namespace, pos = _read_name(raw, 1)
+    agent_id, pos = _read_name(raw, pos)
+    return namespace, agent_id, raw[pos:].decode("utf-8")
+
+
+def split_version_key(raw: bytes) -> tuple[str, str, str, int]:
+    namespace, pos = _read_name(raw, 1)
+    agent_id, pos = _read_name(raw, pos)
+    key, pos = _read_name(raw, pos)
+    return namespace, agent_id, key, _read_counter(raw, pos)
+
+
+def split_agent_event_key(raw: bytes) -> tuple[str, str, int]:
+    namespace, pos = _read_name(raw, 1)
+    agent_id, pos = _read_name(raw, pos)
+    return namespace, agent_id, _read_counter(raw, pos)
+
+
+def event_commit_ts(raw: bytes) -> int:
+    """The commit_ts of an EVENTS key (ValueError if it is not one)."""
+    return _read_counter(raw, 1)
+
+
+def describe_key(raw: bytes) -> str:
+    """A storage key in human terms: namespace/agent/key/version, or commit_ts."""
+    table = raw[:1]
+    try:
+        if table == META:
+            return f"name={raw[1:].decode('utf-8')!r}"
+        if table == STATE:
+            ns, agent, key = split_state_key(raw)
+            return f"namespace={ns!r} agent={agent!r} key={key!r}"
+        if table == VERSIONS:
+            ns, agent, key, version = split_version_key(raw)
+            return f"namespace={ns!r} agent={agent!r} key={key!r} version={version}"
+        if table == EVENTS:
+            return f"commit_ts={event_commit_ts(raw)}"
+        if table == AGENT_EVENTS:
+            ns, agent, ts = split_agent_event_key(raw)
+            return f"namespace={ns!r} agent={agent!r} commit_ts={ts}"
+        if table == TXNS:
+            return f"txn_id={raw[1:].decode('utf-8')!r}"
+    except DECODE_ERRORS:
+        pass
+    return f"undecodable key 0x{raw.hex()}"

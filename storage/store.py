@@ -17,10 +17,11 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from rocksdict import Checkpoint, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+from rocksdict import Checkpoint, Rdict, WriteBatch, WriteOptions
 
-from storage import keys
-from storage.errors import StorageError, StoreFailedError, StoreLockedError
+from storage import keys, opening, reading
+from storage.durable import DurableMark, read_mark
+from storage.errors import DataLossError, StorageError, StoreFailedError, StoreRefusedError
 from storage.faults import crash_point
 from storage.records import (
     Event,
@@ -56,9 +57,10 @@ class Store:
         self._unsynced = WriteOptions()
         self._synced = WriteOptions()
         self._synced.sync = True
-        self.last_commit_ts = _check_consistent(db)
-        if db.get(keys.META_SCHEMA) is None:
+        self.last_commit_ts = _check_consistent(db, path)
+        if reading.get(db, keys.META_SCHEMA) is None:
             db.put(keys.META_SCHEMA, keys.u64(keys.SCHEMA_VERSION), self._synced)
+        self._mark = DurableMark(path, self.last_commit_ts)
         self._views: weakref.WeakSet[ReadView] = weakref.WeakSet()
         self._view: ReadView | None = None
         self._reopened = threading.Condition()
@@ -72,18 +74,20 @@ class Store:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], sync_method: str = "flush_wal") -> Store:
-        """Open (creating if needed) the store at `path`; recovers from the WAL."""
+        """Open the store at `path`, recovering from its write-ahead log, or create one
+        if the directory is new or empty.
+
+        Raises StoreRefusedError (changing nothing) for a directory that holds
+        something else than a whole store: missing or damaged files, a damaged
+        write-ahead log, or a store that ends before its durable mark.
+        """
         path = Path(path)
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            db = _open_rdict(path)
-        except Exception as exc:
-            text = str(exc)
-            if "lock" in text.lower():
-                raise StoreLockedError(
-                    f"data directory {path} is in use by another statehoused process ({text})"
-                ) from exc
-            raise StorageError(f"cannot open data directory {path}: {text}") from exc
+        if opening.holds_store(path):
+            # Checked read-only first: a read-write open replays the write-ahead log into
+            # the tables and deletes it, so a store refused after that would have lost it.
+            with opening.open_read_only(path) as existing:
+                _check_consistent(existing, path)
+        db = opening.open_read_write(path)
         try:
             return cls(db, path, sync_method)
         except BaseException:
@@ -167,8 +171,8 @@ class Store:
             except Exception:
                 pass  # the old handle is in error; what is on disk is what counts
         try:
-            self._db = _open_rdict(self.path)
-            self.last_commit_ts = _check_consistent(self._db)
+            self._db = opening.open_read_write(self.path)
+            self.last_commit_ts = _check_consistent(self._db, self.path)
         except Exception as exc:
             self._failed = f"reopening the store failed: {exc}"
             raise StorageError(f"{self._failed}; it will try again") from exc
@@ -177,10 +181,7 @@ class Store:
 
     def current(self, namespace: str, agent_id: str, key: str) -> StateRecord | None:
         """The latest record of a key, read directly (the ledger's own writes)."""
-        try:
-            data = self._db.get(keys.state_key(namespace, agent_id, key))
-        except Exception as exc:
-            raise StorageError(f"read failed: {exc}") from exc
+        data = reading.get(self._db, keys.state_key(namespace, agent_id, key))
         return None if data is None else decode_state(data)
 
     def current_version(self, namespace: str, agent_id: str, key: str) -> tuple[int, bool]:
@@ -207,10 +208,8 @@ class Store:
 
     def committed_many(self, txn_ids: Sequence[str]) -> list[int | None]:
         """For the writer, between its writes: the commit_ts of each id that committed, else None."""
-        try:
-            found = self._db.get([keys.txn_key(txn_id) for txn_id in txn_ids])
-        except Exception as exc:
-            raise StorageError(f"read failed: {exc}") from exc
+        wanted = [keys.txn_key(txn_id) for txn_id in txn_ids]
+        found = reading.get_many(self._db, wanted, "the transaction-id index")
         return [None if data is None else keys.read_u64(data) for data in found]
 
     def append(self, events: Sequence[Event]) -> None:
@@ -262,6 +261,7 @@ class Store:
             for op in event.ops:
                 versions[(op.namespace, op.agent_id, op.key)] = (op.version, op.value is not None)
         self.last_commit_ts = events[-1].commit_ts
+        self._mark.advance(self.last_commit_ts)
         self._publish()
 
     def checkpoint(self, directory: Path) -> Path:
@@ -305,6 +305,7 @@ class Store:
             return
         self._closed = True
         self._view = None  # release the snapshot
+        self._mark.close()
         try:
             self._db.close()
         except Exception as exc:
@@ -317,39 +318,49 @@ class Store:
 _RECOVERY_HEADROOM = 4 * 1024 * 1024
 
 
-def _open_rdict(path: Path) -> Rdict:
-    options = Options(raw_mode=True)
-    options.create_if_missing(True)
-    return Rdict(str(path), options)
-
-
-def _check_consistent(db: Rdict) -> int:
+def _check_consistent(db: Rdict, path: Path) -> int:
     """The last commit_ts, after checking the store is safe to write to.
 
     A wrong last_commit_ts would make the next commit overwrite an event of
-    the log, the source of truth, so a mismatch refuses to start.
+    the log, the source of truth, so a mismatch refuses to start; so does a
+    store that ends before its durable mark (commits made durable are gone).
+    Damage met on the way refuses it too (StoreRefusedError).
     """
-    if db.get(keys.META_REBUILD_IN_PROGRESS) is not None:
+    try:
+        return _check_readable(db, path)
+    except DataLossError as exc:
+        raise StoreRefusedError(f"{exc}. {opening.DAMAGED_ADVICE}") from exc
+
+
+def _check_readable(db: Rdict, path: Path) -> int:
+    if reading.get(db, keys.META_REBUILD_IN_PROGRESS) is not None:
         raise StorageError(
             "an interrupted `statehoused rebuild` left this data directory half rebuilt; run it again"
         )
-    schema = db.get(keys.META_SCHEMA)
+    schema = reading.get(db, keys.META_SCHEMA)
     if schema is not None and keys.read_u64(schema) > keys.SCHEMA_VERSION:
         raise StorageError(
             f"data directory has schema version {keys.read_u64(schema)}, written by a newer statehoused; "
             f"this one knows up to {keys.SCHEMA_VERSION}: run the newer version, or restore a snapshot "
             "taken before the upgrade"
         )
-    raw = db.get(keys.META_LAST_COMMIT_TS)
+    raw = reading.get(db, keys.META_LAST_COMMIT_TS)
     recorded = 0 if raw is None else keys.read_u64(raw)
-    it = db.iter(ReadOptions())
-    it.seek_for_prev(keys.EVENTS + b"\xff" * 8)
-    logged = keys.read_u64(it.key(), 1) if it.valid() and it.key()[:1] == keys.EVENTS else 0
-    del it
+    last = reading.last_key(db, keys.EVENTS, "the end of the event log")
+    logged = keys.read_u64(last, 1) if last is not None else 0
     if recorded != logged:
         raise StorageError(
             f"data directory is inconsistent: last_commit_ts is {recorded} but the event log ends at "
             f"{logged}; run `statehoused verify`, then `statehoused rebuild`"
+        )
+    mark = read_mark(path)
+    if mark is not None and mark > recorded:
+        raise StoreRefusedError(
+            f"data directory {path} ends at commit_ts {recorded}, but commits up to {mark} were on disk "
+            f"before (its durable mark, {path / 'DURABLE_COMMIT_TS'}): commits {recorded + 1} to {mark} "
+            "are gone. A write-ahead log file (*.log) was removed or cut short, or older files were "
+            "copied in. Nothing was changed. Put the missing files back, restore a snapshot (into an "
+            f"empty directory), or accept the loss: statehoused recover-wal --data-dir {path} --accept-loss"
         )
     return recorded
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from rocksdict import ReadOptions
-
-from storage import keys
-from storage.errors import StorageError
+from storage import keys, reading
+from storage.errors import DataLossError
 from storage.records import (
     Event,
     StateRecord,
@@ -24,53 +22,24 @@ from storage.records import (
     decode_version,
 )
 
-_MISSING = "key not found"
+
+def _agent(namespace: str, agent_id: str) -> str:
+    return f"agent {agent_id!r} in namespace {namespace!r}"
 
 
 class ReadView:
-    """Read-only access to the store as of `last_commit_ts`."""
+    """Read-only access to the store as of `last_commit_ts`.
+
+    Every read goes through `storage.reading`: one that meets damaged data
+    raises DataLossError instead of answering with what came before it.
+    """
 
     def __init__(self, snapshot: Any, last_commit_ts: int) -> None:
         self._snapshot = snapshot
         self.last_commit_ts = last_commit_ts
 
     def _get(self, key: bytes) -> bytes | None:
-        try:
-            return self._snapshot[key]
-        except Exception as exc:  # rocksdict raises a bare Exception for a miss
-            if str(exc) == _MISSING:
-                return None
-            raise StorageError(f"read failed: {exc}") from exc
-
-    def _range_back(self, start: bytes | None, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Yield (key, value) for keys <= start (None: all) that begin with prefix, descending."""
-        options = ReadOptions()
-        end = keys.prefix_end(prefix)
-        if end is not None:
-            options.set_iterate_upper_bound(end)
-        it = self._snapshot.iter(options)
-        if start is None:
-            it.seek_to_last()
-        else:
-            it.seek_for_prev(start)
-        while it.valid():
-            key = it.key()
-            if not key.startswith(prefix):  # rocksdict (0.3) ignores iterate_lower_bound
-                return
-            yield key, it.value()
-            it.prev()
-
-    def _range(self, start: bytes, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Yield (key, value) for keys >= start that begin with prefix."""
-        options = ReadOptions()
-        end = keys.prefix_end(prefix)
-        if end is not None:
-            options.set_iterate_upper_bound(end)
-        it = self._snapshot.iter(options)
-        it.seek(start)
-        while it.valid():
-            yield it.key(), it.value()
-            it.next()
+        return reading.get(self._snapshot, key)
 
     def get(self, namespace: str, agent_id: str, key: str) -> StateRecord | None:
         """The latest record of a key (a tombstone record if deleted), or None."""
@@ -110,7 +79,8 @@ class ReadView:
         if after is not None:
             # b"\x00" makes the smallest storage key after `after`'s own.
             start = max(lower, agent + after.encode("utf-8") + b"\x00")
-        for raw_key, data in self._range(start, lower):
+        what = f"the keys of {_agent(namespace, agent_id)}"
+        for raw_key, data in reading.scan(self._snapshot, lower, what, start):
             record = decode_state(data)
             key = raw_key[len(agent) :].decode("utf-8")
             if at_ts is not None and record.commit_ts > at_ts:
@@ -160,9 +130,9 @@ class ReadView:
     def _version(self, namespace: str, agent_id: str, key: str, version: int) -> VersionRecord:
         record = self.get_version(namespace, agent_id, key, version)
         if record is None:  # versions 1..latest are all kept: the store is damaged
-            raise StorageError(
-                f"version {version} of key {key!r} of agent {agent_id!r} in namespace "
-                f"{namespace!r} is missing from the history"
+            raise DataLossError(
+                f"version {version} of key {key!r} of {_agent(namespace, agent_id)} is missing from "
+                f"the history: the data directory is damaged; {reading.ADVICE}"
             )
         return record
 
@@ -173,7 +143,8 @@ class ReadView:
         `from_version` down (None: from the latest). Nothing if never written."""
         base = keys.version_key(namespace, agent_id, key, 0)[: -len(keys.u64(0))]
         start = None if from_version is None else base + keys.u64(from_version)
-        for raw_key, data in self._range_back(start, base):
+        what = f"the history of key {key!r} of {_agent(namespace, agent_id)}"
+        for raw_key, data in reading.scan(self._snapshot, base, what, start, reverse=True):
             yield keys.read_u64(raw_key, len(base)), decode_version(data)
 
     def committed_at_ms(self, namespace: str, agent_id: str, commit_ts: int) -> int | None:
@@ -199,7 +170,8 @@ class ReadView:
         """One agent's events in commit_ts order, lazily, from its own index."""
         agent = keys.agent_prefix(keys.AGENT_EVENTS, namespace, agent_id)
         start = agent + keys.u64(start_ts or 0)
-        for raw_key, data in self._range(start, agent):
+        what = f"the event index of {_agent(namespace, agent_id)}"
+        for raw_key, data in reading.scan(self._snapshot, agent, what, start):
             commit_ts = keys.read_u64(raw_key, len(agent))
             if end_ts is not None and commit_ts > end_ts:
                 return
@@ -207,15 +179,17 @@ class ReadView:
 
     def events(self, start_ts: int = 1) -> Iterator[Event]:
         """The global log in commit_ts order."""
-        for raw_key, data in self._range(keys.event_key(start_ts), keys.EVENTS):
+        for raw_key, data in reading.scan(
+            self._snapshot, keys.EVENTS, "the event log", keys.event_key(start_ts)
+        ):
             yield decode_event(keys.read_u64(raw_key, 1), data)
 
     def states(self) -> Iterator[tuple[bytes, StateRecord]]:
         """Every state record (tombstones included), keyed by storage key."""
-        for raw_key, data in self._range(keys.STATE, keys.STATE):
+        for raw_key, data in reading.scan(self._snapshot, keys.STATE, "the STATE table"):
             yield raw_key, decode_state(data)
 
     def versions(self) -> Iterator[tuple[bytes, VersionRecord]]:
         """Every version record, keyed by storage key."""
-        for raw_key, data in self._range(keys.VERSIONS, keys.VERSIONS):
+        for raw_key, data in reading.scan(self._snapshot, keys.VERSIONS, "the VERSIONS table"):
             yield raw_key, decode_version(data)

@@ -71,6 +71,7 @@ SECTIONED: list[type] = [
     statehouse.AgentState,
     statehouse.SnapshotInfo,
     statehouse.StatehouseError,
+    statehouse.DataLossError,
     statehouse.ConflictError,
     DaemonProcess,
 ]
@@ -219,6 +220,7 @@ def _samples() -> dict[type, object]:
         statehouse.Transaction: client.begin_transaction(timeout_ms=1000, idempotency_key="step"),
         statehouse.Watch: watch,
         statehouse.StatehouseError: statehouse.StatehouseError("message"),
+        statehouse.DataLossError: statehouse.DataLossError("message"),
         statehouse.ConflictError: statehouse.ConflictError("message", key="k", expected_version=1),
         DaemonProcess: DaemonProcess(ROOT / "never-started"),
     }

@@ -1,0 +1,328 @@
+"""`statehoused verify`: fold the event log from empty and compare every derived table with it.
+
+Every other table is derived from EVENTS: folding the log in commit_ts
+order gives STATE (the latest version of each key, tombstones included),
+VERSIONS (one record per op), AGENT_EVENTS (each event's slice per agent),
+TXNS (each event's transaction id) and META last_commit_ts (the last
+event's commit_ts; empty commits write no event, so the log has no gaps).
+
+The report names the first divergence, in this order of precedence: the
+log itself (EVENTS: decodable, commit_ts 1, 2, 3, ... without gaps, every
+key's versions 1, 2, 3, ...), then META, STATE (in key order), VERSIONS,
+AGENT_EVENTS and TXNS (records the log implies, in commit_ts order, then
+records it does not imply, in key order). Beside divergences it reports
+damage: what could not be read at all (the store not opening, a region of
+the log with the first and last commit_ts lost, a table read no further
+than some key), and never stops at it with a traceback.
+
+The store is opened read-only, holding a shared lock on the data
+directory's LOCK file so that no daemon (or rebuild) can start meanwhile;
+StoreLockedError if one holds the directory. Memory: one small entry per
+key (latest version, commit_ts, digest of the value); tables are streamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import time
+from typing import Any
+
+from storage import keys, reading
+from storage.errors import DataLossError, StoreRefusedError
+from storage.logwalk import (
+    Damage,
+    Divergence,
+    Fold,
+    ProgressCallback,
+    Report,
+    Ticker,
+    digest_of,
+    log_end,
+    show_raw,
+    show_slice,
+    show_state,
+    show_version,
+    walk_log,
+)
+from storage.opening import open_read_only
+from storage.records import (
+    Event,
+    StateRecord,
+    VersionRecord,
+    decode_agent_event,
+    decode_event,
+    decode_state,
+    decode_version,
+    encode_agent_event,
+    encode_state,
+    encode_version,
+)
+from storage.store import agent_slices
+
+
+def verify(
+    path: str | os.PathLike[str], progress: ProgressCallback | None = None, progress_every: int = 10_000
+) -> Report:
+    """Fold the log from empty and compare every derived table with it (read-only).
+
+    A store that cannot be opened whole (StoreRefusedError) is reported as
+    damage; StoreLockedError, or StorageError for a directory with no store,
+    is raised.
+    """
+    started = time.monotonic()
+    report = Report()
+    try:
+        with open_read_only(path) as db:
+            _verify_open(db, report, progress, progress_every)
+    except StoreRefusedError as exc:
+        report._damaged(Damage("STORE", "the data directory could not be opened", str(exc)))
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _verify_open(db: Any, report: Report, progress: ProgressCallback | None, progress_every: int) -> None:
+    end = log_end(db)
+    ticker = Ticker(progress, "verifying", end, progress_every)
+    latest: Fold = {}
+    for item in walk_log(db, report, ticker, latest):
+        if item.event is not None:
+            _check_event_records(db, item.event, report)
+    if report.damaged("EVENTS"):
+        report.last_commit_ts = max(report.last_commit_ts, end)
+    for table, what, check in (
+        ("META", "META", lambda: _check_meta(db, report)),
+        ("STATE", "the STATE table", lambda: _check_state(db, latest, report)),
+        ("VERSIONS", "the VERSIONS table", lambda: _check_extra_versions(db, latest, report)),
+        ("AGENT_EVENTS", "the AGENT_EVENTS table", lambda: _check_extra_agent_events(db, report)),
+        ("TXNS", "the TXNS table", lambda: _check_extra_txns(db, report)),
+    ):
+        if report.damaged(table):
+            continue  # its damage was met record by record already; a scan would stop at it
+        try:
+            check()
+        except DataLossError as exc:
+            report.table_damaged(table, exc, what)
+    report.keys = len(latest)
+    report.deleted = sum(1 for entry in latest.values() if entry[2] is None)
+    with contextlib.suppress(DataLossError):
+        report.other_keys = _count_outside(db)
+
+
+def _get_each(db: Any, wanted: list[bytes], report: Report) -> list[bytes | None]:
+    """The records under `wanted`, read in one multi-get; where that meets damage, one by one,
+    recording each unreadable record as damage of its table (and reading it as missing)."""
+    try:
+        return reading.get_many(db, wanted, "the records of an event")
+    except DataLossError:
+        pass
+    found: list[bytes | None] = []
+    for key in wanted:
+        try:
+            found.append(reading.get(db, key))
+        except DataLossError as exc:
+            report.record_damaged(key, exc.detail)
+            found.append(_UNREADABLE)
+    return found
+
+
+_UNREADABLE = b"\xff unreadable"  # a value no record has: compared, it matches nothing
+
+
+def _check_event_records(db: Any, event: Event, report: Report) -> None:
+    """The VERSIONS records and AGENT_EVENTS slices this event implies exist, exactly."""
+    version_keys = [keys.version_key(op.namespace, op.agent_id, op.key, op.version) for op in event.ops]
+    slices = agent_slices(event)
+    slice_keys = [keys.agent_event_key(ns, agent, event.commit_ts) for ns, agent in slices]
+    txn_key = keys.txn_key(event.txn_id)
+    found = _get_each(db, [*version_keys, *slice_keys, txn_key], report)
+    report.versions += len(version_keys)
+    report.agent_events += len(slice_keys)
+    for op, raw_key, data in zip(event.ops, version_keys, found, strict=False):
+        expected = VersionRecord(event.commit_ts, op.value)
+        if data != encode_version(expected) and data is not _UNREADABLE:
+            report._add(
+                Divergence(
+                    "VERSIONS",
+                    keys.describe_key(raw_key),
+                    show_version(expected),
+                    show_raw(data, decode_version, show_version),
+                )
+            )
+    if found[-1] != keys.u64(event.commit_ts) and found[-1] is not _UNREADABLE:
+        shown = "nothing" if found[-1] is None else show_raw(found[-1], keys.read_u64, str)
+        report._add(
+            Divergence(
+                "TXNS", f"txn_id={event.txn_id!r}", f"commit_ts {event.commit_ts}", f"commit_ts {shown}"
+            )
+        )
+    for (ns, agent), raw_key, data in zip(slices, slice_keys, found[len(version_keys) : -1], strict=True):
+        expected_slice = slices[(ns, agent)]
+        if data is None or data is _UNREADABLE:
+            report._missing_agent_events += 1
+        if data != encode_agent_event(expected_slice) and data is not _UNREADABLE:
+            report._add(
+                Divergence(
+                    "AGENT_EVENTS",
+                    keys.describe_key(raw_key),
+                    show_slice(expected_slice),
+                    show_raw(
+                        data, functools.partial(decode_agent_event, ns, agent, event.commit_ts), show_slice
+                    ),
+                )
+            )
+
+
+def _check_meta(db: Any, report: Report) -> None:
+    raw = reading.get(db, keys.META_LAST_COMMIT_TS)
+    found = None if raw is None or len(raw) != 8 else keys.read_u64(raw)
+    if found != report.last_commit_ts and not (found is None and raw is None and report.last_commit_ts == 0):
+        shown = "nothing" if raw is None else (str(found) if found is not None else f"0x{raw.hex()}")
+        report._add(Divergence("META", "name='last_commit_ts'", str(report.last_commit_ts), shown))
+    raw = reading.get(db, keys.META_SCHEMA)
+    if raw != keys.u64(keys.SCHEMA_VERSION):
+        shown = "nothing" if raw is None else (str(keys.read_u64(raw)) if len(raw) == 8 else f"0x{raw.hex()}")
+        report._add(Divergence("META", "name='schema_version'", str(keys.SCHEMA_VERSION), shown))
+    if reading.get(db, keys.META_REBUILD_IN_PROGRESS) is not None:
+        report._add(
+            Divergence(
+                "META",
+                "name='rebuild_in_progress'",
+                "nothing",
+                "the marker of an interrupted rebuild (run statehoused rebuild again)",
+            )
+        )
+
+
+def _expected_state(db: Any, target: tuple[str, str, str], entry: list[Any]) -> str:
+    """The expected STATE record of a key, with its value fetched back from the log."""
+    version, commit_ts, digest = entry
+    value: bytes | None = None
+    if digest is not None:
+        with contextlib.suppress(DataLossError):
+            data = reading.get(db, keys.event_key(commit_ts))
+            if data is not None:
+                with contextlib.suppress(*keys.DECODE_ERRORS):
+                    for op in decode_event(commit_ts, data).ops:
+                        if (op.namespace, op.agent_id, op.key) == target:
+                            value = op.value
+        if value is None:
+            return f"version {version}, commit_ts {commit_ts}, a value"
+    return show_state(StateRecord(version, commit_ts, value))
+
+
+def _check_state(db: Any, latest: Fold, report: Report) -> None:
+    """Merge the STATE table with the fold, both in storage key order."""
+
+    def missing(want: tuple[bytes, tuple[str, str, str]]) -> None:
+        raw_key, target = want
+        report._add(
+            Divergence(
+                "STATE", keys.describe_key(raw_key), _expected_state(db, target, latest[target]), "nothing"
+            )
+        )
+
+    expected = iter(sorted((keys.state_key(*target), target) for target in latest))
+    want = next(expected, None)
+    for raw_key, data in reading.scan(db, keys.STATE, "the STATE table"):
+        while want is not None and want[0] < raw_key:
+            missing(want)
+            want = next(expected, None)
+        if want is None or want[0] != raw_key:
+            report._add(
+                Divergence(
+                    "STATE", keys.describe_key(raw_key), "nothing", show_raw(data, decode_state, show_state)
+                )
+            )
+            continue
+        target = want[1]
+        want = next(expected, None)
+        version, commit_ts, digest = latest[target]
+        try:
+            record = decode_state(data)
+            good = (
+                encode_state(record) == data
+                and (record.version, record.commit_ts) == (version, commit_ts)
+                and digest_of(record.value) == digest
+            )
+        except keys.DECODE_ERRORS:
+            good = False
+        if not good:
+            report._add(
+                Divergence(
+                    "STATE",
+                    keys.describe_key(raw_key),
+                    _expected_state(db, target, latest[target]),
+                    show_raw(data, decode_state, show_state),
+                )
+            )
+    if report.log_damaged:
+        return  # keys whose only versions were in the damaged region are not in the fold
+    while want is not None:
+        missing(want)
+        want = next(expected, None)
+
+
+def _check_extra_versions(db: Any, latest: Fold, report: Report) -> None:
+    """VERSIONS records the log does not imply (those it implies were checked one by one)."""
+    if report.log_damaged:
+        return  # what the unreadable part of the log implies is unknown
+    for raw_key, data in reading.scan(db, keys.VERSIONS, "the VERSIONS table"):
+        try:
+            ns, agent, key, version = keys.split_version_key(raw_key)
+            entry = latest.get((ns, agent, key))
+            implied = entry is not None and 1 <= version <= entry[0]
+        except keys.DECODE_ERRORS:
+            implied = False
+        if not implied:
+            report._add(
+                Divergence(
+                    "VERSIONS",
+                    keys.describe_key(raw_key),
+                    "nothing",
+                    show_raw(data, decode_version, show_version),
+                )
+            )
+
+
+def _check_extra_agent_events(db: Any, report: Report) -> None:
+    """AGENT_EVENTS records the log does not imply; only searched for if there are too many."""
+    if report.log_damaged:
+        return
+    stored = sum(1 for _ in reading.scan(db, keys.AGENT_EVENTS, "the AGENT_EVENTS table"))
+    if stored == report.agent_events - report._missing_agent_events:
+        return  # every stored record is one the log implies (each was looked up)
+    for raw_key, data in reading.scan(db, keys.AGENT_EVENTS, "the AGENT_EVENTS table"):
+        try:
+            ns, agent, commit_ts = keys.split_agent_event_key(raw_key)
+            event_data = reading.get(db, keys.event_key(commit_ts))
+            implied = event_data is not None and (ns, agent) in agent_slices(
+                decode_event(commit_ts, event_data)
+            )
+        except keys.DECODE_ERRORS:
+            implied = False
+        if not implied:
+            report._add(
+                Divergence("AGENT_EVENTS", keys.describe_key(raw_key), "nothing", f"{len(data)} bytes")
+            )
+
+
+def _check_extra_txns(db: Any, report: Report) -> None:
+    """TXNS records beyond one per event (each event's own was checked where it was read)."""
+    if report.log_damaged:
+        return
+    stored = sum(1 for _ in reading.scan(db, keys.TXNS, "the TXNS table"))
+    if stored > report.events:
+        report._add(
+            Divergence(
+                "TXNS", "the whole table", f"at most {report.events} records (one per event)", str(stored)
+            )
+        )
+
+
+def _count_outside(db: Any) -> int:
+    """Keys whose first byte names no table (not checked, only counted)."""
+    return sum(
+        1 for _ in reading.scan(db, b"", "the keys after the known tables", keys.prefix_end(keys.TXNS))
+    )
