@@ -326,7 +326,11 @@ def _advice(report: Any, data_dir: Path) -> list[str]:
     if report.ok:
         return []
     if report.damaged("STORE"):
-        return ["the store cannot be opened, so rebuild cannot read it; see the message above"]
+        return [
+            "no rebuild can bring back what the store lost: restore a snapshot kept on other storage; or, "
+            "when the write-ahead log is what is damaged or missing, see what point-in-time recovery "
+            f"would cut: statehoused recover-wal --data-dir {data_dir}"
+        ]
     events = [d for d in report.damage if d.table == "EVENTS"]
     if events:
         lost = ", ".join(

@@ -127,7 +127,7 @@ class Report:
                 f"{table} {self.by_table[table]}" for table in PRECEDENCE if table in self.by_table
             )
             lines.append(f"{self.divergences} divergences ({tables}); the log has {self.counts()}")
-        elif not self.damaged("STORE"):
+        elif self.events or not self.damaged("STORE"):
             lines.append(f"the log has {self.counts()}")
         return "\n".join(lines)
 

@@ -27,9 +27,10 @@ import contextlib
 import functools
 import os
 import time
+from pathlib import Path
 from typing import Any
 
-from storage import keys, reading
+from storage import durable, keys, reading
 from storage.errors import DataLossError, StoreRefusedError
 from storage.logwalk import (
     Damage,
@@ -75,11 +76,31 @@ def verify(
     report = Report()
     try:
         with open_read_only(path) as db:
+            with contextlib.suppress(DataLossError):  # damage met there is found again below
+                _check_mark(db, Path(path), report)
             _verify_open(db, report, progress, progress_every)
     except StoreRefusedError as exc:
         report._damaged(Damage("STORE", "the data directory could not be opened", str(exc)))
     report.seconds = time.monotonic() - started
     return report
+
+
+def _check_mark(db: Any, path: Path, report: Report) -> None:
+    """A store that ends before its durable mark has lost commits that were on disk."""
+    mark = durable.read_mark(path)
+    raw = reading.get(db, keys.META_LAST_COMMIT_TS)
+    ends = 0 if raw is None or len(raw) != 8 else keys.read_u64(raw)
+    if mark is not None and mark > ends:
+        report._damaged(
+            Damage(
+                "STORE",
+                f"the store ends at commit_ts {ends}, but commits up to {mark} were on disk before "
+                f"(its durable mark, {durable.FILE_NAME}): commits {ends + 1} to {mark} are gone",
+                "a write-ahead log file (*.log) was removed or cut short, or older files were copied in",
+                ends + 1,
+                mark,
+            )
+        )
 
 
 def _verify_open(db: Any, report: Report, progress: ProgressCallback | None, progress_every: int) -> None:

@@ -593,6 +593,12 @@ def test_a_removed_wal_is_caught_by_the_durable_mark(crashed: tuple[Path, int], 
     path, wal, last = crashed_copy(crashed, tmp_path)
     wal.unlink()
     _refused(path, f"ends at commit_ts 0, but commits up to {last} were on disk", "*.log")
+    verified = cli("verify", "--data-dir", str(path))
+    assert (
+        verified.returncode == 1
+        and f"DAMAGE: STORE: the store ends at commit_ts 0, but commits up to {last}" in verified.stdout
+    )
+    assert "recover-wal" in verified.stdout
     dry = cli("recover-wal", "--data-dir", str(path))
     assert dry.returncode == 1 and f"losing commits 1 to {last}" in dry.stdout
     done = cli("recover-wal", "--data-dir", str(path), "--accept-loss")
