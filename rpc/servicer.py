@@ -28,7 +28,7 @@ from actors import (
 )
 from rpc import reads
 from rpc.convert import ValueCodec, check_names, check_namespace, check_prefix, json_to_struct
-from rpc.status import ErrorCounter, conflict_message, grpc_errors, status_of
+from rpc.status import ErrorCounter, conflict_message, grpc_errors, note_data_loss, status_of
 from statehouse import __version__
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
@@ -214,6 +214,8 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
             if isinstance(outcome, Exception):
                 code = status_of(outcome)
                 self.count_error(code)
+                if isinstance(outcome, DataLossError):
+                    note_data_loss("CommitBatch", outcome)
                 added = response.outcomes.add(code=code.value[0], message=str(outcome))
                 if isinstance(outcome, Conflict):
                     added.conflict.CopyFrom(conflict_message(outcome))
@@ -299,6 +301,8 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
                 outcome.Clear()
                 code = status_of(exc)
                 self.count_error(code)
+                if isinstance(exc, DataLossError):
+                    note_data_loss("ReadBatch", exc)
                 outcome.code = code.value[0]
                 outcome.message = str(exc)
             size += outcome.ByteSize()

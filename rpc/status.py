@@ -99,10 +99,17 @@ class ErrorCounter:
         child.inc()
 
 
+def note_data_loss(method: str, exc: Exception) -> None:
+    """Log a read or commit refused because stored data is damaged: an operator must act."""
+    log.error("rpc.data_loss", method=method, message=str(exc))
+
+
 def _abort(context: grpc.ServicerContext, method: str, exc: Exception, count: ErrorCounter) -> None:
     code = _status(exc)
     if code is not None:
         count(code)
+        if code == grpc.StatusCode.DATA_LOSS:
+            note_data_loss(method, exc)
         log.debug("rpc.error", method=method, code=code.name, message=str(exc))
         if isinstance(exc, Conflict):
             trailer = conflict_message(exc).SerializeToString()

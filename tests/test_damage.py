@@ -41,7 +41,7 @@ WORDS = (
     "agent plan step tool search result memory summary answer question note fact source page "
     "draft review check retry wait human approve reject budget token model prompt reply"
 ).split()
-DEFAULT_OFFSETS = (0.03, 0.2, 0.4, 0.6, 0.8, 0.97)
+DEFAULT_OFFSETS = (0.03, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 0.99)
 SWEEP = int(os.environ.get("STATEHOUSE_DAMAGE_SWEEP", "0"))
 OFFSETS = tuple((n + 0.5) / SWEEP for n in range(SWEEP)) if SWEEP else DEFAULT_OFFSETS
 NOT_DATA = ("LOG", "LOCK")  # RocksDB's info log and lock file: no data
@@ -431,6 +431,9 @@ def test_a_damaged_state_table_fails_reads_at_once_and_only_the_commits_that_nee
         with client.begin_transaction(namespace=ok_namespace) as tx:
             tx.write(ok_agent, ok_key, "new")
         assert tx.commit_ts == template.last_commit_ts + 1
+        # The operator hears of it: an error line per refused call, and the commit that failed.
+        assert any(r.get("method") == "GetState" for r in daemon.events("rpc.data_loss"))
+        assert [r["code"] for r in daemon.events("txn.failed")] == ["DATA_LOSS"]
 
         async def read_async() -> None:
             async with AsyncStatehouse(daemon.addr) as aclient:
@@ -477,7 +480,10 @@ def test_a_missing_current_file_is_refused_not_opened_as_a_new_store(
     assert verified.returncode == 1 and "DAMAGE: STORE" in verified.stdout
 
 
-@pytest.mark.parametrize("damage", ["remove a table file", "cut a table file short", "flip the MANIFEST"])
+@pytest.mark.parametrize(
+    "damage",
+    ["remove a table file", "cut a table file short", "flip a table file's footer", "flip the MANIFEST"],
+)
 def test_damage_around_the_tables_refuses_the_start_and_changes_nothing(
     template: Template, tmp_path: Path, damage: str
 ) -> None:
@@ -487,6 +493,9 @@ def test_damage_around_the_tables_refuses_the_start_and_changes_nothing(
     elif damage == "cut a table file short":
         sst = table_file(path)
         os.truncate(sst, sst.stat().st_size - 100)
+    elif damage == "flip a table file's footer":
+        sst = table_file(path)
+        flip(sst, sst.stat().st_size - 40)
     else:
         (manifest,) = path.glob("MANIFEST-*")
         flip(manifest, manifest.stat().st_size // 2, 8)
