@@ -164,6 +164,11 @@ class Ledger(pykka.ThreadingActor):
             for intent in group:
                 intent.reply.set_exception(unknown)
             return
+        except DataLossError as exc:  # the store was refused when reopened: damaged
+            log.error("ledger.write_failed", error=str(exc), commits=len(group), code="DATA_LOSS")
+            for intent in group:
+                intent.reply.set_exception(exc)
+            return
         except StorageError as exc:
             log.error("ledger.write_failed", error=str(exc), commits=len(group))
             said = str(exc)

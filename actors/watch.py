@@ -79,6 +79,7 @@ class Watcher:
         self.peak_bytes = 0
         self.taken_ts = 0  # the progress_ts of the last `take`
         self._cut_off = False
+        self._missed = False  # cut off because commits reached the log without being routed
         self._closed: str | None = None
 
     def _offer(self, event: Event) -> None:
@@ -102,6 +103,11 @@ class Watcher:
         with self._ready:
             if not self._events and not self._cut_off and self._closed is None:
                 self._ready.wait(timeout)
+            if self._cut_off and self._missed:
+                raise ResourceExhausted(
+                    "commits reached the log that the daemon could not pass to this watch (they could "
+                    f"not be read back after the store reopened); resume from commit_ts {self.taken_ts + 1}"
+                )
             if self._cut_off:
                 raise ResourceExhausted(
                     f"this watch fell behind: more than {self._max_events} events or {self._max_bytes} "
@@ -188,6 +194,8 @@ class WatchHub:
     def publish(self, events: Sequence[Event]) -> None:
         """Route a durable commit group (ascending commit_ts) to the watchers that want it."""
         with self._lock:
+            if events and events[0].commit_ts != self._routed_ts + 1 and self._count:
+                self._cut_off_all(events[0].commit_ts)
             if events:
                 self._routed_ts = events[-1].commit_ts
             if not self._count:
@@ -216,6 +224,18 @@ class WatchHub:
                                 )
                             woken.add(watcher)
             for watcher in woken:
+                watcher._ready.notify()
+
+    def _cut_off_all(self, next_ts: int) -> None:
+        """Commits after routed_ts and before `next_ts` were never routed: every watcher must
+        read them from the log, so each is cut off and resumes from what it took (lock held)."""
+        log.error("watch.gap", routed_ts=self._routed_ts, next_commit_ts=next_ts, watchers=self._count)
+        for watcher in self._all():
+            if not watcher._cut_off and watcher._closed is None:
+                watcher._cut_off = watcher._missed = True
+                watcher._events.clear()
+                watcher._bytes = 0
+                self.cut_offs += 1
                 watcher._ready.notify()
 
     def _all(self) -> list[Watcher]:

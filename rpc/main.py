@@ -325,6 +325,11 @@ def _advice(report: Any, data_dir: Path) -> list[str]:
     """What to do about what verify found: what a rebuild can and cannot bring back."""
     if report.ok:
         return []
+    if report.damage and all(d.table == "MARK" for d in report.damage):
+        return [
+            f"nothing else is damaged: remove {data_dir / 'DURABLE_COMMIT_TS'} "
+            "(the next start writes it again)"
+        ]
     if report.damaged("STORE"):
         return [
             "no rebuild can bring back what the store lost: restore a snapshot kept on other storage; or, "

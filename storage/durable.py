@@ -63,6 +63,11 @@ def write_mark(path: Path, commit_ts: int) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(partial, file)
+    fsync_directory(path)
+
+
+def fsync_directory(path: Path) -> None:
+    """Make the names in directory `path` durable (after a rename or a new file)."""
     directory = os.open(path, os.O_RDONLY)
     try:
         os.fsync(directory)

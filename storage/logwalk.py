@@ -43,8 +43,9 @@ class Divergence:
 class Damage:
     """A part of the store that could not be read at all.
 
-    `table` is one of PRECEDENCE, or "STORE" when the data directory could
-    not be opened. For EVENTS, `first_ts`..`last_ts` are the commits that
+    `table` is one of PRECEDENCE, "STORE" when the data directory could
+    not be opened or lost commits, or "MARK" for a durable mark file that
+    cannot be read. For EVENTS, `first_ts`..`last_ts` are the commits that
     could not be read (`last_ts` None: up to the end of the log). Records
     found unreadable one by one are counted into one Damage per table and
     block (`count`, from `where` to `last`).
@@ -83,6 +84,7 @@ class Report:
     by_table: dict[str, int] = field(default_factory=dict)
     divergence: Divergence | None = None
     damage: list[Damage] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was not checked, and why
     seconds: float = 0.0
     _missing_agent_events: int = field(default=0, repr=False)
     _first: dict[str, Divergence] = field(default_factory=dict, repr=False)
@@ -120,6 +122,7 @@ class Report:
         if self.ok:
             return f"ok: {self.counts()}"
         lines = [f"DAMAGE: {d}" for d in self.damage]
+        lines += [f"note: {note}" for note in self.notes]
         if self.divergence is not None:
             lines.append(f"DIVERGENCE: {self.divergence}")
             lines += [f"  first in {d.table}: {d}" for d in self.firsts()[1:]]
@@ -257,92 +260,118 @@ def show_raw(data: bytes | None, decode: Callable[[bytes], Any], show: Callable[
 
 def log_end(db: Any) -> int:
     """The commit_ts the log should reach: its last readable key, or META last_commit_ts
-    if that is further (or the end cannot be read); 0 for an empty log."""
-    end = 0
+    if that is further (or the end cannot be read); 0 for an empty log (or unknown)."""
+    return _log_end(db)[0]
+
+
+def _log_end(db: Any) -> tuple[int, bool]:
+    """(log_end, whether that end could be read at all: META or the log's last key)."""
+    end, known = 0, False
     try:
         last = reading.last_key(db, keys.EVENTS, "the end of the event log")
+        known = True
         if last is not None and len(last) == 1 + 8:
             end = keys.read_u64(last, 1)
     except StorageError:
         pass
     try:
         raw = reading.get(db, keys.META_LAST_COMMIT_TS)
+        known = True
         if raw is not None and len(raw) == 8:
             end = max(end, keys.read_u64(raw))
     except StorageError:
         pass
-    return end
+    return end, known
 
 
-def _readable(db: Any, commit_ts: int) -> bool:
+def _read(db: Any, commit_ts: int) -> bytes | None:
+    """The event at `commit_ts` read by a point read, or None if it cannot be read (or is not there)."""
     try:
-        return reading.get(db, keys.event_key(commit_ts)) is not None
+        return reading.get(db, keys.event_key(commit_ts))
     except DataLossError:
-        return False
+        return None
 
 
 def next_readable(db: Any, after: int, end: int) -> int | None:
     """The first commit_ts after `after` (and up to `end`) whose event can be read, or None.
 
     The log scan stopped at damage just after `after`; point reads step
-    over it, doubling the stride, then bisect back to the first readable
-    commit (a damaged block holds a run of consecutive commits).
+    over it, doubling the stride, bisect back to the first readable commit
+    found, and then make sure, one by one, that no commit before that one
+    can be read (two damaged regions close together could hide one).
     """
     damaged, stride = after, 1
     probe = after + 1
     while probe <= end:
-        if _readable(db, probe):
+        if _read(db, probe) is not None:
             break
         damaged = probe
         stride *= 2
         probe = after + stride
     else:
-        if end <= damaged or not _readable(db, end):
+        if end <= damaged or _read(db, end) is None:
             return None
         probe = end
     while probe - damaged > 1:
         middle = (damaged + probe) // 2
-        if _readable(db, middle):
+        if _read(db, middle) is not None:
             probe = middle
         else:
             damaged = middle
+    for commit_ts in range(after + 1, probe):
+        if _read(db, commit_ts) is not None:
+            return commit_ts
     return probe
+
+
+# After stepping over damage, this many commits are read by point reads before a scan is tried
+# again: a scan merges every table file and can fail where point reads of the newest one work.
+_POINT_READS = 256
 
 
 def log_records(db: Any, report: Report, start_ts: int = 1) -> Iterator[tuple[bytes, bytes]]:
     """Every readable (key, value) of EVENTS from `start_ts`, in order; each damaged
-    region met on the way is recorded in `report` (as EVENTS damage) and stepped over."""
-    end = log_end(db)
-    start: bytes | None = keys.event_key(start_ts)
-    after = start_ts - 1  # the last commit_ts read (or known to be before the start)
+    region met on the way is recorded in `report` (as EVENTS damage) and stepped over.
+
+    Every pass either reads a commit or ends, so this always finishes, and no
+    commit is both skipped and unreported.
+    """
+    end, known = _log_end(db)
+    after = start_ts - 1  # every commit up to here was yielded or reported
     while True:
-        resumed_at = after
         try:
-            for raw_key, data in reading.scan(db, keys.EVENTS, "the event log", start):
+            for raw_key, data in reading.scan(db, keys.EVENTS, "the event log", keys.event_key(after + 1)):
                 if len(raw_key) == 1 + 8:
                     after = keys.read_u64(raw_key, 1)
                 yield raw_key, data
             return
         except DataLossError as exc:
+            detail = exc.detail
             if exc.after is not None and len(exc.after) == 1 + 8:
                 after = max(after, keys.read_u64(exc.after, 1))
-            if after == resumed_at and start is not None and start != keys.event_key(start_ts):
-                after = keys.read_u64(start, 1)  # the commit resumed at cannot be scanned after all
-            resume = next_readable(db, after, end)
-            last = None if resume is None else resume - 1
-            shown = (
-                f"commit_ts {after + 1} to {last}"
-                if last is not None
-                else (
-                    f"commit_ts {after + 1} to the end of the log ({end})"
-                    if end > after
-                    else f"the log after commit_ts {after}"
-                )
+        resume = next_readable(db, after, end)
+        if resume is None and known and after >= end:
+            return  # the log is whole up to its recorded end; the damage lies past it, in another table
+        if resume is None:
+            where = (
+                f"commit_ts {after + 1} to the end of the log ({end})"
+                if end > after
+                else (f"the log after commit_ts {after}")
             )
-            report._damaged(Damage("EVENTS", f"{shown} could not be read", exc.detail, after + 1, last))
-            if resume is None:
-                return
-            start = keys.event_key(resume)
+            report._damaged(Damage("EVENTS", f"{where} could not be read", detail, after + 1, None))
+            return
+        if resume > after + 1:
+            shown = f"commit_ts {after + 1} to {resume - 1}"
+            report._damaged(Damage("EVENTS", f"{shown} could not be read", detail, after + 1, resume - 1))
+        # Step on by point reads, then let a scan try again.
+        commit_ts = resume
+        for _ in range(_POINT_READS):
+            found = _read(db, commit_ts)
+            if found is None:
+                break
+            yield keys.event_key(commit_ts), found
+            after = commit_ts
+            commit_ts += 1
 
 
 @dataclass(slots=True)

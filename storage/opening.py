@@ -11,6 +11,10 @@
   `absolute_consistency` would refuse even the torn tail; docs/design.md.)
 - A refused open changes no data file (RocksDB only rotates its info LOG),
   and says what is wrong and what to do.
+
+RocksDB drops a cut-short end of every log file, not only of the last, and
+does not notice a missing one: `Store.open` checks the log for gaps where
+the log files begin, and the durable mark (storage/durable.py) for its end.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rocksdict import AccessType, DBRecoveryMode, Options, Rdict
+from rocksdict import AccessType, DBRecoveryMode, Options, Rdict, ReadOptions
 
 from storage import durable, keys, reading, wal
 from storage.errors import StorageError, StoreLockedError, StoreRefusedError
@@ -33,9 +37,8 @@ from storage.errors import StorageError, StoreLockedError, StoreRefusedError
 _NOT_DATA = re.compile(r"^(LOCK|LOG|LOG\.old\.\d+)$")
 # Files that belong to a store (RocksDB's, rocksdict's or ours).
 _STORE_FILE = re.compile(
-    r"^(CURRENT|IDENTITY|MANIFEST-\d+|OPTIONS-\d+|\d+\.(sst|log|blob)|rocksdict-config\.json|"
-    + re.escape(durable.FILE_NAME)
-    + r")$"
+    r"^(CURRENT|IDENTITY|MANIFEST-\d+|OPTIONS-\d+|\d+\.(sst|log|blob|dbtmp)|.*\.dbtmp|"
+    r"rocksdict-config\.json|" + re.escape(durable.FILE_NAME) + r"(\.partial)?)$"
 )
 _SHOWN = 6  # file names shown in a message
 
@@ -43,6 +46,13 @@ DAMAGED_ADVICE = (
     "Nothing in it was changed. Restore a snapshot (see docs/failure-modes.md, damaged data), "
     "or keep this directory for `statehoused verify`"
 )
+
+
+def _read_options() -> Any:
+    """Every read verifies block checksums (RocksDB's default, asked for explicitly)."""
+    options = ReadOptions()
+    options.set_verify_checksums(True)
+    return options
 
 
 def _listing(names: list[str]) -> str:
@@ -70,10 +80,20 @@ def holds_store(path: Path) -> bool:
         return True
     ours = [name for name in names if _STORE_FILE.match(name)]
     if ours:
+        holds_data = any(
+            name.endswith(".sst") or (name.endswith(".log") and (path / name).stat().st_size > 0)
+            for name in ours
+        )
+        hint = (
+            ""
+            if holds_data
+            else " It holds no table file and no logged commit: if this directory's first start "
+            "failed while creating the store, empty it and start again."
+        )
         raise StoreRefusedError(
             f"data directory {path} holds a store's files ({_listing(ours)}) but no CURRENT file, which "
             "names the store's MANIFEST: it cannot be opened as a whole store, and creating a new one "
-            f"there would delete its tables. {DAMAGED_ADVICE}"
+            f"there would delete its tables. {DAMAGED_ADVICE}.{hint}"
         )
     raise StorageError(
         f"data directory {path} is not empty and holds no Statehouse store ({_listing(names)}); "
@@ -100,9 +120,11 @@ def open_read_write(path: Path, *, point_in_time: bool = False) -> Rdict:
     if create:
         path.mkdir(parents=True, exist_ok=True)
     try:
-        return Rdict(str(path), rocksdb_options(create=create, point_in_time=point_in_time))
+        db = Rdict(str(path), rocksdb_options(create=create, point_in_time=point_in_time))
     except Exception as exc:
         raise refusal(path, exc) from exc
+    db.set_read_options(_read_options())
+    return db
 
 
 def probe_point_in_time(path: Path) -> int | None:
@@ -176,6 +198,7 @@ def open_read_only(path: str | os.PathLike[str], *, point_in_time: bool = False)
             )
         except Exception as exc:
             raise refusal(path, exc) from exc
+        db.set_read_options(_read_options())
         try:
             yield db
         finally:

@@ -81,6 +81,7 @@ def scan(
     the caller has then received only keys that were read whole.
     """
     options = ReadOptions()
+    options.set_verify_checksums(True)  # RocksDB's default; damage is found by reading
     end = keys.prefix_end(prefix)
     if end is not None:
         options.set_iterate_upper_bound(end)

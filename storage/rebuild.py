@@ -31,7 +31,16 @@ from rocksdict import Rdict, WriteBatch, WriteOptions
 
 from storage import durable, keys, opening, reading
 from storage.errors import DataLossError, StorageError
-from storage.logwalk import Fold, LogDamagedError, ProgressCallback, Report, Ticker, log_end, walk_log
+from storage.logwalk import (
+    Damage,
+    Fold,
+    LogDamagedError,
+    ProgressCallback,
+    Report,
+    Ticker,
+    log_end,
+    walk_log,
+)
 from storage.records import Event, decode_event
 from storage.store import agent_slices, derived_records
 
@@ -67,13 +76,27 @@ class RebuildResult:
         )
 
 
-def _check_log(db: Any, progress: ProgressCallback | None, progress_every: int) -> tuple[Report, Fold]:
-    """Walk the whole log; LogDamagedError if it is damaged or inconsistent."""
+def _check_log(
+    db: Any, path: Path, progress: ProgressCallback | None, progress_every: int
+) -> tuple[Report, Fold]:
+    """Walk the whole log; LogDamagedError if it is damaged or inconsistent, or ends before
+    the store's durable mark (a rebuild would accept that loss without saying so)."""
     report = Report()
     latest: Fold = {}  # to write each STATE record once, from the op of its latest version
     ticker = Ticker(progress, "checking log", log_end(db), progress_every)
     for _ in walk_log(db, report, ticker, latest, digests=False):
         pass
+    mark = durable.read_mark(path)
+    if mark is not None and mark > report.last_commit_ts:
+        report._damaged(
+            Damage(
+                "STORE",
+                f"the log ends at commit_ts {report.last_commit_ts}, but commits up to {mark} were on "
+                f"disk before (its durable mark): to accept losing them, run statehoused recover-wal "
+                f"--data-dir {path} --accept-loss first",
+                "a write-ahead log file was removed or cut short",
+            )
+        )
     if report.divergence is not None or report.damage:
         raise LogDamagedError(report)
     return report, latest
@@ -176,7 +199,7 @@ def rebuild(
     started = time.monotonic()
     # Everything that can refuse reads only: a refused rebuild changes no file.
     with opening.open_read_only(path) as db:
-        log_report, latest = _check_log(db, progress, progress_every)
+        log_report, latest = _check_log(db, path, progress, progress_every)
         for table in DERIVED_TABLES:
             name = keys.TABLE_NAMES[table]
             try:
@@ -241,7 +264,7 @@ def rebuild_into(
             f"{partial} exists: an earlier rebuild into {into} was interrupted; remove it and run again"
         )
     with opening.open_read_only(path) as source:
-        log_report, latest = _check_log(source, progress, progress_every)
+        log_report, latest = _check_log(source, path, progress, progress_every)
         last_commit_ts = log_report.last_commit_ts
         previous = _previous(source)
         partial.parent.mkdir(parents=True, exist_ok=True)
@@ -262,4 +285,5 @@ def rebuild_into(
         target.close()
     durable.write_mark(partial, last_commit_ts)
     partial.rename(into)
+    durable.fsync_directory(into.parent)
     return writer.result(len(latest), last_commit_ts, previous, started, into)

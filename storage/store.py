@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rocksdict import Checkpoint, Rdict, WriteBatch, WriteOptions
 
-from storage import keys, opening, reading
+from storage import keys, opening, reading, wal
 from storage.durable import DurableMark, read_mark
 from storage.errors import DataLossError, StorageError, StoreFailedError, StoreRefusedError
 from storage.faults import crash_point
@@ -48,7 +48,7 @@ VERSION_CACHE_KEYS = 100_000
 class Store:
     """An open data directory. Create with `Store.open(path)`."""
 
-    def __init__(self, db: Rdict, path: Path, sync_method: str) -> None:
+    def __init__(self, db: Rdict, path: Path, sync_method: str, last_commit_ts: int) -> None:
         if sync_method not in SYNC_METHODS:
             raise ValueError(f"sync_method must be one of {SYNC_METHODS}, got {sync_method!r}")
         self._db = db
@@ -57,7 +57,7 @@ class Store:
         self._unsynced = WriteOptions()
         self._synced = WriteOptions()
         self._synced.sync = True
-        self.last_commit_ts = _check_consistent(db, path)
+        self.last_commit_ts = last_commit_ts
         if reading.get(db, keys.META_SCHEMA) is None:
             db.put(keys.META_SCHEMA, keys.u64(keys.SCHEMA_VERSION), self._synced)
         self._mark = DurableMark(path, self.last_commit_ts)
@@ -68,6 +68,7 @@ class Store:
         self._publish()
         self._closed = False
         self._failed: str | None = None
+        self._refused: str | None = None  # a reopen found the store damaged
         # Latest version of keys written through this store:
         # (ns, agent, key) -> (version, whether that version is a live value).
         self._versions: dict[tuple[str, str, str], tuple[int, bool]] = {}
@@ -82,14 +83,9 @@ class Store:
         write-ahead log, or a store that ends before its durable mark.
         """
         path = Path(path)
-        if opening.holds_store(path):
-            # Checked read-only first: a read-write open replays the write-ahead log into
-            # the tables and deletes it, so a store refused after that would have lost it.
-            with opening.open_read_only(path) as existing:
-                _check_consistent(existing, path)
-        db = opening.open_read_write(path)
+        db, last_commit_ts = _open_checked(path)
         try:
-            return cls(db, path, sync_method)
+            return cls(db, path, sync_method, last_commit_ts)
         except BaseException:
             db.close()
             raise
@@ -107,6 +103,8 @@ class Store:
             self._reopened.wait_for(lambda: self._view is not None, timeout=wait)
             view = self._view
         if view is None:
+            if self._refused is not None:
+                raise DataLossError(f"the store is unavailable: {self._refused}")
             raise StorageError(f"the store is unavailable: {self._failed}")
         return view
 
@@ -171,12 +169,16 @@ class Store:
             except Exception:
                 pass  # the old handle is in error; what is on disk is what counts
         try:
-            self._db = opening.open_read_write(self.path)
-            self.last_commit_ts = _check_consistent(self._db, self.path)
+            self._db, self.last_commit_ts = _open_checked(self.path)
+        except (StoreRefusedError, DataLossError) as exc:
+            # Damage found on the way: nothing will be read or written until an operator acts.
+            self._refused = self._failed = f"reopening the store was refused: {exc}"
+            self._retry_after = time.monotonic() + backoff_seconds
+            raise DataLossError(f"nothing was committed: {self._refused}") from exc
         except Exception as exc:
             self._failed = f"reopening the store failed: {exc}"
             raise StorageError(f"{self._failed}; it will try again") from exc
-        self._failed = None
+        self._failed = self._refused = None
         self._publish()
 
     def current(self, namespace: str, agent_id: str, key: str) -> StateRecord | None:
@@ -220,6 +222,8 @@ class Store:
         """
         if self._closed:
             raise StorageError("store is closed")
+        if self._refused is not None:
+            raise DataLossError(f"nothing was committed: {self._refused}")
         if self._failed is not None:
             raise StorageError(
                 f"nothing was committed: the store refuses writes since an earlier failure "
@@ -318,7 +322,25 @@ class Store:
 _RECOVERY_HEADROOM = 4 * 1024 * 1024
 
 
-def _check_consistent(db: Rdict, path: Path) -> int:
+def _open_checked(path: Path) -> tuple[Rdict, int]:
+    """Open (or create) the store at `path` read-write, after checking it; and its last commit_ts.
+
+    An existing store is checked read-only first, its write-ahead log files
+    included: a read-write open replays them into the tables and deletes
+    them, so a store refused after that would have lost them.
+    """
+    if opening.holds_store(path):
+        with opening.open_read_only(path) as existing:
+            _check_consistent(existing, path, wal_files=True)
+    db = opening.open_read_write(path)
+    try:
+        return db, _check_consistent(db, path)
+    except BaseException:
+        db.close()
+        raise
+
+
+def _check_consistent(db: Rdict, path: Path, wal_files: bool = False) -> int:
     """The last commit_ts, after checking the store is safe to write to.
 
     A wrong last_commit_ts would make the next commit overwrite an event of
@@ -327,12 +349,12 @@ def _check_consistent(db: Rdict, path: Path) -> int:
     Damage met on the way refuses it too (StoreRefusedError).
     """
     try:
-        return _check_readable(db, path)
+        return _check_readable(db, path, wal_files)
     except DataLossError as exc:
         raise StoreRefusedError(f"{exc}. {opening.DAMAGED_ADVICE}") from exc
 
 
-def _check_readable(db: Rdict, path: Path) -> int:
+def _check_readable(db: Rdict, path: Path, wal_files: bool) -> int:
     if reading.get(db, keys.META_REBUILD_IN_PROGRESS) is not None:
         raise StorageError(
             "an interrupted `statehoused rebuild` left this data directory half rebuilt; run it again"
@@ -348,6 +370,11 @@ def _check_readable(db: Rdict, path: Path) -> int:
     recorded = 0 if raw is None else keys.read_u64(raw)
     last = reading.last_key(db, keys.EVENTS, "the end of the event log")
     logged = keys.read_u64(last, 1) if last is not None else 0
+    if schema is None and last is None and next(reading.scan(db, b"", "the store"), None) is not None:
+        raise StoreRefusedError(
+            f"data directory {path} holds a RocksDB database that is not a Statehouse store (no schema "
+            "version, no event log); nothing in it was changed: give a new or empty directory"
+        )
     if recorded != logged:
         raise StorageError(
             f"data directory is inconsistent: last_commit_ts is {recorded} but the event log ends at "
@@ -362,7 +389,29 @@ def _check_readable(db: Rdict, path: Path) -> int:
             "copied in. Nothing was changed. Put the missing files back, restore a snapshot (into an "
             f"empty directory), or accept the loss: statehoused recover-wal --data-dir {path} --accept-loss"
         )
+    if wal_files:
+        _check_no_gap(db, path, wal.logs_begin_at(path), recorded)
     return recorded
+
+
+def _check_no_gap(db: Rdict, path: Path, begin: int, end: int) -> None:
+    """The log holds every commit from just before where the write-ahead log files begin to
+    its end. RocksDB replays the log files it finds, dropping a cut-short end of each: a log
+    file removed or cut short, other than the last, leaves a gap nothing else notices."""
+    if begin <= 0 or begin > end:
+        return
+    expected = max(begin - 1, 1)
+    for raw_key, _data in reading.scan(db, keys.EVENTS, "the event log", keys.event_key(expected)):
+        found = keys.read_u64(raw_key, 1) if len(raw_key) == 9 else -1
+        if found != expected:
+            missing = f"{expected} to {found - 1}" if found - 1 > expected else f"{expected}"
+            raise StoreRefusedError(
+                f"the event log of data directory {path} has a gap: commit_ts {missing} (at least) missing, "
+                f"though its write-ahead log files hold commits from commit_ts {begin} on. A "
+                "write-ahead log file (*.log) was removed or cut short. Nothing was changed. Put the "
+                "missing file back, or restore a snapshot"
+            )
+        expected += 1
 
 
 def agent_slices(event: Event) -> dict[tuple[str, str], Event]:

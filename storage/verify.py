@@ -87,9 +87,12 @@ def verify(
 
 def _check_mark(db: Any, path: Path, report: Report) -> None:
     """A store that ends before its durable mark has lost commits that were on disk."""
-    mark = durable.read_mark(path)
-    raw = reading.get(db, keys.META_LAST_COMMIT_TS)
-    ends = 0 if raw is None or len(raw) != 8 else keys.read_u64(raw)
+    try:
+        mark = durable.read_mark(path)
+    except StoreRefusedError as exc:
+        report._damaged(Damage("MARK", f"{durable.FILE_NAME} is not a durable mark", str(exc)))
+        return
+    ends = log_end(db)  # the log's last commit (or META's, if further): a wrong META is a divergence
     if mark is not None and mark > ends:
         report._damaged(
             Damage(
@@ -112,6 +115,22 @@ def _verify_open(db: Any, report: Report, progress: ProgressCallback | None, pro
             _check_event_records(db, item.event, report)
     if report.damaged("EVENTS"):
         report.last_commit_ts = max(report.last_commit_ts, end)
+        # What the unreadable part of the log implies is unknown: compare nothing with the
+        # fold, but read every derived table, to report its damage too.
+        report.notes.append(
+            "the derived tables were read for damage but not compared with the log, "
+            "part of which is unreadable"
+        )
+        for prefix in (keys.STATE, keys.VERSIONS, keys.AGENT_EVENTS, keys.TXNS):
+            name = keys.TABLE_NAMES[prefix]
+            if not report.damaged(name):
+                try:
+                    for _ in reading.scan(db, prefix, f"the {name} table"):
+                        pass
+                except DataLossError as exc:
+                    report.table_damaged(name, exc, f"the {name} table")
+        report.keys = len(latest)
+        return
     for table, what, check in (
         ("META", "META", lambda: _check_meta(db, report)),
         ("STATE", "the STATE table", lambda: _check_state(db, latest, report)),

@@ -119,6 +119,8 @@ def recover_wal(path: str | os.PathLike[str], accept_loss: bool = False) -> WalR
     for file in kept.iterdir():
         with open(file, "rb") as copied:
             os.fsync(copied.fileno())
+    durable.fsync_directory(kept)
+    durable.fsync_directory(kept.parent)
     db = opening.open_read_write(path, point_in_time=True)
     try:
         raw = reading.get(db, keys.META_LAST_COMMIT_TS)

@@ -285,6 +285,25 @@ def test_the_hub_routes_only_what_a_watcher_follows_and_bounds_its_queue(tmp_pat
         hub.subscribe(WatchFilter("ns", "a"))
 
 
+def test_commits_that_reach_the_log_without_being_routed_cut_every_watcher_off_to_reread(
+    tmp_path: Path,
+) -> None:
+    """If the ledger publishes commit 15 after 12 (13-14 reached the log but could not be read
+    back to route them), no watcher may report progress past 12 without them: each is cut off
+    and resumes from what it took, reading 13-14 from the log."""
+    hub = WatchHub(last_commit_ts=10)
+    agent, _ = hub.subscribe(WatchFilter("ns", "a"))
+    whole, _ = hub.subscribe(WatchFilter("ns", None))
+    hub.publish([event(11, ("ns", "a", "k")), event(12, ("ns", "b", "k"))])
+    assert agent.take(0, 100, 1 << 20)[1] == 12
+    hub.publish([event(15, ("ns", "a", "k"))])
+    with pytest.raises(Exception, match="resume from commit_ts 13"):
+        agent.take(0, 100, 1 << 20)
+    with pytest.raises(Exception, match=r"could not be read back.*resume from commit_ts 11"):
+        whole.take(0, 100, 1 << 20)  # it had taken nothing yet
+    assert hub.cut_offs == 2
+
+
 class _FsyncFailsOnce:
     """RocksDB whose next WAL fsync fails after the bytes reached the file.
 
