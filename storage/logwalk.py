@@ -418,11 +418,8 @@ def walk_log(
             )
             continue
         commit_ts = keys.read_u64(raw_key, 1)
-        after_damage = bool(report.damage) and any(
-            d.table == "EVENTS" and d.first_ts is not None and d.first_ts <= commit_ts for d in report.damage
-        )
         where = f"commit_ts={commit_ts}"
-        if commit_ts != previous + 1 and not (after_damage and commit_ts > previous):
+        if commit_ts != previous + 1 and not _covered(report, previous + 1, commit_ts - 1):
             expected = f"commit_ts {previous + 1} after {previous}" if previous else "the log to start at 1"
             report._add(Divergence("EVENTS", where, expected, f"commit_ts {commit_ts}"))
         previous = commit_ts
@@ -446,7 +443,10 @@ def walk_log(
             state_key = (op.namespace, op.agent_id, op.key)
             entry = versions.get(state_key)
             expected_version = 1 if entry is None else entry[0] + 1
-            skipped = after_damage and op.version > expected_version
+            # Versions the key had in a damaged region since its last one seen are unknown.
+            skipped = op.version > expected_version and _damaged_since(
+                report, 0 if entry is None else entry[1]
+            )
             if (op.version != expected_version and not skipped) or state_key in seen:
                 report._add(
                     Divergence(
@@ -465,6 +465,24 @@ def walk_log(
                 entry[0], entry[1], entry[2] = op.version, commit_ts, digest
         yield LogEvent(commit_ts, event)
     ticker.finish(count)
+
+
+def _covered(report: Report, first: int, last: int) -> bool:
+    """Whether reported damage of the log covers commits `first`..`last` (a jump over them)."""
+    return any(
+        d.table == "EVENTS"
+        and d.first_ts is not None
+        and d.first_ts <= first
+        and (d.last_ts is None or d.last_ts >= last)
+        for d in report.damage
+    )
+
+
+def _damaged_since(report: Report, commit_ts: int) -> bool:
+    """Whether part of the log after `commit_ts` could not be read."""
+    return any(
+        d.table == "EVENTS" and d.first_ts is not None and d.first_ts > commit_ts for d in report.damage
+    )
 
 
 def digest_of(value: bytes | None) -> bytes | None:

@@ -99,6 +99,8 @@ class Store:
         view = self._view
         if view is not None:
             return view
+        if self._refused is not None:  # no reopen is coming soon: do not make readers wait
+            raise DataLossError(f"the store is unavailable: {self._refused}")
         with self._reopened:
             self._reopened.wait_for(lambda: self._view is not None, timeout=wait)
             view = self._view
@@ -135,12 +137,14 @@ class Store:
         if self._failed is None:
             return
         self._versions.clear()  # the failed group may be in it, or half in RocksDB
+        if self._refused is not None and time.monotonic() < self._retry_after:
+            raise DataLossError(f"nothing was committed: {self._refused}")
         if time.monotonic() < self._retry_after:
             raise StorageError(
                 f"the store refuses writes since an earlier failure ({self._failed}); "
                 "open readers (replay streams?) keep it from reopening; it will try again"
             )
-        wal_bytes = sum(f.stat().st_size for f in self.path.glob("*.log"))
+        wal_bytes = sum(file.size for file in wal.wal_files(self.path, read=False))
         free = shutil.disk_usage(self.path).free
         if free < wal_bytes + _RECOVERY_HEADROOM:
             raise StorageError(
@@ -169,7 +173,7 @@ class Store:
             except Exception:
                 pass  # the old handle is in error; what is on disk is what counts
         try:
-            self._db, self.last_commit_ts = _open_checked(self.path)
+            self._db, self.last_commit_ts = _open_checked(self.path, create=False)
         except (StoreRefusedError, DataLossError) as exc:
             # Damage found on the way: nothing will be read or written until an operator acts.
             self._refused = self._failed = f"reopening the store was refused: {exc}"
@@ -179,6 +183,8 @@ class Store:
             self._failed = f"reopening the store failed: {exc}"
             raise StorageError(f"{self._failed}; it will try again") from exc
         self._failed = self._refused = None
+        self._mark.close()
+        self._mark = DurableMark(self.path, self.last_commit_ts)
         self._publish()
 
     def current(self, namespace: str, agent_id: str, key: str) -> StateRecord | None:
@@ -322,13 +328,16 @@ class Store:
 _RECOVERY_HEADROOM = 4 * 1024 * 1024
 
 
-def _open_checked(path: Path) -> tuple[Rdict, int]:
-    """Open (or create) the store at `path` read-write, after checking it; and its last commit_ts.
+def _open_checked(path: Path, create: bool = True) -> tuple[Rdict, int]:
+    """Open (or, with `create`, create) the store at `path` read-write, after checking it;
+    and its last commit_ts.
 
     An existing store is checked read-only first, its write-ahead log files
     included: a read-write open replays them into the tables and deletes
     them, so a store refused after that would have lost them.
     """
+    if not create and not opening.holds_store(path):
+        raise StoreRefusedError(f"data directory {path} no longer holds the store it held")
     if opening.holds_store(path):
         with opening.open_read_only(path) as existing:
             _check_consistent(existing, path, wal_files=True)
@@ -369,6 +378,11 @@ def _check_readable(db: Rdict, path: Path, wal_files: bool) -> int:
     raw = reading.get(db, keys.META_LAST_COMMIT_TS)
     recorded = 0 if raw is None else keys.read_u64(raw)
     last = reading.last_key(db, keys.EVENTS, "the end of the event log")
+    if last is not None and len(last) != 1 + 8:
+        raise StoreRefusedError(
+            f"data directory {path} holds a key in the event log's table that is not a commit_ts "
+            f"({keys.describe_key(last)}): it is damaged, or not a Statehouse store; nothing was changed"
+        )
     logged = keys.read_u64(last, 1) if last is not None else 0
     if schema is None and last is None and next(reading.scan(db, b"", "the store"), None) is not None:
         raise StoreRefusedError(
@@ -390,11 +404,11 @@ def _check_readable(db: Rdict, path: Path, wal_files: bool) -> int:
             f"empty directory), or accept the loss: statehoused recover-wal --data-dir {path} --accept-loss"
         )
     if wal_files:
-        _check_no_gap(db, path, wal.logs_begin_at(path), recorded)
+        check_no_gap(db, path, wal.logs_begin_at(path), recorded)
     return recorded
 
 
-def _check_no_gap(db: Rdict, path: Path, begin: int, end: int) -> None:
+def check_no_gap(db: Rdict, path: Path, begin: int, end: int) -> None:
     """The log holds every commit from just before where the write-ahead log files begin to
     its end. RocksDB replays the log files it finds, dropping a cut-short end of each: a log
     file removed or cut short, other than the last, leaves a gap nothing else notices."""

@@ -57,11 +57,18 @@ def _trusted(values: list[int]) -> list[int]:
     ]
 
 
-def wal_files(path: Path) -> list[WalFile]:
-    """The write-ahead log files of a data directory, oldest first, with what they record."""
+_WAL_NAME = re.compile(r"^\d+\.log$")
+
+
+def wal_files(path: Path, read: bool = True) -> list[WalFile]:
+    """The write-ahead log files of a data directory (RocksDB's numbered `*.log`), oldest
+    first, with what they record (with `read` False: only their sizes)."""
     found = []
-    for file in sorted(path.glob("*.log")):
-        if not file.is_file():
+    for file in sorted(path.iterdir()):
+        if not _WAL_NAME.match(file.name) or not file.is_file():
+            continue
+        if not read:
+            found.append(WalFile(file, file.stat().st_size, 0, 0))
             continue
         data = file.read_bytes()
         recorded = _trusted([keys.read_u64(m.group(1)) for m in _LAST_COMMIT_TS_PUT.finditer(data)])

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from storage import durable, keys, opening, reading, wal
 from storage.errors import StorageError, StoreRefusedError
+from storage.store import check_no_gap
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +72,15 @@ def _plan(path: Path) -> WalRecovery:
         raise StorageError(f"{path} is not a Statehouse data directory (no store there)")
     mark = durable.read_mark(path)
     logged = wal.logged_up_to(path)
+    gap: StoreRefusedError | None = None
     try:
         with opening.open_read_only(path) as db:
             raw = reading.get(db, keys.META_LAST_COMMIT_TS)
             ends = 0 if raw is None else keys.read_u64(raw)
+            try:
+                check_no_gap(db, path, wal.logs_begin_at(path), ends)
+            except StoreRefusedError as exc:
+                gap = exc
     except StoreRefusedError as exc:
         reached = opening.probe_point_in_time(path)
         if reached is None:
@@ -83,6 +89,11 @@ def _plan(path: Path) -> WalRecovery:
                 "open it either; restore a snapshot"
             ) from exc
         return WalRecovery(path, True, str(exc), reached, logged, mark)
+    if gap is not None:
+        raise StoreRefusedError(
+            f"{gap}\nPoint-in-time recovery cannot help: it replays the log files there are, and the "
+            "commits of the missing part are in none of them"
+        ) from gap
     if mark is not None and mark > ends:
         reason = (
             f"the store ends at commit_ts {ends}, but commits up to {mark} were on disk before (its "
