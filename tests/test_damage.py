@@ -322,6 +322,13 @@ def damaged_copy(template: Template, tmp_path: Path, offsets: dict[str, float], 
     return path
 
 
+def lost(seen: dict[str, Any], kind: str) -> list[str]:
+    """Where the read paths of one kind ("replay", "history", "get") answered DATA_LOSS."""
+    return [
+        p.split(" ")[1] for p, said in seen.items() if p.startswith(kind + " ") and isinstance(said, Lost)
+    ]
+
+
 def read_damaged(path: Path, template: Template) -> dict[str, Any]:
     """Every read path against a daemon on the damaged `path`; each said the truth or DATA_LOSS."""
     with DaemonProcess(path, "--http-addr", "off") as daemon, Statehouse(daemon.addr) as client:
@@ -365,9 +372,9 @@ def test_a_damaged_agent_index_fails_replay_and_the_whole_log_rebuilds_it_into_a
 ) -> None:
     path = damaged_copy(template, tmp_path, offsets, "AGENT_EVENTS")
     seen = read_damaged(path, template)
-    replays = [path for path, said in seen.items() if path.startswith("replay") and isinstance(said, Lost)]
+    replays = lost(seen, "replay")
     assert replays, "the damage reached no agent's replay"
-    assert any(isinstance(seen["watch " + p.split(" ")[1]], Lost) for p in replays)
+    assert any(isinstance(seen[f"watch {where}"], Lost) for where in replays)
 
     verified = cli("verify", "--data-dir", str(path))
     assert verified.returncode == 1 and "DAMAGE: AGENT_EVENTS" in verified.stdout
@@ -394,11 +401,11 @@ def test_a_damaged_version_history_fails_history_and_time_travel_not_silently_em
 ) -> None:
     path = damaged_copy(template, tmp_path, offsets, "VERSIONS")
     seen = read_damaged(path, template)
-    histories = [p for p, said in seen.items() if p.startswith("history") and isinstance(said, Lost)]
+    histories = lost(seen, "history")
     assert histories, "the damage reached no key's history"
     # get_state of those keys is served from the state table, which is whole.
-    for history in histories:
-        assert seen["get " + history.split(" ")[1]] == template.truth["get " + history.split(" ")[1]]
+    for where in histories:
+        assert seen[f"get {where}"] == template.truth[f"get {where}"]
     verified = cli("verify", "--data-dir", str(path))
     assert verified.returncode == 1 and "DAMAGE: VERSIONS" in verified.stdout
 
@@ -410,12 +417,8 @@ def test_a_damaged_state_table_fails_reads_at_once_and_only_the_commits_that_nee
     with DaemonProcess(path, "--http-addr", "off") as daemon, Statehouse(daemon.addr, timeout=30) as client:
         seen = read_everything(client, template.last_ts, template.mid)
         assert check_whole_or_lost(template.truth, seen) == []
-        broken = [
-            p.split(" ")[1] for p, said in seen.items() if p.startswith("get ") and isinstance(said, Lost)
-        ]
-        whole = [
-            p.split(" ")[1] for p, said in seen.items() if p.startswith("get ") and not isinstance(said, Lost)
-        ]
+        broken = lost(seen, "get")
+        whole = [p.split(" ")[1] for p in seen if p.startswith("get ") and p.split(" ")[1] not in broken]
         assert broken and whole
         namespace, agent, key = broken[0].split("/")
         started = time.monotonic()
