@@ -274,15 +274,18 @@ class Ledger(pykka.ThreadingActor):
                         continue
                 for mutation in intent.mutations:
                     target = mutation.target
-                    known = staged.get(target) or versions.get(target)
-                    version = (known or self._store.current_version(*target))[0] + 1
+                    known = staged.get(target) or versions.get(target) or self._store.current_version(*target)
+                    if mutation.if_absent and known[1] and mutation.value is not None:
+                        continue  # insert-if-absent: the key has a live value, so this write is skipped
+                    version = known[0] + 1
                     staged[target] = (version, mutation.value is not None)
                     ops.append(EventOp(*target, version, mutation.value))
             except DataLossError as exc:
                 results.append(DataLossError(f"nothing was committed: {exc}", detail=exc.detail))
                 continue
-            if not intent.mutations:
-                # An empty commit writes nothing and is ordered after what came before.
+            if not ops:
+                # An empty commit (or one whose every write was skipped as present)
+                # writes nothing and is ordered after what came before.
                 results.append(commit_ts)
                 continue
             versions.update(staged)

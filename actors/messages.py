@@ -10,12 +10,14 @@ from actors.reply import Reply
 
 
 class Mutation(NamedTuple):
-    """A staged write (value = canonical JSON bytes) or delete (value = None)."""
+    """A staged write (value = canonical JSON bytes, or a storage.Blob of raw bytes) or
+    delete (value = None). `if_absent`: the ledger skips the write if the key has a live value."""
 
     namespace: str
     agent_id: str
     key: str
     value: bytes | None
+    if_absent: bool = False
 
     @property
     def target(self) -> tuple[str, str, str]:

@@ -20,6 +20,9 @@ single-node etcd beside it, and runs:
 - W8 paging and time travel: list_keys_page over a 100,000-key agent while a
   writer changes it, get_agent_state at a past commit, key_history_page of a
   10,000-version key;
+- W9 adapter primitives: the latest key of a prefix of 100 and of 1,000,000
+  keys, get_many of 100 keys against 100 get_state calls, a 900 KB bytes
+  value against the same bytes as base64 JSON;
 
 and etcd's W1 (a Txn of 3 puts), W2 (a Range, latest or at a revision), W6
 (Watch), W7 (Range, then a Txn comparing mod_revision) and W8 (a paged Range
@@ -53,6 +56,7 @@ from benchmarks.common import BenchmarkError, OtherLoad, machine_facts, positive
 from benchmarks.contention import contention_workload
 from benchmarks.etcd.server import INSTALL_HINT, etcd_version, find_etcd
 from benchmarks.paging import paging_workload
+from benchmarks.primitives import primitives_workload
 from benchmarks.wake import wake_workload
 from benchmarks.workloads import (
     FULL,
@@ -65,7 +69,7 @@ from benchmarks.workloads import (
     replay_workload,
 )
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9")
 DEFAULT_JSON = "bench-results.json"
 
 
@@ -74,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks",
         description="Statehouse side by side with etcd: agent steps (W1), reads (W2), replay (W3), "
         "many namespaces (W4) and the 0.1.1 contract (W5), with the targets of issue 4; watch wake "
-        "latency (W6), a contended counter (W7), paging and time travel (W8) of issue 5.",
+        "latency (W6), a contended counter (W7), paging and time travel (W8) of issue 5; the adapter "
+        "primitives (W9) of issue 13.",
     )
     parser.add_argument(
         "--runs", type=positive_int, default=3,
@@ -85,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"tiny counts for a smoke test (W1 {QUICK.w1_txns} txns, W2 {QUICK.w2_keys:,} keys / "
         f"{QUICK.w2_reads} reads, W3 {QUICK.w3_events:,} events, W4 {QUICK.w4_namespaces} namespaces, "
         f"W5 {QUICK.w5_txns} txns, W6 {QUICK.w6_approvals} approvals, W7 {QUICK.w7_increments} increments "
-        f"per client, W8 {QUICK.w8_keys:,} keys / {QUICK.w8_versions} versions)",
+        f"per client, W8 {QUICK.w8_keys:,} keys / {QUICK.w8_versions} versions, W9 "
+        f"{QUICK.w9_prefix_keys:,} keys)",
     )  # fmt: skip
     parser.add_argument(
         "--only", type=workload_list, default=WORKLOADS, metavar="W1,W3",
@@ -131,6 +137,8 @@ def run(ctx: Context, only: tuple[str, ...]) -> dict[str, Outcome]:
         outcomes["W7"] = contention_workload(ctx)
     if "W8" in only:
         outcomes["W8"] = paging_workload(ctx)
+    if "W9" in only:
+        outcomes["W9"] = primitives_workload(ctx)
     return {w: outcomes[w] for w in WORKLOADS if w in outcomes}
 
 

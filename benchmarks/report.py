@@ -8,6 +8,7 @@ from typing import Any
 
 from benchmarks.contention import CLIENTS
 from benchmarks.paging import CHURN_GAP_S, PAGE
+from benchmarks.primitives import BLOB_OPS
 from benchmarks.procstatus import SAMPLE_EVERY_S
 from benchmarks.wake import FAN_OUT, ROUND_GAP_S
 from benchmarks.workloads import NAMESPACE_THREADS, SEED_THREADS, CaseResult, Outcome, Sizes
@@ -30,6 +31,8 @@ TITLES = {
     "{w7_increments:,} times each (read, then conditional write, retried on conflict)",
     "W8": "W8 paging and time travel: one agent of {w8_keys:,} keys (~200 B JSON values, each key written "
     f"twice), pages of {PAGE:,}; one key of " + "{w8_versions:,} versions",
+    "W9": "W9 adapter primitives: one client, one operation at a time; {w9_reads:,} operations per run "
+    f"({BLOB_OPS} for the 900 KB values)",
 }
 
 NOTES = {
@@ -74,6 +77,16 @@ NOTES = {
         "version 1, with a newer version since); etcd's peer: a Range of values paged the same way, "
         "at that revision.",
     ],
+    "W9": [
+        "The latest key: scan_prefix(agent, prefix, reverse=True, limit=1), which seeks once from the "
+        "end; 'reading them all' is what an adapter did before: scan_prefix(agent, prefix)[-1].",
+        "get_many reads all 100 keys (of 100 agents, ~1 KB JSON each) in one ReadBatch as of one "
+        "commit; the 100 get_state calls go one after the other from one thread.",
+        "The 900 KB value is random bytes (a serializer's output compresses little); base64 makes "
+        "it 1.2 MB of JSON string. A write is one durable transaction of a new key: the bytes travel "
+        "in one Commit, the base64 JSON (past 1 MiB) in a Stage chunk and then a Commit; a read is "
+        "get_state, value decoded (and base64-decoded).",
+    ],
 }
 
 
@@ -106,6 +119,8 @@ RATE_COLUMNS |= {
            Column("max conflicts", "max_conflicts", ",.0f")),
     "W8": (Column("items/s", "items_per_s", ",.0f"), Column("seconds", "elapsed_s", ".3f"),
            Column("pages", "pages", ",.0f"), Column("writer commits", "writer_commits", ",.0f")),
+    "W9": (Column("ops/s", "ops_per_s", ",.1f"), Column("p50 ms", "p50_ms", ".3f"),
+           Column("p99 ms", "p99_ms", ".3f")),
 }  # fmt: skip
 # The ratios to etcd a workload's rows show: (column title, figure).
 RATE_AND_P50 = (("rate vs etcd", "ops_per_s"), ("p50 vs etcd", "p50_ms"))

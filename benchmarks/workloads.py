@@ -58,6 +58,8 @@ class Sizes:
     w7_increments: int = 100  # per client, 16 clients
     w8_keys: int = 100_000
     w8_versions: int = 10_000  # of the one key whose history is read
+    w9_prefix_keys: int = 1_000_000  # under the prefix whose latest key is read
+    w9_reads: int = 200  # timed operations per run of each W9 read case
 
 
 FULL = Sizes()
@@ -74,6 +76,8 @@ QUICK = Sizes(
     w7_increments=3,
     w8_keys=3000,
     w8_versions=300,
+    w9_prefix_keys=5000,
+    w9_reads=20,
 )
 
 

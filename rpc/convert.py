@@ -1,11 +1,12 @@
 """Conversions between wire messages and domain values.
 
-Values are stored as canonical JSON bytes whichever way they arrive. A
+JSON values are stored as canonical JSON bytes whichever way they arrive. A
 `google.protobuf.Struct` carries every number as a double, so integral
 doubles within +-2**53 are stored as integers: `{"n": 42}` sent as a Struct
 and as JSON is stored identically. Reading a value that is not a JSON object
 through the Struct path wraps it as `{"value": ...}` (a Struct must be an
-object).
+object). A value written as `value_bytes` is stored as a `storage.Blob` and
+sent only to readers that accept bytes (`bytes_values`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from google.protobuf.struct_pb2 import Struct
 
-from actors import InvalidArgument, Mutation, NotRepresentable
+from actors import InvalidArgument, Mutation, NotRepresentable, ResourceExhausted
 from statehouse import _codec, _names
+from storage import Blob
 
 _EXACT_DOUBLE = 2**53
 
@@ -96,14 +98,56 @@ def json_to_struct(data: bytes, key: str) -> Struct:
     return struct
 
 
+class ValueForm:
+    """How a reader takes values: as Structs (the original contract), as JSON (`json_values`),
+    and whether it accepts bytes values (`bytes_values`)."""
+
+    __slots__ = ("bytes", "json")
+
+    def __init__(self, request: Any) -> None:
+        self.json: bool = request.json_values
+        self.bytes: bool = request.bytes_values
+
+
+def fill_value(message: Any, key: str, value: bytes | None, form: ValueForm) -> None:
+    """Set the value fields of a response message for a stored value (None: leave them unset).
+
+    A bytes value for a reader that does not accept bytes is NotRepresentable
+    (FAILED_PRECONDITION), never JSON or a Struct made up from its bytes.
+    """
+    if value is None:
+        return
+    if type(value) is Blob:
+        if not form.bytes:
+            raise NotRepresentable(
+                f"value of key {key!r} is bytes ({len(value)} bytes), which this client cannot "
+                "receive: it reads values as JSON or google.protobuf.Struct. Read it with a client "
+                "that sets bytes_values (the statehouse SDK 0.4 or later)"
+            )
+        message.value_bytes = value
+    elif form.json:
+        message.value_json = value
+    else:
+        message.value.CopyFrom(json_to_struct(value, key))
+
+
 class ValueCodec:
     """Validates incoming values against the configured size limit."""
 
     def __init__(self, max_value_bytes: int) -> None:
         self.max_value_bytes = max_value_bytes
 
-    def value(self, key: str, value_json: bytes, struct: Struct | None) -> bytes:
-        if value_json:
+    def value(
+        self, key: str, value_json: bytes, struct: Struct | None, value_bytes: bytes | None = None
+    ) -> bytes:
+        """The value to store: a Blob for `value_bytes`, else canonical JSON.
+
+        Raises InvalidArgument for a value that is not valid JSON, and
+        ResourceExhausted for one past the limit.
+        """
+        if value_bytes is not None:
+            data: bytes = Blob(value_bytes)
+        elif value_json:
             try:
                 data = _codec.canonical(value_json)
             except ValueError as exc:
@@ -113,13 +157,17 @@ class ValueCodec:
         else:
             raise InvalidArgument(f"value of key {key!r} is missing (a write needs a value)")
         if len(data) > self.max_value_bytes:
-            raise InvalidArgument(
-                f"value of key {key!r} is {len(data)} bytes; the limit is {self.max_value_bytes} bytes"
+            raise ResourceExhausted(
+                f"value of key {key!r} is {len(data)} bytes; the limit is {self.max_value_bytes} bytes "
+                "(the daemon's --max-value-bytes)"
             )
         return data
 
     def mutation(self, m: Any) -> Mutation:
         """A domain Mutation from a wire Mutation (extension message)."""
         namespace = check_names(m.namespace, m.agent_id, m.key)
-        value = None if m.delete else self.value(m.key, m.value_json, None)
-        return Mutation(namespace, m.agent_id, m.key, value)
+        if m.delete:
+            return Mutation(namespace, m.agent_id, m.key, None)
+        value_bytes = m.value_bytes if m.HasField("value_bytes") else None
+        value = self.value(m.key, m.value_json, None, value_bytes)
+        return Mutation(namespace, m.agent_id, m.key, value, m.if_absent)

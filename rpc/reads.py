@@ -1,10 +1,13 @@
-"""Paged and historical reads: ListKeys, ScanPrefix, KeyHistory (time travel included).
+"""Paged and historical reads: ListKeys, ScanPrefix, ListAgents, KeyHistory (time travel included).
 
 Each function answers one request from one consistent `ReadView`. Listings
 are read as of one commit_ts T (the request's `at_commit_ts`, else the
 view's last commit), and every later page of the same listing is read as of
 that T too, whatever was committed since: a key is listed iff its newest
-version committed at or before T is a value, and with that version.
+version committed at or before T is a value, and with that version. A
+listing goes forward or (`reverse`) backward from its cursor (`start_after`,
+then the page token's last key) with one seek, so the newest keys of a
+prefix cost the same whatever it holds.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from typing import TypeVar
 
 from actors import InvalidArgument
 from rpc import paging
-from rpc.convert import check_names, check_prefix, json_to_struct
+from rpc.convert import ValueForm, check_names, check_namespace, check_prefix, fill_value
+from statehouse import _names
 from statehouse._proto import statehouse_pb2 as pb
 from storage import ReadView, StateRecord, VersionRecord
 
@@ -24,22 +28,13 @@ MAX_LIST_LIMIT = 10_000
 MAX_HISTORY_LIMIT = 1_000
 # KeyHistory's page size when the request's limit is 0.
 DEFAULT_HISTORY_LIMIT = 100
-# A page with a limit also ends once it holds this many bytes: with values of
-# at most 1 MiB (the default), a page then fits in gRPC's default 4 MiB
-# receive limit, which clients other than ours may keep. Clients follow the
-# token, so a page shorter than its limit is harmless.
+# A page with a limit also ends once it holds this many bytes, so that pages of
+# small values fit in gRPC's default 4 MiB receive limit, which clients other
+# than ours may keep (one value larger than that still makes a page of its
+# own). Clients follow the token, so a page shorter than its limit is harmless.
 PAGE_BYTES = 2 * 1024 * 1024
 
 T = TypeVar("T")
-
-
-def _fill_value(message: pb.StateEntry | pb.KeyVersion, key: str, value: bytes | None, json: bool) -> None:
-    if value is None:
-        return
-    if json:
-        message.value_json = value
-    else:
-        message.value.CopyFrom(json_to_struct(value, key))
 
 
 def _fill_page(found: Iterator[T], limit: int | None, add: Callable[[T], int]) -> T | None:
@@ -60,7 +55,7 @@ def _fill_page(found: Iterator[T], limit: int | None, add: Callable[[T], int]) -
     return None
 
 
-def _as_of(view: ReadView, at_commit_ts: int | None, token_ts: int | None) -> int:
+def as_of(view: ReadView, at_commit_ts: int | None, token_ts: int | None) -> int:
     """The commit_ts a listing is read as of; checks it is not in the future."""
     if token_ts is not None:
         if at_commit_ts is not None and at_commit_ts != token_ts:
@@ -80,29 +75,47 @@ def _as_of(view: ReadView, at_commit_ts: int | None, token_ts: int | None) -> in
     return at_commit_ts
 
 
+def _scope(kind: str, namespace: str, name: str, prefix: str, reverse: bool) -> tuple[str, ...]:
+    """What a page token is bound to: the request's kind, names, prefix and order."""
+    return (kind, namespace, name, prefix, "reverse") if reverse else (kind, namespace, name, prefix)
+
+
+def _cursor(request: pb.ListKeysRequest | pb.ScanPrefixRequest | pb.ListAgentsRequest) -> str | None:
+    """The listing's start-after cursor, checked (None: from the first)."""
+    if not request.start_after:
+        return None
+    try:
+        _names.check_name("start_after", request.start_after)
+    except _names.NameError_ as exc:
+        raise InvalidArgument(str(exc)) from None
+    return str(request.start_after)
+
+
 def _listing(
-    view: ReadView, request: pb.ListKeysRequest | pb.ScanPrefixRequest, scope: tuple[str, str, str, str]
+    view: ReadView, request: pb.ListKeysRequest | pb.ScanPrefixRequest, scope: tuple[str, ...]
 ) -> tuple[Iterator[tuple[str, StateRecord]], int]:
     """The keys (with records) a listing page starts with, lazily, and its commit_ts."""
-    _kind, namespace, agent_id, prefix = scope
+    namespace, agent_id, prefix = scope[1], scope[2], scope[3]
     token_ts: int | None = None
-    after: str | None = None
+    after = _cursor(request)
     if request.page_token:
         token_ts, after = paging.decode(scope, request.page_token)
     at = request.at_commit_ts if request.HasField("at_commit_ts") else None
-    commit_ts = _as_of(view, at, token_ts)
-    return view.scan_at(namespace, agent_id, prefix, commit_ts, after), commit_ts
+    commit_ts = as_of(view, at, token_ts)
+    found = view.scan_at(namespace, agent_id, prefix, commit_ts, after, reverse=request.reverse)
+    return found, commit_ts
 
 
 def list_keys(view: ReadView, request: pb.ListKeysRequest) -> pb.ListKeysResponse:
-    """An agent's keys in byte order as of one commit, a page at a time.
+    """An agent's keys (under `prefix`) in byte order as of one commit, a page at a time.
 
     `limit` 0 gives all of them (no token), as original clients expect; a
     larger limit than MAX_LIST_LIMIT is clamped to it, and a page also ends
     at PAGE_BYTES.
     """
     namespace = check_names(request.namespace, request.agent_id)
-    scope = ("list", namespace, request.agent_id, "")
+    check_prefix(request.prefix)
+    scope = _scope("list", namespace, request.agent_id, request.prefix, request.reverse)
     found, commit_ts = _listing(view, request, scope)
     response = pb.ListKeysResponse(commit_ts=commit_ts)
     keys = response.keys
@@ -122,20 +135,45 @@ def scan_prefix(view: ReadView, request: pb.ScanPrefixRequest) -> pb.ScanPrefixR
     (and a page also ends at PAGE_BYTES)."""
     namespace = check_names(request.namespace, request.agent_id)
     check_prefix(request.prefix)
-    scope = ("scan", namespace, request.agent_id, request.prefix)
+    scope = _scope("scan", namespace, request.agent_id, request.prefix, request.reverse)
     found, commit_ts = _listing(view, request, scope)
     response = pb.ScanPrefixResponse(commit_ts=commit_ts)
     entries = response.entries
+    form = ValueForm(request)
 
     def add(item: tuple[str, StateRecord]) -> int:
         key, record = item
         entry = entries.add(key=key, version=record.version, commit_ts=record.commit_ts)
-        _fill_value(entry, key, record.value, request.json_values)
+        fill_value(entry, key, record.value, form)
         return int(entry.ByteSize())
 
     last = _fill_page(found, paging.page_size(request.limit, MAX_LIST_LIMIT), add)
     if last is not None:
         response.next_page_token = paging.encode(scope, commit_ts, last[0])
+    return response
+
+
+def list_agents(view: ReadView, request: pb.ListAgentsRequest) -> pb.ListAgentsResponse:
+    """The agents of a namespace that hold live keys, in byte order (or reversed), as of
+    the latest commit, paged like ListKeys. A page token carries the last agent returned;
+    later pages read the latest commit again (agents have no time travel)."""
+    namespace = check_namespace(request.namespace)
+    check_prefix(request.prefix)
+    scope = _scope("agents", namespace, "", request.prefix, request.reverse)
+    after = _cursor(request)
+    if request.page_token:
+        _ts, after = paging.decode(scope, request.page_token)
+    response = pb.ListAgentsResponse(commit_ts=view.last_commit_ts)
+    agent_ids = response.agent_ids
+
+    def add(agent_id: str) -> int:
+        agent_ids.append(agent_id)
+        return len(agent_id.encode("utf-8")) + 3
+
+    found = view.agents(namespace, request.prefix, after, request.reverse)
+    last = _fill_page(found, paging.page_size(request.limit, MAX_LIST_LIMIT), add)
+    if last is not None:
+        response.next_page_token = paging.encode(scope, view.last_commit_ts, last)
     return response
 
 
@@ -153,6 +191,7 @@ def key_history(view: ReadView, request: pb.KeyHistoryRequest) -> pb.KeyHistoryR
             raise InvalidArgument("page_token names version 0 (versions start at 1)")
     response = pb.KeyHistoryResponse()
     versions = response.versions
+    form = ValueForm(request)
 
     def add(item: tuple[int, VersionRecord]) -> int:
         version, record = item
@@ -162,7 +201,7 @@ def key_history(view: ReadView, request: pb.KeyHistoryRequest) -> pb.KeyHistoryR
             deleted=record.value is None,
             committed_at_ms=view.committed_at_ms(namespace, agent_id, record.commit_ts) or 0,
         )
-        _fill_value(entry, key, record.value, request.json_values)
+        fill_value(entry, key, record.value, form)
         return int(entry.ByteSize())
 
     limit = paging.page_size(request.limit, MAX_HISTORY_LIMIT) or DEFAULT_HISTORY_LIMIT

@@ -27,7 +27,7 @@ from actors import (
     new_client_txn_namespace,
 )
 from rpc import reads
-from rpc.convert import ValueCodec, check_names, check_namespace, check_prefix, json_to_struct
+from rpc.convert import ValueCodec, ValueForm, check_names, check_namespace, check_prefix, fill_value
 from rpc.status import ErrorCounter, conflict_message, grpc_errors, note_data_loss, status_of
 from statehouse import __version__
 from statehouse._proto import statehouse_pb2 as pb
@@ -64,17 +64,7 @@ def _txn_open(request: pb.StageRequest | pb.CommitRequest) -> TxnOpen | None:
     return TxnOpen(timeout)
 
 
-def _fill_value(message: object, key: str, value: bytes | None, json_values: bool) -> None:
-    """Set a response's value field the way the client asked for it."""
-    if value is None:
-        return
-    if json_values:
-        message.value_json = value  # type: ignore[attr-defined]
-    else:
-        message.value.CopyFrom(json_to_struct(value, key))  # type: ignore[attr-defined]
-
-
-def _fill_event(message: pb.ReplayEvent, event: Event, json_values: bool, agent: bool = False) -> int:
+def _fill_event(message: pb.ReplayEvent, event: Event, form: ValueForm, agent: bool = False) -> int:
     """Fill `message` from `event` (and its agent_id if `agent`); returns about the bytes added."""
     if agent and event.ops:
         message.agent_id = event.ops[0].agent_id
@@ -87,23 +77,28 @@ def _fill_event(message: pb.ReplayEvent, event: Event, json_values: bool, agent:
         value = op.value
         if value is None:
             operations.add(key=op.key, version=op.version, deleted=True)
-        elif json_values:
+        elif form.json and type(value) is bytes:  # the common case, inline
             operations.add(key=op.key, version=op.version, value_json=value)
         else:
-            operation = operations.add(key=op.key, version=op.version)
-            operation.value.CopyFrom(json_to_struct(value, op.key))
+            fill_value(operations.add(key=op.key, version=op.version), op.key, value, form)
         size += 16 + len(op.key) + (len(value) if value else 0)
     return size
 
 
-def _read_latest(view: ReadView, request: pb.GetStateRequest, response: pb.GetStateResponse) -> None:
+def _read_latest(
+    view: ReadView, request: pb.GetStateRequest, response: pb.GetStateResponse, at_ts: int | None = None
+) -> None:
+    """The key's latest record, or (`at_ts`) its newest committed at or before that commit."""
     namespace = check_names(request.namespace, request.agent_id, request.key)
-    record = view.get(namespace, request.agent_id, request.key)
+    if at_ts is None:
+        record = view.get(namespace, request.agent_id, request.key)
+    else:
+        record = view.record_at(namespace, request.agent_id, request.key, at_ts)
     if record is not None:
         response.version = record.version
         response.commit_ts = record.commit_ts
         response.exists = record.value is not None
-        _fill_value(response, request.key, record.value, request.json_values)
+        fill_value(response, request.key, record.value, ValueForm(request))
 
 
 def _read_at_version(
@@ -123,7 +118,7 @@ def _read_at_version(
     response.version = request.version
     response.commit_ts = record.commit_ts
     response.exists = record.value is not None
-    _fill_value(response, request.key, record.value, request.json_values)
+    fill_value(response, request.key, record.value, ValueForm(request))
 
 
 class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
@@ -279,7 +274,10 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
                 f"a batch of {len(request.reads)} reads is too large (limit {MAX_BATCH_READS})"
             )
         view = self._system.view()  # every read of the batch sees the same commits
-        response = pb.ReadBatchResponse()
+        as_of = reads.as_of(view, request.at_commit_ts if request.HasField("at_commit_ts") else None, None)
+        response = pb.ReadBatchResponse(commit_ts=as_of)
+        # The latest records are the ones as of the view's own commit.
+        at_ts = None if as_of == view.last_commit_ts else as_of
         size = 0
         for read in request.reads:
             outcome = response.outcomes.add()
@@ -292,7 +290,7 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
             try:
                 kind = read.WhichOneof("read")
                 if kind == "latest":
-                    _read_latest(view, read.latest, outcome.state)
+                    _read_latest(view, read.latest, outcome.state, at_ts)
                 elif kind == "at_version":
                     _read_at_version(view, read.at_version, outcome.state)
                 else:
@@ -313,6 +311,12 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         return reads.list_keys(self._system.view(), request)
 
     @grpc_errors
+    def ListAgents(
+        self, request: pb.ListAgentsRequest, context: grpc.ServicerContext
+    ) -> pb.ListAgentsResponse:
+        return reads.list_agents(self._system.view(), request)
+
+    @grpc_errors
     def ScanPrefix(
         self, request: pb.ScanPrefixRequest, context: grpc.ServicerContext
     ) -> pb.ScanPrefixResponse:
@@ -326,10 +330,11 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
 
     @grpc_errors
     def Replay(self, request: pb.ReplayRequest, context: grpc.ServicerContext) -> Iterator[pb.ReplayEvent]:
+        form = ValueForm(request)
         with self._stream(request) as events:
             for event in events:
                 message = pb.ReplayEvent()
-                _fill_event(message, event, request.json_values)
+                _fill_event(message, event, form)
                 yield message
 
     @grpc_errors
@@ -338,12 +343,13 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
     ) -> Iterator[pb.ReplayBatch]:
         # Each stream message costs ~90 us however small: batching is what
         # lets replay go past ~11k events/s (see PHYSICS.md).
+        form = ValueForm(request)
         with self._stream(request) as events:
             batch = pb.ReplayBatch()
             size = 0
             try:
                 for event in events:
-                    size += _fill_event(batch.events.add(), event, request.json_values)
+                    size += _fill_event(batch.events.add(), event, form)
                     if len(batch.events) >= REPLAY_BATCH_EVENTS or size >= REPLAY_BATCH_BYTES:
                         yield batch
                         batch = pb.ReplayBatch()
@@ -368,12 +374,12 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
             watcher, routed = self._system.watch(watch)
             context.add_callback(watcher.close)  # the client went away: wake the stream, end it
             try:
-                yield from self._watch(watcher, routed, start, request.json_values)
+                yield from self._watch(watcher, routed, start, ValueForm(request))
             finally:
                 watcher.close()
 
     def _watch(
-        self, watcher: Watcher, routed: int, start: int | None, json_values: bool
+        self, watcher: Watcher, routed: int, start: int | None, form: ValueForm
     ) -> Iterator[pb.WatchResponse]:
         """The log from `start` up to `routed`, then the watcher's live events."""
         # First answer at once: the client knows its watch is registered.
@@ -388,7 +394,7 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
             else:
                 logged = itertools.takewhile(lambda event: event.commit_ts <= routed, view.events(start))
                 scanned = ((event.commit_ts, watch.matches(event)) for event in logged)
-            yield from self._watch_batches(scanned, json_values, start - 1, routed)
+            yield from self._watch_batches(scanned, form, start - 1, routed)
             del view
         while True:
             events, progress = watcher.take(WATCH_HEARTBEAT_SECONDS, REPLAY_BATCH_EVENTS, REPLAY_BATCH_BYTES)
@@ -398,11 +404,11 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
                 events = [event for event in events if event.commit_ts >= start]
             response = pb.WatchResponse(progress_ts=progress)
             for event in events:
-                _fill_event(response.events.add(), event, json_values, agent=True)
+                _fill_event(response.events.add(), event, form, agent=True)
             yield response
 
     def _watch_batches(
-        self, scanned: Iterator[tuple[int, list[Event]]], json_values: bool, before_ts: int, last_ts: int
+        self, scanned: Iterator[tuple[int, list[Event]]], form: ValueForm, before_ts: int, last_ts: int
     ) -> Iterator[pb.WatchResponse]:
         """The matches of the log's commits after `before_ts`, (commit_ts, its matching
         slices) in order, in bounded responses; the last says `last_ts` was reached.
@@ -431,7 +437,7 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
                     size = 0
                     sent_at = time.monotonic()
                 for part in parts:
-                    size += _fill_event(response.events.add(), part, json_values, agent=True)
+                    size += _fill_event(response.events.add(), part, form, agent=True)
                 scanned_ts = commit_ts
         except DataLossError as exc:
             response.progress_ts = scanned_ts

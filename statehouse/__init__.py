@@ -30,9 +30,18 @@ from statehouse.exceptions import (
     TransactionNotFoundError,
     UnavailableError,
 )
-from statehouse.types import AgentState, KeyVersion, Operation, Page, ReplayEvent, SnapshotInfo, StateResult
+from statehouse.types import (
+    AgentState,
+    KeyVersion,
+    Operation,
+    Page,
+    ReplayEvent,
+    SnapshotInfo,
+    StateResult,
+    StateSet,
+)
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "AgentState",
@@ -52,6 +61,7 @@ __all__ = [
     "RetryPolicy",
     "SnapshotInfo",
     "StateResult",
+    "StateSet",
     "StatehouseError",
     "Statehouse",
     "Transaction",

@@ -1,9 +1,5 @@
-"""Reads that take several calls, as plans without I/O shared by both clients.
-
-A plan is a generator: it yields the next request, is sent the response,
-and returns the result. The sync client drives it with blocking calls, the
-async client with awaited ones (see `_run` in each).
-"""
+"""The decisions of `wait_for` and `update`, without I/O, shared by both clients
+(the methods themselves are plans in `statehouse._methods`)."""
 
 from __future__ import annotations
 
@@ -14,68 +10,12 @@ from typing import Any
 from statehouse import _retry, _wire
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse.exceptions import ConflictError, DeadlineExceededError
-from statehouse.types import AgentState, KeyVersion, ReplayEvent, StateResult
+from statehouse.types import ReplayEvent, StateResult
 
 # Page size of the reads that fetch everything.
 PAGE_SIZE = 1000
 
 Plan = Generator[Any, Any, Any]
-
-
-def all_keys(
-    namespace: str, agent_id: str, at_commit_ts: int | None
-) -> Generator[pb.ListKeysRequest, pb.ListKeysResponse, list[str]]:
-    """Every key of the agent, page by page, all as of one commit_ts."""
-    keys: list[str] = []
-    token = None
-    while True:
-        page = _wire.keys_page((yield _wire.list_keys(namespace, agent_id, PAGE_SIZE, token, at_commit_ts)))
-        keys.extend(page.items)
-        token = page.next_page_token
-        if token is None:
-            return keys
-
-
-def all_entries(
-    namespace: str, agent_id: str, prefix: str, at_commit_ts: int | None
-) -> Generator[pb.ScanPrefixRequest, pb.ScanPrefixResponse, tuple[list[StateResult], int]]:
-    """Every live entry under `prefix`, page by page, all as of one commit_ts (returned too)."""
-    entries: list[StateResult] = []
-    token = None
-    commit_ts = None
-    while True:
-        request = _wire.scan_prefix(namespace, agent_id, prefix, PAGE_SIZE, token, at_commit_ts)
-        page = _wire.scan_page((yield request))
-        entries.extend(page.items)
-        if commit_ts is None:
-            commit_ts = page.commit_ts
-        token = page.next_page_token
-        if token is None:
-            return entries, commit_ts
-
-
-def agent_state(
-    namespace: str, agent_id: str, at_commit_ts: int | None
-) -> Generator[pb.ScanPrefixRequest, pb.ScanPrefixResponse, AgentState]:
-    entries, commit_ts = yield from all_entries(namespace, agent_id, "", at_commit_ts)
-    return AgentState(commit_ts, {entry.key: entry for entry in entries if entry.key is not None})
-
-
-def history(
-    namespace: str, agent_id: str, key: str, limit: int | None
-) -> Generator[pb.KeyHistoryRequest, pb.KeyHistoryResponse, list[KeyVersion]]:
-    """The key's versions newest first: all of them, or the newest `limit`."""
-    if limit is not None:
-        _wire.key_history(namespace, agent_id, key, limit)  # checks the arguments
-    versions: list[KeyVersion] = []
-    token = None
-    while True:
-        size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit - len(versions))
-        page = _wire.history_page((yield _wire.key_history(namespace, agent_id, key, size, token)))
-        versions.extend(page.items)
-        token = page.next_page_token
-        if token is None or (limit is not None and len(versions) >= limit):
-            return versions if limit is None else versions[:limit]
 
 
 # -- wait_for ------------------------------------------------------------------------
@@ -110,6 +50,15 @@ def key_state(event: ReplayEvent, key: str) -> StateResult | None:
             return StateResult(op.value, op.version, event.commit_ts, not op.deleted, key)
     return None
 
+
+WAIT_FOR_DOC = """Wait until `key` exists and `predicate(value)` is true (default: until it exists).
+
+Returns the key's state that satisfied it: at once if the current
+one does, else as soon as a commit makes it so (read and watch
+share one commit_ts, so no commit in between is missed). Raises
+DeadlineExceededError after `timeout` seconds (None: wait forever).
+The read and the watch are retried as `get_state` and `watch` are.
+"""
 
 UPDATE_DOC = """Read `key`, write `fn(value)` expecting the version read, and retry on conflict.
 

@@ -125,18 +125,23 @@ class TransactionCore:
         namespace: str | None = None,
         *,
         expected_version: int | None = None,
+        if_absent: bool = False,
     ) -> None:
-        """Stage `value` (any JSON value) for `key`; the last write to a key wins.
+        """Stage `value` for `key`: any JSON value, or bytes (`bytes`, `bytearray` or
+        `memoryview`), which are stored and read back as `bytes`. The last write to a key wins.
 
         With `expected_version`, the commit succeeds only if the key's latest
         version is still that one (0: the key has no live value), else it
-        raises ConflictError and writes nothing. Raises InvalidArgumentError
-        (a TransactionError) for a bad name or value, TransactionClosedError
-        after commit/abort.
+        raises ConflictError and writes nothing. With `if_absent=True` the
+        write is made only if the key has no live value when the transaction
+        commits, and is otherwise skipped alone, without error: the first
+        writer wins and the rest of the transaction commits. Raises
+        InvalidArgumentError (a TransactionError) for a bad name or value,
+        TransactionClosedError after commit/abort.
         """
         self._check_open()
         ns = namespace or self.namespace
-        mutation = _wire.write_mutation(ns, agent_id, key, value, expected_version)
+        mutation = _wire.write_mutation(ns, agent_id, key, value, expected_version, if_absent)
         if self._state == "open":
             self._add(mutation)
 

@@ -51,7 +51,7 @@ def namespace(name: str, *, in_txn: bool = False) -> str:
         raise invalid(str(exc), in_txn) from None
 
 
-def _whole(value: object) -> bool:
+def whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -65,7 +65,7 @@ def new_transaction(
     bits of sha256(namespace NUL key), so the same step always gets the same id.
     """
     ns = namespace(namespace_name, in_txn=True)
-    if timeout_ms is not None and (not _whole(timeout_ms) or not 1 <= timeout_ms <= _MAX_UINT64):
+    if timeout_ms is not None and (not whole(timeout_ms) or not 1 <= timeout_ms <= _MAX_UINT64):
         raise invalid(f"timeout_ms must be a whole number of milliseconds >= 1, got {timeout_ms!r}", True)
     if idempotency_key is None:
         return f"{ns}:{secrets.token_hex(12)}", ns
@@ -100,6 +100,9 @@ def _commit_outcome(outcome: pb.CommitOutcome) -> int | StatehouseError:
     return from_status(outcome.code, outcome.message, True)
 
 
+BYTES_TYPES = (bytes, bytearray, memoryview)
+
+
 def encode_value(key: str, value: Any) -> bytes:
     try:
         return _codec.encode(value)
@@ -108,20 +111,37 @@ def encode_value(key: str, value: Any) -> bytes:
 
 
 def _version(field: str, version: object, in_txn: bool, least: int = 0) -> int:
-    if not _whole(version) or not least <= version <= _MAX_UINT64:  # type: ignore[operator]
+    if not whole(version) or not least <= version <= _MAX_UINT64:  # type: ignore[operator]
         raise invalid(f"{field} must be a whole number >= {least}, got {version!r}", in_txn)
     return version  # type: ignore[return-value]
 
 
 def write_mutation(
-    namespace: str, agent_id: str, key: str, value: Any, expected_version: int | None = None
+    namespace: str,
+    agent_id: str,
+    key: str,
+    value: Any,
+    expected_version: int | None = None,
+    if_absent: bool = False,
 ) -> pb.Mutation:
+    """A write: a bytes-like `value` travels as raw bytes, anything else as exact JSON."""
     namespace = names(namespace, agent_id, key, in_txn=True)
-    mutation = pb.Mutation(
-        namespace=namespace, agent_id=agent_id, key=key, value_json=encode_value(key, value)
-    )
+    mutation = pb.Mutation(namespace=namespace, agent_id=agent_id, key=key)
+    if isinstance(value, BYTES_TYPES):
+        mutation.value_bytes = bytes(value)
+    else:
+        mutation.value_json = encode_value(key, value)
     if expected_version is not None:
+        if if_absent:
+            raise invalid(
+                f"write of key {key!r}: if_absent and expected_version do not go together "
+                "(expected_version=0 fails the transaction when the key exists; if_absent skips the write)",
+                True,
+            )
         mutation.expected_version = _version("expected_version", expected_version, True)
+    if not isinstance(if_absent, bool):
+        raise invalid(f"if_absent must be True or False, got {if_absent!r}", True)
+    mutation.if_absent = if_absent
     return mutation
 
 
@@ -143,7 +163,9 @@ def condition(namespace: str, agent_id: str, key: str, version: int) -> pb.Condi
 
 def get_state(namespace: str, agent_id: str, key: str) -> pb.GetStateRequest:
     namespace = names(namespace, agent_id, key)
-    return pb.GetStateRequest(namespace=namespace, agent_id=agent_id, key=key, json_values=True)
+    return pb.GetStateRequest(
+        namespace=namespace, agent_id=agent_id, key=key, json_values=True, bytes_values=True
+    )
 
 
 def get_state_at_version(
@@ -152,12 +174,33 @@ def get_state_at_version(
     namespace = names(namespace, agent_id, key)
     version = _version("version", version, False, least=1)
     return pb.GetStateAtVersionRequest(
-        namespace=namespace, agent_id=agent_id, key=key, version=version, json_values=True
+        namespace=namespace,
+        agent_id=agent_id,
+        key=key,
+        version=version,
+        json_values=True,
+        bytes_values=True,
     )
 
 
-def read_batch(requests: Sequence[pb.GetStateRequest | pb.GetStateAtVersionRequest]) -> pb.ReadBatchRequest:
+def get_many(namespace_name: str, wanted: Any) -> list[pb.GetStateRequest]:
+    """The reads of a get_many: one GetStateRequest per (agent_id, key) pair, checked."""
+    if isinstance(wanted, (str, bytes)) or not hasattr(wanted, "__iter__"):
+        raise invalid(f"get_many takes a list of (agent_id, key) pairs, got {type(wanted).__name__}", False)
+    requests = []
+    for pair in wanted:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise invalid(f"get_many takes (agent_id, key) pairs, got {pair!r}", False)
+        requests.append(get_state(namespace_name, pair[0], pair[1]))
+    return requests
+
+
+def read_batch(
+    requests: Sequence[pb.GetStateRequest | pb.GetStateAtVersionRequest], at_commit_ts: int | None = None
+) -> pb.ReadBatchRequest:
     batch = pb.ReadBatchRequest()
+    if at_commit_ts is not None:
+        batch.at_commit_ts = at_commit_ts
     for request in requests:
         if isinstance(request, pb.GetStateRequest):
             batch.reads.add(latest=request)
@@ -174,10 +217,22 @@ def read_outcomes(response: pb.ReadBatchResponse, count: int) -> list[pb.GetStat
 
 
 def _paging(limit: int, page_token: str | None) -> None:
-    if not _whole(limit) or not 1 <= limit <= _MAX_UINT32:
+    if not whole(limit) or not 1 <= limit <= _MAX_UINT32:
         raise invalid(f"limit must be a whole number >= 1, got {limit!r}", False)
     if page_token is not None and not isinstance(page_token, str):
         raise invalid(f"page_token must be a string from a previous page, got {page_token!r}", False)
+
+
+def _cursor(prefix: str, reverse: bool, start_after: str | None) -> None:
+    """Check a listing's prefix, order and start-after cursor."""
+    try:
+        _names.check_name("prefix", prefix, allow_empty=True)
+        if start_after is not None:
+            _names.check_name("start_after", start_after)
+    except _names.NameError_ as exc:
+        raise invalid(str(exc), False) from None
+    if not isinstance(reverse, bool):
+        raise invalid(f"reverse must be True or False, got {reverse!r}", False)
 
 
 def list_keys(
@@ -186,15 +241,50 @@ def list_keys(
     limit: int,
     page_token: str | None = None,
     at_commit_ts: int | None = None,
+    *,
+    prefix: str = "",
+    reverse: bool = False,
+    start_after: str | None = None,
 ) -> pb.ListKeysRequest:
     """A ListKeys request for one page of at most `limit` keys."""
+    namespace = names(namespace, agent_id)
+    _cursor(prefix, reverse, start_after)
     _paging(limit, page_token)
     request = pb.ListKeysRequest(
-        namespace=names(namespace, agent_id), agent_id=agent_id, limit=limit, page_token=page_token or ""
+        namespace=namespace,
+        agent_id=agent_id,
+        limit=limit,
+        page_token=page_token or "",
+        prefix=prefix,
+        reverse=reverse,
+        start_after=start_after or "",
     )
     if at_commit_ts is not None:
         request.at_commit_ts = _version("at_commit_ts", at_commit_ts, False)
     return request
+
+
+def list_agents(
+    namespace_name: str,
+    prefix: str,
+    limit: int,
+    start_after: str | None = None,
+    page_token: str | None = None,
+    *,
+    reverse: bool = False,
+) -> pb.ListAgentsRequest:
+    """A ListAgents request for one page of at most `limit` agent ids."""
+    ns = namespace(namespace_name)
+    _cursor(prefix, reverse, start_after)
+    _paging(limit, page_token)
+    return pb.ListAgentsRequest(
+        namespace=ns,
+        prefix=prefix,
+        limit=limit,
+        start_after=start_after or "",
+        page_token=page_token or "",
+        reverse=reverse,
+    )
 
 
 def scan_prefix(
@@ -204,21 +294,24 @@ def scan_prefix(
     limit: int,
     page_token: str | None = None,
     at_commit_ts: int | None = None,
+    *,
+    reverse: bool = False,
+    start_after: str | None = None,
 ) -> pb.ScanPrefixRequest:
     """A ScanPrefix request for one page of at most `limit` entries."""
     namespace = names(namespace, agent_id)
-    try:
-        _names.check_name("prefix", prefix, allow_empty=True)
-    except _names.NameError_ as exc:
-        raise invalid(str(exc), False) from None
+    _cursor(prefix, reverse, start_after)
     _paging(limit, page_token)
     request = pb.ScanPrefixRequest(
         namespace=namespace,
         agent_id=agent_id,
         prefix=prefix,
         json_values=True,
+        bytes_values=True,
         limit=limit,
         page_token=page_token or "",
+        reverse=reverse,
+        start_after=start_after or "",
     )
     if at_commit_ts is not None:
         request.at_commit_ts = _version("at_commit_ts", at_commit_ts, False)
@@ -238,6 +331,7 @@ def key_history(
         limit=limit,
         page_token=page_token or "",
         json_values=True,
+        bytes_values=True,
     )
 
 
@@ -251,7 +345,11 @@ def watch(namespace: str, agent_id: str | None, key_prefix: str, start_ts: int |
     except _names.NameError_ as exc:
         raise invalid(str(exc), False) from None
     request = pb.WatchRequest(
-        namespace=namespace, agent_id=agent_id or "", key_prefix=key_prefix, json_values=True
+        namespace=namespace,
+        agent_id=agent_id or "",
+        key_prefix=key_prefix,
+        json_values=True,
+        bytes_values=True,
     )
     if start_ts is not None:
         request.start_ts = _version("start_ts", start_ts, False)
@@ -266,7 +364,12 @@ def replay(namespace: str, agent_id: str, start_ts: int | None, end_ts: int | No
     if start_ts is not None and end_ts is not None and start_ts > end_ts:
         raise invalid(f"start_ts ({start_ts}) is after end_ts ({end_ts})", False)
     return pb.ReplayRequest(
-        namespace=namespace, agent_id=agent_id, start_ts=start_ts, end_ts=end_ts, json_values=True
+        namespace=namespace,
+        agent_id=agent_id,
+        start_ts=start_ts,
+        end_ts=end_ts,
+        json_values=True,
+        bytes_values=True,
     )
 
 
@@ -286,6 +389,9 @@ def replay_done(request: pb.ReplayRequest, last: int | None) -> bool:
 
 
 def _value(message: Any) -> Any:
+    """The value a message carries: bytes if it is a bytes value, else decoded JSON (None if none)."""
+    if message.HasField("value_bytes"):
+        return message.value_bytes
     return _codec.decode(message.value_json) if message.value_json else None
 
 
@@ -300,6 +406,10 @@ def scan_results(response: pb.ScanPrefixResponse) -> list[StateResult]:
 
 def keys_page(response: pb.ListKeysResponse) -> Page[str]:
     return Page(list(response.keys), response.next_page_token or None, response.commit_ts)
+
+
+def agents_page(response: pb.ListAgentsResponse) -> Page[str]:
+    return Page(list(response.agent_ids), response.next_page_token or None, response.commit_ts)
 
 
 def scan_page(response: pb.ScanPrefixResponse) -> Page[StateResult]:

@@ -1,8 +1,9 @@
 """The asyncio client: `AsyncStatehouse` and its `AsyncTransaction`, on grpc.aio.
 
-The same methods and arguments as the sync client, built on the same pure
-code; only the calls differ (awaited, and each sent on its own: grpc.aio
-multiplexes concurrent calls over one connection).
+The same methods as the sync client, from the same plans
+(`statehouse._methods`); only the steps are performed differently: awaited,
+and each call sent on its own (grpc.aio multiplexes concurrent calls over
+one connection).
 """
 
 from __future__ import annotations
@@ -16,16 +17,15 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from statehouse import _plans, _retry, _wire
+from statehouse import _methods, _plans, _retry, _wire
 from statehouse._names import DEFAULT_NAMESPACE
-from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
 from statehouse._retry import RetryPolicy
 from statehouse._transaction import BEGIN_TRANSACTION_DOC, TransactionCore
 from statehouse._watch import AsyncWatch, ClosedStub, closed_client
 from statehouse.client import DEFAULT_ADDR, DEFAULT_TIMEOUT_SECONDS, TRANSACTION_DOC
-from statehouse.exceptions import ConflictError, DeadlineExceededError, StatehouseError, from_rpc_error
-from statehouse.types import AgentState, KeyVersion, Page, ReplayEvent, SnapshotInfo, StateResult
+from statehouse.exceptions import DeadlineExceededError, StatehouseError, from_rpc_error
+from statehouse.types import ReplayEvent, StateResult
 
 __all__ = ["AsyncStatehouse", "AsyncTransaction"]
 
@@ -64,7 +64,7 @@ class AsyncTransaction(TransactionCore):
         self._check_open()
         while (stage := self._next_stage()) is not None:
             try:
-                await self._client._call(self._client._stub.Stage, stage, True, retry=False)
+                await self._client._call("Stage", stage, True, retry=False)
             except BaseException as exc:
                 if not self._stage_failed(exc):
                     raise
@@ -74,7 +74,7 @@ class AsyncTransaction(TransactionCore):
         call = self._commit_call()
         try:
             response = await self._client._call(
-                self._client._stub.Commit, call.request, True, retry=call.retryable, renew=call.renew
+                "Commit", call.request, True, retry=call.retryable, renew=call.renew
             )
         except StatehouseError as exc:
             self._commit_failed(exc)
@@ -89,7 +89,7 @@ class AsyncTransaction(TransactionCore):
         """
         request = self._abort_request()
         if request is not None:
-            await self._client._call(self._client._stub.Abort, request, True)
+            await self._client._call("Abort", request, True)
         self._aborted()
 
     async def __aenter__(self) -> AsyncTransaction:
@@ -135,47 +135,86 @@ class AsyncStatehouse:
         self._channel = grpc.aio.insecure_channel(self.url, options=_wire.channel_options())
         self._stub = pb_grpc.StatehouseServiceStub(self._channel)
 
+    # -- performing the steps of plans (statehouse._methods) ---------------------------
+
+    async def _drive(self, plan: _methods.Plan[R]) -> R:
+        """Run a plan to its result, performing each step it yields."""
+        answer: Any = None
+        error: StatehouseError | None = None
+        while True:
+            done, step = _methods.advance(plan, answer, error)
+            if done:
+                return step  # type: ignore[no-any-return]
+            answer, error = None, None
+            try:
+                if isinstance(step, _methods.Attempt):
+                    try:
+                        answer = await getattr(self._stub, step.rpc)(step.request, timeout=step.timeout)
+                    except grpc.aio.AioRpcError as exc:
+                        raise from_rpc_error(exc, step.in_txn) from None
+                elif isinstance(step, _methods.Sleep):
+                    await asyncio.sleep(step.seconds)
+                elif isinstance(step, _methods.Commit):
+                    answer = await step.transaction.commit()
+                else:
+                    raise TypeError(f"a unary plan yielded {step!r}")
+            except StatehouseError as exc:
+                error = exc
+
+    async def _drive_stream(self, plan: _methods.Plan[None]) -> AsyncIterator[Any]:
+        """Run a stream plan, yielding what it emits; the stream it opened is cancelled at the end."""
+        stream: Any = None
+        answer: Any = None
+        error: StatehouseError | None = None
+        try:
+            while True:
+                done, step = _methods.advance(plan, answer, error)
+                if done:
+                    return
+                answer, error = None, None
+                if isinstance(step, _methods.Emit):
+                    yield step.item
+                    continue
+                try:
+                    if isinstance(step, _methods.Next):
+                        message = await stream.read()
+                        answer = None if message is grpc.aio.EOF else message
+                    elif isinstance(step, _methods.Open):
+                        if stream is not None:
+                            stream.cancel()
+                        stream = getattr(self._stub, step.rpc)(step.request)
+                    elif isinstance(step, _methods.Sleep):
+                        await asyncio.sleep(step.seconds)
+                    else:
+                        raise TypeError(f"a stream plan yielded {step!r}")
+                except grpc.aio.AioRpcError as exc:
+                    error = from_rpc_error(exc, False)
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise
+                    raise closed_client() from None  # not our task: the client was closed
+        finally:
+            if stream is not None:
+                stream.cancel()
+            plan.close()
+
     async def _call(
         self,
-        method: Callable[..., Any],
+        rpc: str,
         request: Any,
         in_txn: bool = False,
         *,
         retry: bool = True,
         renew: Callable[[], bool] | None = None,
     ) -> Any:
-        """Call `method`, retrying after UNAVAILABLE if `retry` (and `renew()` agrees) until the deadline."""
-        attempts = _retry.Attempts(self.retry if retry else None, self.timeout)
-        while True:
-            try:
-                return await method(request, timeout=attempts.remaining())
-            except grpc.aio.AioRpcError as exc:
-                error = from_rpc_error(exc, in_txn)
-            delay = attempts.backoff(error)
-            if delay is None or (renew is not None and not renew()):
-                raise attempts.cause(error)
-            await asyncio.sleep(delay)
-
-    async def _run(self, plan: _plans.Plan, method: Callable[..., Any]) -> Any:
-        """Drive a plan of several calls (see statehouse._plans); each call is retried."""
-        request = next(plan)
-        while True:
-            try:
-                request = plan.send(await self._call(method, request))
-            except StopIteration as done:
-                return done.value
+        """Call `rpc` with the retries of `statehouse._methods.call`."""
+        return await self._drive(_methods.call(self, rpc, request, in_txn=in_txn, retry=retry, renew=renew))
 
     # -- service -------------------------------------------------------------
 
-    async def health(self) -> str:
-        """ "ok" when the daemon is serving. Retried."""
-        response = await self._call(self._stub.Health, pb.HealthRequest())
-        return str(response.status)
-
-    async def version(self) -> tuple[str, str]:
-        """(version, git_sha) of the daemon. Retried."""
-        response = await self._call(self._stub.Version, pb.VersionRequest())
-        return response.version, response.git_sha
+    health = _methods.awaiting(_methods.health)
+    version = _methods.awaiting(_methods.version)
 
     # -- transactions ------------------------------------------------------------
 
@@ -195,126 +234,18 @@ class AsyncStatehouse:
 
     # -- reads ---------------------------------------------------------------------
 
-    async def get_state(self, agent_id: str, key: str, namespace: str | None = None) -> StateResult:
-        """The latest value of `key`; a missing or deleted key has exists=False. Retried."""
-        request = _wire.get_state(namespace or self.namespace, agent_id, key)
-        return _wire.state_result(await self._call(self._stub.GetState, request), key)
-
-    async def get_state_at_version(
-        self, agent_id: str, key: str, version: int, namespace: str | None = None
-    ) -> StateResult:
-        """`key` at `version`; raises NotFoundError if that version never existed. Retried."""
-        request = _wire.get_state_at_version(namespace or self.namespace, agent_id, key, version)
-        return _wire.state_result(await self._call(self._stub.GetStateAtVersion, request), key)
-
-    async def update(
-        self,
-        agent_id: str,
-        key: str,
-        fn: Callable[[Any], Any],
-        *,
-        namespace: str | None = None,
-        timeout: float | None = None,
-    ) -> StateResult:
-        ns = namespace or self.namespace
-        plan = _plans.Update(agent_id, key, fn, self.timeout if timeout is None else timeout)
-        while True:
-            value, expected = plan.write(await self.get_state(agent_id, key, ns))
-            tx = self.begin_transaction(namespace=ns)
-            tx.write(agent_id, key, value, expected_version=expected)
-            try:
-                return plan.written(await tx.commit())
-            except ConflictError as conflict:
-                delay = plan.backoff(conflict)
-            await asyncio.sleep(delay)
-
-    update.__doc__ = _plans.UPDATE_DOC
-
-    async def list_keys(
-        self, agent_id: str, namespace: str | None = None, *, at_commit_ts: int | None = None
-    ) -> list[str]:
-        """The agent's live keys in lexicographic (UTF-8 byte) order, now or right after `at_commit_ts`.
-
-        Fetched a page at a time, every page as of the same commit. Each call is retried.
-        """
-        plan = _plans.all_keys(namespace or self.namespace, agent_id, at_commit_ts)
-        return await self._run(plan, self._stub.ListKeys)  # type: ignore[no-any-return]
-
-    async def list_keys_page(
-        self,
-        agent_id: str,
-        *,
-        limit: int = 1000,
-        page_token: str | None = None,
-        at_commit_ts: int | None = None,
-        namespace: str | None = None,
-    ) -> Page[str]:
-        """One page of at most `limit` live keys, in order; pass `next_page_token` on for the next.
-
-        The next pages are read as of the first page's commit_ts. Retried.
-        """
-        request = _wire.list_keys(namespace or self.namespace, agent_id, limit, page_token, at_commit_ts)
-        return _wire.keys_page(await self._call(self._stub.ListKeys, request))
-
-    async def scan_prefix(
-        self, agent_id: str, prefix: str, namespace: str | None = None, *, at_commit_ts: int | None = None
-    ) -> list[StateResult]:
-        """Live keys starting with `prefix`, in order, now or right after `at_commit_ts`; each result
-        carries its key. Fetched a page at a time as of one commit. Each call is retried."""
-        plan = _plans.all_entries(namespace or self.namespace, agent_id, prefix, at_commit_ts)
-        entries, _ = await self._run(plan, self._stub.ScanPrefix)
-        return entries  # type: ignore[no-any-return]
-
-    async def scan_prefix_page(
-        self,
-        agent_id: str,
-        prefix: str = "",
-        *,
-        limit: int = 1000,
-        page_token: str | None = None,
-        at_commit_ts: int | None = None,
-        namespace: str | None = None,
-    ) -> Page[StateResult]:
-        """One page of at most `limit` live entries under `prefix` (see `list_keys_page`). Retried."""
-        ns = namespace or self.namespace
-        request = _wire.scan_prefix(ns, agent_id, prefix, limit, page_token, at_commit_ts)
-        return _wire.scan_page(await self._call(self._stub.ScanPrefix, request))
-
-    async def get_agent_state(
-        self, agent_id: str, *, at_commit_ts: int | None = None, namespace: str | None = None
-    ) -> AgentState:
-        """Every live key of the agent as of one commit: the latest, or `at_commit_ts` (time travel).
-
-        Each call is retried.
-        """
-        plan = _plans.agent_state(namespace or self.namespace, agent_id, at_commit_ts)
-        return await self._run(plan, self._stub.ScanPrefix)  # type: ignore[no-any-return]
-
-    async def key_history(
-        self, agent_id: str, key: str, *, limit: int | None = None, namespace: str | None = None
-    ) -> list[KeyVersion]:
-        """The key's versions, newest first (deletes as tombstones): all, or the newest `limit`.
-
-        Each call is retried.
-        """
-        plan = _plans.history(namespace or self.namespace, agent_id, key, limit)
-        return await self._run(plan, self._stub.KeyHistory)  # type: ignore[no-any-return]
-
-    async def key_history_page(
-        self,
-        agent_id: str,
-        key: str,
-        *,
-        limit: int = 100,
-        page_token: str | None = None,
-        namespace: str | None = None,
-    ) -> Page[KeyVersion]:
-        """One page of the key's versions, newest first; the page's commit_ts is its newest version's.
-
-        Retried.
-        """
-        request = _wire.key_history(namespace or self.namespace, agent_id, key, limit, page_token)
-        return _wire.history_page(await self._call(self._stub.KeyHistory, request))
+    get_state = _methods.awaiting(_methods.get_state)
+    get_state_at_version = _methods.awaiting(_methods.get_state_at_version)
+    get_many = _methods.awaiting(_methods.get_many)
+    update = _methods.awaiting(_methods.update)
+    list_keys = _methods.awaiting(_methods.list_keys)
+    list_keys_page = _methods.awaiting(_methods.list_keys_page)
+    scan_prefix = _methods.awaiting(_methods.scan_prefix)
+    scan_prefix_page = _methods.awaiting(_methods.scan_prefix_page)
+    get_agent_state = _methods.awaiting(_methods.get_agent_state)
+    list_agents = _methods.awaiting(_methods.list_agents)
+    key_history = _methods.awaiting(_methods.key_history)
+    key_history_page = _methods.awaiting(_methods.key_history_page)
 
     def replay(
         self,
@@ -323,43 +254,11 @@ class AsyncStatehouse:
         end_ts: int | None = None,
         namespace: str | None = None,
     ) -> AsyncIterator[ReplayEvent]:
-        """The agent's commits in commit_ts order, [start_ts, end_ts] inclusive: `async for` over it.
+        return self._drive_stream(_methods.replay(self, agent_id, start_ts, end_ts, namespace))
 
-        A stream broken by UNAVAILABLE resumes after the last commit it
-        yielded (retried until the client's timeout passes without progress).
-        """
-        request = _wire.replay(namespace or self.namespace, agent_id, start_ts, end_ts)
-        return self._replay(request)
-
-    async def _replay(self, request: pb.ReplayRequest) -> AsyncIterator[ReplayEvent]:
-        last: int | None = None
-        attempts = None
-        while True:
-            call = self._stub.ReplayBatches(_wire.resumed_replay(request, last))
-            try:
-                async for batch in call:
-                    attempts = None  # progress: the retry budget starts again
-                    for message in batch.events:
-                        event = _wire.replay_event(message, request.namespace, request.agent_id)
-                        last = event.commit_ts
-                        yield event
-                return
-            except grpc.aio.AioRpcError as exc:
-                error = from_rpc_error(exc, False)
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise
-                raise closed_client() from None  # not our task: the client was closed
-            finally:
-                call.cancel()
-            if _wire.replay_done(request, last):
-                return
-            attempts = attempts or _retry.Attempts(self.retry, self.timeout)
-            delay = attempts.backoff(error)
-            if delay is None:
-                raise error
-            await asyncio.sleep(delay)
+    replay.__doc__ = (_methods.replay.__doc__ or "").replace(
+        " inclusive.", " inclusive: `async for` over it.", 1
+    )
 
     # -- watching ----------------------------------------------------------------------
 
@@ -392,20 +291,11 @@ class AsyncStatehouse:
         timeout: float | None = None,
         namespace: str | None = None,
     ) -> StateResult:
-        """Wait until `key` exists and `predicate(value)` is true (default: until it exists).
-
-        Returns the key's state that satisfied it: at once if the current
-        one does, else as soon as a commit makes it so (read and watch
-        share one commit_ts, so no commit in between is missed). Raises
-        DeadlineExceededError after `timeout` seconds (None: wait forever).
-        The read and the watch are retried as `get_state` and `watch` are.
-        """
         ns = namespace or self.namespace
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             async with asyncio.timeout_at(None if deadline is None else _loop_time(deadline)):
-                response = await self._call(self._stub.ScanPrefix, _plans.first_read(ns, agent_id, key))
-                state, commit_ts = _plans.first_state(response, key)
+                state, commit_ts = await self._drive(_methods.first_state(self, agent_id, key, ns, None))
                 if _plans.satisfies(state, predicate):
                     return state
                 watch = await self.watch(agent_id, key_prefix=key, start_ts=commit_ts + 1, namespace=ns)
@@ -418,15 +308,11 @@ class AsyncStatehouse:
             pass
         raise DeadlineExceededError(f"key {key!r} of agent {agent_id!r} did not qualify within {timeout} s")
 
+    wait_for.__doc__ = _plans.WAIT_FOR_DOC
+
     # -- snapshots ---------------------------------------------------------------------
 
-    async def create_snapshot(self) -> SnapshotInfo:
-        """Take an online snapshot (commits continue); returns where it is on the daemon's machine.
-
-        Not retried (a retry could take a second snapshot).
-        """
-        response = await self._call(self._stub.CreateSnapshot, pb.CreateSnapshotRequest(), retry=False)
-        return SnapshotInfo(response.path, response.commit_ts)
+    create_snapshot = _methods.awaiting(_methods.create_snapshot)
 
     # -- lifecycle -------------------------------------------------------------------
 

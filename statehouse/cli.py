@@ -6,6 +6,7 @@ Every command prints a readable table or lines for people, or JSON with
 
 from __future__ import annotations
 
+import base64
 import collections
 import datetime
 import functools
@@ -71,9 +72,25 @@ F = TypeVar("F", bound=Callable[..., Any])
 # -- formatting -----------------------------------------------------------------------
 
 
+# How --json writes a bytes value: an object with this one key, holding the bytes in base64.
+BYTES_MARKER = "$base64"
+# How many bytes of a bytes value a table shows, in hex.
+BYTES_SHOWN = 16
+
+
+def _bytes_json(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {BYTES_MARKER: base64.b64encode(value).decode("ascii")}
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def compact(value: Any) -> str:
-    """A value as compact JSON (ints stay ints)."""
-    return orjson.dumps(value).decode()
+    """A value as compact JSON (ints stay ints); a bytes value as its size and first bytes in hex."""
+    if isinstance(value, bytes):
+        shown = value[:BYTES_SHOWN].hex()
+        more = "..." if len(value) > BYTES_SHOWN else ""
+        return f"<{len(value)} bytes: {shown}{more}>" if value else "<0 bytes>"
+    return orjson.dumps(value, default=_bytes_json).decode()
 
 
 def wall_clock(committed_at_ms: int) -> str | None:
@@ -85,7 +102,9 @@ def wall_clock(committed_at_ms: int) -> str | None:
 
 
 def echo_json(value: Any, *, indent: bool = False) -> None:
-    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2 if indent else 0).decode())
+    """Print JSON; a bytes value is written as {"$base64": "..."}."""
+    option = orjson.OPT_INDENT_2 if indent else 0
+    click.echo(orjson.dumps(value, default=_bytes_json, option=option).decode())
 
 
 def echo_table(headers: list[str], rows: Iterable[list[str]]) -> None:
@@ -417,15 +436,53 @@ def get(client: Statehouse, agent: str, key: str, at_version: int | None, as_jso
     click.echo(f"commit_ts  {state.commit_ts}  (logical commit counter, not a time)")
 
 
+def cursor_options(command: F) -> F:
+    """--reverse, --limit and --after, as list_keys, scan_prefix and list_agents take them."""
+    command = click.option("--after", "start_after", help="Start after this name (below it with --reverse).")(
+        command
+    )
+    command = click.option("--limit", type=click.IntRange(min=1), help="At most N.")(command)
+    return click.option("--reverse", is_flag=True, help="Descending order.")(command)
+
+
 @cli.command()
 @click.argument("agent")
 @click.option("--prefix", default="", help="Only keys starting with this.")
 @click.option("--at", "at_commit_ts", type=commit_ts_type, help="As of this commit_ts (time travel).")
+@cursor_options
 @json_option
 @with_client
-def keys(client: Statehouse, agent: str, prefix: str, at_commit_ts: int | None, as_json: bool) -> None:
+def keys(
+    client: Statehouse,
+    agent: str,
+    prefix: str,
+    at_commit_ts: int | None,
+    reverse: bool,
+    limit: int | None,
+    start_after: str | None,
+    as_json: bool,
+) -> None:
     """The agent's live keys, in order, one a line."""
-    names = [k for k in client.list_keys(agent, at_commit_ts=at_commit_ts) if k.startswith(prefix)]
+    names = client.list_keys(
+        agent, at_commit_ts=at_commit_ts, prefix=prefix, reverse=reverse, limit=limit, start_after=start_after
+    )
+    if as_json:
+        echo_json(names)
+    else:
+        for name in names:
+            click.echo(name)
+
+
+@cli.command()
+@click.option("--prefix", default="", help="Only agents whose id starts with this.")
+@cursor_options
+@json_option
+@with_client
+def agents(
+    client: Statehouse, prefix: str, reverse: bool, limit: int | None, start_after: str | None, as_json: bool
+) -> None:
+    """The namespace's agents that hold live keys, in order, one a line."""
+    names = client.list_agents(prefix=prefix, reverse=reverse, limit=limit, start_after=start_after)
     if as_json:
         echo_json(names)
     else:
@@ -437,11 +494,23 @@ def keys(client: Statehouse, agent: str, prefix: str, at_commit_ts: int | None, 
 @click.argument("agent")
 @click.argument("prefix")
 @click.option("--at", "at_commit_ts", type=commit_ts_type, help="As of this commit_ts (time travel).")
+@cursor_options
 @json_option
 @with_client
-def scan(client: Statehouse, agent: str, prefix: str, at_commit_ts: int | None, as_json: bool) -> None:
+def scan(
+    client: Statehouse,
+    agent: str,
+    prefix: str,
+    at_commit_ts: int | None,
+    reverse: bool,
+    limit: int | None,
+    start_after: str | None,
+    as_json: bool,
+) -> None:
     """Live keys starting with PREFIX ("" for all), with their values, as a table."""
-    entries = client.scan_prefix(agent, prefix, at_commit_ts=at_commit_ts)
+    entries = client.scan_prefix(
+        agent, prefix, at_commit_ts=at_commit_ts, reverse=reverse, limit=limit, start_after=start_after
+    )
     if as_json:
         echo_json([state_json(agent, entry.key or "", entry) for entry in entries])
         return

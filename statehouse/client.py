@@ -1,8 +1,8 @@
 """The synchronous client: `Statehouse` and its `Transaction`.
 
-Requests are built and answers parsed by the pure code the async client
-shares (`_wire`, `_plans`, `_transaction`, `_retry`, `_watch`); this module
-only sends and receives, combining the calls of concurrent threads (see
+Every method is written once, as a plan in `statehouse._methods` that the
+async client shares; this module only performs a plan's steps with blocking
+calls, combining the commits and point reads of concurrent threads (see
 `statehouse._batching`).
 """
 
@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from statehouse import _plans, _retry, _wire
+from statehouse import _methods, _plans, _retry, _wire
 from statehouse._batching import Combiner
 from statehouse._names import DEFAULT_NAMESPACE
 from statehouse._proto import statehouse_pb2 as pb
@@ -25,12 +25,11 @@ from statehouse._retry import RetryPolicy
 from statehouse._transaction import BEGIN_TRANSACTION_DOC, STAGE_AHEAD_BYTES, CommitCall, TransactionCore
 from statehouse._watch import ClosedStub, Watch
 from statehouse.exceptions import (
-    ConflictError,
     DeadlineExceededError,
     StatehouseError,
     from_rpc_error,
 )
-from statehouse.types import AgentState, KeyVersion, Page, ReplayEvent, SnapshotInfo, StateResult
+from statehouse.types import ReplayEvent, StateResult
 
 __all__ = ["DEFAULT_ADDR", "DEFAULT_TIMEOUT_SECONDS", "STAGE_AHEAD_BYTES", "Statehouse", "Transaction"]
 
@@ -112,7 +111,7 @@ class Transaction(TransactionCore):
         """
         request = self._abort_request()
         if request is not None:
-            self._client._call(self._client._stub.Abort, request, in_txn=True)
+            self._client._call("Abort", request, in_txn=True)
         self._aborted()
 
     def _add(self, mutation: pb.Mutation) -> None:
@@ -122,7 +121,7 @@ class Transaction(TransactionCore):
     def _send_ahead(self) -> None:
         while (request := self._next_stage()) is not None:
             try:
-                self._client._call(self._client._stub.Stage, request, in_txn=True, retry=False)
+                self._client._call("Stage", request, in_txn=True, retry=False)
             except BaseException as exc:
                 if not self._stage_failed(exc):
                     raise
@@ -175,49 +174,89 @@ class Statehouse:
         self._committer: Combiner[CommitCall, int] = Combiner(self._commit_one, self._commit_many)
         self._reader: Combiner[_PointRead, _PointAnswer] = Combiner(self._read_one, self._read_many)
 
+    # -- performing the steps of plans (statehouse._methods) ---------------------------
+
+    def _drive(self, plan: _methods.Plan[R]) -> R:
+        """Run a plan to its result, performing each step it yields."""
+        answer: Any = None
+        error: StatehouseError | None = None
+        while True:
+            done, step = _methods.advance(plan, answer, error)
+            if done:
+                return step  # type: ignore[no-any-return]
+            answer, error = None, None
+            try:
+                if isinstance(step, _methods.Attempt):
+                    answer = self._attempt(step)
+                elif isinstance(step, _methods.Sleep):
+                    time.sleep(step.seconds)
+                elif isinstance(step, _methods.Commit):
+                    answer = step.transaction.commit()
+                else:
+                    raise TypeError(f"a unary plan yielded {step!r}")
+            except StatehouseError as exc:
+                error = exc
+
+    def _attempt(self, step: _methods.Attempt) -> Any:
+        if step.rpc in ("GetState", "GetStateAtVersion"):
+            return self._reader.call(step.request)  # combined with other threads' reads
+        return self._send(step.rpc, step.request, step.in_txn, step.timeout)
+
+    def _send(self, rpc: str, request: Any, in_txn: bool, timeout: float) -> Any:
+        """One call of a unary RPC, its failure as a StatehouseError."""
+        try:
+            return getattr(self._stub, rpc)(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, in_txn) from None
+
+    def _drive_stream(self, plan: _methods.Plan[None]) -> Iterator[Any]:
+        """Run a stream plan, yielding what it emits; the stream it opened is cancelled at the end."""
+        stream: Any = None
+        answer: Any = None
+        error: StatehouseError | None = None
+        try:
+            while True:
+                done, step = _methods.advance(plan, answer, error)
+                if done:
+                    return
+                answer, error = None, None
+                if isinstance(step, _methods.Emit):
+                    yield step.item
+                    continue
+                try:
+                    if isinstance(step, _methods.Next):
+                        answer = next(stream, None)
+                    elif isinstance(step, _methods.Open):
+                        if stream is not None:
+                            stream.cancel()
+                        stream = getattr(self._stub, step.rpc)(step.request)
+                    elif isinstance(step, _methods.Sleep):
+                        time.sleep(step.seconds)
+                    else:
+                        raise TypeError(f"a stream plan yielded {step!r}")
+                except grpc.RpcError as exc:
+                    error = from_rpc_error(exc, False)
+        finally:
+            if stream is not None:
+                stream.cancel()
+            plan.close()
+
     def _call(
         self,
-        method: Callable[..., R],
+        rpc: str,
         request: Any,
         in_txn: bool = False,
         *,
         retry: bool = True,
         renew: Callable[[], bool] | None = None,
-        timeout: float | None = None,
-    ) -> R:
-        """Call `method`, retrying after UNAVAILABLE if `retry` (and `renew()` agrees) until the
-        deadline: the client's timeout, or `timeout` seconds if that is shorter."""
-        limit = self.timeout if timeout is None else min(timeout, self.timeout)
-        attempts = _retry.Attempts(self.retry if retry else None, limit)
-        while True:
-            try:
-                return method(request, timeout=attempts.remaining())
-            except grpc.RpcError as exc:
-                error = from_rpc_error(exc, in_txn)
-            delay = attempts.backoff(error)
-            if delay is None or (renew is not None and not renew()):
-                raise attempts.cause(error)
-            time.sleep(delay)
-
-    def _run(self, plan: _plans.Plan, method: Callable[..., Any]) -> Any:
-        """Drive a plan of several calls (see statehouse._plans); each call is retried."""
-        request = next(plan)
-        while True:
-            try:
-                request = plan.send(self._call(method, request))
-            except StopIteration as done:
-                return done.value
+    ) -> Any:
+        """Call `rpc` with the retries of `statehouse._methods.call`."""
+        return self._drive(_methods.call(self, rpc, request, in_txn=in_txn, retry=retry, renew=renew))
 
     # -- service -------------------------------------------------------------
 
-    def health(self) -> str:
-        """ "ok" when the daemon is serving. Retried."""
-        return self._call(self._stub.Health, pb.HealthRequest()).status
-
-    def version(self) -> tuple[str, str]:
-        """(version, git_sha) of the daemon. Retried."""
-        response = self._call(self._stub.Version, pb.VersionRequest())
-        return response.version, response.git_sha
+    health = _methods.blocking(_methods.health)
+    version = _methods.blocking(_methods.version)
 
     # -- transactions ------------------------------------------------------------
 
@@ -236,7 +275,7 @@ class Statehouse:
     begin_transaction.__doc__ = (begin_transaction.__doc__ or "") + BEGIN_TRANSACTION_DOC
 
     def _commit_one(self, call: CommitCall) -> int:
-        response = self._call(self._stub.Commit, call.request, True, retry=call.retryable, renew=call.renew)
+        response = self._call("Commit", call.request, True, retry=call.retryable, renew=call.renew)
         return int(response.commit_ts)
 
     def _commit_many(self, calls: Sequence[CommitCall]) -> list[int | StatehouseError]:
@@ -272,144 +311,35 @@ class Statehouse:
 
     # -- reads ---------------------------------------------------------------------
 
-    def get_state(self, agent_id: str, key: str, namespace: str | None = None) -> StateResult:
-        """The latest value of `key`; a missing or deleted key has exists=False. Retried."""
-        request = _wire.get_state(namespace or self.namespace, agent_id, key)
-        return _wire.state_result(self._reader.call(request), key)
-
-    def get_state_at_version(
-        self, agent_id: str, key: str, version: int, namespace: str | None = None
-    ) -> StateResult:
-        """`key` at `version`; raises NotFoundError if that version never existed. Retried."""
-        request = _wire.get_state_at_version(namespace or self.namespace, agent_id, key, version)
-        return _wire.state_result(self._reader.call(request), key)
-
-    def update(
-        self,
-        agent_id: str,
-        key: str,
-        fn: Callable[[Any], Any],
-        *,
-        namespace: str | None = None,
-        timeout: float | None = None,
-    ) -> StateResult:
-        ns = namespace or self.namespace
-        plan = _plans.Update(agent_id, key, fn, self.timeout if timeout is None else timeout)
-        while True:
-            value, expected = plan.write(self.get_state(agent_id, key, ns))
-            tx = self.begin_transaction(namespace=ns)
-            tx.write(agent_id, key, value, expected_version=expected)
-            try:
-                return plan.written(tx.commit())
-            except ConflictError as conflict:
-                delay = plan.backoff(conflict)
-            time.sleep(delay)
-
-    update.__doc__ = _plans.UPDATE_DOC
+    get_state = _methods.blocking(_methods.get_state)
+    get_state_at_version = _methods.blocking(_methods.get_state_at_version)
+    get_many = _methods.blocking(_methods.get_many)
+    update = _methods.blocking(_methods.update)
 
     def _read_one(self, request: _PointRead) -> _PointAnswer:
-        if isinstance(request, pb.GetStateRequest):
-            return self._call(self._stub.GetState, request)
-        return self._call(self._stub.GetStateAtVersion, request)
+        rpc = "GetState" if isinstance(request, pb.GetStateRequest) else "GetStateAtVersion"
+        return self._send(rpc, request, False, self.timeout)  # type: ignore[no-any-return]
 
     def _read_many(self, requests: Sequence[_PointRead]) -> list[_PointAnswer | StatehouseError]:
-        response = self._call(self._stub.ReadBatch, _wire.read_batch(requests))
+        response = self._send("ReadBatch", _wire.read_batch(requests), False, self.timeout)
         outcomes = _wire.read_outcomes(response, len(requests))
         for n, outcome in enumerate(outcomes):
-            # Reads left undone because the answer grew too big, or failed
-            # with UNAVAILABLE: ask each alone (retried).
-            if isinstance(outcome, StatehouseError) and outcome.code in ("ABORTED", "UNAVAILABLE"):
+            # Reads left undone because the answer grew too big: ask each alone.
+            if isinstance(outcome, StatehouseError) and outcome.code == "ABORTED":
                 try:
                     outcomes[n] = self._read_one(requests[n])
                 except StatehouseError as exc:
                     outcomes[n] = exc
         return outcomes
 
-    def list_keys(
-        self, agent_id: str, namespace: str | None = None, *, at_commit_ts: int | None = None
-    ) -> list[str]:
-        """The agent's live keys in lexicographic (UTF-8 byte) order, now or right after `at_commit_ts`.
-
-        Fetched a page at a time, every page as of the same commit. Each call is retried.
-        """
-        plan = _plans.all_keys(namespace or self.namespace, agent_id, at_commit_ts)
-        return self._run(plan, self._stub.ListKeys)  # type: ignore[no-any-return]
-
-    def list_keys_page(
-        self,
-        agent_id: str,
-        *,
-        limit: int = 1000,
-        page_token: str | None = None,
-        at_commit_ts: int | None = None,
-        namespace: str | None = None,
-    ) -> Page[str]:
-        """One page of at most `limit` live keys, in order; pass `next_page_token` on for the next.
-
-        The next pages are read as of the first page's commit_ts. Retried.
-        """
-        request = _wire.list_keys(namespace or self.namespace, agent_id, limit, page_token, at_commit_ts)
-        return _wire.keys_page(self._call(self._stub.ListKeys, request))
-
-    def scan_prefix(
-        self, agent_id: str, prefix: str, namespace: str | None = None, *, at_commit_ts: int | None = None
-    ) -> list[StateResult]:
-        """Live keys starting with `prefix`, in order, now or right after `at_commit_ts`; each result
-        carries its key. Fetched a page at a time as of one commit. Each call is retried."""
-        plan = _plans.all_entries(namespace or self.namespace, agent_id, prefix, at_commit_ts)
-        entries, _ = self._run(plan, self._stub.ScanPrefix)
-        return entries  # type: ignore[no-any-return]
-
-    def scan_prefix_page(
-        self,
-        agent_id: str,
-        prefix: str = "",
-        *,
-        limit: int = 1000,
-        page_token: str | None = None,
-        at_commit_ts: int | None = None,
-        namespace: str | None = None,
-    ) -> Page[StateResult]:
-        """One page of at most `limit` live entries under `prefix` (see `list_keys_page`). Retried."""
-        ns = namespace or self.namespace
-        request = _wire.scan_prefix(ns, agent_id, prefix, limit, page_token, at_commit_ts)
-        return _wire.scan_page(self._call(self._stub.ScanPrefix, request))
-
-    def get_agent_state(
-        self, agent_id: str, *, at_commit_ts: int | None = None, namespace: str | None = None
-    ) -> AgentState:
-        """Every live key of the agent as of one commit: the latest, or `at_commit_ts` (time travel).
-
-        Each call is retried.
-        """
-        plan = _plans.agent_state(namespace or self.namespace, agent_id, at_commit_ts)
-        return self._run(plan, self._stub.ScanPrefix)  # type: ignore[no-any-return]
-
-    def key_history(
-        self, agent_id: str, key: str, *, limit: int | None = None, namespace: str | None = None
-    ) -> list[KeyVersion]:
-        """The key's versions, newest first (deletes as tombstones): all, or the newest `limit`.
-
-        Each call is retried.
-        """
-        plan = _plans.history(namespace or self.namespace, agent_id, key, limit)
-        return self._run(plan, self._stub.KeyHistory)  # type: ignore[no-any-return]
-
-    def key_history_page(
-        self,
-        agent_id: str,
-        key: str,
-        *,
-        limit: int = 100,
-        page_token: str | None = None,
-        namespace: str | None = None,
-    ) -> Page[KeyVersion]:
-        """One page of the key's versions, newest first; the page's commit_ts is its newest version's.
-
-        Retried.
-        """
-        request = _wire.key_history(namespace or self.namespace, agent_id, key, limit, page_token)
-        return _wire.history_page(self._call(self._stub.KeyHistory, request))
+    list_keys = _methods.blocking(_methods.list_keys)
+    list_keys_page = _methods.blocking(_methods.list_keys_page)
+    scan_prefix = _methods.blocking(_methods.scan_prefix)
+    scan_prefix_page = _methods.blocking(_methods.scan_prefix_page)
+    get_agent_state = _methods.blocking(_methods.get_agent_state)
+    list_agents = _methods.blocking(_methods.list_agents)
+    key_history = _methods.blocking(_methods.key_history)
+    key_history_page = _methods.blocking(_methods.key_history_page)
 
     def replay(
         self,
@@ -418,38 +348,9 @@ class Statehouse:
         end_ts: int | None = None,
         namespace: str | None = None,
     ) -> Iterator[ReplayEvent]:
-        """The agent's commits in commit_ts order, [start_ts, end_ts] inclusive.
+        return self._drive_stream(_methods.replay(self, agent_id, start_ts, end_ts, namespace))
 
-        A stream broken by UNAVAILABLE resumes after the last commit it
-        yielded (retried until the client's timeout passes without progress).
-        """
-        request = _wire.replay(namespace or self.namespace, agent_id, start_ts, end_ts)
-        return self._replay(request)
-
-    def _replay(self, request: pb.ReplayRequest) -> Iterator[ReplayEvent]:
-        last: int | None = None
-        attempts = None
-        while True:
-            stream = self._stub.ReplayBatches(_wire.resumed_replay(request, last))
-            try:
-                for batch in stream:
-                    attempts = None  # progress: the retry budget starts again
-                    for message in batch.events:
-                        event = _wire.replay_event(message, request.namespace, request.agent_id)
-                        last = event.commit_ts
-                        yield event
-                return
-            except grpc.RpcError as exc:
-                error = from_rpc_error(exc, False)
-            finally:
-                stream.cancel()
-            if _wire.replay_done(request, last):
-                return
-            attempts = attempts or _retry.Attempts(self.retry, self.timeout)
-            delay = attempts.backoff(error)
-            if delay is None:
-                raise error
-            time.sleep(delay)
+    replay.__doc__ = _methods.replay.__doc__
 
     # -- watching ----------------------------------------------------------------------
 
@@ -482,27 +383,15 @@ class Statehouse:
         timeout: float | None = None,
         namespace: str | None = None,
     ) -> StateResult:
-        """Wait until `key` exists and `predicate(value)` is true (default: until it exists).
-
-        Returns the key's state that satisfied it: at once if the current
-        one does, else as soon as a commit makes it so (read and watch
-        share one commit_ts, so no commit in between is missed). Raises
-        DeadlineExceededError after `timeout` seconds (None: wait forever).
-        The read and the watch are retried as `get_state` and `watch` are.
-        """
         ns = namespace or self.namespace
         deadline = None if timeout is None else time.monotonic() + timeout
+        late = DeadlineExceededError(f"key {key!r} of agent {agent_id!r} did not qualify within {timeout} s")
         try:
-            response = self._call(
-                self._stub.ScanPrefix, _plans.first_read(ns, agent_id, key), timeout=timeout
-            )
+            state, commit_ts = self._drive(_methods.first_state(self, agent_id, key, ns, timeout))
         except DeadlineExceededError:
             if timeout is None:
                 raise
-            raise DeadlineExceededError(
-                f"key {key!r} of agent {agent_id!r} did not qualify within {timeout} s"
-            ) from None
-        state, commit_ts = _plans.first_state(response, key)
+            raise late from None
         if _plans.satisfies(state, predicate):
             return state
         watch = Watch(self, _wire.watch(ns, agent_id, key_prefix=key, start_ts=commit_ts + 1))
@@ -512,9 +401,7 @@ class Statehouse:
         except DeadlineExceededError:
             if remaining is None:
                 raise
-            raise DeadlineExceededError(
-                f"key {key!r} of agent {agent_id!r} did not qualify within {timeout} s"
-            ) from None
+            raise late from None
         with watch:
             timer = None
             if deadline is not None:  # ends the iteration below
@@ -528,17 +415,13 @@ class Statehouse:
             finally:
                 if timer is not None:
                     timer.cancel()
-        raise DeadlineExceededError(f"key {key!r} of agent {agent_id!r} did not qualify within {timeout} s")
+        raise late
+
+    wait_for.__doc__ = _plans.WAIT_FOR_DOC
 
     # -- snapshots ---------------------------------------------------------------------
 
-    def create_snapshot(self) -> SnapshotInfo:
-        """Take an online snapshot (commits continue); returns where it is on the daemon's machine.
-
-        Not retried (a retry could take a second snapshot).
-        """
-        response = self._call(self._stub.CreateSnapshot, pb.CreateSnapshotRequest(), retry=False)
-        return SnapshotInfo(response.path, response.commit_ts)
+    create_snapshot = _methods.blocking(_methods.create_snapshot)
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -74,6 +75,25 @@ class KeyVersion:
     value: Any
     deleted: bool
     committed_at_ms: int = 0
+
+
+@dataclass(slots=True)
+class StateSet:
+    """What `get_many` read: one StateResult per (agent_id, key) asked, in that order, each
+    carrying its key, all as of the one commit `commit_ts`. Iterates, indexes and sizes as
+    its `results` list does."""
+
+    commit_ts: int
+    results: list[StateResult] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[StateResult]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, index: int) -> StateResult:
+        return self.results[index]
 
 
 @dataclass(slots=True)

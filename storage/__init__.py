@@ -5,13 +5,14 @@ Only the ledger actor writes (through `Store.append`); readers use the
 """
 
 from storage.errors import DataLossError, StorageError, StoreFailedError, StoreLockedError, StoreRefusedError
-from storage.records import AgentEvent, Event, EventOp, StateRecord, VersionRecord
+from storage.records import AgentEvent, Blob, Event, EventOp, StateRecord, VersionRecord
 from storage.snapshots import SnapshotDirectory, SnapshotInfo
 from storage.store import Store
 from storage.view import ReadView
 
 __all__ = [
     "AgentEvent",
+    "Blob",
     "DataLossError",
     "Event",
     "EventOp",

@@ -11,9 +11,13 @@ a 2-byte big-endian length followed by their UTF-8 bytes, so no two distinct
   EVENTS        0x03 u64(commit_ts)                          -> Event
   AGENT_EVENTS  0x04 L(ns) L(agent) u64(commit_ts)           -> AgentEvent
   TXNS          0x05 txn_id (UTF-8)                          -> u64(commit_ts)
+  AGENTS        0x06 L(ns) agent_id (UTF-8)                  -> b"" (schema 2)
 
 TXNS indexes the log by transaction id, so a retried commit (same id) is
-answered with its first commit_ts, even after a restart.
+answered with its first commit_ts, even after a restart. AGENTS lists every
+agent that was ever written, with the agent_id last and unprefixed, so that
+the agents of a namespace are listed in lexicographic order, by prefix,
+without reading their keys.
 
 In STATE the key comes last and unprefixed so that a key-prefix scan is a
 RocksDB prefix scan in lexicographic (UTF-8 byte) order.
@@ -30,12 +34,14 @@ VERSIONS = b"\x02"
 EVENTS = b"\x03"
 AGENT_EVENTS = b"\x04"
 TXNS = b"\x05"
+AGENTS = b"\x06"
 
 META_LAST_COMMIT_TS = META + b"last_commit_ts"
 META_SCHEMA = META + b"schema_version"
 # Set by `statehoused rebuild` until it finishes; the daemon refuses to start meanwhile.
 META_REBUILD_IN_PROGRESS = META + b"rebuild_in_progress"
-SCHEMA_VERSION = 1
+# 2 added the AGENTS table; a store of schema 1 gets it when a daemon opens it.
+SCHEMA_VERSION = 2
 
 _U16 = struct.Struct(">H")
 _U64 = struct.Struct(">Q")
@@ -79,6 +85,14 @@ def txn_key(txn_id: str) -> bytes:
     return TXNS + txn_id.encode("utf-8")
 
 
+def agents_prefix(namespace: str) -> bytes:
+    return AGENTS + _name(namespace)
+
+
+def agent_key(namespace: str, agent_id: str) -> bytes:
+    return agents_prefix(namespace) + agent_id.encode("utf-8")
+
+
 def prefix_end(prefix: bytes) -> bytes | None:
     """The smallest key greater than every key starting with `prefix`."""
     raw = bytearray(prefix)
@@ -103,6 +117,7 @@ TABLE_NAMES = {
     EVENTS: "EVENTS",
     AGENT_EVENTS: "AGENT_EVENTS",
     TXNS: "TXNS",
+    AGENTS: "AGENTS",
 }
 
 
@@ -131,6 +146,11 @@ def split_version_key(raw: bytes) -> tuple[str, str, str, int]:
     agent_id, pos = _read_name(raw, pos)
     key, pos = _read_name(raw, pos)
     return namespace, agent_id, key, _read_counter(raw, pos)
+
+
+def split_agent_key(raw: bytes) -> tuple[str, str]:
+    namespace, pos = _read_name(raw, 1)
+    return namespace, raw[pos:].decode("utf-8")
 
 
 def split_agent_event_key(raw: bytes) -> tuple[str, str, int]:
@@ -163,6 +183,9 @@ def describe_key(raw: bytes) -> str:
             return f"namespace={ns!r} agent={agent!r} commit_ts={ts}"
         if table == TXNS:
             return f"txn_id={raw[1:].decode('utf-8')!r}"
+        if table == AGENTS:
+            ns, agent = split_agent_key(raw)
+            return f"namespace={ns!r} agent={agent!r}"
     except DECODE_ERRORS:
         pass
     return f"undecodable key 0x{raw.hex()}"

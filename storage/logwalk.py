@@ -21,7 +21,7 @@ from storage.errors import DataLossError, StorageError
 from storage.records import Event, StateRecord, VersionRecord, decode_event, encode_event
 
 # The order in which divergences take precedence (see storage/verify.py).
-PRECEDENCE = ("EVENTS", "META", "STATE", "VERSIONS", "AGENT_EVENTS", "TXNS")
+PRECEDENCE = ("EVENTS", "META", "STATE", "VERSIONS", "AGENT_EVENTS", "TXNS", "AGENTS")
 
 _SHOW_VALUE = 60  # characters of a value shown in a message
 
@@ -30,7 +30,7 @@ _SHOW_VALUE = 60  # characters of a value shown in a message
 class Divergence:
     """One place where the store differs from what the log implies."""
 
-    table: str  # "EVENTS", "META", "STATE", "VERSIONS", "AGENT_EVENTS" or "TXNS"
+    table: str  # "EVENTS", "META", "STATE", "VERSIONS", "AGENT_EVENTS", "TXNS" or "AGENTS"
     where: str  # the key in human terms, e.g. "namespace='ns' agent='a' key='k' version=3"
     expected: str
     found: str
@@ -79,7 +79,7 @@ class Report:
     versions: int = 0
     agent_events: int = 0
     last_commit_ts: int = 0  # of the log
-    other_keys: int = 0  # keys outside the six tables (not checked)
+    other_keys: int = 0  # keys outside the seven tables (not checked)
     divergences: int = 0
     by_table: dict[str, int] = field(default_factory=dict)
     divergence: Divergence | None = None

@@ -44,7 +44,7 @@ from storage.logwalk import (
 from storage.records import Event, decode_event
 from storage.store import agent_slices, derived_records
 
-DERIVED_TABLES = (keys.STATE, keys.VERSIONS, keys.AGENT_EVENTS, keys.TXNS)
+DERIVED_TABLES = (keys.STATE, keys.VERSIONS, keys.AGENT_EVENTS, keys.TXNS, keys.AGENTS)
 
 
 class TablesDamagedError(StorageError):
@@ -189,7 +189,7 @@ def rebuild(
     batch_bytes: int = 4 * 1024 * 1024,
     batch_ops: int = 20_000,
 ) -> RebuildResult:
-    """Rewrite STATE, VERSIONS, AGENT_EVENTS, TXNS and META last_commit_ts from EVENTS alone.
+    """Rewrite STATE, VERSIONS, AGENT_EVENTS, TXNS, AGENTS and META last_commit_ts from EVENTS alone.
 
     Refuses, changing nothing: LogDamagedError if the log itself is damaged,
     TablesDamagedError if the derived tables hold damaged blocks (use

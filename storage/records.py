@@ -1,7 +1,9 @@
 """Binary codecs for the records stored under each table of `storage.keys`.
 
-Values are opaque bytes here (canonical JSON, validated above this layer);
-`None` marks a tombstone. All integers are big-endian fixed width.
+Values are opaque bytes here: canonical JSON (validated above this layer),
+or a `Blob`, a value the writer gave as raw bytes, which its records mark
+with the BLOB flag so that it is read back as bytes; `None` marks a
+tombstone. All integers are big-endian fixed width.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import struct
 from typing import NamedTuple
 
 _TOMBSTONE = 1
+_BLOB = 2
 _EVENT_FORMAT = 1
 
 _STATE = struct.Struct(">BQQ")  # flags, version, commit_ts
@@ -17,6 +20,24 @@ _VERSION = struct.Struct(">BQ")  # flags, commit_ts
 _EVENT_HEAD = struct.Struct(">BQI")  # format, committed_at_ms, op count
 _OP_TAIL = struct.Struct(">QBI")  # version, flags, value length
 _U16 = struct.Struct(">H")
+
+
+class Blob(bytes):
+    """A value written as raw bytes (not JSON): stored with the BLOB flag, read back as a Blob."""
+
+    __slots__ = ()
+
+
+def _flags(value: bytes | None) -> int:
+    if value is None:
+        return _TOMBSTONE
+    return _BLOB if type(value) is Blob else 0
+
+
+def _value(flags: int, data: bytes) -> bytes | None:
+    if flags & _TOMBSTONE:
+        return None
+    return Blob(data) if flags & _BLOB else bytes(data)
 
 
 class StateRecord(NamedTuple):
@@ -58,25 +79,21 @@ AgentEvent = Event
 
 
 def encode_state(record: StateRecord) -> bytes:
-    flags = _TOMBSTONE if record.value is None else 0
-    return _STATE.pack(flags, record.version, record.commit_ts) + (record.value or b"")
+    return _STATE.pack(_flags(record.value), record.version, record.commit_ts) + (record.value or b"")
 
 
 def decode_state(data: bytes) -> StateRecord:
     flags, version, commit_ts = _STATE.unpack_from(data)
-    value = None if flags & _TOMBSTONE else bytes(data[_STATE.size :])
-    return StateRecord(version, commit_ts, value)
+    return StateRecord(version, commit_ts, _value(flags, data[_STATE.size :]))
 
 
 def encode_version(record: VersionRecord) -> bytes:
-    flags = _TOMBSTONE if record.value is None else 0
-    return _VERSION.pack(flags, record.commit_ts) + (record.value or b"")
+    return _VERSION.pack(_flags(record.value), record.commit_ts) + (record.value or b"")
 
 
 def decode_version(data: bytes) -> VersionRecord:
     flags, commit_ts = _VERSION.unpack_from(data)
-    value = None if flags & _TOMBSTONE else bytes(data[_VERSION.size :])
-    return VersionRecord(commit_ts, value)
+    return VersionRecord(commit_ts, _value(flags, data[_VERSION.size :]))
 
 
 def _text(text: str) -> bytes:
@@ -92,8 +109,7 @@ def _read_text(data: bytes, pos: int) -> tuple[str, int]:
 
 def _encode_op_tail(parts: list[bytes], op: EventOp) -> None:
     value = op.value
-    flags = _TOMBSTONE if value is None else 0
-    parts.append(_OP_TAIL.pack(op.version, flags, len(value or b"")))
+    parts.append(_OP_TAIL.pack(op.version, _flags(value), len(value or b"")))
     if value:
         parts.append(value)
 
@@ -101,8 +117,7 @@ def _encode_op_tail(parts: list[bytes], op: EventOp) -> None:
 def _decode_op_tail(data: bytes, pos: int) -> tuple[int, bytes | None, int]:
     version, flags, size = _OP_TAIL.unpack_from(data, pos)
     pos += _OP_TAIL.size
-    value = None if flags & _TOMBSTONE else bytes(data[pos : pos + size])
-    return version, value, pos + size
+    return version, _value(flags, data[pos : pos + size]), pos + size
 
 
 def encode_event(event: Event) -> bytes:
@@ -153,7 +168,13 @@ def decode_agent_event(namespace: str, agent_id: str, commit_ts: int, data: byte
         pos += size
         version, flags, size = unpack_tail(data, pos)
         pos += tail_size
-        value = None if flags & _TOMBSTONE else data[pos : pos + size]
+        value = (
+            None
+            if flags & _TOMBSTONE
+            else Blob(data[pos : pos + size])
+            if flags & _BLOB
+            else data[pos : pos + size]
+        )
         pos += size
         ops.append(EventOp(namespace, agent_id, key, version, value))
     return Event(commit_ts, txn_id, at_ms, tuple(ops))

@@ -58,8 +58,11 @@ class Store:
         self._synced = WriteOptions()
         self._synced.sync = True
         self.last_commit_ts = last_commit_ts
-        if reading.get(db, keys.META_SCHEMA) is None:
+        schema = reading.get(db, keys.META_SCHEMA)
+        if schema is None:
             db.put(keys.META_SCHEMA, keys.u64(keys.SCHEMA_VERSION), self._synced)
+        elif keys.read_u64(schema) < 2:
+            _index_agents(db, self._synced)
         self._mark = DurableMark(path, self.last_commit_ts)
         self._views: weakref.WeakSet[ReadView] = weakref.WeakSet()
         self._view: ReadView | None = None
@@ -428,6 +431,22 @@ def check_no_gap(db: Rdict, path: Path, begin: int, end: int) -> None:
         expected += 1
 
 
+def _index_agents(db: Rdict, synced: WriteOptions) -> None:
+    """Bring a store of schema 1 to 2: fill the AGENTS table from STATE (one seek per agent),
+    in one synced write with the new schema version."""
+    batch = WriteBatch(raw_mode=True)
+    start: bytes | None = keys.STATE
+    while start is not None:
+        found = next(iter(reading.scan(db, keys.STATE, "the STATE table", start)), None)
+        if found is None:
+            break
+        namespace, agent_id, _key = keys.split_state_key(found[0])
+        batch.put(keys.agent_key(namespace, agent_id), b"")
+        start = keys.prefix_end(keys.agent_prefix(keys.STATE, namespace, agent_id))
+    batch.put(keys.META_SCHEMA, keys.u64(keys.SCHEMA_VERSION))
+    db.write(batch, synced)
+
+
 def agent_slices(event: Event) -> dict[tuple[str, str], Event]:
     """Each agent's slice of an event: only that agent's ops, in the event's order."""
     by_agent: dict[tuple[str, str], list[EventOp]] = {}
@@ -444,7 +463,7 @@ def agent_slices(event: Event) -> dict[tuple[str, str], Event]:
 def derived_records(
     event: Event, state_for: Callable[[EventOp], bool] | None = None
 ) -> Iterator[tuple[bytes, bytes]]:
-    """The STATE, VERSIONS, AGENT_EVENTS and TXNS records an event implies.
+    """The STATE, VERSIONS, AGENT_EVENTS, AGENTS and TXNS records an event implies.
 
     The commit path and `statehoused rebuild` both write what this yields, so
     they cannot drift apart. `state_for` picks the ops whose STATE record is
@@ -462,6 +481,7 @@ def derived_records(
         )
     for (namespace, agent_id), agent_slice in agent_slices(event).items():
         yield keys.agent_event_key(namespace, agent_id, event.commit_ts), encode_agent_event(agent_slice)
+        yield keys.agent_key(namespace, agent_id), b""
     yield keys.txn_key(event.txn_id), keys.u64(event.commit_ts)
 
 

@@ -3,13 +3,13 @@
 Every other table is derived from EVENTS: folding the log in commit_ts
 order gives STATE (the latest version of each key, tombstones included),
 VERSIONS (one record per op), AGENT_EVENTS (each event's slice per agent),
-TXNS (each event's transaction id) and META last_commit_ts (the last
+TXNS (each event's transaction id), AGENTS (every agent written) and META last_commit_ts (the last
 event's commit_ts; empty commits write no event, so the log has no gaps).
 
 The report names the first divergence, in this order of precedence: the
 log itself (EVENTS: decodable, commit_ts 1, 2, 3, ... without gaps, every
 key's versions 1, 2, 3, ...), then META, STATE (in key order), VERSIONS,
-AGENT_EVENTS and TXNS (records the log implies, in commit_ts order, then
+AGENT_EVENTS, TXNS and AGENTS (records the log implies, in commit_ts order, then
 records it does not imply, in key order). Beside divergences it reports
 damage: what could not be read at all (the store not opening, a region of
 the log with the first and last commit_ts lost, a table read no further
@@ -121,7 +121,7 @@ def _verify_open(db: Any, report: Report, progress: ProgressCallback | None, pro
             "the derived tables were read for damage but not compared with the log, "
             "part of which is unreadable"
         )
-        for prefix in (keys.STATE, keys.VERSIONS, keys.AGENT_EVENTS, keys.TXNS):
+        for prefix in (keys.STATE, keys.VERSIONS, keys.AGENT_EVENTS, keys.TXNS, keys.AGENTS):
             name = keys.TABLE_NAMES[prefix]
             if not report.damaged(name):
                 try:
@@ -137,6 +137,7 @@ def _verify_open(db: Any, report: Report, progress: ProgressCallback | None, pro
         ("VERSIONS", "the VERSIONS table", lambda: _check_extra_versions(db, latest, report)),
         ("AGENT_EVENTS", "the AGENT_EVENTS table", lambda: _check_extra_agent_events(db, report)),
         ("TXNS", "the TXNS table", lambda: _check_extra_txns(db, report)),
+        ("AGENTS", "the AGENTS table", lambda: _check_agents(db, latest, report)),
     ):
         if report.damaged(table):
             continue  # its damage was met record by record already; a scan would stop at it
@@ -361,8 +362,28 @@ def _check_extra_txns(db: Any, report: Report) -> None:
         )
 
 
+def _check_agents(db: Any, latest: Fold, report: Report) -> None:
+    """The AGENTS table names exactly the agents the log wrote."""
+    if report.log_damaged:
+        return
+    expected = {(ns, agent) for ns, agent, _key in latest}
+    for raw_key, data in reading.scan(db, keys.AGENTS, "the AGENTS table"):
+        try:
+            named: tuple[str, str] | None = keys.split_agent_key(raw_key)
+        except keys.DECODE_ERRORS:
+            named = None
+        if named is None or named not in expected or data:
+            report._add(Divergence("AGENTS", keys.describe_key(raw_key), "nothing", f"{len(data)} bytes"))
+        if named is not None:
+            expected.discard(named)
+    for ns, agent in sorted(expected):
+        report._add(
+            Divergence("AGENTS", f"namespace={ns!r} agent={agent!r}", "a record", "nothing (not listed)")
+        )
+
+
 def _count_outside(db: Any) -> int:
     """Keys whose first byte names no table (not checked, only counted)."""
     return sum(
-        1 for _ in reading.scan(db, b"", "the keys after the known tables", keys.prefix_end(keys.TXNS))
+        1 for _ in reading.scan(db, b"", "the keys after the known tables", keys.prefix_end(keys.AGENTS))
     )

@@ -62,25 +62,37 @@ class ReadView:
         prefix: str = "",
         at_ts: int | None = None,
         after: str | None = None,
+        reverse: bool = False,
     ) -> Iterator[tuple[str, StateRecord]]:
         """Keys of an agent starting with `prefix` that held a value as of commit
-        `at_ts` (None: this view's last commit), in byte order, lazily.
+        `at_ts` (None: this view's last commit), in byte order (descending if
+        `reverse`), lazily.
 
         Each comes with the record of its newest version committed at or before
         `at_ts`; keys created after `at_ts` are left out and keys deleted after it
-        are in, with their old value. `after` resumes strictly after that key.
-        `at_ts` 0 is before any commit: nothing.
+        are in, with their old value. `after` resumes strictly after that key in
+        the scan's order (below it when reversed): one seek, however many keys
+        come before it. `at_ts` 0 is before any commit: nothing.
         """
         if at_ts is not None and at_ts <= 0:
             return
         agent = keys.agent_prefix(keys.STATE, namespace, agent_id)
         lower = agent + prefix.encode("utf-8")
-        start = lower
+        start: bytes | None = None
+        skip: bytes | None = None
         if after is not None:
-            # b"\x00" makes the smallest storage key after `after`'s own.
-            start = max(lower, agent + after.encode("utf-8") + b"\x00")
+            cursor = agent + after.encode("utf-8")
+            if not reverse:
+                # b"\x00" makes the smallest storage key after `after`'s own.
+                start = max(lower, cursor + b"\x00")
+            elif cursor >= lower:
+                start, skip = cursor, cursor  # the last key <= cursor, `after` itself left out
+            else:
+                return  # every key of the prefix is above the cursor
         what = f"the keys of {_agent(namespace, agent_id)}"
-        for raw_key, data in reading.scan(self._snapshot, lower, what, start):
+        for raw_key, data in reading.scan(self._snapshot, lower, what, start, reverse=reverse):
+            if raw_key == skip:
+                continue
             record = decode_state(data)
             key = raw_key[len(agent) :].decode("utf-8")
             if at_ts is not None and record.commit_ts > at_ts:
@@ -90,6 +102,43 @@ class ReadView:
                 record = past
             if record.value is not None:
                 yield key, record
+
+    def agents(
+        self, namespace: str, prefix: str = "", after: str | None = None, reverse: bool = False
+    ) -> Iterator[str]:
+        """The agents of `namespace` whose id starts with `prefix` and that hold a live key,
+        in byte order of agent_id (descending if `reverse`), strictly after `after` in that
+        order, lazily. Reads the AGENTS index, and of each agent its keys only up to the
+        first live one (usually the first)."""
+        base = keys.agents_prefix(namespace)
+        lower = base + prefix.encode("utf-8")
+        start: bytes | None = None
+        skip: bytes | None = None
+        if after is not None:
+            cursor = base + after.encode("utf-8")
+            if not reverse:
+                start = max(lower, cursor + b"\x00")
+            elif cursor >= lower:
+                start, skip = cursor, cursor
+            else:
+                return
+        what = f"the agents of namespace {namespace!r}"
+        for raw_key, _data in reading.scan(self._snapshot, lower, what, start, reverse=reverse):
+            if raw_key == skip:
+                continue
+            agent_id = raw_key[len(base) :].decode("utf-8")
+            if self.has_live_key(namespace, agent_id):
+                yield agent_id
+
+    def has_live_key(self, namespace: str, agent_id: str) -> bool:
+        """Whether the agent holds at least one live (not deleted) key."""
+        agent = keys.agent_prefix(keys.STATE, namespace, agent_id)
+        for _raw_key, data in reading.scan(
+            self._snapshot, agent, f"the keys of {_agent(namespace, agent_id)}"
+        ):
+            if decode_state(data).value is not None:
+                return True
+        return False
 
     def record_at(self, namespace: str, agent_id: str, key: str, at_ts: int) -> StateRecord | None:
         """A key's record as of commit `at_ts`: its newest version committed at or

@@ -4,9 +4,10 @@ Not a test module and never imported by pytest: tests/test_compat_old_client.py
 runs it with the `.venv-compat` interpreter as `python -I compat_script.py ADDR`,
 where `import statehouse` is the old client. It uses only that client's own
 API, records what it observes, and prints one JSON object; the test asserts.
-Names shared with the test: agents "cross", "cross-wide" and "cross-scalar"
-(written by our SDK before this runs), keys "cross/old" and "wide/old"
-(written here for the test to read), CROSS_VALUE and WIDE_VALUE.
+Names shared with the test: agents "cross", "cross-wide", "cross-scalar" and
+"cross-bytes" (written by our SDK before this runs; the last holds a bytes
+value), keys "cross/old" and "wide/old" (written here for the test to read),
+CROSS_VALUE and WIDE_VALUE.
 """
 
 from __future__ import annotations
@@ -195,6 +196,14 @@ def main(addr: str) -> dict[str, Any]:
         tx.write("cross", "cross/old", CROSS_VALUE)
         tx.write("cross-wide", "wide/old", WIDE_VALUE)
     out["cross_replay"] = events(client.replay("cross"))
+
+    # A bytes value (our SDK's extension) is refused clearly, on every read path.
+    out["bytes_refused"] = {
+        "get_state": error(lambda: client.get_state("cross-bytes", "blob")),
+        "scan_prefix": error(lambda: client.scan_prefix("cross-bytes", "")),
+        "replay": error(lambda: events(client.replay("cross-bytes"))),
+    }
+    out["bytes_neighbour"] = state(client.get_state("cross-bytes", "json"))
 
     # Errors the client reports as TransactionError.
     out["commit_committed"] = error(Transaction(client, initial_txn).commit)

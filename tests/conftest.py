@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_sdk_facade import SDK, LoopThread
 
 from actors import ActorConfig, ActorSystem
 from rpc import logs
@@ -57,3 +58,19 @@ def daemon(daemon_config: DaemonConfig) -> Iterator[Daemon]:
 def client(daemon: Daemon) -> Iterator[Statehouse]:
     with Statehouse(f"127.0.0.1:{daemon.port}") as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def loop_thread() -> Iterator[LoopThread]:
+    """An event loop in a thread, for the async client behind the blocking facade."""
+    loop = LoopThread()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(params=SDK.KINDS)
+def sdk(request: pytest.FixtureRequest, daemon: Daemon, loop_thread: LoopThread) -> Iterator[SDK]:
+    """Clients of each kind, sync and async (through the facade), on the `daemon` fixture."""
+    sdk = SDK(request.param, f"127.0.0.1:{daemon.port}", loop_thread)
+    yield sdk
+    sdk.close()

@@ -16,6 +16,7 @@ import pytest
 from google.protobuf.struct_pb2 import Struct
 
 from actors import ActorConfig
+from rpc import paging
 from rpc.server import Daemon
 from statehouse._proto import statehouse_pb2 as pb
 
@@ -50,10 +51,14 @@ def wire(daemon: Daemon) -> Iterator[Wire]:
         )
         return pb.BeginTransactionResponse.FromString(raw).txn_id
 
-    # Something to protect: one committed key.
+    # Something to protect: one committed key, and a bytes value.
     txn_id = txn()
     commit = pb.CommitRequest(
-        txn_id=txn_id, mutations=[pb.Mutation(namespace="ns", agent_id="a", key="k", value_json=b'{"n":1}')]
+        txn_id=txn_id,
+        mutations=[
+            pb.Mutation(namespace="ns", agent_id="a", key="k", value_json=b'{"n":1}'),
+            pb.Mutation(namespace="ns", agent_id="a", key="blob", value_bytes=b"\x00raw"),
+        ],
     )
     channel.unary_unary(SERVICE + "Commit")(commit.SerializeToString())
     yield Wire(channel, txn)
@@ -91,6 +96,8 @@ def nan_struct() -> Struct:
 
 INVALID_UTF8_GET = b"\x0a\x02ns\x12\x02\xff\xfe\x1a\x01k"  # GetStateRequest, agent_id not UTF-8
 UNKNOWN = "bad:" + "0" * 24
+# A page token of a reverse listing of agent "a"'s keys in namespace "ns".
+REVERSE_TOKEN = paging.encode(("list", "ns", "a", "", "reverse"), 1, "k")
 
 # (name, method, request builder given a fresh txn id, expected code, word of the message)
 CASES: list[tuple[str, str, Callable[[str], object], grpc.StatusCode, str]] = [
@@ -104,7 +111,17 @@ CASES: list[tuple[str, str, Callable[[str], object], grpc.StatusCode, str]] = [
     ("long prefix", "ScanPrefix", lambda t: pb.ScanPrefixRequest(namespace="ns", agent_id="a", prefix="p" * 1025), C.INVALID_ARGUMENT, "prefix"),
     ("invalid UTF-8 on the wire", "GetState", lambda t: INVALID_UTF8_GET, C.INVALID_ARGUMENT, "not valid UTF-8"),
     ("garbage bytes", "Commit", lambda t: b"\xff\xff\xff\xff", C.INVALID_ARGUMENT, "CommitRequest"),
-    ("value over the limit", "Write", lambda t: write(t, value_json=b'"' + b"x" * 2000 + b'"'), C.INVALID_ARGUMENT, "limit is 1000 bytes"),
+    ("value over the limit", "Write", lambda t: write(t, value_json=b'"' + b"x" * 2000 + b'"'), C.RESOURCE_EXHAUSTED, "limit is 1000 bytes"),
+    ("bytes value over the limit", "Commit", lambda t: pb.CommitRequest(txn_id=t, mutations=[mutation(value_bytes=b"x" * 1001)]), C.RESOURCE_EXHAUSTED, "is 1001 bytes; the limit is 1000 bytes"),
+    ("bytes read as a Struct", "GetState", lambda t: pb.GetStateRequest(namespace="ns", agent_id="a", key="blob"), C.FAILED_PRECONDITION, "value of key 'blob' is bytes"),
+    ("bytes read as JSON only", "ScanPrefix", lambda t: pb.ScanPrefixRequest(namespace="ns", agent_id="a", json_values=True), C.FAILED_PRECONDITION, "bytes_values"),
+    ("NUL in a cursor", "ListKeys", lambda t: pb.ListKeysRequest(namespace="ns", agent_id="a", start_after="a\x00"), C.INVALID_ARGUMENT, "start_after must not contain NUL"),
+    ("long cursor", "ScanPrefix", lambda t: pb.ScanPrefixRequest(namespace="ns", agent_id="a", start_after="k" * 1025), C.INVALID_ARGUMENT, "start_after is 1025 bytes"),
+    ("reverse token sent forward", "ListKeys", lambda t: pb.ListKeysRequest(namespace="ns", agent_id="a", page_token=REVERSE_TOKEN), C.INVALID_ARGUMENT, "made for another request"),
+    ("agents of a bad namespace", "ListAgents", lambda t: pb.ListAgentsRequest(namespace="n" * 129), C.INVALID_ARGUMENT, "namespace is 129 bytes"),
+    ("agents by a bad prefix", "ListAgents", lambda t: pb.ListAgentsRequest(namespace="ns", prefix="a\x00"), C.INVALID_ARGUMENT, "prefix must not contain NUL"),
+    ("agents from a foreign token", "ListAgents", lambda t: pb.ListAgentsRequest(namespace="ns", page_token=REVERSE_TOKEN), C.INVALID_ARGUMENT, "made for another request"),
+    ("multi-get in the future", "ReadBatch", lambda t: pb.ReadBatchRequest(at_commit_ts=10**6), C.INVALID_ARGUMENT, "after the last commit"),
     ("value not JSON", "Write", lambda t: write(t, value_json=b"{'single': 'quotes'}"), C.INVALID_ARGUMENT, "not valid JSON"),
     ("value NaN", "Write", lambda t: write(t, value_json=b"[NaN]"), C.INVALID_ARGUMENT, "not valid JSON"),
     ("Struct with NaN", "Write", lambda t: write(t, value_json=b"", value=nan_struct()), C.INVALID_ARGUMENT, "not valid JSON"),

@@ -148,6 +148,9 @@ def seen(statehoused: DaemonProcess, old_client_python: Path) -> dict[str, Any]:
             tx.write("cross-wide", "wide/new", WIDE_VALUE)
         with client.begin_transaction() as tx:
             tx.write("cross-scalar", "greeting", "hello")
+        with client.begin_transaction() as tx:
+            tx.write("cross-bytes", "blob", b"\x00\x01binary")
+            tx.write("cross-bytes", "json", {"n": 1})
     # -I: no PYTHON* variables, no script dir on sys.path -- only the venv's statehouse.
     result = _run([str(old_client_python), "-I", str(SCRIPT), statehoused.addr], _SCRIPT_SECONDS)
     assert result.returncode == 0, f"compat_script.py failed:\n{result.stderr}"
@@ -331,6 +334,17 @@ def test_daemon_keeps_serving_after_errors(
 
 
 # -- the old client and our SDK on the same data -----------------------------------
+
+
+@pytest.mark.parametrize("read", ["get_state", "scan_prefix", "replay"])
+def test_a_bytes_value_is_a_clear_error_for_the_old_client(seen: dict[str, Any], read: str) -> None:
+    refused = seen["bytes_refused"][read]
+    assert refused is not None, f"the old client's {read} of a bytes value raised nothing"
+    assert refused["statehouse_error"], refused
+    assert "value of key 'blob' is bytes (8 bytes)" in refused["message"], refused
+    assert "bytes_values" in refused["message"], refused
+    # The JSON value beside it reads as ever.
+    assert seen["bytes_neighbour"]["value"] == {"n": 1}
 
 
 def test_old_client_writes_read_exactly_through_our_sdk(seen: dict[str, Any], our_client: Statehouse) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from statehouse import InvalidArgumentError, Statehouse
+from statehouse import ResourceExhaustedError, Statehouse
 from statehouse.testing import DaemonProcess
 
 STATEHOUSED = [sys.executable, "-m", "rpc"]
@@ -89,7 +89,7 @@ def test_the_daemon_runs_with_the_settings_of_its_config_file(tmp_path: Path) ->
     ):
         with client.begin_transaction() as tx:
             tx.write("a", "small", "x" * 10)
-        with pytest.raises(InvalidArgumentError, match="the limit is 64 bytes"):
+        with pytest.raises(ResourceExhaustedError, match="the limit is 64 bytes"):
             with client.begin_transaction() as tx:
                 tx.write("a", "big", "x" * 100)
 

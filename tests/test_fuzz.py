@@ -499,13 +499,14 @@ def channel(daemon: Daemon) -> Iterator[grpc.Channel]:
 
 
 def seed_data(call: Caller, txns: Txns) -> None:
-    """Something to protect and to read: a few versions of a few keys, and a delete."""
+    """Something to protect and to read: a few versions of a few keys, bytes values, and a delete."""
     for n in range(3):
         mutations = [
             pb.Mutation(namespace=ns, agent_id="a", key=key, value_json=b'{"n":%d}' % n)
             for ns in ("ns", "fuzz", "default")
             for key in ("k", "k1", "key/with/slashes")
         ]
+        mutations.append(pb.Mutation(namespace="ns", agent_id="a", key="blob", value_bytes=b"\x00\xff%d" % n))
         if n == 2:
             mutations.append(pb.Mutation(namespace="ns", agent_id="a", key="k1", delete=True))
         request = pb.CommitRequest(txn_id=txns.fresh("ns"), mutations=mutations)

@@ -48,7 +48,7 @@ from actors import (
     TransactionNotFound,
 )
 from statehouse._codec import canonical, encode
-from storage import Event, EventOp, StateRecord, Store, VersionRecord
+from storage import Blob, Event, EventOp, StateRecord, Store, VersionRecord
 from storage import keys as storage_keys
 
 W = 10.0  # seconds any single call may wait
@@ -96,13 +96,17 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
     max_leaves=5,
 )
-values = json_values.map(lambda v: canonical(encode(v)))
+# JSON values, and now and then a bytes value (a Blob: read back as bytes, not JSON).
+values = json_values.map(lambda v: canonical(encode(v))) | st.binary(max_size=6).map(Blob)
+# About one write in four is insert-if-absent.
+if_absent = st.sampled_from((False, False, False, True))
 mutations = st.builds(
     Mutation,
     st.sampled_from(NAMESPACES),
     st.sampled_from(AGENTS),
     st.sampled_from(KEYS),
     st.one_of(values, values, values, st.none()),  # about one in four is a delete
+    if_absent,
 )
 # A hot agent, so that one batch often writes a key twice, keys get many
 # versions, and keys whose order differs between encodings live side by side.
@@ -112,6 +116,7 @@ hot_mutations = st.builds(
     st.just("a"),
     st.sampled_from(("k", "b:c")) | st.sampled_from(("\U0001f600", "\ufb01", "task/2", "task/10")),
     st.one_of(values, values, values, st.none()),
+    if_absent,
 )
 batches = st.lists(st.one_of(mutations, hot_mutations), max_size=4)
 timeouts = st.one_of(
@@ -143,7 +148,7 @@ class ModelTxn:
     namespace: str
     timeout_ms: int
     deadline: float
-    staged: dict[Target, Value] = field(default_factory=dict)  # last write per key wins
+    staged: dict[Target, Mutation] = field(default_factory=dict)  # last write per key wins
 
 
 @dataclass
@@ -206,16 +211,31 @@ class Model:
         return [txn_id for actor in self.actors.values() for txn_id in actor.open]
 
     def apply_commit(self, txn: ModelTxn) -> tuple[int, tuple[EventOp, ...]]:
-        """The ledger: an empty commit returns the latest commit_ts and writes nothing."""
-        if not txn.staged:
+        """The ledger: a write with if_absent is skipped when its key has a live value; a commit
+        left with nothing to write returns the latest commit_ts and writes nothing."""
+        writes = {}
+        for target, m in txn.staged.items():
+            latest = self.latest(target)
+            if m.if_absent and m.value is not None and latest is not None and latest.value is not None:
+                continue
+            writes[target] = m.value
+        if not writes:
             return self.commit_ts, ()
         self.commit_ts += 1
         ops = []
-        for target, value in txn.staged.items():
+        for target, value in writes.items():
             versions = self.history.setdefault(target, [])
             versions.append(VersionRecord(self.commit_ts, value))
             ops.append(EventOp(*target, len(versions), value))
         return self.commit_ts, tuple(ops)
+
+    def agents(self, namespace: str, prefix: str = "") -> list[str]:
+        """The agents of `namespace` under `prefix` that hold a live key, in byte order."""
+        return sorted(
+            {ag for (ns, ag, _key) in self.history if ns == namespace and ag.startswith(prefix)
+             and self.live_keys(ns, ag)},
+            key=lambda name: name.encode("utf-8"),
+        )  # fmt: skip
 
     def expire(self, actor: ModelActor, txn: ModelTxn) -> None:
         del actor.open[txn.txn_id]
@@ -344,7 +364,7 @@ class StatehouseMachine(RuleBasedStateMachine):
         if isinstance(expected, ModelTxn):
             self.sys.stage(txn_id, batch, W)
             for m in batch:
-                expected.staged[m.target] = m.value
+                expected.staged[m.target] = m
         else:
             self._expect_error(expected, lambda: self.sys.stage(txn_id, batch, W))
 
@@ -355,7 +375,7 @@ class StatehouseMachine(RuleBasedStateMachine):
             return
         txn = expected
         for m in batch:
-            txn.staged[m.target] = m.value
+            txn.staged[m.target] = m
         earlier = self.sys.view()
         previous = {target: self.model.latest(target) for target in txn.staged}
         before = _now_ms()
@@ -501,7 +521,10 @@ class StatehouseMachine(RuleBasedStateMachine):
         known = len(self.model.history.get(target, []))
         version = data.draw(st.integers(0, known + 2), label="version")  # 0 and beyond: never existed
         view = self.sys.view()
-        assert view.get(*target) == self.model.latest(target)
+        got, want = view.get(*target), self.model.latest(target)
+        assert got == want
+        # A Blob equals the same bytes as JSON: its type is what says it is a bytes value.
+        assert type(got and got.value) is type(want and want.value)
         assert view.get_version(*target, version) == self.model.version(target, version)
 
     @rule(
@@ -517,6 +540,45 @@ class StatehouseMachine(RuleBasedStateMachine):
             for key in self.model.live_keys(namespace, agent, prefix)
         ]
         assert list(view.scan(namespace, agent, prefix)) == expected
+
+    @rule(
+        namespace=st.sampled_from(NAMESPACES),
+        agent=st.sampled_from(AGENTS),
+        prefix=st.sampled_from(PREFIXES),
+        after=st.none() | st.sampled_from(KEYS),
+        reverse=st.booleans(),
+    )
+    def cursors(self, namespace: str, agent: str, prefix: str, after: str | None, reverse: bool) -> None:
+        """A listing from a cursor, either way: the model's keys past `after` in that order."""
+        keys = self.model.live_keys(namespace, agent, prefix)  # byte order
+        if reverse:
+            keys = keys[::-1]
+        if after is not None:
+            cursor = after.encode("utf-8")
+            keys = [
+                k for k in keys if (k.encode("utf-8") < cursor if reverse else k.encode("utf-8") > cursor)
+            ]
+        got = [
+            key for key, _ in self.sys.view().scan_at(namespace, agent, prefix, None, after, reverse=reverse)
+        ]
+        assert got == keys
+
+    @rule(
+        namespace=st.sampled_from(NAMESPACES),
+        prefix=st.sampled_from(("", "a", "a:", "é", "z")),
+        after=st.none() | st.sampled_from(AGENTS),
+        reverse=st.booleans(),
+    )
+    def agents(self, namespace: str, prefix: str, after: str | None, reverse: bool) -> None:
+        agents = self.model.agents(namespace, prefix)
+        if reverse:
+            agents = agents[::-1]
+        if after is not None:
+            cursor = after.encode("utf-8")
+            agents = [
+                a for a in agents if (a.encode("utf-8") < cursor if reverse else a.encode("utf-8") > cursor)
+            ]
+        assert list(self.sys.view().agents(namespace, prefix, after, reverse)) == agents
 
     @rule(namespace=st.sampled_from(NAMESPACES), agent=st.sampled_from(AGENTS), data=st.data())
     def replay(self, namespace: str, agent: str, data: st.DataObject) -> None:

@@ -8,7 +8,6 @@ wrapped to record each attempt's outcome: the real calls still go through.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,6 @@ from rpc.server import Daemon
 from statehouse.testing import DaemonProcess
 
 WAIT = 60.0
-
-
-@pytest.fixture(scope="module")
-def loop_thread() -> Iterator[LoopThread]:
-    loop = LoopThread()
-    yield loop
-    loop.close()
 
 
 @pytest.fixture(params=SDK.KINDS)

@@ -15,6 +15,7 @@ from rpc.server import Daemon, DaemonConfig
 from statehouse import (
     InvalidArgumentError,
     NotFoundError,
+    ResourceExhaustedError,
     Statehouse,
     TransactionClosedError,
     TransactionError,
@@ -297,7 +298,7 @@ def test_value_limit_is_enforced_naming_the_key(data_dir, actor_config) -> None:
     try:
         with Statehouse(f"127.0.0.1:{daemon.port}") as client:
             write(client, "a", "small", "x" * 90)
-            with pytest.raises(InvalidArgumentError, match="'big' is 104 bytes; the limit is 100") as info:
+            with pytest.raises(ResourceExhaustedError, match="'big' is 104 bytes; the limit is 100") as info:
                 write(client, "a", "big", "x" * 102)
             assert isinstance(info.value, TransactionError)
             assert client.get_state("a", "big").exists is False

@@ -6,14 +6,12 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_sdk_facade import SDK, LoopThread
+from test_sdk_facade import SDK
 
 import statehouse
-from rpc.server import Daemon
 from statehouse import (
     ConflictError,
     DeadlineExceededError,
@@ -27,20 +25,6 @@ from statehouse import (
 )
 
 WAIT = 30.0  # the longest any event of these tests may take to arrive
-
-
-@pytest.fixture(scope="module")
-def loop_thread() -> Iterator[LoopThread]:
-    loop = LoopThread()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture(params=SDK.KINDS)
-def sdk(request: pytest.FixtureRequest, daemon: Daemon, loop_thread: LoopThread) -> Iterator[SDK]:
-    sdk = SDK(request.param, f"127.0.0.1:{daemon.port}", loop_thread)
-    yield sdk
-    sdk.close()
 
 
 def write(client: Any, agent: str, key: str, value: Any, namespace: str | None = None) -> int:

@@ -104,20 +104,24 @@ class DeleteResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class Mutation(_message.Message):
-    __slots__ = ("namespace", "agent_id", "key", "value_json", "delete", "expected_version")
+    __slots__ = ("namespace", "agent_id", "key", "value_json", "delete", "expected_version", "value_bytes", "if_absent")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
     DELETE_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VALUE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    IF_ABSENT_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     agent_id: str
     key: str
     value_json: bytes
     delete: bool
     expected_version: int
-    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., key: _Optional[str] = ..., value_json: _Optional[bytes] = ..., delete: _Optional[bool] = ..., expected_version: _Optional[int] = ...) -> None: ...
+    value_bytes: bytes
+    if_absent: bool
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., key: _Optional[str] = ..., value_json: _Optional[bytes] = ..., delete: _Optional[bool] = ..., expected_version: _Optional[int] = ..., value_bytes: _Optional[bytes] = ..., if_absent: _Optional[bool] = ...) -> None: ...
 
 class Condition(_message.Message):
     __slots__ = ("namespace", "agent_id", "key", "expected_version")
@@ -228,58 +232,66 @@ class AbortResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStateRequest(_message.Message):
-    __slots__ = ("namespace", "agent_id", "key", "json_values")
+    __slots__ = ("namespace", "agent_id", "key", "json_values", "bytes_values")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     JSON_VALUES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_VALUES_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     agent_id: str
     key: str
     json_values: bool
-    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., key: _Optional[str] = ..., json_values: _Optional[bool] = ...) -> None: ...
+    bytes_values: bool
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., key: _Optional[str] = ..., json_values: _Optional[bool] = ..., bytes_values: _Optional[bool] = ...) -> None: ...
 
 class GetStateResponse(_message.Message):
-    __slots__ = ("value", "version", "commit_ts", "exists", "value_json")
+    __slots__ = ("value", "version", "commit_ts", "exists", "value_json", "value_bytes")
     VALUE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     COMMIT_TS_FIELD_NUMBER: _ClassVar[int]
     EXISTS_FIELD_NUMBER: _ClassVar[int]
     VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
+    VALUE_BYTES_FIELD_NUMBER: _ClassVar[int]
     value: _struct_pb2.Struct
     version: int
     commit_ts: int
     exists: bool
     value_json: bytes
-    def __init__(self, value: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[int] = ..., commit_ts: _Optional[int] = ..., exists: _Optional[bool] = ..., value_json: _Optional[bytes] = ...) -> None: ...
+    value_bytes: bytes
+    def __init__(self, value: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[int] = ..., commit_ts: _Optional[int] = ..., exists: _Optional[bool] = ..., value_json: _Optional[bytes] = ..., value_bytes: _Optional[bytes] = ...) -> None: ...
 
 class GetStateAtVersionRequest(_message.Message):
-    __slots__ = ("namespace", "agent_id", "key", "version", "json_values")
+    __slots__ = ("namespace", "agent_id", "key", "version", "json_values", "bytes_values")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     JSON_VALUES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_VALUES_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     agent_id: str
     key: str
     version: int
     json_values: bool
-    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., key: _Optional[str] = ..., version: _Optional[int] = ..., json_values: _Optional[bool] = ...) -> None: ...
+    bytes_values: bool
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., key: _Optional[str] = ..., version: _Optional[int] = ..., json_values: _Optional[bool] = ..., bytes_values: _Optional[bool] = ...) -> None: ...
 
 class GetStateAtVersionResponse(_message.Message):
-    __slots__ = ("value", "version", "commit_ts", "exists", "value_json")
+    __slots__ = ("value", "version", "commit_ts", "exists", "value_json", "value_bytes")
     VALUE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     COMMIT_TS_FIELD_NUMBER: _ClassVar[int]
     EXISTS_FIELD_NUMBER: _ClassVar[int]
     VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
+    VALUE_BYTES_FIELD_NUMBER: _ClassVar[int]
     value: _struct_pb2.Struct
     version: int
     commit_ts: int
     exists: bool
     value_json: bytes
-    def __init__(self, value: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[int] = ..., commit_ts: _Optional[int] = ..., exists: _Optional[bool] = ..., value_json: _Optional[bytes] = ...) -> None: ...
+    value_bytes: bytes
+    def __init__(self, value: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[int] = ..., commit_ts: _Optional[int] = ..., exists: _Optional[bool] = ..., value_json: _Optional[bytes] = ..., value_bytes: _Optional[bytes] = ...) -> None: ...
 
 class ReadRequest(_message.Message):
     __slots__ = ("latest", "at_version")
@@ -290,10 +302,12 @@ class ReadRequest(_message.Message):
     def __init__(self, latest: _Optional[_Union[GetStateRequest, _Mapping]] = ..., at_version: _Optional[_Union[GetStateAtVersionRequest, _Mapping]] = ...) -> None: ...
 
 class ReadBatchRequest(_message.Message):
-    __slots__ = ("reads",)
+    __slots__ = ("reads", "at_commit_ts")
     READS_FIELD_NUMBER: _ClassVar[int]
+    AT_COMMIT_TS_FIELD_NUMBER: _ClassVar[int]
     reads: _containers.RepeatedCompositeFieldContainer[ReadRequest]
-    def __init__(self, reads: _Optional[_Iterable[_Union[ReadRequest, _Mapping]]] = ...) -> None: ...
+    at_commit_ts: int
+    def __init__(self, reads: _Optional[_Iterable[_Union[ReadRequest, _Mapping]]] = ..., at_commit_ts: _Optional[int] = ...) -> None: ...
 
 class ReadOutcome(_message.Message):
     __slots__ = ("state", "code", "message")
@@ -306,24 +320,32 @@ class ReadOutcome(_message.Message):
     def __init__(self, state: _Optional[_Union[GetStateResponse, _Mapping]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ReadBatchResponse(_message.Message):
-    __slots__ = ("outcomes",)
+    __slots__ = ("outcomes", "commit_ts")
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_TS_FIELD_NUMBER: _ClassVar[int]
     outcomes: _containers.RepeatedCompositeFieldContainer[ReadOutcome]
-    def __init__(self, outcomes: _Optional[_Iterable[_Union[ReadOutcome, _Mapping]]] = ...) -> None: ...
+    commit_ts: int
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[ReadOutcome, _Mapping]]] = ..., commit_ts: _Optional[int] = ...) -> None: ...
 
 class ListKeysRequest(_message.Message):
-    __slots__ = ("namespace", "agent_id", "limit", "page_token", "at_commit_ts")
+    __slots__ = ("namespace", "agent_id", "limit", "page_token", "at_commit_ts", "prefix", "reverse", "start_after")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     AT_COMMIT_TS_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    REVERSE_FIELD_NUMBER: _ClassVar[int]
+    START_AFTER_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     agent_id: str
     limit: int
     page_token: str
     at_commit_ts: int
-    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ..., at_commit_ts: _Optional[int] = ...) -> None: ...
+    prefix: str
+    reverse: bool
+    start_after: str
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ..., at_commit_ts: _Optional[int] = ..., prefix: _Optional[str] = ..., reverse: _Optional[bool] = ..., start_after: _Optional[str] = ...) -> None: ...
 
 class ListKeysResponse(_message.Message):
     __slots__ = ("keys", "next_page_token", "commit_ts")
@@ -336,7 +358,7 @@ class ListKeysResponse(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ..., commit_ts: _Optional[int] = ...) -> None: ...
 
 class ScanPrefixRequest(_message.Message):
-    __slots__ = ("namespace", "agent_id", "prefix", "json_values", "limit", "page_token", "at_commit_ts")
+    __slots__ = ("namespace", "agent_id", "prefix", "json_values", "limit", "page_token", "at_commit_ts", "bytes_values", "reverse", "start_after")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
@@ -344,6 +366,9 @@ class ScanPrefixRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     AT_COMMIT_TS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_VALUES_FIELD_NUMBER: _ClassVar[int]
+    REVERSE_FIELD_NUMBER: _ClassVar[int]
+    START_AFTER_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     agent_id: str
     prefix: str
@@ -351,7 +376,10 @@ class ScanPrefixRequest(_message.Message):
     limit: int
     page_token: str
     at_commit_ts: int
-    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., prefix: _Optional[str] = ..., json_values: _Optional[bool] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ..., at_commit_ts: _Optional[int] = ...) -> None: ...
+    bytes_values: bool
+    reverse: bool
+    start_after: str
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., prefix: _Optional[str] = ..., json_values: _Optional[bool] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ..., at_commit_ts: _Optional[int] = ..., bytes_values: _Optional[bool] = ..., reverse: _Optional[bool] = ..., start_after: _Optional[str] = ...) -> None: ...
 
 class ScanPrefixResponse(_message.Message):
     __slots__ = ("entries", "next_page_token", "commit_ts")
@@ -364,36 +392,40 @@ class ScanPrefixResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[StateEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., commit_ts: _Optional[int] = ...) -> None: ...
 
 class KeyHistoryRequest(_message.Message):
-    __slots__ = ("namespace", "agent_id", "key", "limit", "page_token", "json_values")
+    __slots__ = ("namespace", "agent_id", "key", "limit", "page_token", "json_values", "bytes_values")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     JSON_VALUES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_VALUES_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     agent_id: str
     key: str
     limit: int
     page_token: str
     json_values: bool
-    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., key: _Optional[str] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ..., json_values: _Optional[bool] = ...) -> None: ...
+    bytes_values: bool
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., key: _Optional[str] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ..., json_values: _Optional[bool] = ..., bytes_values: _Optional[bool] = ...) -> None: ...
 
 class KeyVersion(_message.Message):
-    __slots__ = ("version", "commit_ts", "deleted", "value", "value_json", "committed_at_ms")
+    __slots__ = ("version", "commit_ts", "deleted", "value", "value_json", "committed_at_ms", "value_bytes")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     COMMIT_TS_FIELD_NUMBER: _ClassVar[int]
     DELETED_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_BYTES_FIELD_NUMBER: _ClassVar[int]
     version: int
     commit_ts: int
     deleted: bool
     value: _struct_pb2.Struct
     value_json: bytes
     committed_at_ms: int
-    def __init__(self, version: _Optional[int] = ..., commit_ts: _Optional[int] = ..., deleted: _Optional[bool] = ..., value: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., value_json: _Optional[bytes] = ..., committed_at_ms: _Optional[int] = ...) -> None: ...
+    value_bytes: bytes
+    def __init__(self, version: _Optional[int] = ..., commit_ts: _Optional[int] = ..., deleted: _Optional[bool] = ..., value: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., value_json: _Optional[bytes] = ..., committed_at_ms: _Optional[int] = ..., value_bytes: _Optional[bytes] = ...) -> None: ...
 
 class KeyHistoryResponse(_message.Message):
     __slots__ = ("versions", "next_page_token")
@@ -404,18 +436,20 @@ class KeyHistoryResponse(_message.Message):
     def __init__(self, versions: _Optional[_Iterable[_Union[KeyVersion, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
-    __slots__ = ("namespace", "agent_id", "key_prefix", "start_ts", "json_values")
+    __slots__ = ("namespace", "agent_id", "key_prefix", "start_ts", "json_values", "bytes_values")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_PREFIX_FIELD_NUMBER: _ClassVar[int]
     START_TS_FIELD_NUMBER: _ClassVar[int]
     JSON_VALUES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_VALUES_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     agent_id: str
     key_prefix: str
     start_ts: int
     json_values: bool
-    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_prefix: _Optional[str] = ..., start_ts: _Optional[int] = ..., json_values: _Optional[bool] = ...) -> None: ...
+    bytes_values: bool
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_prefix: _Optional[str] = ..., start_ts: _Optional[int] = ..., json_values: _Optional[bool] = ..., bytes_values: _Optional[bool] = ...) -> None: ...
 
 class WatchResponse(_message.Message):
     __slots__ = ("events", "progress_ts")
@@ -426,32 +460,36 @@ class WatchResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[ReplayEvent, _Mapping]]] = ..., progress_ts: _Optional[int] = ...) -> None: ...
 
 class StateEntry(_message.Message):
-    __slots__ = ("key", "value", "version", "commit_ts", "value_json")
+    __slots__ = ("key", "value", "version", "commit_ts", "value_json", "value_bytes")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     COMMIT_TS_FIELD_NUMBER: _ClassVar[int]
     VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
+    VALUE_BYTES_FIELD_NUMBER: _ClassVar[int]
     key: str
     value: _struct_pb2.Struct
     version: int
     commit_ts: int
     value_json: bytes
-    def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[int] = ..., commit_ts: _Optional[int] = ..., value_json: _Optional[bytes] = ...) -> None: ...
+    value_bytes: bytes
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[int] = ..., commit_ts: _Optional[int] = ..., value_json: _Optional[bytes] = ..., value_bytes: _Optional[bytes] = ...) -> None: ...
 
 class ReplayRequest(_message.Message):
-    __slots__ = ("namespace", "agent_id", "start_ts", "end_ts", "json_values")
+    __slots__ = ("namespace", "agent_id", "start_ts", "end_ts", "json_values", "bytes_values")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     START_TS_FIELD_NUMBER: _ClassVar[int]
     END_TS_FIELD_NUMBER: _ClassVar[int]
     JSON_VALUES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_VALUES_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     agent_id: str
     start_ts: int
     end_ts: int
     json_values: bool
-    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., start_ts: _Optional[int] = ..., end_ts: _Optional[int] = ..., json_values: _Optional[bool] = ...) -> None: ...
+    bytes_values: bool
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., start_ts: _Optional[int] = ..., end_ts: _Optional[int] = ..., json_values: _Optional[bool] = ..., bytes_values: _Optional[bool] = ...) -> None: ...
 
 class ReplayEvent(_message.Message):
     __slots__ = ("txn_id", "commit_ts", "operations", "committed_at_ms", "agent_id")
@@ -474,18 +512,46 @@ class ReplayBatch(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[ReplayEvent, _Mapping]]] = ...) -> None: ...
 
 class Operation(_message.Message):
-    __slots__ = ("key", "value", "version", "value_json", "deleted")
+    __slots__ = ("key", "value", "version", "value_json", "deleted", "value_bytes")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
     DELETED_FIELD_NUMBER: _ClassVar[int]
+    VALUE_BYTES_FIELD_NUMBER: _ClassVar[int]
     key: str
     value: _struct_pb2.Struct
     version: int
     value_json: bytes
     deleted: bool
-    def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[int] = ..., value_json: _Optional[bytes] = ..., deleted: _Optional[bool] = ...) -> None: ...
+    value_bytes: bytes
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[int] = ..., value_json: _Optional[bytes] = ..., deleted: _Optional[bool] = ..., value_bytes: _Optional[bytes] = ...) -> None: ...
+
+class ListAgentsRequest(_message.Message):
+    __slots__ = ("namespace", "prefix", "limit", "start_after", "page_token", "reverse")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    START_AFTER_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REVERSE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    prefix: str
+    limit: int
+    start_after: str
+    page_token: str
+    reverse: bool
+    def __init__(self, namespace: _Optional[str] = ..., prefix: _Optional[str] = ..., limit: _Optional[int] = ..., start_after: _Optional[str] = ..., page_token: _Optional[str] = ..., reverse: _Optional[bool] = ...) -> None: ...
+
+class ListAgentsResponse(_message.Message):
+    __slots__ = ("agent_ids", "next_page_token", "commit_ts")
+    AGENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_TS_FIELD_NUMBER: _ClassVar[int]
+    agent_ids: _containers.RepeatedScalarFieldContainer[str]
+    next_page_token: str
+    commit_ts: int
+    def __init__(self, agent_ids: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ..., commit_ts: _Optional[int] = ...) -> None: ...
 
 class CreateSnapshotRequest(_message.Message):
     __slots__ = ()

@@ -119,6 +119,11 @@ class StatehouseServiceStub:
                 request_serializer=statehouse_dot_v1_dot_statehouse__pb2.ReadBatchRequest.SerializeToString,
                 response_deserializer=statehouse_dot_v1_dot_statehouse__pb2.ReadBatchResponse.FromString,
                 _registered_method=True)
+        self.ListAgents = channel.unary_unary(
+                '/statehouse.v1.StatehouseService/ListAgents',
+                request_serializer=statehouse_dot_v1_dot_statehouse__pb2.ListAgentsRequest.SerializeToString,
+                response_deserializer=statehouse_dot_v1_dot_statehouse__pb2.ListAgentsResponse.FromString,
+                _registered_method=True)
         self.KeyHistory = channel.unary_unary(
                 '/statehouse.v1.StatehouseService/KeyHistory',
                 request_serializer=statehouse_dot_v1_dot_statehouse__pb2.KeyHistoryRequest.SerializeToString,
@@ -237,7 +242,15 @@ class StatehouseServiceServicer:
 
     def ReadBatch(self, request, context):
         """Extension: several independent point reads in one call, all answered
-        from one consistent view (a client combining the reads of many agents).
+        from one consistent view (a client combining the reads of many agents,
+        or a multi-get).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAgents(self, request, context):
+        """Extension: the agents of a namespace that have live keys, in order, paged.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -346,6 +359,11 @@ def add_StatehouseServiceServicer_to_server(servicer, server):
                     servicer.ReadBatch,
                     request_deserializer=statehouse_dot_v1_dot_statehouse__pb2.ReadBatchRequest.FromString,
                     response_serializer=statehouse_dot_v1_dot_statehouse__pb2.ReadBatchResponse.SerializeToString,
+            ),
+            'ListAgents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgents,
+                    request_deserializer=statehouse_dot_v1_dot_statehouse__pb2.ListAgentsRequest.FromString,
+                    response_serializer=statehouse_dot_v1_dot_statehouse__pb2.ListAgentsResponse.SerializeToString,
             ),
             'KeyHistory': grpc.unary_unary_rpc_method_handler(
                     servicer.KeyHistory,
@@ -817,6 +835,33 @@ class StatehouseService:
             '/statehouse.v1.StatehouseService/ReadBatch',
             statehouse_dot_v1_dot_statehouse__pb2.ReadBatchRequest.SerializeToString,
             statehouse_dot_v1_dot_statehouse__pb2.ReadBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/statehouse.v1.StatehouseService/ListAgents',
+            statehouse_dot_v1_dot_statehouse__pb2.ListAgentsRequest.SerializeToString,
+            statehouse_dot_v1_dot_statehouse__pb2.ListAgentsResponse.FromString,
             options,
             channel_credentials,
             insecure,
