@@ -145,6 +145,8 @@ BENCHMARK_ROWS = (
     "statehouse  16 clients, one client each",
     "W8 paging and time travel",
     "statehouse  get_agent_state(at_commit_ts=middle)",
+    "W9 adapter primitives",
+    "statehouse  get_many of 100 keys (one call)",
     "Targets (issue 4)",
 )
 
@@ -174,7 +176,7 @@ def test_documented_benchmarks_run(tmp_path: Path) -> None:
     for row in BENCHMARK_ROWS:
         assert row in result.stdout, row
     document = json.loads(results.read_text(encoding="utf-8"))
-    assert list(document["workloads"]) == ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"]
+    assert list(document["workloads"]) == ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9"]
     assert all(len(case["runs"]) == 1 for w in document["workloads"].values() for case in w["cases"])
     assert len(document["targets"]) == 7
     if shutil.which("etcd"):
