@@ -10,6 +10,8 @@ commit_ts order.
 from __future__ import annotations
 
 import collections
+import secrets
+import threading
 import time
 from typing import Any, NamedTuple
 
@@ -22,6 +24,7 @@ from actors.messages import (
     CommitIntents,
     Condition,
     LedgerStatusQuery,
+    PurgeRequest,
     RecoverRequest,
     SnapshotRequest,
 )
@@ -38,6 +41,7 @@ from storage import (
     StoreFailedError,
 )
 from storage.faults import crash_point
+from storage.store import purge_ranges
 
 log = structlog.get_logger("statehouse.ledger")
 
@@ -101,6 +105,9 @@ class Ledger(pykka.ThreadingActor):
         elif isinstance(message, SnapshotRequest):
             self._flush()
             self._snapshot(message)
+        elif isinstance(message, PurgeRequest):
+            self._flush()  # the commits before it in the mailbox come first
+            self._purge(message)
         elif isinstance(message, RecoverRequest):
             self._flush()
             try:
@@ -120,6 +127,51 @@ class Ledger(pykka.ThreadingActor):
             missed = list(self._store.view().events(self._watches.routed_ts + 1))
             if missed:
                 self._watches.publish(missed)
+
+    def _purge(self, request: PurgeRequest) -> None:
+        """Write a purge as the next commit: its event, and the removal of what it purges."""
+        started = time.perf_counter()
+        try:
+            self._recover()
+            commit_ts = self._store.last_commit_ts + 1
+            op = EventOp(request.namespace, request.agent_id, request.prefix, 0, None, purge=True)
+            txn_id = f"{request.namespace}:purge:{secrets.token_hex(12)}"
+            event = Event(commit_ts, txn_id, time.time_ns() // 1_000_000, (op,))
+            result = self._store.purge(event)
+        except (StorageError, OSError) as exc:
+            log.error("purge.failed", namespace=request.namespace, agent_id=request.agent_id, error=str(exc))
+            failure = exc if isinstance(exc, DataLossError) else Unavailable(f"nothing was purged: {exc}")
+            request.reply.set_exception(failure)
+            return
+        self._metrics.commits.inc()
+        if self._watches is not None:
+            self._watches.publish([event])
+        log.info(
+            "purge.done",
+            namespace=request.namespace,
+            agent_id=request.agent_id,
+            prefix=request.prefix,
+            commit_ts=commit_ts,
+            keys=result.keys,
+            events_rewritten=result.events,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+        request.reply.set_result(result)
+        # The purged bytes leave the data files soon, without stalling commits: RocksDB
+        # compacts on threads of its own, and this thread only waits for it.
+        ranges = purge_ranges(request.namespace, request.agent_id, result)
+        threading.Thread(
+            target=self._compact, args=(ranges, "purge"), name="purge-compact", daemon=True
+        ).start()
+
+    def _compact(self, ranges: list[tuple[bytes | None, bytes | None]] | None, reason: str) -> None:
+        started = time.perf_counter()
+        try:
+            self._store.compact(ranges)
+        except StorageError as exc:
+            log.warning("compact.failed", error=str(exc), reason=reason)
+            return
+        log.info("compact.done", reason=reason, duration_ms=round((time.perf_counter() - started) * 1000, 3))
 
     def _snapshot(self, request: SnapshotRequest) -> None:
         """Checkpoint the store now: between groups, so it holds only durable commits."""

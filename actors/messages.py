@@ -102,5 +102,16 @@ class SnapshotRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class PurgeRequest:
+    """Ask the ledger to purge an agent's keys under `prefix`, with their history, as the
+    next commit. `reply` resolves to a storage.PurgeResult, or to the error."""
+
+    namespace: str
+    agent_id: str
+    prefix: str
+    reply: Future[Any]
+
+
+@dataclass(frozen=True, slots=True)
 class RecoverRequest:
     """Ask the ledger to try reopening a store whose writes failed (sent by the reaper)."""

@@ -28,6 +28,7 @@ from actors.messages import (
     Condition,
     LedgerStatusQuery,
     Mutation,
+    PurgeRequest,
     RecoverRequest,
     SnapshotRequest,
     TxnOpen,
@@ -37,7 +38,7 @@ from actors.namespace import Activity, NamespaceActor, new_client_txn_namespace,
 from actors.registry import LiveActor, NamespaceRegistry
 from actors.reply import Reply
 from actors.watch import Watcher, WatchFilter, WatchHub
-from storage import ReadView, SnapshotDirectory, SnapshotInfo, StorageError, Store
+from storage import PurgeResult, ReadView, SnapshotDirectory, SnapshotInfo, StorageError, Store
 
 log = structlog.get_logger("statehouse.actors")
 
@@ -332,6 +333,33 @@ class ActorSystem:
     def abort(self, txn_id: str, wait: float, attempt: str = "") -> None:
         namespace = txn_namespace(txn_id)
         self._ask(namespace, False, lambda a: a.abort(txn_id, attempt), wait, txn_id, missing_ok=True)
+
+    def purge(self, namespace: str, agent_id: str, prefix: str, wait: float) -> PurgeResult:
+        """Purge the agent's keys under `prefix` and their history as the next commit."""
+        if self._stopping.is_set():
+            raise Unavailable("the daemon is shutting down")
+        reply: Future[PurgeResult] = Future()
+        self._tell_ledger(PurgeRequest(namespace, agent_id, prefix, reply))
+        try:
+            return reply.result(timeout=wait)
+        except FutureTimeout:
+            raise DeadlineExceeded(
+                "the purge did not finish before the deadline; it may still complete"
+            ) from None
+
+    def compact(self) -> float:
+        """Rewrite every data file so that what was purged or deleted leaves them; the seconds it took.
+
+        Runs on the caller's thread beside commits (RocksDB compacts on threads of its own).
+        """
+        if self._stopping.is_set():
+            raise Unavailable("the daemon is shutting down")
+        started = time.perf_counter()
+        try:
+            self.store.compact(None)
+        except StorageError as exc:
+            raise Unavailable(str(exc)) from exc
+        return time.perf_counter() - started
 
     def snapshot(self, wait: float) -> SnapshotInfo:
         """Take a snapshot now (between two commit groups) and return where it is."""

@@ -39,11 +39,17 @@ class WatchFilter(NamedTuple):
     key_prefix: str = ""
 
     def slice(self, event: Event) -> Event | None:
-        """This filter's part of one agent's slice of an event, or None if nothing matches."""
+        """This filter's part of one agent's slice of an event, or None if nothing matches.
+
+        A purge matches when it removes keys under the prefix: its own prefix starts
+        with the watched one, or is the start of it.
+        """
         prefix = self.key_prefix
         if not prefix:
             return event
-        ops = tuple(op for op in event.ops if op.key.startswith(prefix))
+        ops = tuple(
+            op for op in event.ops if op.key.startswith(prefix) or (op.purge and prefix.startswith(op.key))
+        )
         if not ops:
             return None
         return event if len(ops) == len(event.ops) else event._replace(ops=ops)

@@ -33,6 +33,8 @@ TITLES = {
     f"twice), pages of {PAGE:,}; one key of " + "{w8_versions:,} versions",
     "W9": "W9 adapter primitives: one client, one operation at a time; {w9_reads:,} operations per run "
     f"({BLOB_OPS} for the 900 KB values)",
+    "W10": "W10 forgetting: purge an agent of {w10_keys:,} keys, then compact, while another client "
+    "commits 3-write steps one after the other; seconds, and the writer's commit times in ms",
 }
 
 NOTES = {
@@ -87,6 +89,10 @@ NOTES = {
         "in one Commit, the base64 JSON (past 1 MiB) in a Stage chunk and then a Commit; a read is "
         "get_state, value decoded (and base64-decoded).",
     ],
+    "W10": [
+        "The purge is one atomic write ordered with commits: the writer's commits queued behind it "
+        "wait for it (max during purge). The compaction runs on RocksDB's threads beside commits.",
+    ],
 }
 
 
@@ -121,6 +127,12 @@ RATE_COLUMNS |= {
            Column("pages", "pages", ",.0f"), Column("writer commits", "writer_commits", ",.0f")),
     "W9": (Column("ops/s", "ops_per_s", ",.1f"), Column("p50 ms", "p50_ms", ".3f"),
            Column("p99 ms", "p99_ms", ".3f")),
+    "W10": (Column("purge s", "purge_s", ".2f"), Column("compact s", "compact_s", ".2f"),
+            Column("writer p50 before", "writer_p50_before_ms", ".2f"),
+            Column("commits in purge", "writer_commits_purge", ",.0f"),
+            Column("max in purge", "writer_max_purge_ms", ".1f"),
+            Column("p50 in compact", "writer_p50_compact_ms", ".2f"),
+            Column("max in compact", "writer_max_compact_ms", ".1f")),
 }  # fmt: skip
 # The ratios to etcd a workload's rows show: (column title, figure).
 RATE_AND_P50 = (("rate vs etcd", "ops_per_s"), ("p50 vs etcd", "p50_ms"))

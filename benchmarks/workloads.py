@@ -60,6 +60,7 @@ class Sizes:
     w8_versions: int = 10_000  # of the one key whose history is read
     w9_prefix_keys: int = 1_000_000  # under the prefix whose latest key is read
     w9_reads: int = 200  # timed operations per run of each W9 read case
+    w10_keys: int = 100_000  # of the agent each W10 run purges
 
 
 FULL = Sizes()
@@ -78,6 +79,7 @@ QUICK = Sizes(
     w8_versions=300,
     w9_prefix_keys=5000,
     w9_reads=20,
+    w10_keys=2000,
 )
 
 

@@ -128,7 +128,13 @@ def create_server(
     server = grpc.server(
         ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"), options=options
     )
-    servicer = StatehouseServicer(system, config.max_value_bytes, _git_sha(), max_streams=config.max_streams)
+    servicer = StatehouseServicer(
+        system,
+        config.max_value_bytes,
+        _git_sha(),
+        max_streams=config.max_streams,
+        max_message_bytes=config.max_message_bytes,
+    )
     server.add_generic_rpc_handlers((service_handler(servicer, streams),))
     health_servicer = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

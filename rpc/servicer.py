@@ -75,7 +75,9 @@ def _fill_event(message: pb.ReplayEvent, event: Event, form: ValueForm, agent: b
     operations = message.operations
     for op in event.ops:
         value = op.value
-        if value is None:
+        if op.purge:
+            operations.add(key=op.key, purged=True)
+        elif value is None:
             operations.add(key=op.key, version=op.version, deleted=True)
         elif form.json and type(value) is bytes:  # the common case, inline
             operations.add(key=op.key, version=op.version, value_json=value)
@@ -123,9 +125,17 @@ def _read_at_version(
 
 class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
     def __init__(
-        self, system: ActorSystem, max_value_bytes: int, git_sha: str = "unknown", max_streams: int = 32
+        self,
+        system: ActorSystem,
+        max_value_bytes: int,
+        git_sha: str = "unknown",
+        max_streams: int = 32,
+        max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self._system = system
+        # A ReadBatch answer stops growing past this, and then holds one value more at
+        # most: half of what a message has room for beside the largest value.
+        self._read_batch_bytes = min(READ_BATCH_BYTES, max(1, (max_message_bytes - max_value_bytes) // 2))
         self.count_error = ErrorCounter(system.metrics)
         self._codec = ValueCodec(max_value_bytes)
         self._git_sha = git_sha
@@ -226,6 +236,10 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         for m in request.mutations:
             mutation = self._codec.mutation(m)
             mutations.append(mutation)
+            if m.if_absent and m.HasField("expected_version"):
+                raise InvalidArgument(
+                    f"write of key {m.key!r}: if_absent and expected_version do not go together"
+                )
             if m.HasField("expected_version"):
                 conditions.append(Condition(*mutation.target, m.expected_version))
         for c in request.conditions:
@@ -243,6 +257,20 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
     def Abort(self, request: pb.AbortRequest, context: grpc.ServicerContext) -> pb.AbortResponse:
         self._system.abort(request.txn_id, _wait(context), request.attempt)
         return pb.AbortResponse()
+
+    @grpc_errors
+    def Purge(self, request: pb.PurgeRequest, context: grpc.ServicerContext) -> pb.PurgeResponse:
+        namespace = check_names(request.namespace, request.agent_id)
+        check_prefix(request.key_prefix)
+        result = self._system.purge(namespace, request.agent_id, request.key_prefix, _wait(context))
+        return pb.PurgeResponse(
+            commit_ts=result.commit_ts, keys_purged=result.keys, events_rewritten=result.events
+        )
+
+    @grpc_errors
+    def Compact(self, request: pb.CompactRequest, context: grpc.ServicerContext) -> pb.CompactResponse:
+        seconds = self._system.compact()
+        return pb.CompactResponse(seconds_ms=round(seconds * 1000))
 
     @grpc_errors
     def CreateSnapshot(
@@ -281,7 +309,7 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         size = 0
         for read in request.reads:
             outcome = response.outcomes.add()
-            if size >= READ_BATCH_BYTES:
+            if size >= self._read_batch_bytes:
                 # The answer must fit one message: the rest are left for the
                 # client to ask again (our SDK asks each alone).
                 outcome.code = grpc.StatusCode.ABORTED.value[0]

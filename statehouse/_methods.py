@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
@@ -33,6 +33,9 @@ from statehouse import _plans, _retry, _wire
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse.exceptions import ConflictError, StatehouseError, invalid
 from statehouse.types import AgentState, KeyVersion, Page, SnapshotInfo, StateResult, StateSet
+
+# The most reads one ReadBatch may carry (the daemon's MAX_BATCH_READS).
+MAX_BATCH_READS = 4096
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -144,30 +147,6 @@ def awaiting(
     return method
 
 
-def streaming(
-    plan: Callable[Concatenate[Any, P], Plan[None]],
-) -> Callable[Concatenate[Any, P], Iterator[Any]]:
-    """A method of the sync client that returns an iterator over what `plan` emits."""
-
-    @functools.wraps(plan)
-    def method(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[Any]:
-        return self._drive_stream(plan(self, *args, **kwargs))  # type: ignore[no-any-return]
-
-    return method
-
-
-def async_streaming(
-    plan: Callable[Concatenate[Any, P], Plan[None]],
-) -> Callable[Concatenate[Any, P], AsyncIterator[Any]]:
-    """A method of the async client that returns an async iterator over what `plan` emits."""
-
-    @functools.wraps(plan)
-    def method(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[Any]:
-        return self._drive_stream(plan(self, *args, **kwargs))  # type: ignore[no-any-return]
-
-    return method
-
-
 # -- the steps every plan is made of --------------------------------------------------------------------
 
 
@@ -240,6 +219,36 @@ def version(self: Client, /) -> Plan[tuple[str, str]]:
     return str(response.version), str(response.git_sha)
 
 
+def purge(self: Client, /, agent_id: str, *, key_prefix: str = "", namespace: str | None = None) -> Plan[int]:
+    """Remove the agent's keys starting with `key_prefix` (all of them with "") and their
+    history, atomically; returns the commit_ts of the purge.
+
+    Their state, every version and their operations in earlier log events
+    go; the log gains a purge event (the agent and prefix, no value) that
+    replay and watch deliver as an Operation with `purged` set. A key
+    written again starts at version 1. The bytes leave the daemon's data
+    files once they are compacted: in the background right after the purge,
+    or when `compact()` returns. Snapshots taken before keep them. Retried
+    (a repeat purges nothing more, and logs one more purge event).
+    """
+    request = pb.PurgeRequest(
+        namespace=_wire.names(namespace or self.namespace, agent_id), agent_id=agent_id, key_prefix=key_prefix
+    )
+    _wire.check_prefix(key_prefix)
+    response = yield from call(self, "Purge", request)
+    return int(response.commit_ts)
+
+
+def compact(self: Client, /) -> Plan[float]:
+    """Rewrite the daemon's data files so that what was purged (or deleted and overwritten)
+    leaves every one of them; returns the seconds it took. Commits go on meanwhile.
+
+    Retried.
+    """
+    response = yield from call(self, "Compact", pb.CompactRequest())
+    return float(response.seconds_ms) / 1000
+
+
 def create_snapshot(self: Client, /) -> Plan[SnapshotInfo]:
     """Take an online snapshot (commits continue); returns where it is on the daemon's machine.
 
@@ -285,22 +294,23 @@ def get_many(self: Client, /, keys: list[tuple[str, str]], namespace: str | None
     pending = list(range(len(requests)))
     at: int | None = None
     while pending:
-        batch = _wire.read_batch([requests[n] for n in pending], at)
+        asked = pending[:MAX_BATCH_READS]  # the daemon's bound on one ReadBatch
+        batch = _wire.read_batch([requests[n] for n in asked], at)
         response = yield from call(self, "ReadBatch", batch)
         if at is None:
             at = int(response.commit_ts)
-        outcomes = _wire.read_outcomes(response, len(pending))
+        outcomes = _wire.read_outcomes(response, len(asked))
         undone = []
-        for n, outcome in zip(pending, outcomes, strict=True):
+        for n, outcome in zip(asked, outcomes, strict=True):
             if isinstance(outcome, StatehouseError):
                 if outcome.code != "ABORTED":  # ABORTED: the answer was full; asked again below
                     raise outcome
                 undone.append(n)
             else:
                 results[n] = _wire.state_result(outcome, requests[n].key)
-        if len(undone) == len(pending):
+        if len(undone) == len(asked):
             raise StatehouseError("the daemon answered none of the reads of a get_many (each too large?)")
-        pending = undone
+        pending = undone + pending[len(asked) :]
     return StateSet(at or 0, [r for r in results if r is not None])
 
 
@@ -478,11 +488,12 @@ def list_agents(
     reverse: bool = False,
 ) -> Plan[list[str]]:
     """The agents of the namespace that hold at least one live key, in UTF-8 byte order of
-    agent_id (descending with `reverse=True`), as of one commit.
+    agent_id (descending with `reverse=True`).
 
     `prefix` keeps the agent ids that start with it; `limit` and
     `start_after` work as for `list_keys`. Only the agents are read, never
-    their keys' values. Fetched a page at a time; each call is retried.
+    their keys' values. Fetched a page at a time, each page as of the latest
+    commit then (agents have no time travel); each call is retried.
     """
     request = _wire.list_agents(
         namespace or self.namespace, prefix, _first_limit(limit), start_after, reverse=reverse
@@ -537,8 +548,13 @@ def replay(
 
     A stream broken by UNAVAILABLE resumes after the last commit it
     yielded (retried until the client's timeout passes without progress).
+    The arguments are checked by this call, before the stream opens.
     """
-    request = _wire.replay(namespace or self.namespace, agent_id, start_ts, end_ts)
+    # Not a generator itself, so that bad arguments raise here, not at the first next().
+    return _replay(self, _wire.replay(namespace or self.namespace, agent_id, start_ts, end_ts))
+
+
+def _replay(self: Client, request: pb.ReplayRequest) -> Plan[None]:
     last: int | None = None
     attempts = None
     while True:

@@ -223,6 +223,14 @@ def _paging(limit: int, page_token: str | None) -> None:
         raise invalid(f"page_token must be a string from a previous page, got {page_token!r}", False)
 
 
+def check_prefix(prefix: str) -> None:
+    """Check a key prefix ("" is allowed)."""
+    try:
+        _names.check_name("prefix", prefix, allow_empty=True)
+    except _names.NameError_ as exc:
+        raise invalid(str(exc), False) from None
+
+
 def _cursor(prefix: str, reverse: bool, start_after: str | None) -> None:
     """Check a listing's prefix, order and start-after cursor."""
     try:
@@ -428,7 +436,7 @@ def history_page(response: pb.KeyHistoryResponse) -> Page[KeyVersion]:
 def replay_event(message: pb.ReplayEvent, namespace: str, agent_id: str | None = None) -> ReplayEvent:
     """An event of a replay of `agent_id`, or of a watch (None: the agent the event names)."""
     operations = [
-        Operation(op.key, None if op.deleted else _value(op), op.version, op.deleted)
+        Operation(op.key, None if op.deleted or op.purged else _value(op), op.version, op.deleted, op.purged)
         for op in message.operations
     ]
     return ReplayEvent(

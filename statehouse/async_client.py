@@ -314,6 +314,11 @@ class AsyncStatehouse:
 
     create_snapshot = _methods.awaiting(_methods.create_snapshot)
 
+    # -- forgetting ------------------------------------------------------------------
+
+    purge = _methods.awaiting(_methods.purge)
+    compact = _methods.awaiting(_methods.compact)
+
     # -- lifecycle -------------------------------------------------------------------
 
     async def close(self) -> None:

@@ -151,7 +151,9 @@ def event_json(event: ReplayEvent) -> dict[str, Any]:
         "namespace": event.namespace,
         "agent": event.agent_id,
         "operations": [
-            {"key": op.key, "value": op.value, "version": op.version, "deleted": op.deleted}
+            {"key": op.key, "purged": True}
+            if op.purged
+            else {"key": op.key, "value": op.value, "version": op.version, "deleted": op.deleted}
             for op in event.operations
         ],
     }
@@ -161,6 +163,9 @@ def event_lines(event: ReplayEvent) -> Iterator[str]:
     """One line per operation: `[commit_ts 7] 2026-...Z  key = value  (version 2)`."""
     when = wall_clock(event.committed_at_ms) or "-"
     for op in event.operations:
+        if op.purged:
+            yield f"[commit_ts {event.commit_ts}] {when}  keys under {op.key!r} purged, history included"
+            continue
         change = f"{op.key} deleted" if op.deleted else f"{op.key} = {compact(op.value)}"
         yield f"[commit_ts {event.commit_ts}] {when}  {change}  (version {op.version})"
 
@@ -169,7 +174,11 @@ def only_prefix(event: ReplayEvent, prefix: str) -> ReplayEvent | None:
     """The event with only the operations on keys under `prefix`; None if none are."""
     if not prefix:
         return event
-    operations = [op for op in event.operations if op.key.startswith(prefix)]
+    operations = [
+        op
+        for op in event.operations
+        if op.key.startswith(prefix) or (op.purged and prefix.startswith(op.key))
+    ]
     if not operations:
         return None
     return ReplayEvent(
@@ -317,6 +326,36 @@ def version(client: Statehouse, as_json: bool) -> None:
             ["", "VERSION", "GIT_SHA"],
             [["statehoused", daemon_version, git_sha or "-"], ["statehousectl", __version__, "-"]],
         )
+
+
+@cli.command("purge")
+@click.argument("agent")
+@click.option("--prefix", default="", help="Only the keys starting with this (default: every key).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@with_client
+def purge_command(client: Statehouse, agent: str, prefix: str, yes: bool, as_json: bool) -> None:
+    """Remove AGENT's keys (or those under --prefix) and their whole history, for good."""
+    what = f"every key of agent {agent!r}" if not prefix else f"the keys of agent {agent!r} under {prefix!r}"
+    if not yes:
+        click.confirm(f"Purge {what} in namespace {client.namespace!r}, history included?", abort=True)
+    commit_ts = client.purge(agent, key_prefix=prefix)
+    if as_json:
+        echo_json({"agent": agent, "prefix": prefix, "commit_ts": commit_ts})
+    else:
+        click.echo(f"purged {what} at commit_ts {commit_ts}")
+
+
+@cli.command("compact")
+@json_option
+@with_client
+def compact_command(client: Statehouse, as_json: bool) -> None:
+    """Rewrite the daemon's data files so that purged data leaves them; waits until done."""
+    seconds = client.compact()
+    if as_json:
+        echo_json({"seconds": seconds})
+    else:
+        click.echo(f"compacted in {seconds:.3f} s")
 
 
 @cli.command()

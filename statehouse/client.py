@@ -37,8 +37,24 @@ DEFAULT_ADDR = "localhost:50051"
 DEFAULT_TIMEOUT_SECONDS = 30.0
 
 R = TypeVar("R")
-_PointRead = pb.GetStateRequest | pb.GetStateAtVersionRequest
 _PointAnswer = pb.GetStateResponse | pb.GetStateAtVersionResponse
+
+
+class _PointRead:
+    """A point read queued in the combiner, with the deadline of the attempt that made it."""
+
+    __slots__ = ("deadline", "request")
+
+    def __init__(self, request: pb.GetStateRequest | pb.GetStateAtVersionRequest, timeout: float) -> None:
+        self.request = request
+        self.deadline = time.monotonic() + timeout
+
+    def ByteSize(self) -> int:  # the protobuf name: the Combiner sizes batches by it
+        return int(self.request.ByteSize())
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
 
 TRANSACTION_DOC = """
 
@@ -199,7 +215,8 @@ class Statehouse:
 
     def _attempt(self, step: _methods.Attempt) -> Any:
         if step.rpc in ("GetState", "GetStateAtVersion"):
-            return self._reader.call(step.request)  # combined with other threads' reads
+            # Combined with other threads' reads.
+            return self._reader.call(_PointRead(step.request, step.timeout))
         return self._send(step.rpc, step.request, step.in_txn, step.timeout)
 
     def _send(self, rpc: str, request: Any, in_txn: bool, timeout: float) -> Any:
@@ -316,18 +333,20 @@ class Statehouse:
     get_many = _methods.blocking(_methods.get_many)
     update = _methods.blocking(_methods.update)
 
-    def _read_one(self, request: _PointRead) -> _PointAnswer:
-        rpc = "GetState" if isinstance(request, pb.GetStateRequest) else "GetStateAtVersion"
-        return self._send(rpc, request, False, self.timeout)  # type: ignore[no-any-return]
+    def _read_one(self, read: _PointRead) -> _PointAnswer:
+        rpc = "GetState" if isinstance(read.request, pb.GetStateRequest) else "GetStateAtVersion"
+        return self._send(rpc, read.request, False, read.remaining())  # type: ignore[no-any-return]
 
-    def _read_many(self, requests: Sequence[_PointRead]) -> list[_PointAnswer | StatehouseError]:
-        response = self._send("ReadBatch", _wire.read_batch(requests), False, self.timeout)
-        outcomes = _wire.read_outcomes(response, len(requests))
+    def _read_many(self, reads: Sequence[_PointRead]) -> list[_PointAnswer | StatehouseError]:
+        # The batch lives as long as the longest deadline among its reads.
+        batch = _wire.read_batch([read.request for read in reads])
+        response = self._send("ReadBatch", batch, False, max(read.remaining() for read in reads))
+        outcomes = _wire.read_outcomes(response, len(reads))
         for n, outcome in enumerate(outcomes):
             # Reads left undone because the answer grew too big: ask each alone.
             if isinstance(outcome, StatehouseError) and outcome.code == "ABORTED":
                 try:
-                    outcomes[n] = self._read_one(requests[n])
+                    outcomes[n] = self._read_one(reads[n])
                 except StatehouseError as exc:
                     outcomes[n] = exc
         return outcomes
@@ -422,6 +441,11 @@ class Statehouse:
     # -- snapshots ---------------------------------------------------------------------
 
     create_snapshot = _methods.blocking(_methods.create_snapshot)
+
+    # -- forgetting ------------------------------------------------------------------
+
+    purge = _methods.blocking(_methods.purge)
+    compact = _methods.blocking(_methods.compact)
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -21,12 +21,15 @@ class StateResult:
 
 @dataclass(slots=True)
 class Operation:
-    """One write (value set) or delete (`deleted` True, value None) in a commit."""
+    """One write (value set) or delete (`deleted` True, value None) in a commit, or a purge
+    (`purged` True: the agent's keys starting with `key` were removed with their history;
+    version 0, value None)."""
 
     key: str
     value: Any
     version: int
     deleted: bool = False
+    purged: bool = False
 
 
 @dataclass(slots=True)

@@ -7,7 +7,7 @@ Only the ledger actor writes (through `Store.append`); readers use the
 from storage.errors import DataLossError, StorageError, StoreFailedError, StoreLockedError, StoreRefusedError
 from storage.records import AgentEvent, Blob, Event, EventOp, StateRecord, VersionRecord
 from storage.snapshots import SnapshotDirectory, SnapshotInfo
-from storage.store import Store
+from storage.store import PurgeResult, Store
 from storage.view import ReadView
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "DataLossError",
     "Event",
     "EventOp",
+    "PurgeResult",
     "ReadView",
     "SnapshotDirectory",
     "SnapshotInfo",

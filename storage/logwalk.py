@@ -18,7 +18,7 @@ from typing import Any
 
 from storage import keys, reading
 from storage.errors import DataLossError, StorageError
-from storage.records import Event, StateRecord, VersionRecord, decode_event, encode_event
+from storage.records import Blob, Event, StateRecord, VersionRecord, decode_event, encode_event
 
 # The order in which divergences take precedence (see storage/verify.py).
 PRECEDENCE = ("EVENTS", "META", "STATE", "VERSIONS", "AGENT_EVENTS", "TXNS", "AGENTS")
@@ -436,10 +436,13 @@ def walk_log(
             report._add(
                 Divergence("EVENTS", where, "a well-formed event", "a record with trailing or missing bytes")
             )
-        if not event.ops:
+        if not event.ops and not event.scrubbed:
             report._add(Divergence("EVENTS", where, "at least one op (empty commits write no event)", "none"))
         seen: set[tuple[str, str, str]] = set()
         for op in event.ops:
+            if op.purge:
+                forget(versions, op.namespace, op.agent_id, op.key)
+                continue
             state_key = (op.namespace, op.agent_id, op.key)
             entry = versions.get(state_key)
             expected_version = 1 if entry is None else entry[0] + 1
@@ -467,6 +470,12 @@ def walk_log(
     ticker.finish(count)
 
 
+def forget(fold: Fold, namespace: str, agent_id: str, prefix: str) -> None:
+    """Drop from the fold what a purge removed: the agent's keys starting with `prefix`."""
+    for target in [t for t in fold if t[0] == namespace and t[1] == agent_id and t[2].startswith(prefix)]:
+        del fold[target]
+
+
 def _covered(report: Report, first: int, last: int) -> bool:
     """Whether reported damage of the log covers commits `first`..`last` (a jump over them)."""
     return any(
@@ -486,4 +495,7 @@ def _damaged_since(report: Report, commit_ts: int) -> bool:
 
 
 def digest_of(value: bytes | None) -> bytes | None:
-    return None if value is None else hashlib.blake2b(value, digest_size=16).digest()
+    """A value's digest; a bytes value's differs from the same bytes as JSON."""
+    if value is None:
+        return None
+    return hashlib.blake2b(value, digest_size=16, person=b"blob" if type(value) is Blob else b"").digest()

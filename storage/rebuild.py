@@ -135,7 +135,7 @@ class _Writer:
         is_latest = lambda op: latest[(op.namespace, op.agent_id, op.key)][0] == op.version  # noqa: E731
         for key, value in derived_records(event, state_for=is_latest):
             self._batch.put(key, value)
-        self.versions += len(event.ops)
+        self.versions += sum(1 for op in event.ops if not op.purge)
         self.agent_events += len(agent_slices(event))
         self.events += 1
         if len(self._batch) >= self._batch_ops or self._batch.size_in_bytes() >= self._batch_bytes:

@@ -4,6 +4,12 @@ Values are opaque bytes here: canonical JSON (validated above this layer),
 or a `Blob`, a value the writer gave as raw bytes, which its records mark
 with the BLOB flag so that it is read back as bytes; `None` marks a
 tombstone. All integers are big-endian fixed width.
+
+A purge (`EventOp.purge`) is an op of its own in the log: the agent's keys
+starting with `key` were removed with their history, at that commit. The
+events that wrote them before are rewritten without those ops and marked
+`scrubbed` (EVENT_SCRUBBED), so that one left with no op is still known for
+what it is.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ from typing import NamedTuple
 
 _TOMBSTONE = 1
 _BLOB = 2
+_PURGE = 4
 _EVENT_FORMAT = 1
+_EVENT_SCRUBBED = 2  # the format byte of an event a purge removed ops from
 
 _STATE = struct.Struct(">BQQ")  # flags, version, commit_ts
 _VERSION = struct.Struct(">BQ")  # flags, commit_ts
@@ -56,22 +64,26 @@ class VersionRecord(NamedTuple):
 
 
 class EventOp(NamedTuple):
-    """One write (value) or delete (value None) inside a committed event."""
+    """One write (value) or delete (value None) inside a committed event, or a purge
+    (`purge`: the agent's keys starting with `key` and their history removed; version 0)."""
 
     namespace: str
     agent_id: str
     key: str
     version: int
     value: bytes | None
+    purge: bool = False
 
 
 class Event(NamedTuple):
-    """One committed transaction, as stored in the global log."""
+    """One committed transaction, as stored in the global log. `scrubbed`: a later purge
+    removed some of its ops (it may have none left)."""
 
     commit_ts: int
     txn_id: str
     committed_at_ms: int
     ops: tuple[EventOp, ...]
+    scrubbed: bool = False
 
 
 # An agent's slice of an event (only that agent's ops) has the same shape.
@@ -109,20 +121,26 @@ def _read_text(data: bytes, pos: int) -> tuple[str, int]:
 
 def _encode_op_tail(parts: list[bytes], op: EventOp) -> None:
     value = op.value
-    parts.append(_OP_TAIL.pack(op.version, _flags(value), len(value or b"")))
+    flags = _flags(value) | (_PURGE if op.purge else 0)
+    parts.append(_OP_TAIL.pack(op.version, flags, len(value or b"")))
     if value:
         parts.append(value)
 
 
-def _decode_op_tail(data: bytes, pos: int) -> tuple[int, bytes | None, int]:
+def _decode_op_tail(data: bytes, pos: int) -> tuple[int, bytes | None, bool, int]:
     version, flags, size = _OP_TAIL.unpack_from(data, pos)
     pos += _OP_TAIL.size
-    return version, _value(flags, data[pos : pos + size]), pos + size
+    return version, _value(flags, data[pos : pos + size]), bool(flags & _PURGE), pos + size
+
+
+def _head(event: Event) -> bytes:
+    kind = _EVENT_SCRUBBED if event.scrubbed else _EVENT_FORMAT
+    return _EVENT_HEAD.pack(kind, event.committed_at_ms, len(event.ops))
 
 
 def encode_event(event: Event) -> bytes:
     """Encode a global-log event (each op names its namespace and agent)."""
-    parts = [_EVENT_HEAD.pack(_EVENT_FORMAT, event.committed_at_ms, len(event.ops)), _text(event.txn_id)]
+    parts = [_head(event), _text(event.txn_id)]
     for op in event.ops:
         parts += (_text(op.namespace), _text(op.agent_id), _text(op.key))
         _encode_op_tail(parts, op)
@@ -130,21 +148,21 @@ def encode_event(event: Event) -> bytes:
 
 
 def decode_event(commit_ts: int, data: bytes) -> Event:
-    _fmt, at_ms, count = _EVENT_HEAD.unpack_from(data)
+    fmt, at_ms, count = _EVENT_HEAD.unpack_from(data)
     txn_id, pos = _read_text(data, _EVENT_HEAD.size)
     ops = []
     for _ in range(count):
         namespace, pos = _read_text(data, pos)
         agent_id, pos = _read_text(data, pos)
         key, pos = _read_text(data, pos)
-        version, value, pos = _decode_op_tail(data, pos)
-        ops.append(EventOp(namespace, agent_id, key, version, value))
-    return Event(commit_ts, txn_id, at_ms, tuple(ops))
+        version, value, purge, pos = _decode_op_tail(data, pos)
+        ops.append(EventOp(namespace, agent_id, key, version, value, purge))
+    return Event(commit_ts, txn_id, at_ms, tuple(ops), fmt == _EVENT_SCRUBBED)
 
 
 def encode_agent_event(event: Event) -> bytes:
     """Encode one agent's slice of an event; namespace/agent live in the key."""
-    parts = [_EVENT_HEAD.pack(_EVENT_FORMAT, event.committed_at_ms, len(event.ops)), _text(event.txn_id)]
+    parts = [_head(event), _text(event.txn_id)]
     for op in event.ops:
         parts.append(_text(op.key))
         _encode_op_tail(parts, op)
@@ -153,7 +171,7 @@ def encode_agent_event(event: Event) -> bytes:
 
 def decode_agent_event(namespace: str, agent_id: str, commit_ts: int, data: bytes) -> Event:
     # Replay decodes one of these per event, so the field reads are inlined.
-    _fmt, at_ms, count = _EVENT_HEAD.unpack_from(data)
+    fmt, at_ms, count = _EVENT_HEAD.unpack_from(data)
     pos = _EVENT_HEAD.size
     (size,) = _U16.unpack_from(data, pos)
     pos += 2
@@ -176,5 +194,5 @@ def decode_agent_event(namespace: str, agent_id: str, commit_ts: int, data: byte
             else data[pos : pos + size]
         )
         pos += size
-        ops.append(EventOp(namespace, agent_id, key, version, value))
-    return Event(commit_ts, txn_id, at_ms, tuple(ops))
+        ops.append(EventOp(namespace, agent_id, key, version, value, bool(flags & _PURGE)))
+    return Event(commit_ts, txn_id, at_ms, tuple(ops), fmt == _EVENT_SCRUBBED)

@@ -16,8 +16,9 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
-from rocksdict import Checkpoint, Rdict, WriteBatch, WriteOptions
+from rocksdict import BottommostLevelCompaction, Checkpoint, CompactOptions, Rdict, WriteBatch, WriteOptions
 
 from storage import keys, opening, reading, wal
 from storage.durable import DurableMark, read_mark
@@ -28,6 +29,8 @@ from storage.records import (
     EventOp,
     StateRecord,
     VersionRecord,
+    decode_agent_event,
+    decode_event,
     decode_state,
     encode_agent_event,
     encode_event,
@@ -67,6 +70,7 @@ class Store:
         self._views: weakref.WeakSet[ReadView] = weakref.WeakSet()
         self._view: ReadView | None = None
         self._reopened = threading.Condition()
+        self._compacting = threading.Lock()  # held by a compaction, and by close and reopen
         self._retry_after = 0.0
         self._publish()
         self._closed = False
@@ -171,10 +175,11 @@ class Store:
                     "open readers (replay streams?) keep it from reopening; it will try again"
                 )
             del last
-            try:
-                self._db.close()
-            except Exception:
-                pass  # the old handle is in error; what is on disk is what counts
+            with self._compacting:  # a compaction must not run on a handle being closed
+                try:
+                    self._db.close()
+                except Exception:
+                    pass  # the old handle is in error; what is on disk is what counts
         try:
             self._db, self.last_commit_ts = _open_checked(self.path, create=False)
         except (StoreRefusedError, DataLossError) as exc:
@@ -229,6 +234,52 @@ class Store:
         Nothing becomes visible to readers before the write is on disk. On
         failure nothing from this call is visible, and StorageError is raised.
         """
+        batch = WriteBatch(raw_mode=True)
+        for event in events:
+            _add_event(batch, event)
+        self._write(batch, events)
+
+    def purge(self, event: Event) -> PurgeResult:
+        """Durably write a purge event (one op with `purge` set, the next commit_ts) and
+        remove, in the same write, the agent's keys under its prefix with their history:
+        STATE and VERSIONS records, their ops in earlier events (rewritten, marked scrubbed)
+        and in the agent's event index, and the agent from AGENTS if no key is left.
+
+        Atomic like `append`: all of it or nothing. The bytes stay in the table files
+        and the write-ahead log until `compact` (or RocksDB's own compactions) rewrites them.
+        """
+        [op] = event.ops
+        batch = WriteBatch(raw_mode=True)
+        result = _purge_records(self._db, batch, op.namespace, op.agent_id, op.key)
+        _add_event(batch, event)
+        self._write(batch, [event])
+        purged = [
+            t for t in self._versions if t[:2] == (op.namespace, op.agent_id) and t[2].startswith(op.key)
+        ]
+        for target in purged:
+            del self._versions[target]
+        return result._replace(commit_ts=event.commit_ts)
+
+    def compact(self, ranges: Sequence[tuple[bytes | None, bytes | None]] | None = None) -> None:
+        """Flush the memtable and rewrite the table files holding `ranges` (None: all of them),
+        so that what was deleted or purged leaves every file: the write-ahead log
+        that held it is dropped after the flush, the table files by the compaction.
+        Safe beside commits (RocksDB runs it on its own threads)."""
+        options = CompactOptions()
+        options.set_bottommost_level_compaction(BottommostLevelCompaction.force())
+        options.set_exclusive_manual_compaction(False)
+        with self._compacting:
+            if self._closed:
+                raise StorageError("store is closed")
+            try:
+                self._db.flush(True)
+                for begin, end in ranges or [(None, None)]:
+                    self._db.compact_range(begin, end, options)
+            except Exception as exc:
+                raise StorageError(f"compaction failed: {exc}") from exc
+
+    def _write(self, batch: WriteBatch, events: Sequence[Event]) -> None:
+        """Write `batch` (whose last event is `events[-1]`) durably, then publish it."""
         if self._closed:
             raise StorageError("store is closed")
         if self._refused is not None:
@@ -238,9 +289,6 @@ class Store:
                 f"nothing was committed: the store refuses writes since an earlier failure "
                 f"({self._failed}) until it is reopened"
             )
-        batch = WriteBatch(raw_mode=True)
-        for event in events:
-            _add_event(batch, event)
         batch.put(keys.META_LAST_COMMIT_TS, keys.u64(events[-1].commit_ts))
         sync_write = self._sync_method == "sync_write"
         crash_point("ledger.before_write")
@@ -272,7 +320,8 @@ class Store:
             versions.clear()
         for event in events:
             for op in event.ops:
-                versions[(op.namespace, op.agent_id, op.key)] = (op.version, op.value is not None)
+                if not op.purge:
+                    versions[(op.namespace, op.agent_id, op.key)] = (op.version, op.value is not None)
         self.last_commit_ts = events[-1].commit_ts
         self._mark.advance(self.last_commit_ts)
         self._publish()
@@ -319,12 +368,13 @@ class Store:
         self._closed = True
         self._view = None  # release the snapshot
         self._mark.close()
-        try:
-            self._db.close()
-        except Exception as exc:
-            if "closed" in str(exc):  # a failed reopen left no open handle
-                return
-            raise StorageError(f"closing the store failed: {exc}") from exc
+        with self._compacting:  # waits for a compaction under way to end
+            try:
+                self._db.close()
+            except Exception as exc:
+                if "closed" in str(exc):  # a failed reopen left no open handle
+                    return
+                raise StorageError(f"closing the store failed: {exc}") from exc
 
 
 # Free space, beyond the WAL's size, that a reopen after a failed write wants.
@@ -452,7 +502,7 @@ def agent_slices(event: Event) -> dict[tuple[str, str], Event]:
     by_agent: dict[tuple[str, str], list[EventOp]] = {}
     for op in event.ops:
         by_agent.setdefault((op.namespace, op.agent_id), []).append(op)
-    if len(by_agent) == 1:
+    if len(by_agent) == 1 and not event.scrubbed:
         return dict.fromkeys(by_agent, event)  # one agent: the slice is the event itself
     return {
         agent: Event(event.commit_ts, event.txn_id, event.committed_at_ms, tuple(ops))
@@ -470,6 +520,8 @@ def derived_records(
     written (default: all, the last one of a key wins).
     """
     for op in event.ops:
+        if op.purge:
+            continue  # a purge writes no state: `_purge_records` removes it
         if state_for is None or state_for(op):
             yield (
                 keys.state_key(op.namespace, op.agent_id, op.key),
@@ -481,8 +533,96 @@ def derived_records(
         )
     for (namespace, agent_id), agent_slice in agent_slices(event).items():
         yield keys.agent_event_key(namespace, agent_id, event.commit_ts), encode_agent_event(agent_slice)
-        yield keys.agent_key(namespace, agent_id), b""
+        if not all(op.purge for op in agent_slice.ops):
+            yield keys.agent_key(namespace, agent_id), b""
     yield keys.txn_key(event.txn_id), keys.u64(event.commit_ts)
+
+
+class PurgeResult(NamedTuple):
+    """What a purge removed: `keys` (live or deleted) and the earlier `events` it rewrote,
+    the first and last of which have commit_ts `first_ts` and `last_ts` (0 if none)."""
+
+    commit_ts: int
+    keys: int
+    events: int
+    first_ts: int = 0
+    last_ts: int = 0
+
+
+def purged(op: EventOp, namespace: str, agent_id: str, prefix: str) -> bool:
+    """Whether a purge of (namespace, agent_id, prefix) removes `op` (never another purge)."""
+    return (
+        not op.purge and op.namespace == namespace and op.agent_id == agent_id and op.key.startswith(prefix)
+    )
+
+
+def purge_ranges(
+    namespace: str, agent_id: str, result: PurgeResult
+) -> list[tuple[bytes | None, bytes | None]]:
+    """The key ranges a purge of the agent deleted from or rewrote, for `compact`: the agent's
+    records, and the stretch of the log it rewrote."""
+    ranges: list[tuple[bytes | None, bytes | None]] = []
+    for table in (keys.STATE, keys.VERSIONS, keys.AGENT_EVENTS):
+        begin = keys.agent_prefix(table, namespace, agent_id)
+        ranges.append((begin, keys.prefix_end(begin)))
+    if result.events:
+        ranges.append((keys.event_key(result.first_ts), keys.event_key(result.last_ts + 1)))
+    return ranges
+
+
+def _purge_records(db: Rdict, batch: WriteBatch, namespace: str, agent_id: str, prefix: str) -> PurgeResult:
+    """Add to `batch` the deletes and rewrites of a purge of the agent's keys under `prefix`."""
+    agent = keys.agent_prefix(keys.STATE, namespace, agent_id)
+    lower = agent + prefix.encode("utf-8")
+    upper = keys.prefix_end(lower)
+    what = f"the keys of agent {agent_id!r} in namespace {namespace!r}"
+    names = [raw[len(agent) :].decode("utf-8") for raw, _ in reading.scan(db, lower, what)]
+    # Earlier events that hold an op of those keys: rewritten without it.
+    slices = keys.agent_prefix(keys.AGENT_EVENTS, namespace, agent_id)
+    rewritten = first = last = 0
+    for raw_key, data in reading.scan(db, slices, f"the event index of agent {agent_id!r}"):
+        commit_ts = keys.read_u64(raw_key, len(slices))
+        part = decode_agent_event(namespace, agent_id, commit_ts, data)
+        if not any(purged(op, namespace, agent_id, prefix) for op in part.ops):
+            continue
+        logged = reading.get(db, keys.event_key(commit_ts))
+        if logged is None:
+            raise DataLossError(
+                f"commit_ts {commit_ts} is in the event index of agent {agent_id!r} but not in the log"
+            )
+        event = decode_event(commit_ts, logged)
+        kept = tuple(op for op in event.ops if not purged(op, namespace, agent_id, prefix))
+        batch.put(keys.event_key(commit_ts), encode_event(event._replace(ops=kept, scrubbed=True)))
+        left = tuple(op for op in part.ops if not purged(op, namespace, agent_id, prefix))
+        if left:
+            batch.put(raw_key, encode_agent_event(part._replace(ops=left)))
+        else:
+            batch.delete(raw_key)
+        rewritten += 1
+        first, last = first or commit_ts, commit_ts
+    batch.delete_range(lower, upper if upper is not None else keys.prefix_end(keys.STATE))
+    versions = keys.agent_prefix(keys.VERSIONS, namespace, agent_id)
+    if not prefix:
+        batch.delete_range(versions, keys.prefix_end(versions))
+    else:
+        for name in names:
+            history = keys.version_key(namespace, agent_id, name, 0)[: -len(keys.u64(0))]
+            batch.delete_range(history, keys.prefix_end(history))
+    if not _keeps_keys(db, agent, lower, upper):
+        batch.delete(keys.agent_key(namespace, agent_id))
+    return PurgeResult(0, len(names), rewritten, first, last)
+
+
+def _keeps_keys(db: Rdict, agent: bytes, lower: bytes, upper: bytes | None) -> bool:
+    """Whether the agent has a STATE record outside [lower, upper)."""
+    what = "the keys of an agent"
+    for raw, _ in reading.scan(db, agent, what):
+        if raw < lower or (upper is not None and raw >= upper):
+            return True
+        break
+    if upper is None:
+        return False
+    return any(True for _ in reading.scan(db, agent, what, upper))
 
 
 def _add_event(batch: WriteBatch, event: Event) -> None:

@@ -173,14 +173,15 @@ _UNREADABLE = b"\xff unreadable"  # a value no record has: compared, it matches 
 
 def _check_event_records(db: Any, event: Event, report: Report) -> None:
     """The VERSIONS records and AGENT_EVENTS slices this event implies exist, exactly."""
-    version_keys = [keys.version_key(op.namespace, op.agent_id, op.key, op.version) for op in event.ops]
+    written = [op for op in event.ops if not op.purge]
+    version_keys = [keys.version_key(op.namespace, op.agent_id, op.key, op.version) for op in written]
     slices = agent_slices(event)
     slice_keys = [keys.agent_event_key(ns, agent, event.commit_ts) for ns, agent in slices]
     txn_key = keys.txn_key(event.txn_id)
     found = _get_each(db, [*version_keys, *slice_keys, txn_key], report)
     report.versions += len(version_keys)
     report.agent_events += len(slice_keys)
-    for op, raw_key, data in zip(event.ops, version_keys, found, strict=False):
+    for op, raw_key, data in zip(written, version_keys, found, strict=False):
         expected = VersionRecord(event.commit_ts, op.value)
         if data != encode_version(expected) and data is not _UNREADABLE:
             report._add(

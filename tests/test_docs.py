@@ -77,6 +77,8 @@ def test_sdk_guide_runs_as_written(daemon: Daemon) -> None:
         "ckpt:0002 4",
         "['first', 10]",
         "['thread-1']",
+        "[True]",
+        "True ['thread-1']",
         "10",
         "status done",
         "['approval', 'goal', 'result-2', 'step', 'visits']",
@@ -147,6 +149,7 @@ BENCHMARK_ROWS = (
     "statehouse  get_agent_state(at_commit_ts=middle)",
     "W9 adapter primitives",
     "statehouse  get_many of 100 keys (one call)",
+    "W10 forgetting",
     "Targets (issue 4)",
 )
 
@@ -176,7 +179,7 @@ def test_documented_benchmarks_run(tmp_path: Path) -> None:
     for row in BENCHMARK_ROWS:
         assert row in result.stdout, row
     document = json.loads(results.read_text(encoding="utf-8"))
-    assert list(document["workloads"]) == ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9"]
+    assert list(document["workloads"]) == ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10"]
     assert all(len(case["runs"]) == 1 for w in document["workloads"].values() for case in w["cases"])
     assert len(document["targets"]) == 7
     if shutil.which("etcd"):

@@ -48,7 +48,8 @@ from google.protobuf.message_factory import GetMessageClass
 from rpc.server import Daemon
 from statehouse._proto import statehouse_pb2 as pb
 from storage import keys as storage_keys
-from storage.records import StateRecord, VersionRecord
+from storage.records import Event, StateRecord, VersionRecord
+from storage.store import purged
 
 SERVICE = pb.DESCRIPTOR.services_by_name["StatehouseService"]
 PATH = "/" + SERVICE.full_name + "/"
@@ -538,22 +539,59 @@ def note_commits(method: str, raw: bytes, reply: bytes, acked: set[int], issued:
                 issued.add(request.txn_id)
 
 
-def check_store(daemon: Daemon, before: tuple[Any, ...], acked: set[int], issued: set[str]) -> int:
-    """The store after the run: old log intact, new events all acknowledged, state = fold of log."""
+def note_purge(raw: bytes, reply: bytes, purges: dict[int, tuple[str, str, str]]) -> None:
+    """Record what an accepted Purge removed: commit_ts -> (namespace, agent_id, prefix)."""
+    request = pb.PurgeRequest.FromString(raw)
+    commit_ts = pb.PurgeResponse.FromString(reply).commit_ts
+    purges[commit_ts] = (request.namespace or "default", request.agent_id, request.key_prefix)
+
+
+def scrubbed(event: Event, purges: dict[int, tuple[str, str, str]]) -> Event:
+    """An event as the acknowledged purges after it leave it: without the ops they removed."""
+    later = [p for ts, p in purges.items() if ts > event.commit_ts]
+    kept = tuple(op for op in event.ops if not any(purged(op, *p) for p in later))
+    if kept == event.ops:
+        return event
+    return event._replace(ops=kept, scrubbed=True)
+
+
+def check_store(
+    daemon: Daemon,
+    before: tuple[Any, ...],
+    acked: set[int],
+    issued: set[str],
+    purges: dict[int, tuple[str, str, str]],
+) -> int:
+    """The store after the run: old log intact but for what acknowledged purges removed, new
+    events all acknowledged commits or purges, state = fold of log."""
     after = fingerprint(daemon)
     if after == before:
         return 0
     _, old_events, _, _ = before
     last_commit_ts, events, states, versions = after
-    assert events[: len(old_events)] == old_events, "the existing log changed"
+    expected_old = [scrubbed(event, purges) for event in old_events]
+    assert events[: len(old_events)] == expected_old, "the existing log changed"
     new = events[len(old_events) :]
-    unacknowledged = [e for e in new if e.commit_ts not in acked or e.txn_id not in issued]
-    assert not unacknowledged, f"events no fuzzed Commit acknowledged: {unacknowledged[:3]}"
+    unacknowledged = [
+        e for e in new if e.commit_ts not in purges and (e.commit_ts not in acked or e.txn_id not in issued)
+    ]
+    assert not unacknowledged, f"events no fuzzed Commit or Purge acknowledged: {unacknowledged[:3]}"
     assert last_commit_ts == events[-1].commit_ts
     folded_states: dict[bytes, StateRecord] = {}
     folded_versions: dict[bytes, VersionRecord] = {}
     for event in events:
         for op in event.ops:
+            if op.purge:
+                assert purges[event.commit_ts] == (op.namespace, op.agent_id, op.key)
+                agent = storage_keys.agent_prefix(storage_keys.STATE, op.namespace, op.agent_id)
+                start = agent + op.key.encode("utf-8")
+                for raw in [k for k in folded_states if k.startswith(start)]:
+                    del folded_states[raw]
+                    key = raw[len(agent) :].decode("utf-8")
+                    gone = storage_keys.version_key(op.namespace, op.agent_id, key, 0)[:-8]
+                    for version_key in [k for k in folded_versions if k.startswith(gone)]:
+                        del folded_versions[version_key]
+                continue
             folded_states[storage_keys.state_key(op.namespace, op.agent_id, op.key)] = StateRecord(
                 op.version, event.commit_ts, op.value
             )
@@ -690,6 +728,7 @@ def test_fuzz_every_rpc(daemon: Daemon, channel: grpc.Channel) -> None:
     per_method = max(1, TOTAL_CASES // len(methods))
     counts: dict[str, collections.Counter[str]] = {m.name: collections.Counter() for m in methods}
     acked: set[int] = set()
+    purges: dict[int, tuple[str, str, str]] = {}
     findings: list[Finding] = []
     started = time.monotonic()
     schedule = [m for m in methods for _ in range(per_method)]
@@ -707,6 +746,8 @@ def test_fuzz_every_rpc(daemon: Daemon, channel: grpc.Channel) -> None:
             findings.append(Finding(method.name, code, details, kind, raw))
         if code == C.OK and method.name in ("Commit", "Stage", "CommitBatch"):
             note_commits(method.name, raw, replies[0], acked, txns.issued)
+        if code == C.OK and method.name == "Purge":
+            note_purge(raw, replies[0], purges)
         if code == C.OK and method.name == "BeginTransaction":
             txns.issued.add(pb.BeginTransactionResponse.FromString(replies[0]).txn_id)
         if n % HEALTH_EVERY == 0:
@@ -721,7 +762,7 @@ def test_fuzz_every_rpc(daemon: Daemon, channel: grpc.Channel) -> None:
         )
 
     assert healthy(call), "the daemon stopped serving"
-    committed = check_store(daemon, before, acked, txns.issued)
+    committed = check_store(daemon, before, acked, txns.issued, purges)
     print(f"fuzzed commits that wrote (acknowledged, accounted for): {committed}")
 
     if findings:

@@ -229,6 +229,24 @@ class Model:
             ops.append(EventOp(*target, len(versions), value))
         return self.commit_ts, tuple(ops)
 
+    def apply_purge(self, namespace: str, agent: str, prefix: str) -> int:
+        """A purge: the agent's keys under `prefix` lose their history, and their ops leave every
+        earlier event (which stays, perhaps with no op); the purge is the next commit."""
+
+        def gone(op: EventOp) -> bool:
+            return (
+                not op.purge
+                and (op.namespace, op.agent_id) == (namespace, agent)
+                and op.key.startswith(prefix)
+            )
+
+        for target in [t for t in self.history if t[:2] == (namespace, agent) and t[2].startswith(prefix)]:
+            del self.history[target]
+        for event in self.events:
+            event.ops = tuple(op for op in event.ops if not gone(op))
+        self.commit_ts += 1
+        return self.commit_ts
+
     def agents(self, namespace: str, prefix: str = "") -> list[str]:
         """The agents of `namespace` under `prefix` that hold a live key, in byte order."""
         return sorted(
@@ -399,6 +417,21 @@ class StatehouseMachine(RuleBasedStateMachine):
             assert before <= event.committed_at_ms <= after
             self.model.events.append(ModelEvent(commit_ts, txn_id, event.committed_at_ms, ops))
             assert _event_tuple(event) == _event_tuple(self.model.events[-1])
+
+    @rule(
+        namespace=st.sampled_from(NAMESPACES),
+        agent=st.sampled_from(AGENTS),
+        prefix=st.sampled_from(("", "k", "task/", "b:", "zz")),
+    )
+    def purge(self, namespace: str, agent: str, prefix: str) -> None:
+        result = self.sys.purge(namespace, agent, prefix, W)
+        expected_ts = self.model.apply_purge(namespace, agent, prefix)
+        assert result.commit_ts == expected_ts
+        [event] = list(self.sys.view().events(expected_ts))
+        op = EventOp(namespace, agent, prefix, 0, None, True)
+        assert event.ops == (op,)
+        self.model.events.append(ModelEvent(expected_ts, event.txn_id, event.committed_at_ms, (op,)))
+        note_event("purge")
 
     @rule(data=st.data(), batch=batches)
     def commit(self, data: st.DataObject, batch: list[Mutation]) -> None:
@@ -623,6 +656,10 @@ class StatehouseMachine(RuleBasedStateMachine):
             targets = [(op.namespace, op.agent_id, op.key) for op in event.ops]
             assert len(set(targets)) == len(targets), "one version per key per transaction"
             for op, target in zip(event.ops, targets, strict=True):
+                if op.purge:
+                    for gone in [t for t in state if t[:2] == target[:2] and t[2].startswith(op.key)]:
+                        del state[gone]
+                    continue
                 previous = state.get(target)
                 assert op.version == (0 if previous is None else previous.version) + 1
                 state[target] = StateRecord(op.version, event.commit_ts, op.value)

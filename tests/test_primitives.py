@@ -401,3 +401,18 @@ def test_verify_reports_and_rebuild_restores_the_agents_index(tmp_path: Path) ->
     assert "namespace='default' agent='stranger'" in str(report.divergence)  # the first of the two
     rebuild(path)
     assert verify(path).ok
+
+
+def test_get_many_of_more_pairs_than_one_read_batch_carries(sdk: Any) -> None:
+    client = sdk.client
+    commit(client, *[("wide", f"k{n}", n) for n in range(0, 5000, 7)])
+    got = client.get_many([("wide", f"k{n}") for n in range(5000)])  # the daemon takes 4,096 a call
+    assert len(got) == 5000
+    assert [r.value for r in got if r.exists] == list(range(0, 5000, 7))
+
+
+def test_replay_checks_its_arguments_when_called(sdk: Any) -> None:
+    with pytest.raises(InvalidArgumentError, match="after end_ts"):
+        sdk.client.replay("a", 5, 1)
+    with pytest.raises(InvalidArgumentError, match="agent_id must not be empty"):
+        sdk.client.replay("")

@@ -512,20 +512,22 @@ class ReplayBatch(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[ReplayEvent, _Mapping]]] = ...) -> None: ...
 
 class Operation(_message.Message):
-    __slots__ = ("key", "value", "version", "value_json", "deleted", "value_bytes")
+    __slots__ = ("key", "value", "version", "value_json", "deleted", "value_bytes", "purged")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
     DELETED_FIELD_NUMBER: _ClassVar[int]
     VALUE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PURGED_FIELD_NUMBER: _ClassVar[int]
     key: str
     value: _struct_pb2.Struct
     version: int
     value_json: bytes
     deleted: bool
     value_bytes: bytes
-    def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[int] = ..., value_json: _Optional[bytes] = ..., deleted: _Optional[bool] = ..., value_bytes: _Optional[bytes] = ...) -> None: ...
+    purged: bool
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[int] = ..., value_json: _Optional[bytes] = ..., deleted: _Optional[bool] = ..., value_bytes: _Optional[bytes] = ..., purged: _Optional[bool] = ...) -> None: ...
 
 class ListAgentsRequest(_message.Message):
     __slots__ = ("namespace", "prefix", "limit", "start_after", "page_token", "reverse")
@@ -552,6 +554,36 @@ class ListAgentsResponse(_message.Message):
     next_page_token: str
     commit_ts: int
     def __init__(self, agent_ids: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ..., commit_ts: _Optional[int] = ...) -> None: ...
+
+class PurgeRequest(_message.Message):
+    __slots__ = ("namespace", "agent_id", "key_prefix")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    agent_id: str
+    key_prefix: str
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., key_prefix: _Optional[str] = ...) -> None: ...
+
+class PurgeResponse(_message.Message):
+    __slots__ = ("commit_ts", "keys_purged", "events_rewritten")
+    COMMIT_TS_FIELD_NUMBER: _ClassVar[int]
+    KEYS_PURGED_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_REWRITTEN_FIELD_NUMBER: _ClassVar[int]
+    commit_ts: int
+    keys_purged: int
+    events_rewritten: int
+    def __init__(self, commit_ts: _Optional[int] = ..., keys_purged: _Optional[int] = ..., events_rewritten: _Optional[int] = ...) -> None: ...
+
+class CompactRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CompactResponse(_message.Message):
+    __slots__ = ("seconds_ms",)
+    SECONDS_MS_FIELD_NUMBER: _ClassVar[int]
+    seconds_ms: int
+    def __init__(self, seconds_ms: _Optional[int] = ...) -> None: ...
 
 class CreateSnapshotRequest(_message.Message):
     __slots__ = ()

@@ -124,6 +124,16 @@ class StatehouseServiceStub:
                 request_serializer=statehouse_dot_v1_dot_statehouse__pb2.ListAgentsRequest.SerializeToString,
                 response_deserializer=statehouse_dot_v1_dot_statehouse__pb2.ListAgentsResponse.FromString,
                 _registered_method=True)
+        self.Purge = channel.unary_unary(
+                '/statehouse.v1.StatehouseService/Purge',
+                request_serializer=statehouse_dot_v1_dot_statehouse__pb2.PurgeRequest.SerializeToString,
+                response_deserializer=statehouse_dot_v1_dot_statehouse__pb2.PurgeResponse.FromString,
+                _registered_method=True)
+        self.Compact = channel.unary_unary(
+                '/statehouse.v1.StatehouseService/Compact',
+                request_serializer=statehouse_dot_v1_dot_statehouse__pb2.CompactRequest.SerializeToString,
+                response_deserializer=statehouse_dot_v1_dot_statehouse__pb2.CompactResponse.FromString,
+                _registered_method=True)
         self.KeyHistory = channel.unary_unary(
                 '/statehouse.v1.StatehouseService/KeyHistory',
                 request_serializer=statehouse_dot_v1_dot_statehouse__pb2.KeyHistoryRequest.SerializeToString,
@@ -256,6 +266,22 @@ class StatehouseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Purge(self, request, context):
+        """Extension: remove an agent's keys (or those under a prefix) and their
+        history, atomically, leaving a purge event in the log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Compact(self, request, context):
+        """Extension: rewrite the data files so that what was purged or deleted
+        leaves them; answers once done.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def KeyHistory(self, request, context):
         """Extension: the versions of one key, newest first, a page at a time.
         """
@@ -364,6 +390,16 @@ def add_StatehouseServiceServicer_to_server(servicer, server):
                     servicer.ListAgents,
                     request_deserializer=statehouse_dot_v1_dot_statehouse__pb2.ListAgentsRequest.FromString,
                     response_serializer=statehouse_dot_v1_dot_statehouse__pb2.ListAgentsResponse.SerializeToString,
+            ),
+            'Purge': grpc.unary_unary_rpc_method_handler(
+                    servicer.Purge,
+                    request_deserializer=statehouse_dot_v1_dot_statehouse__pb2.PurgeRequest.FromString,
+                    response_serializer=statehouse_dot_v1_dot_statehouse__pb2.PurgeResponse.SerializeToString,
+            ),
+            'Compact': grpc.unary_unary_rpc_method_handler(
+                    servicer.Compact,
+                    request_deserializer=statehouse_dot_v1_dot_statehouse__pb2.CompactRequest.FromString,
+                    response_serializer=statehouse_dot_v1_dot_statehouse__pb2.CompactResponse.SerializeToString,
             ),
             'KeyHistory': grpc.unary_unary_rpc_method_handler(
                     servicer.KeyHistory,
@@ -862,6 +898,60 @@ class StatehouseService:
             '/statehouse.v1.StatehouseService/ListAgents',
             statehouse_dot_v1_dot_statehouse__pb2.ListAgentsRequest.SerializeToString,
             statehouse_dot_v1_dot_statehouse__pb2.ListAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Purge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/statehouse.v1.StatehouseService/Purge',
+            statehouse_dot_v1_dot_statehouse__pb2.PurgeRequest.SerializeToString,
+            statehouse_dot_v1_dot_statehouse__pb2.PurgeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Compact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/statehouse.v1.StatehouseService/Compact',
+            statehouse_dot_v1_dot_statehouse__pb2.CompactRequest.SerializeToString,
+            statehouse_dot_v1_dot_statehouse__pb2.CompactResponse.FromString,
             options,
             channel_credentials,
             insecure,
