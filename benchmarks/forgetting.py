@@ -64,8 +64,13 @@ class Writer:
         self._stop.set()
         self._thread.join()
 
-    def during(self, start: float, end: float) -> list[float]:
+    def overlapping(self, start: float, end: float) -> list[float]:
+        """The commits that were under way at some moment of [start, end]."""
         return [s for began, s in self.latencies if began + s >= start and began <= end]
+
+    def started(self, start: float, end: float) -> list[float]:
+        """The commits that began within [start, end)."""
+        return [s for began, s in self.latencies if start <= began < end]
 
 
 def load(client: Statehouse, agent: str, count: int) -> None:
@@ -103,8 +108,8 @@ def forgetting_workload(ctx: Context) -> Outcome:
             if client.get_state("survivor", "k0").value["step"] != len(writer.latencies) - 1:
                 raise BenchmarkError("the writer's last acknowledged step is not what it reads back")
             steady = [s for b, s in writer.latencies if b < began]
-            during_purge = writer.during(began, purged)
-            during_compact = writer.during(purged, compacted)
+            during_purge = writer.overlapping(began, purged)
+            during_compact = writer.started(purged, compacted)
             return {
                 "purge_s": purged - began,
                 "compact_s": compacted - purged,

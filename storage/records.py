@@ -147,6 +147,18 @@ def encode_event(event: Event) -> bytes:
     return b"".join(parts)
 
 
+def op_count(data: bytes) -> int:
+    """How many ops an encoded event or agent slice holds, read from its head alone."""
+    return int(_EVENT_HEAD.unpack_from(data)[2])
+
+
+def emptied(commit_ts: int, data: bytes) -> Event:
+    """An encoded event with every op removed (a purge took them all): its head alone decoded."""
+    _fmt, at_ms, _count = _EVENT_HEAD.unpack_from(data)
+    txn_id, _pos = _read_text(data, _EVENT_HEAD.size)
+    return Event(commit_ts, txn_id, at_ms, (), True)
+
+
 def decode_event(commit_ts: int, data: bytes) -> Event:
     fmt, at_ms, count = _EVENT_HEAD.unpack_from(data)
     txn_id, pos = _read_text(data, _EVENT_HEAD.size)

@@ -32,10 +32,12 @@ from storage.records import (
     decode_agent_event,
     decode_event,
     decode_state,
+    emptied,
     encode_agent_event,
     encode_event,
     encode_state,
     encode_version,
+    op_count,
 )
 from storage.view import ReadView
 
@@ -576,20 +578,31 @@ def _purge_records(db: Rdict, batch: WriteBatch, namespace: str, agent_id: str, 
     lower = agent + prefix.encode("utf-8")
     upper = keys.prefix_end(lower)
     what = f"the keys of agent {agent_id!r} in namespace {namespace!r}"
-    names = [raw[len(agent) :].decode("utf-8") for raw, _ in reading.scan(db, lower, what)]
+    found = reading.scan(db, lower, what)
+    # The names are needed for a prefix (each key's versions are a range of their own).
+    names = [raw[len(agent) :].decode("utf-8") for raw, _ in found] if prefix else []
+    count = len(names) if prefix else sum(1 for _ in found)
     # Earlier events that hold an op of those keys: rewritten without it.
     slices = keys.agent_prefix(keys.AGENT_EVENTS, namespace, agent_id)
     rewritten = first = last = 0
     for raw_key, data in reading.scan(db, slices, f"the event index of agent {agent_id!r}"):
         commit_ts = keys.read_u64(raw_key, len(slices))
-        part = decode_agent_event(namespace, agent_id, commit_ts, data)
-        if not any(purged(op, namespace, agent_id, prefix) for op in part.ops):
-            continue
         logged = reading.get(db, keys.event_key(commit_ts))
         if logged is None:
             raise DataLossError(
                 f"commit_ts {commit_ts} is in the event index of agent {agent_id!r} but not in the log"
             )
+        ops = op_count(data)
+        if not prefix and ops > 1 and op_count(logged) == ops:
+            # The agent's own event, of writes (a purge's event has one op): all of it goes.
+            batch.put(keys.event_key(commit_ts), encode_event(emptied(commit_ts, logged)))
+            batch.delete(raw_key)
+            rewritten += 1
+            first, last = first or commit_ts, commit_ts
+            continue
+        part = decode_agent_event(namespace, agent_id, commit_ts, data)
+        if not any(purged(op, namespace, agent_id, prefix) for op in part.ops):
+            continue
         event = decode_event(commit_ts, logged)
         kept = tuple(op for op in event.ops if not purged(op, namespace, agent_id, prefix))
         batch.put(keys.event_key(commit_ts), encode_event(event._replace(ops=kept, scrubbed=True)))
@@ -610,7 +623,7 @@ def _purge_records(db: Rdict, batch: WriteBatch, namespace: str, agent_id: str, 
             batch.delete_range(history, keys.prefix_end(history))
     if not _keeps_keys(db, agent, lower, upper):
         batch.delete(keys.agent_key(namespace, agent_id))
-    return PurgeResult(0, len(names), rewritten, first, last)
+    return PurgeResult(0, count, rewritten, first, last)
 
 
 def _keeps_keys(db: Rdict, agent: bytes, lower: bytes, upper: bytes | None) -> bool:
