@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import collections
 import secrets
-import threading
 import time
 from typing import Any, NamedTuple
 
 import pykka
 import structlog
 
+from actors.compactor import Compactor
 from actors.errors import Conflict, OutcomeUnknown, Unavailable
 from actors.messages import (
     CommitIntent,
     CommitIntents,
+    CompactionSettled,
     Condition,
     LedgerStatusQuery,
     PurgeRequest,
@@ -79,6 +80,8 @@ class Ledger(pykka.ThreadingActor):
         self._recent_group_sizes: collections.deque[int] = collections.deque(maxlen=64)
         self._recent_sync_ms: collections.deque[float] = collections.deque(maxlen=64)
         self._last_group_at: float | None = None  # time.monotonic() of the last synced write
+        # Compactions purges owe; it reports back through the mailbox, where the store is written.
+        self._compactor = Compactor(store, self._compacted)
 
     # Only tells arrive here. An exception escaping a tell would kill the
     # sole writer, so every failure is turned into a reply instead.
@@ -108,6 +111,13 @@ class Ledger(pykka.ThreadingActor):
         elif isinstance(message, PurgeRequest):
             self._flush()  # the commits before it in the mailbox come first
             self._purge(message)
+        elif isinstance(message, CompactionSettled):
+            # Commits that waited behind this message go first (it arrived between them).
+            self._flush()
+            try:
+                self._store.settle_compaction(message.purge_ts)
+            except StorageError as exc:
+                log.warning("compact.unrecorded", error=str(exc))
         elif isinstance(message, RecoverRequest):
             self._flush()
             try:
@@ -138,10 +148,22 @@ class Ledger(pykka.ThreadingActor):
             txn_id = f"{request.namespace}:purge:{secrets.token_hex(12)}"
             event = Event(commit_ts, txn_id, time.time_ns() // 1_000_000, (op,))
             result = self._store.purge(event)
+        except StoreFailedError as exc:  # the WAL fsync failed: the purge may survive the reopen
+            log.error(
+                "purge.sync_failed", namespace=request.namespace, agent_id=request.agent_id, error=str(exc)
+            )
+            request.reply.set_exception(
+                OutcomeUnknown(f"purge outcome unknown: {exc}. Read the agent to find out, or purge again")
+            )
+            return
         except (StorageError, OSError) as exc:
             log.error("purge.failed", namespace=request.namespace, agent_id=request.agent_id, error=str(exc))
             failure = exc if isinstance(exc, DataLossError) else Unavailable(f"nothing was purged: {exc}")
             request.reply.set_exception(failure)
+            return
+        except Exception as exc:  # a bug, or a record that does not decode: answer, do not hang
+            log.exception("purge.failed", namespace=request.namespace, agent_id=request.agent_id)
+            request.reply.set_exception(Unavailable(f"nothing was purged: {exc!r}"))
             return
         self._metrics.commits.inc()
         if self._watches is not None:
@@ -157,21 +179,9 @@ class Ledger(pykka.ThreadingActor):
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
         )
         request.reply.set_result(result)
-        # The purged bytes leave the data files soon, without stalling commits: RocksDB
-        # compacts on threads of its own, and this thread only waits for it.
-        ranges = purge_ranges(request.namespace, request.agent_id, result)
-        threading.Thread(
-            target=self._compact, args=(ranges, "purge"), name="purge-compact", daemon=True
-        ).start()
-
-    def _compact(self, ranges: list[tuple[bytes | None, bytes | None]] | None, reason: str) -> None:
-        started = time.perf_counter()
-        try:
-            self._store.compact(ranges)
-        except StorageError as exc:
-            log.warning("compact.failed", error=str(exc), reason=reason)
-            return
-        log.info("compact.done", reason=reason, duration_ms=round((time.perf_counter() - started) * 1000, 3))
+        # The purged bytes leave the data files soon, without stalling commits (see
+        # actors/compactor.py): once older readers are done, on RocksDB's threads.
+        self._compactor.owe(purge_ranges(request.namespace, request.agent_id, result), commit_ts)
 
     def _snapshot(self, request: SnapshotRequest) -> None:
         """Checkpoint the store now: between groups, so it holds only durable commits."""
@@ -199,8 +209,19 @@ class Ledger(pykka.ThreadingActor):
         if request.reply is not None:
             request.reply.set_result(SnapshotInfo(path, commit_ts))
 
+    def _compacted(self, purge_ts: int) -> None:
+        """Called by the compactor's thread: record it through the mailbox (the writer's thread)."""
+        try:
+            self.actor_ref.tell(CompactionSettled(purge_ts))
+        except pykka.ActorDeadError:
+            pass  # stopped meanwhile: the store still says it is owed, and the next start pays it
+
+    def on_start(self) -> None:
+        self._compactor.start()
+
     def on_stop(self) -> None:
         self._flush()
+        self._compactor.stop()
 
     def _flush(self) -> None:
         group, self._pending = self._pending, []

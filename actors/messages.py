@@ -113,5 +113,12 @@ class PurgeRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class CompactionSettled:
+    """Told by the compactor: every purge up to `purge_ts` has been compacted out of the files."""
+
+    purge_ts: int
+
+
+@dataclass(frozen=True, slots=True)
 class RecoverRequest:
     """Ask the ledger to try reopening a store whose writes failed (sent by the reaper)."""

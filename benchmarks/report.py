@@ -35,6 +35,8 @@ TITLES = {
     f"({BLOB_OPS} for the 900 KB values)",
     "W10": "W10 forgetting: purge an agent of {w10_keys:,} keys, then compact, while another client "
     "commits 3-write steps one after the other; seconds, and the writer's commit times in ms",
+    "W11": "W11 growth: {w11_commits:,} commits of 3 prose-like writes (~850 B JSON each) into a fresh "
+    "store, measured every {w11_segment:,}",
 }
 
 NOTES = {
@@ -93,6 +95,11 @@ NOTES = {
         "The purge is one atomic write ordered with commits: the writer's commits queued behind it "
         "wait for it (max during purge). The compaction runs on RocksDB's threads beside commits.",
     ],
+    "W11": [
+        "last/first = the commit rate of the last segment over the first's; disk/value byte = the "
+        "data directory's size at the end over the bytes of JSON values written. The per-segment "
+        "rates and sizes are in the JSON report (rate_N, mb_N).",
+    ],
 }
 
 
@@ -133,6 +140,9 @@ RATE_COLUMNS |= {
             Column("max in purge", "writer_max_purge_ms", ".1f"),
             Column("p50 in compact", "writer_p50_compact_ms", ".2f"),
             Column("max in compact", "writer_max_compact_ms", ".1f")),
+    "W11": (Column("first commits/s", "first_rate", ",.0f"), Column("last commits/s", "last_rate", ",.0f"),
+            Column("last/first", "last_vs_first", ".2f"), Column("data dir MB", "dir_mb", ",.0f"),
+            Column("disk/value byte", "disk_per_value_byte", ".2f")),
 }  # fmt: skip
 # The ratios to etcd a workload's rows show: (column title, figure).
 RATE_AND_P50 = (("rate vs etcd", "ops_per_s"), ("p50 vs etcd", "p50_ms"))

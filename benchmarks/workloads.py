@@ -61,6 +61,8 @@ class Sizes:
     w9_prefix_keys: int = 1_000_000  # under the prefix whose latest key is read
     w9_reads: int = 200  # timed operations per run of each W9 read case
     w10_keys: int = 100_000  # of the agent each W10 run purges
+    w11_commits: int = 1_000_000  # W11's growth run
+    w11_segment: int = 100_000  # commits per measured segment
 
 
 FULL = Sizes()
@@ -80,6 +82,8 @@ QUICK = Sizes(
     w9_prefix_keys=5000,
     w9_reads=20,
     w10_keys=2000,
+    w11_commits=4000,
+    w11_segment=2000,
 )
 
 

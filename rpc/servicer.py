@@ -270,7 +270,7 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
     @grpc_errors
     def Compact(self, request: pb.CompactRequest, context: grpc.ServicerContext) -> pb.CompactResponse:
         seconds = self._system.compact()
-        return pb.CompactResponse(seconds_ms=round(seconds * 1000))
+        return pb.CompactResponse(duration_ms=round(seconds * 1000))
 
     @grpc_errors
     def CreateSnapshot(

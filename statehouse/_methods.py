@@ -246,7 +246,7 @@ def compact(self: Client, /) -> Plan[float]:
     Retried.
     """
     response = yield from call(self, "Compact", pb.CompactRequest())
-    return float(response.seconds_ms) / 1000
+    return float(response.duration_ms) / 1000
 
 
 def create_snapshot(self: Client, /) -> Plan[SnapshotInfo]:

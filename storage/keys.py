@@ -40,6 +40,9 @@ META_LAST_COMMIT_TS = META + b"last_commit_ts"
 META_SCHEMA = META + b"schema_version"
 # Set by `statehoused rebuild` until it finishes; the daemon refuses to start meanwhile.
 META_REBUILD_IN_PROGRESS = META + b"rebuild_in_progress"
+# The commit_ts of a purge whose bytes may still be in the files: set by the purge's own
+# write, cleared once a compaction after it has run (see actors/compactor.py).
+META_COMPACTION_OWED = META + b"compaction_owed"
 # 2 added the AGENTS table; a store of schema 1 gets it when a daemon opens it.
 SCHEMA_VERSION = 2
 

@@ -407,6 +407,10 @@ def walk_log(
     then taken as it comes (the damage is reported, not every key after it).
     """
     versions = latest
+    # The fold's keys by agent, so that a purge finds its keys without scanning the fold.
+    by_agent: dict[tuple[str, str], set[str]] = {}
+    for namespace, agent_id, key in versions:
+        by_agent.setdefault((namespace, agent_id), set()).add(key)
     previous = 0
     count = 0
     for raw_key, data in log_records(db, report):
@@ -441,7 +445,7 @@ def walk_log(
         seen: set[tuple[str, str, str]] = set()
         for op in event.ops:
             if op.purge:
-                forget(versions, op.namespace, op.agent_id, op.key)
+                forget(versions, by_agent, op.namespace, op.agent_id, op.key)
                 continue
             state_key = (op.namespace, op.agent_id, op.key)
             entry = versions.get(state_key)
@@ -464,16 +468,21 @@ def walk_log(
             digest = digest_of(op.value) if digests else None
             if entry is None:
                 versions[state_key] = [op.version, commit_ts, digest]
+                by_agent.setdefault((op.namespace, op.agent_id), set()).add(op.key)
             else:
                 entry[0], entry[1], entry[2] = op.version, commit_ts, digest
         yield LogEvent(commit_ts, event)
     ticker.finish(count)
 
 
-def forget(fold: Fold, namespace: str, agent_id: str, prefix: str) -> None:
+def forget(
+    fold: Fold, by_agent: dict[tuple[str, str], set[str]], namespace: str, agent_id: str, prefix: str
+) -> None:
     """Drop from the fold what a purge removed: the agent's keys starting with `prefix`."""
-    for target in [t for t in fold if t[0] == namespace and t[1] == agent_id and t[2].startswith(prefix)]:
-        del fold[target]
+    keys_of = by_agent.get((namespace, agent_id), set())
+    for key in [k for k in keys_of if k.startswith(prefix)]:
+        keys_of.discard(key)
+        del fold[(namespace, agent_id, key)]
 
 
 def _covered(report: Report, first: int, last: int) -> bool:

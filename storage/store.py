@@ -254,13 +254,31 @@ class Store:
         batch = WriteBatch(raw_mode=True)
         result = _purge_records(self._db, batch, op.namespace, op.agent_id, op.key)
         _add_event(batch, event)
+        batch.put(keys.META_COMPACTION_OWED, keys.u64(event.commit_ts))
         self._write(batch, [event])
-        purged = [
-            t for t in self._versions if t[:2] == (op.namespace, op.agent_id) and t[2].startswith(op.key)
-        ]
-        for target in purged:
-            del self._versions[target]
+        self._versions.clear()  # cheaper than finding the purged keys in it
         return result._replace(commit_ts=event.commit_ts)
+
+    def compaction_owed(self) -> int:
+        """The commit_ts of the last purge whose bytes may still be in the files (0: none)."""
+        data = reading.get(self._db, keys.META_COMPACTION_OWED)
+        return 0 if data is None else keys.read_u64(data)
+
+    def settle_compaction(self, purge_ts: int) -> None:
+        """Record that everything up to the purge at `purge_ts` was compacted (writer's thread)."""
+        if self._closed or self._failed is not None:
+            return
+        if self.compaction_owed() == purge_ts:
+            self._db.delete(keys.META_COMPACTION_OWED, self._synced)
+
+    def reading_before(self, commit_ts: int) -> bool:
+        """Whether a read view older than `commit_ts` is still open (its snapshot pins what a
+        compaction would otherwise drop)."""
+        return any(view.last_commit_ts < commit_ts for view in list(self._views))
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def compact(self, ranges: Sequence[tuple[bytes | None, bytes | None]] | None = None) -> None:
         """Flush the memtable and rewrite the table files holding `ranges` (None: all of them),

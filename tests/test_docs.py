@@ -150,6 +150,7 @@ BENCHMARK_ROWS = (
     "W9 adapter primitives",
     "statehouse  get_many of 100 keys (one call)",
     "W10 forgetting",
+    "W11 growth",
     "Targets (issue 4)",
 )
 
@@ -179,7 +180,7 @@ def test_documented_benchmarks_run(tmp_path: Path) -> None:
     for row in BENCHMARK_ROWS:
         assert row in result.stdout, row
     document = json.loads(results.read_text(encoding="utf-8"))
-    assert list(document["workloads"]) == ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10"]
+    assert list(document["workloads"]) == [f"W{n}" for n in range(1, 12)]
     assert all(len(case["runs"]) == 1 for w in document["workloads"].values() for case in w["cases"])
     assert len(document["targets"]) == 7
     if shutil.which("etcd"):

@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from actors.compactor import Compactor
 from rpc.server import Daemon
 from statehouse import InvalidArgumentError, Statehouse, StateResult, UnavailableError
 from statehouse.testing import DaemonProcess
+from storage import Event, EventOp, Store
 from storage.rebuild import rebuild
+from storage.store import purge_ranges
 from storage.verify import verify
 
 WAIT_S = 60.0  # the longest the background compaction after a purge may take here
@@ -172,3 +176,56 @@ def test_a_kill_during_a_purge_leaves_all_of_it_or_none(tmp_path: Path, point: s
             assert replayed == [("other", False), ("k", True)]
         assert client.get_state("bob", "x").value == 1
     assert verify(data_dir).ok
+
+
+def test_a_reader_open_across_the_purge_delays_the_compaction_not_forever(tmp_path: Path) -> None:
+    """A read view older than the purge pins the purged bytes (RocksDB keeps what a snapshot
+    can see): the compactor waits for it to end, then compacts. Real store, real compactor."""
+    hidden = secret()
+    store = Store.open(tmp_path / "data")
+    settled: list[int] = []
+    done = threading.Event()
+    compactor = Compactor(store, lambda ts: (settled.append(ts), done.set()))
+    compactor.start()
+    try:
+        store.append([Event(1, "t1", 0, (EventOp("default", "alice", "card", 1, hidden),))])
+        store.compact(None)  # into a table file
+        reader = store.view()  # as of commit 1, before the purge
+        purge = Event(2, "p", 0, (EventOp("default", "alice", "", 0, None, True),))
+        result = store.purge(purge)
+        compactor.owe(purge_ranges("default", "alice", result), 2)
+        assert compactor.waiting.wait(WAIT_S)  # it saw the older reader and waits
+        assert files_holding(tmp_path / "data", hidden)
+        assert not settled
+        del reader
+        assert done.wait(WAIT_S)
+        assert settled == [2]
+        assert files_holding(tmp_path / "data", hidden) == []
+    finally:
+        compactor.stop()
+        store.close()
+
+
+def test_a_compaction_owed_before_a_crash_is_paid_after_the_restart(tmp_path: Path) -> None:
+    hidden = secret()
+    data_dir = tmp_path / "data"
+    crashing = DaemonProcess(
+        data_dir, env={**os.environ, "STATEHOUSE_CRASH_AT": "ledger.after_sync:2"}
+    ).start()
+    try:
+        with Statehouse(crashing.addr, retry=None, timeout=10) as client:
+            commit(client, ("alice", "card", hidden), ("bob", "x", 1))
+            client.compact()  # the secret is in a table file now, not only in the log
+            with pytest.raises(UnavailableError):
+                client.purge("alice")  # durable, then killed before any compaction
+        assert crashing.process is not None
+        assert crashing.process.wait(30) == -signal.SIGKILL
+    finally:
+        crashing.kill()
+    assert files_holding(data_dir, hidden)
+    with DaemonProcess(data_dir) as daemon, Statehouse(daemon.addr) as client:
+        assert client.list_agents() == ["bob"]
+        deadline = time.monotonic() + WAIT_S
+        while files_holding(data_dir, hidden) and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling for a background job's effect, bounded by WAIT_S
+        assert files_holding(data_dir, hidden) == []

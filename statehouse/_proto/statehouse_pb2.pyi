@@ -580,10 +580,10 @@ class CompactRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class CompactResponse(_message.Message):
-    __slots__ = ("seconds_ms",)
-    SECONDS_MS_FIELD_NUMBER: _ClassVar[int]
-    seconds_ms: int
-    def __init__(self, seconds_ms: _Optional[int] = ...) -> None: ...
+    __slots__ = ("duration_ms",)
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    duration_ms: int
+    def __init__(self, duration_ms: _Optional[int] = ...) -> None: ...
 
 class CreateSnapshotRequest(_message.Message):
     __slots__ = ()

@@ -1,0 +1,155 @@
+"""W11 growth (issue 14): does the store stay fast, and how big does it get, as it grows?
+
+One daemon on a fresh data directory takes `w11_commits` agent steps from 32
+threads sharing one client (the friendliest shape, so the store, not the
+client, is what slows down), each step a transaction of 3 writes of prose-like
+JSON (~850 B each: words drawn from a fixed vocabulary with a skewed
+frequency, as text is, so the values compress like prose, not like
+`"x" * 700`). Every `w11_segment` commits it records the commit rate of that
+segment and the data directory's size; at the end, bytes on disk per byte of
+value written, and the rate of the last segment against the first.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import orjson
+
+from benchmarks.agents import running_daemon
+from benchmarks.common import BenchmarkError
+from benchmarks.workloads import Case, Context, Outcome, interleave, scratch
+from statehouse import Statehouse
+
+THREADS = 32
+KEYS = ("memory", "plan", "scratch")
+VOCABULARY = 5000
+WORDS_PER_VALUE = 120
+
+
+def vocabulary(seed: int = 13) -> list[str]:
+    """Made-up words of 2 to 11 letters, the first ones the most frequent (as in text)."""
+    rng = random.Random(seed)
+    letters = "etaoinshrdlcumwfgypbvkjxqz"
+    weights = [26 - i for i in range(26)]
+    return ["".join(rng.choices(letters, weights, k=rng.randint(2, 11))) for _ in range(VOCABULARY)]
+
+
+class Prose:
+    """Prose-like values: words drawn with a Zipf-like frequency, in sentences."""
+
+    def __init__(self, seed: int) -> None:
+        self._rng = random.Random(seed)
+        self._words = vocabulary()
+        self._weights = [1 / (rank + 1) for rank in range(VOCABULARY)]
+
+    def text(self, words: int) -> str:
+        drawn = self._rng.choices(self._words, self._weights, k=words)
+        sentences = [" ".join(drawn[i : i + 12]).capitalize() + "." for i in range(0, words, 12)]
+        return " ".join(sentences)
+
+    def step(self, agent: str, step: int) -> list[tuple[str, dict[str, object]]]:
+        return [
+            (key, {"agent": agent, "step": step, "key": key, "text": self.text(WORDS_PER_VALUE)})
+            for key in KEYS
+        ]
+
+
+def growth_cases(ctx: Context) -> list[Case]:
+    label = f"{ctx.sizes.w11_commits:,} commits of 3 prose writes, {THREADS} threads on one client"
+    return [Case("W11", "statehouse", label, THREADS, "shared")]
+
+
+def dir_bytes(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                continue  # removed meanwhile (a compaction)
+    return total
+
+
+def segments(total: int, size: int) -> Iterator[int]:
+    done = 0
+    while done < total:
+        step = min(size, total - done)
+        done += step
+        yield step
+
+
+def growth_run(ctx: Context, tmp: Path) -> dict[str, float]:
+    total, segment = ctx.sizes.w11_commits, ctx.sizes.w11_segment
+    data = tmp / "data"
+    figures: dict[str, float] = {}
+    with ExitStack() as stack:
+        daemon = stack.enter_context(running_daemon(data))
+        client = stack.enter_context(Statehouse(daemon.addr, timeout=120.0))
+        value_bytes = 0
+        lock = threading.Lock()
+        rates: list[float] = []
+        for index, count in enumerate(segments(total, segment)):
+            next_step = iter(range(count))
+            errors: list[BaseException] = []
+
+            def agent(n: int, index: int, next_step: Iterator[int], errors: list[BaseException]) -> None:
+                nonlocal value_bytes
+                prose = Prose(seed=index * THREADS + n)
+                written = 0
+                try:
+                    while True:
+                        with lock:
+                            step = next(next_step, None)
+                        if step is None:
+                            break
+                        values = prose.step(f"agent-{n:02d}", step)
+                        with client.begin_transaction() as tx:
+                            for key, value in values:
+                                tx.write(f"agent-{n:02d}", key, value)
+                        written += sum(len(orjson.dumps(v)) for _k, v in values)
+                except BaseException as exc:
+                    errors.append(exc)
+                with lock:
+                    value_bytes += written
+
+            threads = [
+                threading.Thread(target=agent, args=(n, index, next_step, errors)) for n in range(THREADS)
+            ]
+            began = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            elapsed = time.perf_counter() - began
+            if errors:
+                raise BenchmarkError(f"a W11 agent failed: {errors[0]!r}") from errors[0]
+            rates.append(count / elapsed)
+            size = dir_bytes(data)
+            done = (index + 1) * segment
+            figures[f"rate_{done}"] = count / elapsed
+            figures[f"mb_{done}"] = size / 1e6
+            ctx.progress(f"  W11 {done:,} commits: {count / elapsed:,.0f}/s, data dir {size / 1e6:,.0f} MB")
+        figures["first_rate"] = rates[0]
+        figures["last_rate"] = rates[-1]
+        figures["last_vs_first"] = rates[-1] / rates[0]
+        figures["dir_mb"] = dir_bytes(data) / 1e6
+        figures["disk_per_value_byte"] = dir_bytes(data) / value_bytes
+        figures["value_mb"] = value_bytes / 1e6
+    return figures
+
+
+def growth_workload(ctx: Context) -> Outcome:
+    """W11: one fresh daemon per run (a run is the whole growth)."""
+
+    def run_one(case: Case) -> dict[str, float]:
+        with scratch(ctx, "statehouse-growth-") as tmp:
+            return growth_run(ctx, tmp)
+
+    return Outcome(interleave(ctx, growth_cases(ctx), run_one))
