@@ -3,11 +3,14 @@
 One daemon on a fresh data directory takes `w11_commits` agent steps from 32
 threads sharing one client (the friendliest shape, so the store, not the
 client, is what slows down), each step a transaction of 3 writes of prose-like
-JSON (~850 B each: words drawn from a fixed vocabulary with a skewed
+JSON (~950 B each: words drawn from a fixed vocabulary with a skewed
 frequency, as text is, so the values compress like prose, not like
-`"x" * 700`). Every `w11_segment` commits it records the commit rate of that
-segment and the data directory's size; at the end, bytes on disk per byte of
-value written, and the rate of the last segment against the first.
+`"x" * 700`). The texts are drawn before the clock starts (POOL of them,
+combined with the step number, so no two values are the same), so that the
+client's Python does not set the pace. Every `w11_segment` commits it
+records the commit rate of that segment and the data directory's size; at
+the end, bytes on disk per byte of value written, and the rate of the last
+segment against the first.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ THREADS = 32
 KEYS = ("memory", "plan", "scratch")
 VOCABULARY = 5000
 WORDS_PER_VALUE = 120
+POOL = 4096  # texts drawn before the run
 
 
 def vocabulary(seed: int = 13) -> list[str]:
@@ -54,11 +58,18 @@ class Prose:
         sentences = [" ".join(drawn[i : i + 12]).capitalize() + "." for i in range(0, words, 12)]
         return " ".join(sentences)
 
-    def step(self, agent: str, step: int) -> list[tuple[str, dict[str, object]]]:
-        return [
-            (key, {"agent": agent, "step": step, "key": key, "text": self.text(WORDS_PER_VALUE)})
-            for key in KEYS
-        ]
+    def pool(self, size: int) -> list[str]:
+        return [self.text(WORDS_PER_VALUE) for _ in range(size)]
+
+
+def step_values(pool: list[str], agent: int, step: int) -> list[tuple[str, dict[str, object]]]:
+    """A step's 3 values: texts of the pool picked by agent and step (deterministic, and a
+    different combination from one step to the next)."""
+    pick = (step * 2654435761 + agent * 40503) % (len(pool) ** 3)
+    return [
+        (key, {"agent": agent, "step": step, "key": key, "text": pool[(pick // len(pool) ** n) % len(pool)]})
+        for n, key in enumerate(KEYS)
+    ]
 
 
 def growth_cases(ctx: Context) -> list[Case]:
@@ -94,6 +105,7 @@ def growth_run(ctx: Context, tmp: Path) -> dict[str, float]:
         client = stack.enter_context(Statehouse(daemon.addr, timeout=120.0))
         value_bytes = 0
         lock = threading.Lock()
+        texts = Prose(seed=7).pool(POOL)
         rates: list[float] = []
         for index, count in enumerate(segments(total, segment)):
             next_step = iter(range(count))
@@ -101,7 +113,6 @@ def growth_run(ctx: Context, tmp: Path) -> dict[str, float]:
 
             def agent(n: int, index: int, next_step: Iterator[int], errors: list[BaseException]) -> None:
                 nonlocal value_bytes
-                prose = Prose(seed=index * THREADS + n)
                 written = 0
                 try:
                     while True:
@@ -109,7 +120,7 @@ def growth_run(ctx: Context, tmp: Path) -> dict[str, float]:
                             step = next(next_step, None)
                         if step is None:
                             break
-                        values = prose.step(f"agent-{n:02d}", step)
+                        values = step_values(texts, n, index * segment + step)
                         with client.begin_transaction() as tx:
                             for key, value in values:
                                 tx.write(f"agent-{n:02d}", key, value)

@@ -35,7 +35,7 @@ TITLES = {
     f"({BLOB_OPS} for the 900 KB values)",
     "W10": "W10 forgetting: purge an agent of {w10_keys:,} keys, then compact, while another client "
     "commits 3-write steps one after the other; seconds, and the writer's commit times in ms",
-    "W11": "W11 growth: {w11_commits:,} commits of 3 prose-like writes (~850 B JSON each) into a fresh "
+    "W11": "W11 growth: {w11_commits:,} commits of 3 prose-like writes (~950 B JSON each) into a fresh "
     "store, measured every {w11_segment:,}",
 }
 
