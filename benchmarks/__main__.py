@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,20 @@ def workload_list(text: str) -> tuple[str, ...]:
     return chosen
 
 
+# The workloads that run on their own (W1 and W5 run together, below).
+ALONE: dict[str, Callable[[Context], Outcome]] = {
+    "W2": read_workload,
+    "W3": replay_workload,
+    "W4": namespace_workload,
+    "W6": wake_workload,
+    "W7": contention_workload,
+    "W8": paging_workload,
+    "W9": primitives_workload,
+    "W10": forgetting_workload,
+    "W11": growth_workload,
+}
+
+
 def run(ctx: Context, only: tuple[str, ...]) -> dict[str, Outcome]:
     """Run the chosen workloads; W1 and W5 together, so their runs interleave with etcd's."""
     outcomes: dict[str, Outcome] = {}
@@ -131,24 +146,9 @@ def run(ctx: Context, only: tuple[str, ...]) -> dict[str, Outcome]:
             cases = [c for c in commits.results if c.case.workload == workload]
             if cases:
                 outcomes[workload] = Outcome(cases)
-    if "W2" in only:
-        outcomes["W2"] = read_workload(ctx)
-    if "W3" in only:
-        outcomes["W3"] = replay_workload(ctx)
-    if "W4" in only:
-        outcomes["W4"] = namespace_workload(ctx)
-    if "W6" in only:
-        outcomes["W6"] = wake_workload(ctx)
-    if "W7" in only:
-        outcomes["W7"] = contention_workload(ctx)
-    if "W8" in only:
-        outcomes["W8"] = paging_workload(ctx)
-    if "W9" in only:
-        outcomes["W9"] = primitives_workload(ctx)
-    if "W10" in only:
-        outcomes["W10"] = forgetting_workload(ctx)
-    if "W11" in only:
-        outcomes["W11"] = growth_workload(ctx)
+    for workload, run_workload in ALONE.items():
+        if workload in only:
+            outcomes[workload] = run_workload(ctx)
     return {w: outcomes[w] for w in WORKLOADS if w in outcomes}
 
 

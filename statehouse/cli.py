@@ -475,13 +475,33 @@ def get(client: Statehouse, agent: str, key: str, at_version: int | None, as_jso
     click.echo(f"commit_ts  {state.commit_ts}  (logical commit counter, not a time)")
 
 
-def cursor_options(command: F) -> F:
-    """--reverse, --limit and --after, as list_keys, scan_prefix and list_agents take them."""
-    command = click.option("--after", "start_after", help="Start after this name (below it with --reverse).")(
-        command
+def cursor_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--reverse, --limit and --after, handed to the command as one `cursor` dict of the
+    keyword arguments list_keys, scan_prefix and list_agents take."""
+
+    @functools.wraps(command)
+    def with_cursor(
+        *args: Any, reverse: bool, limit: int | None, start_after: str | None, **kwargs: Any
+    ) -> None:
+        command(*args, cursor={"reverse": reverse, "limit": limit, "start_after": start_after}, **kwargs)
+
+    options = (
+        click.option("--reverse", is_flag=True, help="Descending order."),
+        click.option("--limit", type=click.IntRange(min=1), help="At most N."),
+        click.option("--after", "start_after", help="Start after this name (below it with --reverse)."),
     )
-    command = click.option("--limit", type=click.IntRange(min=1), help="At most N.")(command)
-    return click.option("--reverse", is_flag=True, help="Descending order.")(command)
+    for option in reversed(options):
+        with_cursor = option(with_cursor)
+    return with_cursor
+
+
+def echo_names(names: list[str], as_json: bool) -> None:
+    """Names one a line, or (--json) a list."""
+    if as_json:
+        echo_json(names)
+    else:
+        for name in names:
+            click.echo(name)
 
 
 @cli.command()
@@ -496,20 +516,11 @@ def keys(
     agent: str,
     prefix: str,
     at_commit_ts: int | None,
-    reverse: bool,
-    limit: int | None,
-    start_after: str | None,
+    cursor: dict[str, Any],
     as_json: bool,
 ) -> None:
     """The agent's live keys, in order, one a line."""
-    names = client.list_keys(
-        agent, at_commit_ts=at_commit_ts, prefix=prefix, reverse=reverse, limit=limit, start_after=start_after
-    )
-    if as_json:
-        echo_json(names)
-    else:
-        for name in names:
-            click.echo(name)
+    echo_names(client.list_keys(agent, at_commit_ts=at_commit_ts, prefix=prefix, **cursor), as_json)
 
 
 @cli.command()
@@ -517,16 +528,9 @@ def keys(
 @cursor_options
 @json_option
 @with_client
-def agents(
-    client: Statehouse, prefix: str, reverse: bool, limit: int | None, start_after: str | None, as_json: bool
-) -> None:
+def agents(client: Statehouse, prefix: str, cursor: dict[str, Any], as_json: bool) -> None:
     """The namespace's agents that hold live keys, in order, one a line."""
-    names = client.list_agents(prefix=prefix, reverse=reverse, limit=limit, start_after=start_after)
-    if as_json:
-        echo_json(names)
-    else:
-        for name in names:
-            click.echo(name)
+    echo_names(client.list_agents(prefix=prefix, **cursor), as_json)
 
 
 @cli.command()
@@ -541,15 +545,11 @@ def scan(
     agent: str,
     prefix: str,
     at_commit_ts: int | None,
-    reverse: bool,
-    limit: int | None,
-    start_after: str | None,
+    cursor: dict[str, Any],
     as_json: bool,
 ) -> None:
     """Live keys starting with PREFIX ("" for all), with their values, as a table."""
-    entries = client.scan_prefix(
-        agent, prefix, at_commit_ts=at_commit_ts, reverse=reverse, limit=limit, start_after=start_after
-    )
+    entries = client.scan_prefix(agent, prefix, at_commit_ts=at_commit_ts, **cursor)
     if as_json:
         echo_json([state_json(agent, entry.key or "", entry) for entry in entries])
         return

@@ -77,22 +77,8 @@ class ReadView:
         if at_ts is not None and at_ts <= 0:
             return
         agent = keys.agent_prefix(keys.STATE, namespace, agent_id)
-        lower = agent + prefix.encode("utf-8")
-        start: bytes | None = None
-        skip: bytes | None = None
-        if after is not None:
-            cursor = agent + after.encode("utf-8")
-            if not reverse:
-                # b"\x00" makes the smallest storage key after `after`'s own.
-                start = max(lower, cursor + b"\x00")
-            elif cursor >= lower:
-                start, skip = cursor, cursor  # the last key <= cursor, `after` itself left out
-            else:
-                return  # every key of the prefix is above the cursor
         what = f"the keys of {_agent(namespace, agent_id)}"
-        for raw_key, data in reading.scan(self._snapshot, lower, what, start, reverse=reverse):
-            if raw_key == skip:
-                continue
+        for raw_key, data in self._listing(agent, prefix, after, reverse, what):
             record = decode_state(data)
             key = raw_key[len(agent) :].decode("utf-8")
             if at_ts is not None and record.commit_ts > at_ts:
@@ -111,21 +97,8 @@ class ReadView:
         order, lazily. Reads the AGENTS index, and of each agent its keys only up to the
         first live one (usually the first)."""
         base = keys.agents_prefix(namespace)
-        lower = base + prefix.encode("utf-8")
-        start: bytes | None = None
-        skip: bytes | None = None
-        if after is not None:
-            cursor = base + after.encode("utf-8")
-            if not reverse:
-                start = max(lower, cursor + b"\x00")
-            elif cursor >= lower:
-                start, skip = cursor, cursor
-            else:
-                return
         what = f"the agents of namespace {namespace!r}"
-        for raw_key, _data in reading.scan(self._snapshot, lower, what, start, reverse=reverse):
-            if raw_key == skip:
-                continue
+        for raw_key, _data in self._listing(base, prefix, after, reverse, what):
             agent_id = raw_key[len(base) :].decode("utf-8")
             if self.has_live_key(namespace, agent_id):
                 yield agent_id
@@ -139,6 +112,27 @@ class ReadView:
             if decode_state(data).value is not None:
                 return True
         return False
+
+    def _listing(
+        self, base: bytes, prefix: str, after: str | None, reverse: bool, what: str
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """The records under `base` + `prefix` (names last in their keys) strictly after the
+        name `after` in the listing's order (below it if `reverse`): one seek to start."""
+        lower = base + prefix.encode("utf-8")
+        start: bytes | None = None
+        skip: bytes | None = None
+        if after is not None:
+            cursor = base + after.encode("utf-8")
+            if not reverse:
+                # b"\x00" makes the smallest storage key after `after`'s own.
+                start = max(lower, cursor + b"\x00")
+            elif cursor >= lower:
+                start, skip = cursor, cursor  # the last key <= cursor, `after` itself left out
+            else:
+                return  # every name under the prefix is above the cursor
+        for raw_key, data in reading.scan(self._snapshot, lower, what, start, reverse=reverse):
+            if raw_key != skip:
+                yield raw_key, data
 
     def record_at(self, namespace: str, agent_id: str, key: str, at_ts: int) -> StateRecord | None:
         """A key's record as of commit `at_ts`: its newest version committed at or

@@ -168,6 +168,15 @@ class ModelEvent:
     ops: tuple[EventOp, ...]
 
 
+def _past(names: list[str], after: str | None, reverse: bool) -> list[str]:
+    """Names in byte order (descending if `reverse`) strictly past `after` in that order."""
+    ordered = names[::-1] if reverse else names
+    if after is None:
+        return ordered
+    cursor = after.encode("utf-8")
+    return [n for n in ordered if (n.encode("utf-8") < cursor if reverse else n.encode("utf-8") > cursor)]
+
+
 def _sorted_ops(ops: tuple[EventOp, ...] | list[EventOp]) -> list[EventOp]:
     # The semantics promise event order, not the order of ops inside one event.
     return sorted(ops, key=lambda op: (op.namespace, op.agent_id, op.key))
@@ -583,14 +592,7 @@ class StatehouseMachine(RuleBasedStateMachine):
     )
     def cursors(self, namespace: str, agent: str, prefix: str, after: str | None, reverse: bool) -> None:
         """A listing from a cursor, either way: the model's keys past `after` in that order."""
-        keys = self.model.live_keys(namespace, agent, prefix)  # byte order
-        if reverse:
-            keys = keys[::-1]
-        if after is not None:
-            cursor = after.encode("utf-8")
-            keys = [
-                k for k in keys if (k.encode("utf-8") < cursor if reverse else k.encode("utf-8") > cursor)
-            ]
+        keys = _past(self.model.live_keys(namespace, agent, prefix), after, reverse)
         got = [
             key for key, _ in self.sys.view().scan_at(namespace, agent, prefix, None, after, reverse=reverse)
         ]
@@ -603,14 +605,7 @@ class StatehouseMachine(RuleBasedStateMachine):
         reverse=st.booleans(),
     )
     def agents(self, namespace: str, prefix: str, after: str | None, reverse: bool) -> None:
-        agents = self.model.agents(namespace, prefix)
-        if reverse:
-            agents = agents[::-1]
-        if after is not None:
-            cursor = after.encode("utf-8")
-            agents = [
-                a for a in agents if (a.encode("utf-8") < cursor if reverse else a.encode("utf-8") > cursor)
-            ]
+        agents = _past(self.model.agents(namespace, prefix), after, reverse)
         assert list(self.sys.view().agents(namespace, prefix, after, reverse)) == agents
 
     @rule(namespace=st.sampled_from(NAMESPACES), agent=st.sampled_from(AGENTS), data=st.data())
