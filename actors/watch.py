@@ -26,7 +26,7 @@ import structlog
 
 from actors.errors import ResourceExhausted, Unavailable
 from storage import Event
-from storage.store import agent_slices
+from storage.derive import agent_slices
 
 log = structlog.get_logger("statehouse.watch")
 

@@ -41,7 +41,7 @@ from statehouse.types import (
     StateSet,
 )
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = [
     "AgentState",

@@ -6,10 +6,10 @@ a 2-byte big-endian length followed by their UTF-8 bytes, so no two distinct
 8-byte big-endian, so byte order is numeric order.
 
   META          0x00 name                                   -> u64
-  STATE         0x01 L(ns) L(agent) key                      -> StateRecord
-  VERSIONS      0x02 L(ns) L(agent) L(key) u64(version)      -> VersionRecord
-  EVENTS        0x03 u64(commit_ts)                          -> Event
-  AGENT_EVENTS  0x04 L(ns) L(agent) u64(commit_ts)           -> AgentEvent
+  STATE         0x01 L(ns) L(agent) key                      -> StatePointer
+  VERSIONS      0x02 L(ns) L(agent) L(key) u64(version)      -> VersionPointer
+  EVENTS        0x03 u64(commit_ts)                          -> Event (holds the values)
+  AGENT_EVENTS  0x04 L(ns) L(agent) u64(commit_ts)           -> u32 slots of the agent's ops
   TXNS          0x05 txn_id (UTF-8)                          -> u64(commit_ts)
   AGENTS        0x06 L(ns) agent_id (UTF-8)                  -> b"" (schema 2)
 
@@ -43,8 +43,9 @@ META_REBUILD_IN_PROGRESS = META + b"rebuild_in_progress"
 # The commit_ts of a purge whose bytes may still be in the files: set by the purge's own
 # write, cleared once a compaction after it has run (see actors/compactor.py).
 META_COMPACTION_OWED = META + b"compaction_owed"
-# 2 added the AGENTS table; a store of schema 1 gets it when a daemon opens it.
-SCHEMA_VERSION = 2
+# 2 added the AGENTS table; 3 stores each value once, in its event (storage/records.py).
+# A store of an older schema is upgraded in place when a daemon opens it (storage/upgrade.py).
+SCHEMA_VERSION = 3
 
 _U16 = struct.Struct(">H")
 _U64 = struct.Struct(">Q")

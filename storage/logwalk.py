@@ -10,7 +10,6 @@ read by point reads, and carries on from there.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,12 +17,20 @@ from typing import Any
 
 from storage import keys, reading
 from storage.errors import DataLossError, StorageError
-from storage.records import Blob, Event, StateRecord, VersionRecord, decode_event, encode_event
+from storage.records import (
+    TOMBSTONE,
+    Event,
+    StatePointer,
+    VersionPointer,
+    decode_event,
+    encode_event,
+    encode_state,
+    slots,
+    value_flags,
+)
 
 # The order in which divergences take precedence (see storage/verify.py).
 PRECEDENCE = ("EVENTS", "META", "STATE", "VERSIONS", "AGENT_EVENTS", "TXNS", "AGENTS")
-
-_SHOW_VALUE = 60  # characters of a value shown in a message
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,26 +230,20 @@ class Ticker:
 # --- describing records to a person ---------------------------------------------------------
 
 
-def show_value(value: bytes | None) -> str:
-    if value is None:
-        return "deleted"
-    text = value.decode("utf-8", errors="replace")
-    if len(text) > _SHOW_VALUE:
-        text = text[:_SHOW_VALUE] + f"... ({len(value)} bytes)"
-    return f"value {text}"
+def _show_pointer(commit_ts: int, slot: int, deleted: bool) -> str:
+    return f"commit_ts {commit_ts}, " + ("deleted" if deleted else f"the value of op {slot} of that event")
 
 
-def show_state(record: StateRecord) -> str:
-    return f"version {record.version}, commit_ts {record.commit_ts}, {show_value(record.value)}"
+def show_state(record: StatePointer) -> str:
+    return f"version {record.version}, " + _show_pointer(record.commit_ts, record.slot, record.deleted)
 
 
-def show_version(record: VersionRecord) -> str:
-    return f"commit_ts {record.commit_ts}, {show_value(record.value)}"
+def show_version(record: VersionPointer) -> str:
+    return _show_pointer(record.commit_ts, record.slot, bool(record.flags & TOMBSTONE))
 
 
-def show_slice(event: Event) -> str:
-    ops = ", ".join(f"{op.key!r} v{op.version} {show_value(op.value)}" for op in event.ops)
-    return f"txn {event.txn_id!r} at {event.committed_at_ms} ms with {len(event.ops)} ops [{ops}]"
+def show_slots(numbers: list[int]) -> str:
+    return f"the agent's ops at slots {numbers}"
 
 
 def show_raw(data: bytes | None, decode: Callable[[bytes], Any], show: Callable[[Any], str]) -> str:
@@ -380,7 +381,7 @@ class LogEvent:
     event: Event | None  # None: the record is undecodable
 
 
-# (namespace, agent_id, key) -> [latest version, its commit_ts, digest of its value or None]
+# (namespace, agent_id, key) -> [latest version, its commit_ts, its encoded STATE record]
 Fold = dict[tuple[str, str, str], list[Any]]
 
 
@@ -396,12 +397,10 @@ class LogDamagedError(StorageError):
         self.divergence = report.divergence
 
 
-def walk_log(
-    db: Any, report: Report, ticker: Ticker, latest: Fold, digests: bool = True
-) -> Iterator[LogEvent]:
+def walk_log(db: Any, report: Report, ticker: Ticker, latest: Fold) -> Iterator[LogEvent]:
     """Yield the log in commit_ts order, checking the log's own invariants into `report`.
 
-    `latest` is updated with every op (with value digests if `digests`); the
+    `latest` is updated with every op (with the STATE record it implies); the
     fold is also what checks each key's versions. After a damaged region the
     versions of the keys it held are unknown, so a key's next version is
     then taken as it comes (the damage is reported, not every key after it).
@@ -443,7 +442,7 @@ def walk_log(
         if not event.ops and not event.scrubbed:
             report._add(Divergence("EVENTS", where, "at least one op (empty commits write no event)", "none"))
         seen: set[tuple[str, str, str]] = set()
-        for op in event.ops:
+        for slot, op in zip(slots(event), event.ops, strict=True):
             if op.purge:
                 forget(versions, by_agent, op.namespace, op.agent_id, op.key)
                 continue
@@ -465,12 +464,12 @@ def walk_log(
                     )
                 )
             seen.add(state_key)
-            digest = digest_of(op.value) if digests else None
+            pointer = encode_state(StatePointer(op.version, commit_ts, slot, value_flags(op.value)))
             if entry is None:
-                versions[state_key] = [op.version, commit_ts, digest]
+                versions[state_key] = [op.version, commit_ts, pointer]
                 by_agent.setdefault((op.namespace, op.agent_id), set()).add(op.key)
             else:
-                entry[0], entry[1], entry[2] = op.version, commit_ts, digest
+                entry[0], entry[1], entry[2] = op.version, commit_ts, pointer
         yield LogEvent(commit_ts, event)
     ticker.finish(count)
 
@@ -501,10 +500,3 @@ def _damaged_since(report: Report, commit_ts: int) -> bool:
     return any(
         d.table == "EVENTS" and d.first_ts is not None and d.first_ts > commit_ts for d in report.damage
     )
-
-
-def digest_of(value: bytes | None) -> bytes | None:
-    """A value's digest; a bytes value's differs from the same bytes as JSON."""
-    if value is None:
-        return None
-    return hashlib.blake2b(value, digest_size=16, person=b"blob" if type(value) is Blob else b"").digest()

@@ -30,6 +30,7 @@ from typing import Any
 from rocksdict import Rdict, WriteBatch, WriteOptions
 
 from storage import durable, keys, opening, reading
+from storage.derive import agent_slots, derived_records
 from storage.errors import DataLossError, StorageError
 from storage.logwalk import (
     Damage,
@@ -42,7 +43,7 @@ from storage.logwalk import (
     walk_log,
 )
 from storage.records import Event, decode_event
-from storage.store import agent_slices, derived_records
+from storage.upgrade import require_current
 
 DERIVED_TABLES = (keys.STATE, keys.VERSIONS, keys.AGENT_EVENTS, keys.TXNS, keys.AGENTS)
 
@@ -84,7 +85,7 @@ def _check_log(
     report = Report()
     latest: Fold = {}  # to write each STATE record once, from the op of its latest version
     ticker = Ticker(progress, "checking log", log_end(db), progress_every)
-    for _ in walk_log(db, report, ticker, latest, digests=False):
+    for _ in walk_log(db, report, ticker, latest):
         pass
     mark = durable.read_mark(path)
     if mark is not None and mark > report.last_commit_ts:
@@ -136,7 +137,7 @@ class _Writer:
         for key, value in derived_records(event, state_for=is_latest):
             self._batch.put(key, value)
         self.versions += sum(1 for op in event.ops if not op.purge)
-        self.agent_events += len(agent_slices(event))
+        self.agent_events += len(agent_slots(event))
         self.events += 1
         if len(self._batch) >= self._batch_ops or self._batch.size_in_bytes() >= self._batch_bytes:
             self._db.write(self._batch, self._unsynced)
@@ -199,6 +200,7 @@ def rebuild(
     started = time.monotonic()
     # Everything that can refuse reads only: a refused rebuild changes no file.
     with opening.open_read_only(path) as db:
+        require_current(db, path)
         log_report, latest = _check_log(db, path, progress, progress_every)
         for table in DERIVED_TABLES:
             name = keys.TABLE_NAMES[table]
@@ -264,6 +266,7 @@ def rebuild_into(
             f"{partial} exists: an earlier rebuild into {into} was interrupted; remove it and run again"
         )
     with opening.open_read_only(path) as source:
+        require_current(source, path)
         log_report, latest = _check_log(source, path, progress, progress_every)
         last_commit_ts = log_report.last_commit_ts
         previous = _previous(source)

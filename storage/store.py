@@ -14,30 +14,29 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 from rocksdict import BottommostLevelCompaction, Checkpoint, CompactOptions, Rdict, WriteBatch, WriteOptions
 
-from storage import keys, opening, reading, wal
+from storage import keys, opening, reading, upgrade, wal
+from storage.derive import add_event
 from storage.durable import DurableMark, read_mark
 from storage.errors import DataLossError, StorageError, StoreFailedError, StoreRefusedError
 from storage.faults import crash_point
 from storage.records import (
     Event,
     EventOp,
-    StateRecord,
-    VersionRecord,
-    decode_agent_event,
+    StatePointer,
     decode_event,
+    decode_slots,
     decode_state,
     emptied,
-    encode_agent_event,
     encode_event,
-    encode_state,
-    encode_version,
+    encode_slots,
     op_count,
+    slots,
 )
 from storage.view import ReadView
 
@@ -66,8 +65,8 @@ class Store:
         schema = reading.get(db, keys.META_SCHEMA)
         if schema is None:
             db.put(keys.META_SCHEMA, keys.u64(keys.SCHEMA_VERSION), self._synced)
-        elif keys.read_u64(schema) < 2:
-            _index_agents(db, self._synced)
+        elif keys.read_u64(schema) < keys.SCHEMA_VERSION:
+            upgrade.upgrade(db, path, keys.read_u64(schema))
         self._mark = DurableMark(path, self.last_commit_ts)
         self._views: weakref.WeakSet[ReadView] = weakref.WeakSet()
         self._view: ReadView | None = None
@@ -197,8 +196,8 @@ class Store:
         self._mark = DurableMark(self.path, self.last_commit_ts)
         self._publish()
 
-    def current(self, namespace: str, agent_id: str, key: str) -> StateRecord | None:
-        """The latest record of a key, read directly (the ledger's own writes)."""
+    def current(self, namespace: str, agent_id: str, key: str) -> StatePointer | None:
+        """The latest STATE record of a key, read directly (the ledger's own writes)."""
         data = reading.get(self._db, keys.state_key(namespace, agent_id, key))
         return None if data is None else decode_state(data)
 
@@ -213,7 +212,7 @@ class Store:
         known = self._versions.get(target)
         if known is None:
             record = self.current(namespace, agent_id, key)
-            known = (0, False) if record is None else (record.version, record.value is not None)
+            known = (0, False) if record is None else (record.version, not record.deleted)
         return known
 
     def commit_ts_of(self, txn_id: str) -> int | None:
@@ -238,7 +237,7 @@ class Store:
         """
         batch = WriteBatch(raw_mode=True)
         for event in events:
-            _add_event(batch, event)
+            add_event(batch, event)
         self._write(batch, events)
 
     def purge(self, event: Event) -> PurgeResult:
@@ -253,7 +252,7 @@ class Store:
         [op] = event.ops
         batch = WriteBatch(raw_mode=True)
         result = _purge_records(self._db, batch, op.namespace, op.agent_id, op.key)
-        _add_event(batch, event)
+        add_event(batch, event)
         batch.put(keys.META_COMPACTION_OWED, keys.u64(event.commit_ts))
         self._write(batch, [event])
         self._versions.clear()  # cheaper than finding the purged keys in it
@@ -501,63 +500,6 @@ def check_no_gap(db: Rdict, path: Path, begin: int, end: int) -> None:
         expected += 1
 
 
-def _index_agents(db: Rdict, synced: WriteOptions) -> None:
-    """Bring a store of schema 1 to 2: fill the AGENTS table from STATE (one seek per agent),
-    in one synced write with the new schema version."""
-    batch = WriteBatch(raw_mode=True)
-    start: bytes | None = keys.STATE
-    while start is not None:
-        found = next(iter(reading.scan(db, keys.STATE, "the STATE table", start)), None)
-        if found is None:
-            break
-        namespace, agent_id, _key = keys.split_state_key(found[0])
-        batch.put(keys.agent_key(namespace, agent_id), b"")
-        start = keys.prefix_end(keys.agent_prefix(keys.STATE, namespace, agent_id))
-    batch.put(keys.META_SCHEMA, keys.u64(keys.SCHEMA_VERSION))
-    db.write(batch, synced)
-
-
-def agent_slices(event: Event) -> dict[tuple[str, str], Event]:
-    """Each agent's slice of an event: only that agent's ops, in the event's order."""
-    by_agent: dict[tuple[str, str], list[EventOp]] = {}
-    for op in event.ops:
-        by_agent.setdefault((op.namespace, op.agent_id), []).append(op)
-    if len(by_agent) == 1 and not event.scrubbed:
-        return dict.fromkeys(by_agent, event)  # one agent: the slice is the event itself
-    return {
-        agent: Event(event.commit_ts, event.txn_id, event.committed_at_ms, tuple(ops))
-        for agent, ops in by_agent.items()
-    }
-
-
-def derived_records(
-    event: Event, state_for: Callable[[EventOp], bool] | None = None
-) -> Iterator[tuple[bytes, bytes]]:
-    """The STATE, VERSIONS, AGENT_EVENTS, AGENTS and TXNS records an event implies.
-
-    The commit path and `statehoused rebuild` both write what this yields, so
-    they cannot drift apart. `state_for` picks the ops whose STATE record is
-    written (default: all, the last one of a key wins).
-    """
-    for op in event.ops:
-        if op.purge:
-            continue  # a purge writes no state: `_purge_records` removes it
-        if state_for is None or state_for(op):
-            yield (
-                keys.state_key(op.namespace, op.agent_id, op.key),
-                encode_state(StateRecord(op.version, event.commit_ts, op.value)),
-            )
-        yield (
-            keys.version_key(op.namespace, op.agent_id, op.key, op.version),
-            encode_version(VersionRecord(event.commit_ts, op.value)),
-        )
-    for (namespace, agent_id), agent_slice in agent_slices(event).items():
-        yield keys.agent_event_key(namespace, agent_id, event.commit_ts), encode_agent_event(agent_slice)
-        if not all(op.purge for op in agent_slice.ops):
-            yield keys.agent_key(namespace, agent_id), b""
-    yield keys.txn_key(event.txn_id), keys.u64(event.commit_ts)
-
-
 class PurgeResult(NamedTuple):
     """What a purge removed: `keys` (live or deleted) and the earlier `events` it rewrote,
     the first and last of which have commit_ts `first_ts` and `last_ts` (0 if none)."""
@@ -610,23 +552,28 @@ def _purge_records(db: Rdict, batch: WriteBatch, namespace: str, agent_id: str, 
             raise DataLossError(
                 f"commit_ts {commit_ts} is in the event index of agent {agent_id!r} but not in the log"
             )
-        ops = op_count(data)
-        if not prefix and ops > 1 and op_count(logged) == ops:
+        mine = decode_slots(data)
+        if not prefix and len(mine) > 1 and op_count(logged) == len(mine):
             # The agent's own event, of writes (a purge's event has one op): all of it goes.
             batch.put(keys.event_key(commit_ts), encode_event(emptied(commit_ts, logged)))
             batch.delete(raw_key)
             rewritten += 1
             first, last = first or commit_ts, commit_ts
             continue
-        part = decode_agent_event(namespace, agent_id, commit_ts, data)
+        part = decode_event(commit_ts, logged, mine)
         if not any(purged(op, namespace, agent_id, prefix) for op in part.ops):
             continue
         event = decode_event(commit_ts, logged)
-        kept = tuple(op for op in event.ops if not purged(op, namespace, agent_id, prefix))
+        kept = tuple(  # with their slots: their positions change, their values' places do not
+            op._replace(slot=slot)
+            for slot, op in zip(slots(event), event.ops, strict=True)
+            if not purged(op, namespace, agent_id, prefix)
+        )
         batch.put(keys.event_key(commit_ts), encode_event(event._replace(ops=kept, scrubbed=True)))
-        left = tuple(op for op in part.ops if not purged(op, namespace, agent_id, prefix))
+        gone = [purged(op, namespace, agent_id, prefix) for op in part.ops]
+        left = [slot for slot, dropped in zip(mine, gone, strict=True) if not dropped]
         if left:
-            batch.put(raw_key, encode_agent_event(part._replace(ops=left)))
+            batch.put(raw_key, encode_slots(left))
         else:
             batch.delete(raw_key)
         rewritten += 1
@@ -654,9 +601,3 @@ def _keeps_keys(db: Rdict, agent: bytes, lower: bytes, upper: bytes | None) -> b
     if upper is None:
         return False
     return any(True for _ in reading.scan(db, agent, what, upper))
-
-
-def _add_event(batch: WriteBatch, event: Event) -> None:
-    batch.put(keys.event_key(event.commit_ts), encode_event(event))
-    for key, value in derived_records(event):
-        batch.put(key, value)

@@ -18,19 +18,23 @@ than some key), and never stops at it with a traceback.
 The store is opened read-only, holding a shared lock on the data
 directory's LOCK file so that no daemon (or rebuild) can start meanwhile;
 StoreLockedError if one holds the directory. Memory: one small entry per
-key (latest version, commit_ts, digest of the value); tables are streamed.
+key (latest version, commit_ts, the STATE record it implies); tables are streamed.
+
+Values are stored once, in the log's events (storage/records.py): walking
+the log checks them (each event must decode whole), and the records of the
+other tables are compared with the slots of the ops they must point to.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from storage import durable, keys, reading
+from storage.derive import agent_slots
 from storage.errors import DataLossError, StoreRefusedError
 from storage.logwalk import (
     Damage,
@@ -39,10 +43,9 @@ from storage.logwalk import (
     ProgressCallback,
     Report,
     Ticker,
-    digest_of,
     log_end,
     show_raw,
-    show_slice,
+    show_slots,
     show_state,
     show_version,
     walk_log,
@@ -50,17 +53,17 @@ from storage.logwalk import (
 from storage.opening import open_read_only
 from storage.records import (
     Event,
-    StateRecord,
-    VersionRecord,
-    decode_agent_event,
+    VersionPointer,
     decode_event,
+    decode_slots,
     decode_state,
     decode_version,
-    encode_agent_event,
-    encode_state,
+    encode_slots,
     encode_version,
+    slots,
+    value_flags,
 )
-from storage.store import agent_slices
+from storage.upgrade import require_current
 
 
 def verify(
@@ -76,6 +79,8 @@ def verify(
     report = Report()
     try:
         with open_read_only(path) as db:
+            with contextlib.suppress(DataLossError):  # damage is reported by the walk
+                require_current(db, Path(path))
             with contextlib.suppress(DataLossError):  # damage met there is found again below
                 _check_mark(db, Path(path), report)
             _verify_open(db, report, progress, progress_every)
@@ -146,7 +151,7 @@ def _verify_open(db: Any, report: Report, progress: ProgressCallback | None, pro
         except DataLossError as exc:
             report.table_damaged(table, exc, what)
     report.keys = len(latest)
-    report.deleted = sum(1 for entry in latest.values() if entry[2] is None)
+    report.deleted = sum(1 for entry in latest.values() if decode_state(entry[2]).deleted)
     with contextlib.suppress(DataLossError):
         report.other_keys = _count_outside(db)
 
@@ -173,16 +178,16 @@ _UNREADABLE = b"\xff unreadable"  # a value no record has: compared, it matches 
 
 def _check_event_records(db: Any, event: Event, report: Report) -> None:
     """The VERSIONS records and AGENT_EVENTS slices this event implies exist, exactly."""
-    written = [op for op in event.ops if not op.purge]
-    version_keys = [keys.version_key(op.namespace, op.agent_id, op.key, op.version) for op in written]
-    slices = agent_slices(event)
+    written = [(slot, op) for slot, op in zip(slots(event), event.ops, strict=True) if not op.purge]
+    version_keys = [keys.version_key(op.namespace, op.agent_id, op.key, op.version) for _slot, op in written]
+    slices = agent_slots(event)
     slice_keys = [keys.agent_event_key(ns, agent, event.commit_ts) for ns, agent in slices]
     txn_key = keys.txn_key(event.txn_id)
     found = _get_each(db, [*version_keys, *slice_keys, txn_key], report)
     report.versions += len(version_keys)
     report.agent_events += len(slice_keys)
-    for op, raw_key, data in zip(written, version_keys, found, strict=False):
-        expected = VersionRecord(event.commit_ts, op.value)
+    for (slot, op), raw_key, data in zip(written, version_keys, found, strict=False):
+        expected = VersionPointer(event.commit_ts, slot, value_flags(op.value))
         if data != encode_version(expected) and data is not _UNREADABLE:
             report._add(
                 Divergence(
@@ -203,15 +208,13 @@ def _check_event_records(db: Any, event: Event, report: Report) -> None:
         expected_slice = slices[(ns, agent)]
         if data is None or data is _UNREADABLE:
             report._missing_agent_events += 1
-        if data != encode_agent_event(expected_slice) and data is not _UNREADABLE:
+        if data != encode_slots(expected_slice) and data is not _UNREADABLE:
             report._add(
                 Divergence(
                     "AGENT_EVENTS",
                     keys.describe_key(raw_key),
-                    show_slice(expected_slice),
-                    show_raw(
-                        data, functools.partial(decode_agent_event, ns, agent, event.commit_ts), show_slice
-                    ),
+                    show_slots(expected_slice),
+                    show_raw(data, decode_slots, show_slots),
                 )
             )
 
@@ -237,21 +240,9 @@ def _check_meta(db: Any, report: Report) -> None:
         )
 
 
-def _expected_state(db: Any, target: tuple[str, str, str], entry: list[Any]) -> str:
-    """The expected STATE record of a key, with its value fetched back from the log."""
-    version, commit_ts, digest = entry
-    value: bytes | None = None
-    if digest is not None:
-        with contextlib.suppress(DataLossError):
-            data = reading.get(db, keys.event_key(commit_ts))
-            if data is not None:
-                with contextlib.suppress(*keys.DECODE_ERRORS):
-                    for op in decode_event(commit_ts, data).ops:
-                        if (op.namespace, op.agent_id, op.key) == target:
-                            value = op.value
-        if value is None:
-            return f"version {version}, commit_ts {commit_ts}, a value"
-    return show_state(StateRecord(version, commit_ts, value))
+def _expected_state(entry: list[Any]) -> str:
+    """The STATE record the log implies for a key, in words."""
+    return show_state(decode_state(entry[2]))
 
 
 def _check_state(db: Any, latest: Fold, report: Report) -> None:
@@ -260,9 +251,7 @@ def _check_state(db: Any, latest: Fold, report: Report) -> None:
     def missing(want: tuple[bytes, tuple[str, str, str]]) -> None:
         raw_key, target = want
         report._add(
-            Divergence(
-                "STATE", keys.describe_key(raw_key), _expected_state(db, target, latest[target]), "nothing"
-            )
+            Divergence("STATE", keys.describe_key(raw_key), _expected_state(latest[target]), "nothing")
         )
 
     expected = iter(sorted((keys.state_key(*target), target) for target in latest))
@@ -280,22 +269,12 @@ def _check_state(db: Any, latest: Fold, report: Report) -> None:
             continue
         target = want[1]
         want = next(expected, None)
-        version, commit_ts, digest = latest[target]
-        try:
-            record = decode_state(data)
-            good = (
-                encode_state(record) == data
-                and (record.version, record.commit_ts) == (version, commit_ts)
-                and digest_of(record.value) == digest
-            )
-        except keys.DECODE_ERRORS:
-            good = False
-        if not good:
+        if data != latest[target][2]:
             report._add(
                 Divergence(
                     "STATE",
                     keys.describe_key(raw_key),
-                    _expected_state(db, target, latest[target]),
+                    _expected_state(latest[target]),
                     show_raw(data, decode_state, show_state),
                 )
             )
@@ -339,7 +318,7 @@ def _check_extra_agent_events(db: Any, report: Report) -> None:
         try:
             ns, agent, commit_ts = keys.split_agent_event_key(raw_key)
             event_data = reading.get(db, keys.event_key(commit_ts))
-            implied = event_data is not None and (ns, agent) in agent_slices(
+            implied = event_data is not None and (ns, agent) in agent_slots(
                 decode_event(commit_ts, event_data)
             )
         except keys.DECODE_ERRORS:

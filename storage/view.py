@@ -7,20 +7,26 @@ one view sees the same commit_ts.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from storage import keys, reading
 from storage.errors import DataLossError
 from storage.records import (
     Event,
+    StatePointer,
     StateRecord,
+    VersionPointer,
     VersionRecord,
-    decode_agent_event,
+    committed_at_ms,
     decode_event,
+    decode_slots,
     decode_state,
     decode_version,
+    op_value,
 )
+
+T = TypeVar("T")
 
 
 def _agent(namespace: str, agent_id: str) -> str:
@@ -41,15 +47,51 @@ class ReadView:
     def _get(self, key: bytes) -> bytes | None:
         return reading.get(self._snapshot, key)
 
+    def _value(self, commit_ts: int, slot: int, flags: int, what: str) -> bytes | None:
+        """The value a STATE or VERSIONS record points to: op `slot` of the event at `commit_ts`."""
+        if flags & 1:  # a tombstone: no value to read
+            return None
+        data = self._get(keys.event_key(commit_ts))
+        try:
+            if data is None:
+                raise ValueError(f"the log has no event at commit_ts {commit_ts}")
+            return op_value(data, slot)
+        except keys.DECODE_ERRORS as exc:
+            raise DataLossError(
+                f"the value of {what} (op {slot} of commit_ts {commit_ts}) cannot be read from the log "
+                f"({exc}): the data directory is damaged; {reading.ADVICE}"
+            ) from exc
+
+    def _state(self, pointer: StatePointer, key: str, namespace: str, agent_id: str) -> StateRecord:
+        what = f"key {key!r} of {_agent(namespace, agent_id)}"
+        value = self._value(pointer.commit_ts, pointer.slot, pointer.flags, what)
+        return StateRecord(pointer.version, pointer.commit_ts, value)
+
+    def pointer(self, namespace: str, agent_id: str, key: str) -> StatePointer | None:
+        """The latest STATE record of a key as stored (where its value is), or None."""
+        raw_key = keys.state_key(namespace, agent_id, key)
+        data = self._get(raw_key)
+        return None if data is None else _decoded(raw_key, decode_state, data)
+
     def get(self, namespace: str, agent_id: str, key: str) -> StateRecord | None:
         """The latest record of a key (a tombstone record if deleted), or None."""
-        data = self._get(keys.state_key(namespace, agent_id, key))
-        return None if data is None else decode_state(data)
+        pointer = self.pointer(namespace, agent_id, key)
+        return None if pointer is None else self._state(pointer, key, namespace, agent_id)
 
     def get_version(self, namespace: str, agent_id: str, key: str, version: int) -> VersionRecord | None:
         """A key's record at `version`, or None if that version never existed."""
-        data = self._get(keys.version_key(namespace, agent_id, key, version))
-        return None if data is None else decode_version(data)
+        raw_key = keys.version_key(namespace, agent_id, key, version)
+        data = self._get(raw_key)
+        if data is None:
+            return None
+        return self._version_record(_decoded(raw_key, decode_version, data), key, namespace, agent_id)
+
+    def _version_record(
+        self, pointer: VersionPointer, key: str, namespace: str, agent_id: str
+    ) -> VersionRecord:
+        what = f"key {key!r} of {_agent(namespace, agent_id)}"
+        value = self._value(pointer.commit_ts, pointer.slot, pointer.flags, what)
+        return VersionRecord(pointer.commit_ts, value)
 
     def scan(self, namespace: str, agent_id: str, prefix: str = "") -> Iterator[tuple[str, StateRecord]]:
         """Live (non-deleted) keys of an agent starting with `prefix`, in byte order."""
@@ -79,15 +121,14 @@ class ReadView:
         agent = keys.agent_prefix(keys.STATE, namespace, agent_id)
         what = f"the keys of {_agent(namespace, agent_id)}"
         for raw_key, data in self._listing(agent, prefix, after, reverse, what):
-            record = decode_state(data)
+            pointer = _decoded(raw_key, decode_state, data)
             key = raw_key[len(agent) :].decode("utf-8")
-            if at_ts is not None and record.commit_ts > at_ts:
-                past = self._as_of(namespace, agent_id, key, record, at_ts)
-                if past is None:
-                    continue
-                record = past
-            if record.value is not None:
-                yield key, record
+            if at_ts is not None and pointer.commit_ts > at_ts:
+                past = self._as_of(namespace, agent_id, key, pointer, at_ts)
+                if past is not None and past.value is not None:
+                    yield key, past
+            elif not pointer.deleted:
+                yield key, self._state(pointer, key, namespace, agent_id)
 
     def agents(
         self, namespace: str, prefix: str = "", after: str | None = None, reverse: bool = False
@@ -106,10 +147,10 @@ class ReadView:
     def has_live_key(self, namespace: str, agent_id: str) -> bool:
         """Whether the agent holds at least one live (not deleted) key."""
         agent = keys.agent_prefix(keys.STATE, namespace, agent_id)
-        for _raw_key, data in reading.scan(
+        for raw_key, data in reading.scan(
             self._snapshot, agent, f"the keys of {_agent(namespace, agent_id)}"
         ):
-            if decode_state(data).value is not None:
+            if not _decoded(raw_key, decode_state, data).deleted:
                 return True
         return False
 
@@ -138,20 +179,20 @@ class ReadView:
         """A key's record as of commit `at_ts`: its newest version committed at or
         before it (a tombstone record if that was a delete), or None if the key
         had not been written by then."""
-        latest = self.get(namespace, agent_id, key)
+        latest = self.pointer(namespace, agent_id, key)
         return None if latest is None else self._as_of(namespace, agent_id, key, latest, at_ts)
 
     def _as_of(
-        self, namespace: str, agent_id: str, key: str, latest: StateRecord, at_ts: int
+        self, namespace: str, agent_id: str, key: str, latest: StatePointer, at_ts: int
     ) -> StateRecord | None:
         if latest.commit_ts <= at_ts:
-            return latest
+            return self._state(latest, key, namespace, agent_id)
         # A key's commit_ts grow with its version. Step back from the latest
         # doubling the stride, so a recent `at_ts` costs a read or two even on
         # a long history, then bisect the bracket found.
         newer = latest.version  # its commit_ts is after at_ts
         older = 0  # the newest version known at or before at_ts (0: none yet)
-        found: VersionRecord | None = None  # its record
+        found: VersionPointer | None = None  # its record
         stride = 1
         while newer - stride >= 1:
             probe = newer - stride
@@ -168,10 +209,15 @@ class ReadView:
                 older, found = probe, record
             else:
                 newer = probe
-        return None if found is None else StateRecord(older, found.commit_ts, found.value)
+        if found is None:
+            return None
+        resolved = self._version_record(found, key, namespace, agent_id)
+        return StateRecord(older, resolved.commit_ts, resolved.value)
 
-    def _version(self, namespace: str, agent_id: str, key: str, version: int) -> VersionRecord:
-        record = self.get_version(namespace, agent_id, key, version)
+    def _version(self, namespace: str, agent_id: str, key: str, version: int) -> VersionPointer:
+        raw_key = keys.version_key(namespace, agent_id, key, version)
+        data = self._get(raw_key)
+        record = None if data is None else _decoded(raw_key, decode_version, data)
         if record is None:  # versions 1..latest are all kept: the store is damaged
             raise DataLossError(
                 f"version {version} of key {key!r} of {_agent(namespace, agent_id)} is missing from "
@@ -188,15 +234,21 @@ class ReadView:
         start = None if from_version is None else base + keys.u64(from_version)
         what = f"the history of key {key!r} of {_agent(namespace, agent_id)}"
         for raw_key, data in reading.scan(self._snapshot, base, what, start, reverse=True):
-            yield keys.read_u64(raw_key, len(base)), decode_version(data)
+            pointer = _decoded(raw_key, decode_version, data)
+            yield keys.read_u64(raw_key, len(base)), self._version_record(pointer, key, namespace, agent_id)
 
     def committed_at_ms(self, namespace: str, agent_id: str, commit_ts: int) -> int | None:
         """Wall-clock time of commit `commit_ts`, from the agent's event index;
         None if that commit did not touch the agent."""
-        data = self._get(keys.agent_event_key(namespace, agent_id, commit_ts))
-        if data is None:
+        if self._get(keys.agent_event_key(namespace, agent_id, commit_ts)) is None:
             return None
-        return decode_agent_event(namespace, agent_id, commit_ts, data).committed_at_ms
+        data = self._get(keys.event_key(commit_ts))
+        if data is None:
+            raise DataLossError(
+                f"commit_ts {commit_ts} is in the event index of {_agent(namespace, agent_id)} but not in "
+                f"the log: the data directory is damaged; {reading.ADVICE}"
+            )
+        return _decoded(keys.event_key(commit_ts), committed_at_ms, data)
 
     def keys(self, namespace: str, agent_id: str) -> Iterator[str]:
         """Live keys of an agent in byte order."""
@@ -218,21 +270,43 @@ class ReadView:
             commit_ts = keys.read_u64(raw_key, len(agent))
             if end_ts is not None and commit_ts > end_ts:
                 return
-            yield decode_agent_event(namespace, agent_id, commit_ts, data)
+            event_key = keys.event_key(commit_ts)
+            logged = self._get(event_key)
+            if logged is None:
+                raise DataLossError(
+                    f"commit_ts {commit_ts} is in the event index of {_agent(namespace, agent_id)} but not "
+                    f"in the log: the data directory is damaged; {reading.ADVICE}"
+                )
+            only = _decoded(raw_key, decode_slots, data)
+            yield _decoded(event_key, decode_event, commit_ts, logged, only)
 
     def events(self, start_ts: int = 1) -> Iterator[Event]:
         """The global log in commit_ts order."""
         for raw_key, data in reading.scan(
             self._snapshot, keys.EVENTS, "the event log", keys.event_key(start_ts)
         ):
-            yield decode_event(keys.read_u64(raw_key, 1), data)
+            yield _decoded(raw_key, decode_event, keys.read_u64(raw_key, 1), data)
 
     def states(self) -> Iterator[tuple[bytes, StateRecord]]:
-        """Every state record (tombstones included), keyed by storage key."""
+        """Every state record (tombstones included) with its value, keyed by storage key."""
         for raw_key, data in reading.scan(self._snapshot, keys.STATE, "the STATE table"):
-            yield raw_key, decode_state(data)
+            namespace, agent_id, key = keys.split_state_key(raw_key)
+            yield raw_key, self._state(_decoded(raw_key, decode_state, data), key, namespace, agent_id)
 
     def versions(self) -> Iterator[tuple[bytes, VersionRecord]]:
-        """Every version record, keyed by storage key."""
+        """Every version record with its value, keyed by storage key."""
         for raw_key, data in reading.scan(self._snapshot, keys.VERSIONS, "the VERSIONS table"):
-            yield raw_key, decode_version(data)
+            namespace, agent_id, key, _version = keys.split_version_key(raw_key)
+            pointer = _decoded(raw_key, decode_version, data)
+            yield raw_key, self._version_record(pointer, key, namespace, agent_id)
+
+
+def _decoded(raw_key: bytes, decode: Callable[..., T], *args: Any) -> T:
+    """`decode(*args)`, or DataLossError naming the record (at `raw_key`) if it does not decode."""
+    try:
+        return decode(*args)
+    except keys.DECODE_ERRORS as exc:
+        raise DataLossError(
+            f"the record of {keys.describe_key(raw_key)} does not decode ({exc}): the data directory is "
+            f"damaged; {reading.ADVICE}"
+        ) from exc

@@ -26,9 +26,10 @@ _LAST_COMMIT_TS_PUT = re.compile(
     + b"(.{8})",
     re.DOTALL,
 )
-# An event's Put: type 1, key length 9, EVENTS, u64 commit_ts, the value's varint length, format 1.
+# An event's Put: type 1, key length 9, EVENTS, u64 commit_ts, the value's varint length, and
+# the event's format byte (storage/records.py: 3 or 4; 1 or 2 in a store of schema 2 and before).
 _EVENT_PUT = re.compile(
-    re.escape(b"\x01\x09" + keys.EVENTS) + b"(.{8})[\x80-\xff]{0,4}[\x00-\x7f]\x01", re.DOTALL
+    re.escape(b"\x01\x09" + keys.EVENTS) + b"(.{8})[\x80-\xff]{0,4}[\x00-\x7f][\x01-\x04]", re.DOTALL
 )
 # Two neighbouring records of one log are at most this many commits apart (a commit group
 # holds at most 512 commits; rebuild batches hold more, so leave room).

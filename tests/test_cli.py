@@ -55,7 +55,7 @@ def test_health_and_version(daemon: DaemonProcess) -> None:
     assert json.loads(ok(daemon, "health", "--json")) == {"status": "ok", "addr": daemon.addr}
     assert "statehoused" in ok(daemon, "version")
     answer = json.loads(ok(daemon, "version", "--json"))
-    assert answer["daemon"]["version"] == answer["cli"]["version"] == "0.4.0"
+    assert answer["daemon"]["version"] == answer["cli"]["version"] == "0.5.0"
 
 
 def test_get(daemon: DaemonProcess) -> None:

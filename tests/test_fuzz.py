@@ -48,7 +48,7 @@ from google.protobuf.message_factory import GetMessageClass
 from rpc.server import Daemon
 from statehouse._proto import statehouse_pb2 as pb
 from storage import keys as storage_keys
-from storage.records import Event, StateRecord, VersionRecord
+from storage.records import Event, StateRecord, VersionRecord, slots
 from storage.store import purged
 
 SERVICE = pb.DESCRIPTOR.services_by_name["StatehouseService"]
@@ -549,9 +549,12 @@ def note_purge(raw: bytes, reply: bytes, purges: dict[int, tuple[str, str, str]]
 def scrubbed(event: Event, purges: dict[int, tuple[str, str, str]]) -> Event:
     """An event as the acknowledged purges after it leave it: without the ops they removed."""
     later = [p for ts, p in purges.items() if ts > event.commit_ts]
-    kept = tuple(op for op in event.ops if not any(purged(op, *p) for p in later))
-    if kept == event.ops:
+    pairs = zip(slots(event), event.ops, strict=True)
+    left = [(slot, op) for slot, op in pairs if not any(purged(op, *p) for p in later)]
+    if len(left) == len(event.ops):
         return event
+    # The ops left keep their slots (their values' places in the stored event).
+    kept = tuple(op._replace(slot=-1 if slot == at else slot) for at, (slot, op) in enumerate(left))
     return event._replace(ops=kept, scrubbed=True)
 
 

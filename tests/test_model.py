@@ -178,8 +178,9 @@ def _past(names: list[str], after: str | None, reverse: bool) -> list[str]:
 
 
 def _sorted_ops(ops: tuple[EventOp, ...] | list[EventOp]) -> list[EventOp]:
-    # The semantics promise event order, not the order of ops inside one event.
-    return sorted(ops, key=lambda op: (op.namespace, op.agent_id, op.key))
+    # The semantics promise event order, not the order of ops inside one event; slots (where
+    # an op's value sits in a stored event) are the store's own.
+    return sorted((op._replace(slot=-1) for op in ops), key=lambda op: (op.namespace, op.agent_id, op.key))
 
 
 def _event_tuple(event: Event | ModelEvent) -> tuple[int, str, int, list[EventOp]]:

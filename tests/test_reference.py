@@ -844,7 +844,7 @@ class Breakage(NamedTuple):
 
 
 BREAKAGES = [
-    Breakage("version", "package 0.4.0", "package 0.3.0", check_version),
+    Breakage("version", "package 0.5.0", "package 0.4.0", check_version),
     Breakage(
         "a name left out", "| `Watch` | a live watch", "| `Watcher` | a live watch", check_package_table
     ),

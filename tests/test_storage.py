@@ -10,16 +10,19 @@ from hypothesis import strategies as st
 
 from storage import Event, EventOp, Store, StoreLockedError, keys
 from storage.records import (
+    StatePointer,
     StateRecord,
+    VersionPointer,
     VersionRecord,
-    decode_agent_event,
     decode_event,
+    decode_slots,
     decode_state,
     decode_version,
-    encode_agent_event,
     encode_event,
+    encode_slots,
     encode_state,
     encode_version,
+    op_value,
 )
 
 names = st.text(min_size=1, max_size=12)
@@ -59,12 +62,23 @@ def test_prefix_end() -> None:
     value=st.one_of(st.none(), st.binary(min_size=1, max_size=64)),
 )
 def test_record_codecs_round_trip(version: int, ts: int, value: bytes | None) -> None:
-    assert decode_state(encode_state(StateRecord(version, ts, value))) == StateRecord(version, ts, value)
-    assert decode_version(encode_version(VersionRecord(ts, value))) == VersionRecord(ts, value)
-    event = Event(ts, "txn-1", 1234, (op("ns", "ag", "k", version, value), op("n2", "a2", "ü", 1, None)))
-    assert decode_event(ts, encode_event(event)) == event
-    agent_slice = Event(ts, "txn-1", 1234, (op("ns", "ag", "k", version, value),))
-    assert decode_agent_event("ns", "ag", ts, encode_agent_event(agent_slice)) == agent_slice
+    pointer = StatePointer(version, ts, 1, 1 if value is None else 0)
+    assert decode_state(encode_state(pointer)) == pointer
+    assert decode_version(encode_version(VersionPointer(ts, 1, 0))) == VersionPointer(ts, 1, 0)
+    assert decode_slots(encode_slots([0, 7, 2**32 - 1])) == [0, 7, 2**32 - 1]
+    ops = (op("n2", "a2", "ü", 1, None), op("ns", "ag", "k", version, value))
+    event = Event(ts, "txn-1", 1234, ops)
+    encoded = encode_event(event)
+    assert decode_event(ts, encoded) == event
+    # One op picked out by its slot (an agent's slice), and one value sliced out alone.
+    assert decode_event(ts, encoded, [1]) == Event(ts, "txn-1", 1234, ops[1:])
+    assert op_value(encoded, 1) == value
+    # Ops left by a purge keep their slots, so what points to them stays right.
+    scrubbed = Event(ts, "txn-1", 1234, (ops[1]._replace(slot=1),), True)
+    assert decode_event(ts, encode_event(scrubbed)) == scrubbed
+    assert op_value(encode_event(scrubbed), 1) == value
+    with pytest.raises(ValueError, match="no op at slot 0"):
+        op_value(encode_event(scrubbed), 0)
 
 
 def test_append_writes_state_history_log_and_index_together(store: Store) -> None:
@@ -117,7 +131,8 @@ def test_last_commit_ts_survives_reopen(data_dir: Path) -> None:
     store = Store.open(data_dir)
     try:
         assert store.last_commit_ts == 41
-        assert store.current("ns", "a", "k") == StateRecord(5, 41, b"1")
+        assert store.current("ns", "a", "k") == StatePointer(5, 41, 0, 0)
+        assert store.view().get("ns", "a", "k") == StateRecord(5, 41, b"1")
     finally:
         store.close()
 

@@ -1,0 +1,86 @@
+"""What an event implies: the records beside it in the log that point to its values.
+
+The commit path (`Store.append`), `statehoused rebuild` and the upgrade of an
+older store all write what `derived_records` yields, so they cannot drift
+apart; `verify` compares the tables with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from rocksdict import WriteBatch
+
+from storage import keys
+from storage.records import (
+    Event,
+    EventOp,
+    StatePointer,
+    VersionPointer,
+    encode_event,
+    encode_slots,
+    encode_state,
+    encode_version,
+    slots,
+    value_flags,
+)
+
+
+def agent_slices(event: Event) -> dict[tuple[str, str], Event]:
+    """Each agent's slice of an event: only that agent's ops, in the event's order."""
+    by_agent: dict[tuple[str, str], list[EventOp]] = {}
+    for op in event.ops:
+        by_agent.setdefault((op.namespace, op.agent_id), []).append(op)
+    if len(by_agent) == 1 and not event.scrubbed:
+        return dict.fromkeys(by_agent, event)  # one agent: the slice is the event itself
+    return {
+        agent: Event(event.commit_ts, event.txn_id, event.committed_at_ms, tuple(ops))
+        for agent, ops in by_agent.items()
+    }
+
+
+def agent_slots(event: Event) -> dict[tuple[str, str], list[int]]:
+    """The slots of each agent's ops in an event (its AGENT_EVENTS record), in the event's order."""
+    by_agent: dict[tuple[str, str], list[int]] = {}
+    for slot, op in zip(slots(event), event.ops, strict=True):
+        by_agent.setdefault((op.namespace, op.agent_id), []).append(slot)
+    return by_agent
+
+
+def derived_records(
+    event: Event, state_for: Callable[[EventOp], bool] | None = None
+) -> Iterator[tuple[bytes, bytes]]:
+    """The STATE, VERSIONS, AGENT_EVENTS, AGENTS and TXNS records an event implies: each
+    points to the op's value in the event, which alone holds it.
+
+    The commit path and `statehoused rebuild` both write what this yields, so
+    they cannot drift apart. `state_for` picks the ops whose STATE record is
+    written (default: all, the last one of a key wins).
+    """
+    writers: set[tuple[str, str]] = set()
+    for slot, op in zip(slots(event), event.ops, strict=True):
+        if op.purge:
+            continue  # a purge writes no state: `_purge_records` removes it
+        flags = value_flags(op.value)
+        writers.add((op.namespace, op.agent_id))
+        if state_for is None or state_for(op):
+            yield (
+                keys.state_key(op.namespace, op.agent_id, op.key),
+                encode_state(StatePointer(op.version, event.commit_ts, slot, flags)),
+            )
+        yield (
+            keys.version_key(op.namespace, op.agent_id, op.key, op.version),
+            encode_version(VersionPointer(event.commit_ts, slot, flags)),
+        )
+    for (namespace, agent_id), agent_slots_ in agent_slots(event).items():
+        yield keys.agent_event_key(namespace, agent_id, event.commit_ts), encode_slots(agent_slots_)
+        if (namespace, agent_id) in writers:
+            yield keys.agent_key(namespace, agent_id), b""
+    yield keys.txn_key(event.txn_id), keys.u64(event.commit_ts)
+
+
+def add_event(batch: WriteBatch, event: Event) -> None:
+    """Add to `batch` the event and every record it implies."""
+    batch.put(keys.event_key(event.commit_ts), encode_event(event))
+    for key, value in derived_records(event):
+        batch.put(key, value)
