@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import structlog
 
+from actors.background import Background
 from storage import StorageError, Store
 
 log = structlog.get_logger("statehouse.compactor")
@@ -30,19 +31,17 @@ POLL_SECONDS = 0.1
 RETRY_SECONDS = 5.0
 
 
-class Compactor:
+class Compactor(Background):
     """One background thread that pays the compactions purges owe, in order, merged."""
 
     def __init__(self, store: Store, settled: Callable[[int], None]) -> None:
+        super().__init__("compactor")
         self._store = store
         self._settled = settled  # told the purge commit_ts up to which everything was compacted
-        self._wake = threading.Condition()
         self._ranges: Ranges = []
         self._owed_ts = 0
-        self._stopping = False
         self.compactions = 0
         self.waiting = threading.Event()  # set while it waits for readers older than a purge
-        self._thread = threading.Thread(target=self._run, name="compactor", daemon=True)
 
     def start(self) -> None:
         owed = self._store.compaction_owed()
@@ -61,13 +60,6 @@ class Compactor:
             self._owed_ts = max(self._owed_ts, purge_ts)
             self._wake.notify()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
     def _take(self) -> tuple[Ranges, int] | None:
         with self._wake:
             while not self._stopping and self._ranges == [] and not self._owed_ts:
@@ -77,13 +69,6 @@ class Compactor:
             taken = (self._ranges, self._owed_ts)
             self._ranges, self._owed_ts = [], 0
             return taken
-
-    def _wait(self, seconds: float) -> bool:
-        """Sleep `seconds` unless stopped; False once stopping."""
-        with self._wake:
-            if not self._stopping:
-                self._wake.wait(seconds)
-            return not self._stopping
 
     def _run(self) -> None:
         while (taken := self._take()) is not None:

@@ -27,6 +27,7 @@ from actors.messages import (
     LedgerStatusQuery,
     PurgeRequest,
     RecoverRequest,
+    RetainRequest,
     SnapshotRequest,
 )
 from actors.metrics import Metrics
@@ -111,6 +112,9 @@ class Ledger(pykka.ThreadingActor):
         elif isinstance(message, PurgeRequest):
             self._flush()  # the commits before it in the mailbox come first
             self._purge(message)
+        elif isinstance(message, RetainRequest):
+            self._flush()  # the commits before it in the mailbox come first
+            self._retain(message)
         elif isinstance(message, CompactionSettled):
             # Commits that waited behind this message go first (it arrived between them).
             self._flush()
@@ -182,6 +186,26 @@ class Ledger(pykka.ThreadingActor):
         # The purged bytes leave the data files soon, without stalling commits (see
         # actors/compactor.py): once older readers are done, on RocksDB's threads.
         self._compactor.owe(purge_ranges(request.namespace, request.agent_id, result), commit_ts)
+
+    def _retain(self, request: RetainRequest) -> None:
+        """Drop what a retention pass found, in one write between commit groups."""
+        started = time.perf_counter()
+        try:
+            self._recover()
+            applied = self._store.retain(request.plan)
+        except Exception as exc:  # a failed write, a bug: answer, never hang the retainer
+            log.error("retain.failed", error=repr(exc))
+            request.reply.set_exception(exc)
+            return
+        if applied.ops:
+            log.info(
+                "retain.done",
+                ops=applied.ops,
+                events_removed=applied.events_removed,
+                horizons=applied.horizons,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+        request.reply.set_result(applied)
 
     def _snapshot(self, request: SnapshotRequest) -> None:
         """Checkpoint the store now: between groups, so it holds only durable commits."""

@@ -113,6 +113,15 @@ class PurgeRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class RetainRequest:
+    """Ask the ledger to drop what a retention pass found (storage/retention.py) between two
+    commit groups. `reply` resolves to a storage.retention.Applied, or to the error."""
+
+    plan: Any
+    reply: Future[Any]
+
+
+@dataclass(frozen=True, slots=True)
 class CompactionSettled:
     """Told by the compactor: every purge up to `purge_ts` has been compacted out of the files."""
 

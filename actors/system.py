@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -30,6 +30,7 @@ from actors.messages import (
     Mutation,
     PurgeRequest,
     RecoverRequest,
+    RetainRequest,
     SnapshotRequest,
     TxnOpen,
 )
@@ -37,8 +38,10 @@ from actors.metrics import Metrics
 from actors.namespace import Activity, NamespaceActor, new_client_txn_namespace, txn_namespace
 from actors.registry import LiveActor, NamespaceRegistry
 from actors.reply import Reply
+from actors.retainer import Retainer
 from actors.watch import Watcher, WatchFilter, WatchHub
 from storage import PurgeResult, ReadView, SnapshotDirectory, SnapshotInfo, StorageError, Store
+from storage.retention import Applied, Plan, Policies
 
 log = structlog.get_logger("statehouse.actors")
 
@@ -61,6 +64,9 @@ class ActorConfig:
     # A watcher with more than this many events, or bytes, waiting for it is cut off.
     watch_max_events: int = 10_000
     watch_max_bytes: int = 16 * 1024 * 1024
+    # Which history is let go (storage/retention.py; default: none), and how often that is done.
+    retention: Policies = field(default_factory=Policies)
+    retention_every_seconds: float = 60.0
 
 
 def _owner(txn_id: str, open: TxnOpen | None) -> str:
@@ -118,6 +124,8 @@ class ActorSystem:
         self._finished = FinishedTransactions(committed=store.commit_ts_of, unsettled=lambda: store.failed)
         self._stopping = threading.Event()
         self._reaper: threading.Thread | None = None
+        every = self.config.retention_every_seconds
+        self.retainer = Retainer(store, self.config.retention, self._retain, every)
         self.watches = WatchHub(
             store.last_commit_ts, self.config.watch_max_events, self.config.watch_max_bytes
         )
@@ -137,12 +145,14 @@ class ActorSystem:
         self._registry = NamespaceRegistry(self._start_namespace, self.config.max_idle_actors)
         self._reaper = threading.Thread(target=self._reap, name="statehouse-reaper", daemon=True)
         self._reaper.start()
+        self.retainer.start()
         return self
 
     def stop(self) -> None:
         """End the watches; stop the reaper, the namespace actors, then the ledger (which flushes)."""
         self.watches.close()
         self._stopping.set()
+        self.retainer.stop()
         try:
             if self._reaper is not None:
                 self._reaper.join()
@@ -348,7 +358,8 @@ class ActorSystem:
             ) from None
 
     def compact(self) -> float:
-        """Rewrite every data file so that what was purged or deleted leaves them; the seconds it took.
+        """Apply the retention policies now, then rewrite every data file so that what was
+        purged, deleted or let go leaves them; the seconds it took.
 
         Runs on the caller's thread beside commits (RocksDB compacts on threads of its own).
         """
@@ -356,10 +367,21 @@ class ActorSystem:
             raise Unavailable("the daemon is shutting down")
         started = time.perf_counter()
         try:
+            retained = self.retainer.run()
             self.store.compact(None)
         except StorageError as exc:
             raise Unavailable(str(exc)) from exc
+        log.info("compact.requested", retained_ops=retained.ops, events_removed=retained.events_removed)
         return time.perf_counter() - started
+
+    def _retain(self, found: Plan) -> Applied:
+        """Have the ledger drop what a retention pass found (the retainer's thread waits)."""
+        reply: Future[Applied] = Future()
+        self._tell_ledger(RetainRequest(found, reply))
+        try:
+            return reply.result(timeout=120.0)
+        except FutureTimeout:
+            raise Unavailable("the ledger did not apply retention within 120 s") from None
 
     def snapshot(self, wait: float) -> SnapshotInfo:
         """Take a snapshot now (between two commit groups) and return where it is."""

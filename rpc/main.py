@@ -29,6 +29,7 @@ from rpc.server import AddressInUse, Daemon, DaemonConfig
 from statehouse import Statehouse, StatehouseError, UnavailableError, __version__
 from statehouse._names import DEFAULT_MAX_VALUE_BYTES
 from storage import StorageError, StoreLockedError
+from storage.retention import Policies, Policy
 from storage.store import SYNC_METHODS
 
 EXIT_OK, EXIT_USAGE, EXIT_ADDRESS, EXIT_DATA_DIR = 0, 2, 3, 4
@@ -63,6 +64,15 @@ def _http_addr(text: str) -> str:
 _positive_int = _at_least(1)
 _count = _at_least(0)
 _seconds = _at_least(0, float)
+
+
+def _namespace_policies(text: str) -> str:
+    """An argparse type: per-namespace retention, `NS=POLICY;NS=POLICY` (checked, kept as text)."""
+    try:
+        Policies.parse_namespaces(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 # Options that are not settings: they are never read from a config file.
@@ -226,6 +236,20 @@ def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParse
         default=env.get("STATEHOUSE_SNAPSHOT_KEEP", "0"),
         help="keep only the newest N snapshots, 0 = keep all (env STATEHOUSE_SNAPSHOT_KEEP)",
     )
+    retention = [
+        ("--retain-versions", _count, "0", "keep each key's N newest versions and let older history go, "
+         "0 = keep all; a key's latest value is always kept"),
+        ("--retain-seconds", _seconds, "0", "keep the history of the last S seconds and let older history "
+         "go, 0 = keep all; with --retain-versions, history goes only once both let it"),
+        ("--retain-namespace", _namespace_policies, "", "retention of some namespaces instead of the "
+         "daemon-wide one: NS=POLICY;NS=POLICY, where POLICY is all, versions:N, seconds:S or both"),
+        ("--retention-every-seconds", _at_least(0.001, float), "60", "how often retention lets go what "
+         "the policies allow, in the background (statehousectl compact does it at once)"),
+    ]  # fmt: skip
+    for option, kind, initial, text in retention:
+        name = "STATEHOUSE_" + option[2:].upper().replace("-", "_")
+        shown = f"{text} (env {name}, default {initial or 'none'})"
+        parser.add_argument(option, type=kind, default=env.get(name, initial), help=shown)
     parser.add_argument(
         "--log-level",
         choices=logs.LEVELS,
@@ -502,6 +526,11 @@ def serve(argv: list[str]) -> int:
             max_txn_bytes=args.max_txn_bytes,
             watch_max_events=args.watch_max_events,
             watch_max_bytes=args.watch_max_bytes,
+            retention=Policies(
+                Policy(args.retain_versions, args.retain_seconds),
+                Policies.parse_namespaces(args.retain_namespace),
+            ),
+            retention_every_seconds=args.retention_every_seconds,
         ),
         snapshot_dir=args.snapshot_dir,
         snapshot_keep=args.snapshot_keep,

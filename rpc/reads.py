@@ -20,7 +20,7 @@ from rpc import paging
 from rpc.convert import ValueForm, check_names, check_namespace, check_prefix, fill_value
 from statehouse import _names
 from statehouse._proto import statehouse_pb2 as pb
-from storage import ReadView, StateRecord, VersionRecord
+from storage import HistoryCompactedError, ReadView, StateRecord, VersionRecord
 
 # Most results one page may hold; a larger `limit` is clamped to these (the
 # answer then carries a token for the rest, as `limit` means "at most").
@@ -53,6 +53,17 @@ def _fill_page(found: Iterator[T], limit: int | None, add: Callable[[T], int]) -
         count += 1
         last = item
     return None
+
+
+def _until_compacted(found: Iterator[T], full: Callable[[], bool]) -> Iterator[T]:
+    """The items of a history listing; where it reaches history retention let go, the error,
+    unless the page is full already: then the next page is the one that says so."""
+    try:
+        yield from found
+    except HistoryCompactedError:
+        if not full():
+            raise
+        yield None  # type: ignore[misc]  # one past a full page, never added to it
 
 
 def as_of(view: ReadView, at_commit_ts: int | None, token_ts: int | None) -> int:
@@ -205,7 +216,8 @@ def key_history(view: ReadView, request: pb.KeyHistoryRequest) -> pb.KeyHistoryR
         return int(entry.ByteSize())
 
     limit = paging.page_size(request.limit, MAX_HISTORY_LIMIT) or DEFAULT_HISTORY_LIMIT
-    last = _fill_page(view.history(namespace, agent_id, key, start), limit, add)
+    full = lambda: len(versions) >= limit or response.ByteSize() >= PAGE_BYTES  # noqa: E731
+    last = _fill_page(_until_compacted(view.history(namespace, agent_id, key, start), full), limit, add)
     if last is not None:
         # history() seeks down from the version named, so start just below the last sent.
         response.next_page_token = paging.encode(scope, last[0] - 1)

@@ -398,6 +398,8 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         check_prefix(request.key_prefix)
         start = max(request.start_ts, 1) if request.HasField("start_ts") else None
         watch = WatchFilter(namespace, request.agent_id or None, request.key_prefix)
+        if start is not None:  # a watch from before the horizon fails at once, as a replay does
+            self._system.view().check_history(namespace, start, "a watch")
         with self._stream_place():
             watcher, routed = self._system.watch(watch)
             context.add_callback(watcher.close)  # the client went away: wake the stream, end it

@@ -29,7 +29,7 @@ from actors import (
     VersionNotFound,
 )
 from statehouse._proto import statehouse_pb2 as pb
-from storage import DataLossError, StorageError
+from storage import DataLossError, HistoryCompactedError, StorageError
 
 log = structlog.get_logger("statehouse.rpc")
 
@@ -45,6 +45,7 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DataLossError: grpc.StatusCode.DATA_LOSS,
+    HistoryCompactedError: grpc.StatusCode.OUT_OF_RANGE,
     StorageError: grpc.StatusCode.UNAVAILABLE,
 }
 
@@ -55,6 +56,9 @@ CONFLICT_TRAILER = "statehouse-conflict-bin"
 # Trailing metadata of a FAILED_PRECONDITION Stage that tried to open a committed
 # transaction id: that commit's commit_ts, in decimal.
 COMMITTED_TRAILER = "statehouse-commit-ts"
+# Trailing metadata of an OUT_OF_RANGE read of history retention let go: the horizon
+# (the commit_ts from which that history is whole), in decimal.
+HORIZON_TRAILER = "statehouse-horizon"
 
 
 def conflict_message(conflict: Conflict) -> pb.Conflict:
@@ -116,6 +120,8 @@ def _abort(context: grpc.ServicerContext, method: str, exc: Exception, count: Er
             context.set_trailing_metadata(((CONFLICT_TRAILER, trailer),))
         elif isinstance(exc, AlreadyCommitted):
             context.set_trailing_metadata(((COMMITTED_TRAILER, str(exc.commit_ts)),))
+        elif isinstance(exc, HistoryCompactedError):
+            context.set_trailing_metadata(((HORIZON_TRAILER, str(exc.horizon)),))
         context.abort(code, str(exc))
     count(grpc.StatusCode.INTERNAL)
     log.exception("rpc.internal_error", method=method)

@@ -5,6 +5,7 @@
     ├── NotFoundError                    a version that never existed
     ├── UnavailableError                 daemon unreachable, shutting down, or storage failed
     ├── DataLossError                    stored data the call needed is damaged; never retried
+    ├── HistoryCompactedError            history the read needs was let go by retention (.horizon)
     ├── DeadlineExceededError            no answer before the call's deadline
     ├── ResourceExhaustedError           a configured bound (open txns, ops, bytes, message size)
     └── TransactionError                 any failure of begin/write/delete/commit/abort
@@ -30,6 +31,8 @@ from statehouse._proto import statehouse_pb2 as pb
 CONFLICT_TRAILER = "statehouse-conflict-bin"
 # The trailer of a FAILED_PRECONDITION Stage that opened a committed id: its commit_ts.
 COMMITTED_TRAILER = "statehouse-commit-ts"
+# The trailer of an OUT_OF_RANGE read of history that retention let go: the horizon.
+HORIZON_TRAILER = "statehouse-horizon"
 
 
 class StatehouseError(Exception):
@@ -70,6 +73,19 @@ class DataLossError(StatehouseError):
     def __init__(self, message: str, code: str | None = None, *, progress_ts: int | None = None) -> None:
         super().__init__(message, code)
         self.progress_ts = progress_ts
+
+
+class HistoryCompactedError(StatehouseError):
+    """The read needs history that the daemon's retention policy let go (OUT_OF_RANGE, like
+    etcd's compacted revision): an old version, or a replay, watch, history or as-of read
+    from before `horizon`, the commit_ts from which that history is whole. Nothing is
+    wrong; ask again from `horizon` on. Never retried."""
+
+    code = "OUT_OF_RANGE"
+
+    def __init__(self, message: str, code: str | None = None, *, horizon: int = 0) -> None:
+        super().__init__(message, code)
+        self.horizon = horizon
 
 
 class DeadlineExceededError(StatehouseError):
@@ -212,6 +228,11 @@ def from_rpc_error(error: grpc.RpcError, in_transaction: bool) -> StatehouseErro
         conflict = _conflict_trailer(error.trailing_metadata())  # type: ignore[attr-defined]
         if conflict is not None:
             return conflict_error(conflict)
+    if code == grpc.StatusCode.OUT_OF_RANGE:
+        for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
+            if key == HORIZON_TRAILER:
+                details = error.details() or code.name  # type: ignore[attr-defined]
+                return HistoryCompactedError(details, horizon=int(value))
     if code == grpc.StatusCode.FAILED_PRECONDITION and in_transaction:
         for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
             if key == COMMITTED_TRAILER:

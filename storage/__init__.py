@@ -4,7 +4,14 @@ Only the ledger actor writes (through `Store.append`); readers use the
 `ReadView` of the last durable commit group.
 """
 
-from storage.errors import DataLossError, StorageError, StoreFailedError, StoreLockedError, StoreRefusedError
+from storage.errors import (
+    DataLossError,
+    HistoryCompactedError,
+    StorageError,
+    StoreFailedError,
+    StoreLockedError,
+    StoreRefusedError,
+)
 from storage.records import AgentEvent, Blob, Event, EventOp, StateRecord, VersionRecord
 from storage.snapshots import SnapshotDirectory, SnapshotInfo
 from storage.store import PurgeResult, Store
@@ -16,6 +23,7 @@ __all__ = [
     "DataLossError",
     "Event",
     "EventOp",
+    "HistoryCompactedError",
     "PurgeResult",
     "ReadView",
     "SnapshotDirectory",

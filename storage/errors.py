@@ -5,6 +5,8 @@ StorageError                RocksDB failed to read or write; the store may need 
 ├── StoreFailedError        a write may be in memory but not on disk; writes refused until reopened
 ├── DataLossError           stored data could not be read whole (damaged or missing); never retried
 └── StoreRefusedError       the data directory cannot be opened as a whole store; nothing was changed
+
+HistoryCompactedError       a read asked for history that retention let go (not a failure)
 """
 
 
@@ -37,3 +39,12 @@ class DataLossError(StorageError):
 class StoreRefusedError(StorageError):
     """The data directory holds a store that cannot be opened whole (damaged or incomplete
     files, a damaged write-ahead log); it was refused and nothing in it was changed."""
+
+
+class HistoryCompactedError(Exception):
+    """A read needs history from before `horizon` (a commit_ts), which retention let go
+    (storage/retention.py). Nothing is wrong with the store; ask from the horizon on."""
+
+    def __init__(self, message: str, horizon: int) -> None:
+        super().__init__(message)
+        self.horizon = horizon

@@ -12,6 +12,7 @@ a 2-byte big-endian length followed by their UTF-8 bytes, so no two distinct
   AGENT_EVENTS  0x04 L(ns) L(agent) u64(commit_ts)           -> u32 slots of the agent's ops
   TXNS          0x05 txn_id (UTF-8)                          -> u64(commit_ts)
   AGENTS        0x06 L(ns) agent_id (UTF-8)                  -> b"" (schema 2)
+  HORIZONS      0x07 L(ns)                                   -> u64 horizon, u64 cursor (retention)
 
 TXNS indexes the log by transaction id, so a retried commit (same id) is
 answered with its first commit_ts, even after a restart. AGENTS lists every
@@ -35,6 +36,7 @@ EVENTS = b"\x03"
 AGENT_EVENTS = b"\x04"
 TXNS = b"\x05"
 AGENTS = b"\x06"
+HORIZONS = b"\x07"
 
 META_LAST_COMMIT_TS = META + b"last_commit_ts"
 META_SCHEMA = META + b"schema_version"
@@ -43,6 +45,10 @@ META_REBUILD_IN_PROGRESS = META + b"rebuild_in_progress"
 # The commit_ts of a purge whose bytes may still be in the files: set by the purge's own
 # write, cleared once a compaction after it has run (see actors/compactor.py).
 META_COMPACTION_OWED = META + b"compaction_owed"
+# Retention (storage/retention.py): events up to this commit_ts were checked against the
+# `versions` limits; the greatest horizon of any namespace (below it the log may have gaps).
+META_RETAINED_THROUGH = META + b"retained_through"
+META_LOG_HORIZON = META + b"log_horizon"
 # 2 added the AGENTS table; 3 stores each value once, in its event (storage/records.py).
 # A store of an older schema is upgraded in place when a daemon opens it (storage/upgrade.py).
 SCHEMA_VERSION = 3
@@ -59,14 +65,14 @@ def read_u64(data: bytes, offset: int = 0) -> int:
     return _U64.unpack_from(data, offset)[0]
 
 
-def _name(text: str) -> bytes:
+def name(text: str) -> bytes:
     raw = text.encode("utf-8")
     return _U16.pack(len(raw)) + raw
 
 
 @functools.lru_cache(maxsize=4096)  # every record of a commit starts with one of these
 def agent_prefix(table: bytes, namespace: str, agent_id: str) -> bytes:
-    return table + _name(namespace) + _name(agent_id)
+    return table + name(namespace) + name(agent_id)
 
 
 def state_key(namespace: str, agent_id: str, key: str) -> bytes:
@@ -74,7 +80,7 @@ def state_key(namespace: str, agent_id: str, key: str) -> bytes:
 
 
 def version_key(namespace: str, agent_id: str, key: str, version: int) -> bytes:
-    return agent_prefix(VERSIONS, namespace, agent_id) + _name(key) + _U64.pack(version)
+    return agent_prefix(VERSIONS, namespace, agent_id) + name(key) + _U64.pack(version)
 
 
 def event_key(commit_ts: int) -> bytes:
@@ -90,7 +96,7 @@ def txn_key(txn_id: str) -> bytes:
 
 
 def agents_prefix(namespace: str) -> bytes:
-    return AGENTS + _name(namespace)
+    return AGENTS + name(namespace)
 
 
 def agent_key(namespace: str, agent_id: str) -> bytes:
@@ -122,10 +128,11 @@ TABLE_NAMES = {
     AGENT_EVENTS: "AGENT_EVENTS",
     TXNS: "TXNS",
     AGENTS: "AGENTS",
+    HORIZONS: "HORIZONS",
 }
 
 
-def _read_name(raw: bytes, pos: int) -> tuple[str, int]:
+def read_name(raw: bytes, pos: int) -> tuple[str, int]:
     (size,) = _U16.unpack_from(raw, pos)
     end = pos + 2 + size
     if end > len(raw):
@@ -140,26 +147,26 @@ def _read_counter(raw: bytes, pos: int) -> int:
 
 
 def split_state_key(raw: bytes) -> tuple[str, str, str]:
-    namespace, pos = _read_name(raw, 1)
-    agent_id, pos = _read_name(raw, pos)
+    namespace, pos = read_name(raw, 1)
+    agent_id, pos = read_name(raw, pos)
     return namespace, agent_id, raw[pos:].decode("utf-8")
 
 
 def split_version_key(raw: bytes) -> tuple[str, str, str, int]:
-    namespace, pos = _read_name(raw, 1)
-    agent_id, pos = _read_name(raw, pos)
-    key, pos = _read_name(raw, pos)
+    namespace, pos = read_name(raw, 1)
+    agent_id, pos = read_name(raw, pos)
+    key, pos = read_name(raw, pos)
     return namespace, agent_id, key, _read_counter(raw, pos)
 
 
 def split_agent_key(raw: bytes) -> tuple[str, str]:
-    namespace, pos = _read_name(raw, 1)
+    namespace, pos = read_name(raw, 1)
     return namespace, raw[pos:].decode("utf-8")
 
 
 def split_agent_event_key(raw: bytes) -> tuple[str, str, int]:
-    namespace, pos = _read_name(raw, 1)
-    agent_id, pos = _read_name(raw, pos)
+    namespace, pos = read_name(raw, 1)
+    agent_id, pos = read_name(raw, pos)
     return namespace, agent_id, _read_counter(raw, pos)
 
 
@@ -190,6 +197,9 @@ def describe_key(raw: bytes) -> str:
         if table == AGENTS:
             ns, agent = split_agent_key(raw)
             return f"namespace={ns!r} agent={agent!r}"
+        if table == HORIZONS:
+            ns, _pos = read_name(raw, 1)
+            return f"namespace={ns!r}"
     except DECODE_ERRORS:
         pass
     return f"undecodable key 0x{raw.hex()}"

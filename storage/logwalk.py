@@ -28,6 +28,7 @@ from storage.records import (
     slots,
     value_flags,
 )
+from storage.retention import horizons
 
 # The order in which divergences take precedence (see storage/verify.py).
 PRECEDENCE = ("EVENTS", "META", "STATE", "VERSIONS", "AGENT_EVENTS", "TXNS", "AGENTS")
@@ -381,7 +382,8 @@ class LogEvent:
     event: Event | None  # None: the record is undecodable
 
 
-# (namespace, agent_id, key) -> [latest version, its commit_ts, its encoded STATE record]
+# (namespace, agent_id, key) -> [latest version, its commit_ts, its encoded STATE record,
+# the first version the log holds (1 unless retention let older ones go)]
 Fold = dict[tuple[str, str, str], list[Any]]
 
 
@@ -406,6 +408,9 @@ def walk_log(db: Any, report: Report, ticker: Ticker, latest: Fold) -> Iterator[
     then taken as it comes (the damage is reported, not every key after it).
     """
     versions = latest
+    # Where retention let history go: below the log's horizon events may be gone (those left
+    # with no op), and a namespace with a horizon may begin a key's history above version 1.
+    compacted, log_horizon = _retention_marks(db, report)
     # The fold's keys by agent, so that a purge finds its keys without scanning the fold.
     by_agent: dict[tuple[str, str], set[str]] = {}
     for namespace, agent_id, key in versions:
@@ -422,7 +427,11 @@ def walk_log(db: Any, report: Report, ticker: Ticker, latest: Fold) -> Iterator[
             continue
         commit_ts = keys.read_u64(raw_key, 1)
         where = f"commit_ts={commit_ts}"
-        if commit_ts != previous + 1 and not _covered(report, previous + 1, commit_ts - 1):
+        if (
+            commit_ts != previous + 1
+            and commit_ts > log_horizon
+            and not _covered(report, previous + 1, commit_ts - 1)
+        ):
             expected = f"commit_ts {previous + 1} after {previous}" if previous else "the log to start at 1"
             report._add(Divergence("EVENTS", where, expected, f"commit_ts {commit_ts}"))
         previous = commit_ts
@@ -449,9 +458,11 @@ def walk_log(db: Any, report: Report, ticker: Ticker, latest: Fold) -> Iterator[
             state_key = (op.namespace, op.agent_id, op.key)
             entry = versions.get(state_key)
             expected_version = 1 if entry is None else entry[0] + 1
-            # Versions the key had in a damaged region since its last one seen are unknown.
-            skipped = op.version > expected_version and _damaged_since(
-                report, 0 if entry is None else entry[1]
+            # Versions the key had in a damaged region since its last one seen are unknown, and
+            # so are those retention let go before its first one kept.
+            skipped = op.version > expected_version and (
+                _damaged_since(report, 0 if entry is None else entry[1])
+                or (entry is None and op.namespace in compacted)
             )
             if (op.version != expected_version and not skipped) or state_key in seen:
                 report._add(
@@ -466,12 +477,23 @@ def walk_log(db: Any, report: Report, ticker: Ticker, latest: Fold) -> Iterator[
             seen.add(state_key)
             pointer = encode_state(StatePointer(op.version, commit_ts, slot, value_flags(op.value)))
             if entry is None:
-                versions[state_key] = [op.version, commit_ts, pointer]
+                versions[state_key] = [op.version, commit_ts, pointer, op.version]
                 by_agent.setdefault((op.namespace, op.agent_id), set()).add(op.key)
             else:
                 entry[0], entry[1], entry[2] = op.version, commit_ts, pointer
         yield LogEvent(commit_ts, event)
     ticker.finish(count)
+
+
+def _retention_marks(db: Any, report: Report) -> tuple[set[str], int]:
+    """The namespaces retention let history go in, and the log's horizon (0: none)."""
+    try:
+        compacted = {namespace for namespace, horizon in horizons(db) if horizon > 1}
+        raw = reading.get(db, keys.META_LOG_HORIZON)
+    except DataLossError as exc:
+        report.table_damaged("META", exc, "the horizons of retention")
+        return set(), 0
+    return compacted, 0 if raw is None or len(raw) != 8 else keys.read_u64(raw)
 
 
 def forget(

@@ -177,6 +177,17 @@ class _Writer:
         self._db.write(batch, synced)
 
 
+def _copy_retention(source: Any, target: Rdict) -> None:
+    """What retention recorded beside the log (horizons and cursors): the log alone does not
+    say what was let go."""
+    for name in (keys.META_RETAINED_THROUGH, keys.META_LOG_HORIZON):
+        data = reading.get(source, name)
+        if data is not None:
+            target.put(name, data)
+    for raw_key, data in reading.scan(source, keys.HORIZONS, "the HORIZONS table"):
+        target.put(raw_key, data)
+
+
 def _open_existing(path: Path) -> Rdict:
     if not opening.holds_store(path):
         raise StorageError(f"{path} is not a Statehouse data directory (no store there)")
@@ -274,6 +285,7 @@ def rebuild_into(
         target = opening.open_read_write(partial)
         try:
             target.put(keys.META_REBUILD_IN_PROGRESS, keys.u64(time.time_ns() // 1_000_000))
+            _copy_retention(source, target)
             writer = _Writer(target, latest, batch_bytes, batch_ops)
             ticker = Ticker(progress, "rebuilding", last_commit_ts, progress_every)
             for raw, event in _events(source):

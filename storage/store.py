@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 from rocksdict import BottommostLevelCompaction, Checkpoint, CompactOptions, Rdict, WriteBatch, WriteOptions
 
-from storage import keys, opening, reading, upgrade, wal
+from storage import keys, opening, reading, retention, upgrade, wal
 from storage.derive import add_event
 from storage.durable import DurableMark, read_mark
 from storage.errors import DataLossError, StorageError, StoreFailedError, StoreRefusedError
@@ -258,6 +258,14 @@ class Store:
         self._versions.clear()  # cheaper than finding the purged keys in it
         return result._replace(commit_ts=event.commit_ts)
 
+    def retain(self, found: retention.Plan) -> retention.Applied:
+        """Drop what a retention pass found (storage/retention.py), in one durable write,
+        checking each op is still there and still not its key's latest."""
+        batch = WriteBatch(raw_mode=True)
+        applied = retention.apply(self._db, batch, found)
+        self._write(batch, [])
+        return applied
+
     def compaction_owed(self) -> int:
         """The commit_ts of the last purge whose bytes may still be in the files (0: none)."""
         data = reading.get(self._db, keys.META_COMPACTION_OWED)
@@ -298,7 +306,8 @@ class Store:
                 raise StorageError(f"compaction failed: {exc}") from exc
 
     def _write(self, batch: WriteBatch, events: Sequence[Event]) -> None:
-        """Write `batch` (whose last event is `events[-1]`) durably, then publish it."""
+        """Write `batch` (whose last event is `events[-1]`; none for retention) durably, then
+        publish it."""
         if self._closed:
             raise StorageError("store is closed")
         if self._refused is not None:
@@ -308,7 +317,8 @@ class Store:
                 f"nothing was committed: the store refuses writes since an earlier failure "
                 f"({self._failed}) until it is reopened"
             )
-        batch.put(keys.META_LAST_COMMIT_TS, keys.u64(events[-1].commit_ts))
+        if events:
+            batch.put(keys.META_LAST_COMMIT_TS, keys.u64(events[-1].commit_ts))
         sync_write = self._sync_method == "sync_write"
         crash_point("ledger.before_write")
         try:
@@ -341,8 +351,9 @@ class Store:
             for op in event.ops:
                 if not op.purge:
                     versions[(op.namespace, op.agent_id, op.key)] = (op.version, op.value is not None)
-        self.last_commit_ts = events[-1].commit_ts
-        self._mark.advance(self.last_commit_ts)
+        if events:
+            self.last_commit_ts = events[-1].commit_ts
+            self._mark.advance(self.last_commit_ts)
         self._publish()
 
     def checkpoint(self, directory: Path) -> Path:

@@ -293,7 +293,7 @@ def _check_extra_versions(db: Any, latest: Fold, report: Report) -> None:
         try:
             ns, agent, key, version = keys.split_version_key(raw_key)
             entry = latest.get((ns, agent, key))
-            implied = entry is not None and 1 <= version <= entry[0]
+            implied = entry is not None and entry[3] <= version <= entry[0]
         except keys.DECODE_ERRORS:
             implied = False
         if not implied:
@@ -365,5 +365,5 @@ def _check_agents(db: Any, latest: Fold, report: Report) -> None:
 def _count_outside(db: Any) -> int:
     """Keys whose first byte names no table (not checked, only counted)."""
     return sum(
-        1 for _ in reading.scan(db, b"", "the keys after the known tables", keys.prefix_end(keys.AGENTS))
+        1 for _ in reading.scan(db, b"", "the keys after the known tables", keys.prefix_end(keys.HORIZONS))
     )

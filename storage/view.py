@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from storage import keys, reading
-from storage.errors import DataLossError
+from storage.errors import DataLossError, HistoryCompactedError
 from storage.records import (
     Event,
     StatePointer,
@@ -29,6 +29,15 @@ from storage.records import (
 T = TypeVar("T")
 
 
+def _compacted(what: str, oldest: tuple[int, VersionPointer]) -> HistoryCompactedError:
+    version, pointer = oldest
+    return HistoryCompactedError(
+        f"{what} was compacted by retention: the oldest version kept is {version}, committed at "
+        f"commit_ts {pointer.commit_ts} (the key's horizon)",
+        pointer.commit_ts,
+    )
+
+
 def _agent(namespace: str, agent_id: str) -> str:
     return f"agent {agent_id!r} in namespace {namespace!r}"
 
@@ -43,6 +52,11 @@ class ReadView:
     def __init__(self, snapshot: Any, last_commit_ts: int) -> None:
         self._snapshot = snapshot
         self.last_commit_ts = last_commit_ts
+
+    @property
+    def snapshot(self) -> Any:
+        """The RocksDB snapshot this view reads (for storage/retention.py)."""
+        return self._snapshot
 
     def _get(self, key: bytes) -> bytes | None:
         return reading.get(self._snapshot, key)
@@ -83,8 +97,58 @@ class ReadView:
         raw_key = keys.version_key(namespace, agent_id, key, version)
         data = self._get(raw_key)
         if data is None:
+            oldest = self._oldest(namespace, agent_id, key)
+            if oldest is not None and 1 <= version < oldest[0]:
+                raise _compacted(f"version {version} of key {key!r} of {_agent(namespace, agent_id)}", oldest)
             return None
         return self._version_record(_decoded(raw_key, decode_version, data), key, namespace, agent_id)
+
+    def versions_of(
+        self, namespace: str, agent_id: str, key: str, from_version: int = 1
+    ) -> Iterator[tuple[int, VersionPointer]]:
+        """A key's VERSIONS records as stored (where each value is), oldest first, lazily."""
+        base = keys.version_key(namespace, agent_id, key, 0)[: -len(keys.u64(0))]
+        what = f"the history of key {key!r} of {_agent(namespace, agent_id)}"
+        for raw_key, data in reading.scan(self._snapshot, base, what, base + keys.u64(from_version)):
+            yield keys.read_u64(raw_key, len(base)), _decoded(raw_key, decode_version, data)
+
+    def _oldest(self, namespace: str, agent_id: str, key: str) -> tuple[int, VersionPointer] | None:
+        """A key's oldest kept version (above 1 once retention let older ones go), or None."""
+        return next(self.versions_of(namespace, agent_id, key), None)
+
+    def horizon(self, namespace: str) -> int:
+        """The commit_ts from which the namespace's history is whole (0: all of it is)."""
+        data = self._get(keys.HORIZONS + keys.name(namespace))
+        return 0 if data is None else keys.read_u64(data)
+
+    def check_history(self, namespace: str, start_ts: int | None, what: str) -> None:
+        """HistoryCompactedError if history of `namespace` from `start_ts` (None: the
+        beginning) is needed and retention let part of it go."""
+        horizon = self.horizon(namespace)
+        if horizon > 1 and (start_ts or 1) < horizon:
+            raise HistoryCompactedError(
+                f"{what} from commit_ts {start_ts or 1} needs history that retention compacted: the history "
+                f"of namespace {namespace!r} is whole from commit_ts {horizon} on (its horizon); ask "
+                f"from there",
+                horizon,
+            )
+
+    def first_event_from(self, commit_ts: int) -> Event | None:
+        """The first event of the log at or after `commit_ts` (retention may remove events)."""
+        for event in self.events(commit_ts):
+            return event
+        return None
+
+    def namespaces(self) -> Iterator[str]:
+        """Every namespace that has an agent listed in AGENTS, one seek each."""
+        start: bytes | None = keys.AGENTS
+        while start is not None:
+            found = next(iter(reading.scan(self._snapshot, keys.AGENTS, "the AGENTS table", start)), None)
+            if found is None:
+                return
+            namespace, _pos = keys.read_name(found[0], 1)
+            yield namespace
+            start = keys.prefix_end(keys.agents_prefix(namespace))
 
     def _version_record(
         self, pointer: VersionPointer, key: str, namespace: str, agent_id: str
@@ -187,14 +251,25 @@ class ReadView:
     ) -> StateRecord | None:
         if latest.commit_ts <= at_ts:
             return self._state(latest, key, namespace, agent_id)
+        # The oldest version kept: retention may have let older ones go.
+        oldest = self._oldest(namespace, agent_id, key)
+        if oldest is None:
+            raise DataLossError(
+                f"key {key!r} of {_agent(namespace, agent_id)} has no version history: the data directory "
+                f"is damaged; {reading.ADVICE}"
+            )
+        if oldest[1].commit_ts > at_ts:
+            if oldest[0] == 1:
+                return None  # the key was written after at_ts
+            raise _compacted(f"key {key!r} of {_agent(namespace, agent_id)} as of commit_ts {at_ts}", oldest)
         # A key's commit_ts grow with its version. Step back from the latest
         # doubling the stride, so a recent `at_ts` costs a read or two even on
         # a long history, then bisect the bracket found.
         newer = latest.version  # its commit_ts is after at_ts
-        older = 0  # the newest version known at or before at_ts (0: none yet)
-        found: VersionPointer | None = None  # its record
+        older = oldest[0]  # the newest version known at or before at_ts
+        found: VersionPointer | None = oldest[1]  # its record
         stride = 1
-        while newer - stride >= 1:
+        while newer - stride > older:
             probe = newer - stride
             record = self._version(namespace, agent_id, key, probe)
             if record.commit_ts <= at_ts:
@@ -236,6 +311,9 @@ class ReadView:
         for raw_key, data in reading.scan(self._snapshot, base, what, start, reverse=True):
             pointer = _decoded(raw_key, decode_version, data)
             yield keys.read_u64(raw_key, len(base)), self._version_record(pointer, key, namespace, agent_id)
+        oldest = self._oldest(namespace, agent_id, key)
+        if oldest is not None and oldest[0] > 1:  # the listing reached what retention let go
+            raise _compacted(f"the history of key {key!r} of {_agent(namespace, agent_id)}", oldest)
 
     def committed_at_ms(self, namespace: str, agent_id: str, commit_ts: int) -> int | None:
         """Wall-clock time of commit `commit_ts`, from the agent's event index;
@@ -263,6 +341,7 @@ class ReadView:
         end_ts: int | None = None,
     ) -> Iterator[Event]:
         """One agent's events in commit_ts order, lazily, from its own index."""
+        self.check_history(namespace, start_ts, f"a replay of {_agent(namespace, agent_id)}")
         agent = keys.agent_prefix(keys.AGENT_EVENTS, namespace, agent_id)
         start = agent + keys.u64(start_ts or 0)
         what = f"the event index of {_agent(namespace, agent_id)}"

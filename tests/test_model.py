@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -48,8 +49,9 @@ from actors import (
     TransactionNotFound,
 )
 from statehouse._codec import canonical, encode
-from storage import Blob, Event, EventOp, StateRecord, Store, VersionRecord
+from storage import Blob, Event, EventOp, HistoryCompactedError, StateRecord, Store, VersionRecord
 from storage import keys as storage_keys
+from storage.retention import Policies, Policy
 
 W = 10.0  # seconds any single call may wait
 
@@ -197,6 +199,10 @@ class Model:
         # ("committed", commit_ts) | ("aborted", 0) | ("expired", timeout_ms).
         self.finished: dict[str, tuple[str, int]] = {}
         self.issued: list[str] = []  # every txn id ever begun, in order
+        # Retention: how many of each key's first versions were let go, and each namespace's
+        # horizon (the commit_ts from which its history is whole).
+        self.dropped: dict[Target, int] = {}
+        self.horizons: dict[str, int] = {}
 
     def latest(self, target: Target) -> StateRecord | None:
         versions = self.history.get(target)
@@ -204,6 +210,38 @@ class Model:
             return None
         last = versions[-1]
         return StateRecord(len(versions), last.commit_ts, last.value)
+
+    def compacted(self, target: Target, version: int) -> bool:
+        """Whether retention let that version of the key go."""
+        return 1 <= version <= self.dropped.get(target, 0)
+
+    def apply_retain(self, namespace: str, keep: int) -> int:
+        """Retention keeping each key's `keep` newest versions in `namespace`: the older ones
+        leave their events (removed if no op is left); the ops dropped."""
+        gone: set[tuple[int, Target]] = set()
+        for target, versions in self.history.items():
+            if target[0] != namespace:
+                continue
+            first, last = self.dropped.get(target, 0), len(versions) - keep
+            gone.update((versions[v - 1].commit_ts, target) for v in range(first + 1, last + 1))
+            if last > first:
+                self.dropped[target] = last
+        if not gone:
+            return 0
+        kept = []
+        for event in self.events:
+            ops = tuple(
+                op
+                for op in event.ops
+                if op.purge or (event.commit_ts, (op.namespace, op.agent_id, op.key)) not in gone
+            )
+            if ops or len(ops) == len(event.ops):
+                event.ops = ops
+                kept.append(event)
+        self.events = kept
+        horizon = max(commit_ts for commit_ts, _ in gone) + 1
+        self.horizons[namespace] = max(self.horizons.get(namespace, 0), horizon)
+        return len(gone)
 
     def version(self, target: Target, version: int) -> VersionRecord | None:
         versions = self.history.get(target, [])
@@ -252,6 +290,7 @@ class Model:
 
         for target in [t for t in self.history if t[:2] == (namespace, agent) and t[2].startswith(prefix)]:
             del self.history[target]
+            self.dropped.pop(target, None)
         for event in self.events:
             event.ops = tuple(op for op in event.ops if not gone(op))
         self.commit_ts += 1
@@ -443,6 +482,15 @@ class StatehouseMachine(RuleBasedStateMachine):
         self.model.events.append(ModelEvent(expected_ts, event.txn_id, event.committed_at_ms, (op,)))
         note_event("purge")
 
+    @rule(namespace=st.sampled_from(NAMESPACES), keep=st.integers(1, 3))
+    def retain(self, namespace: str, keep: int) -> None:
+        """Retention keeping `keep` versions of each key of `namespace`, run now by the
+        daemon's own retainer (through the ledger)."""
+        self.sys.retainer.policies = Policies(Policy(), {namespace: Policy(versions=keep)})
+        retained = self.sys.retainer.run()
+        assert retained.ops == self.model.apply_retain(namespace, keep)
+        note_event("retain: " + ("dropped" if retained.ops else "nothing"))
+
     @rule(data=st.data(), batch=batches)
     def commit(self, data: st.DataObject, batch: list[Mutation]) -> None:
         self._commit(self._pick_txn(data), batch)
@@ -568,7 +616,14 @@ class StatehouseMachine(RuleBasedStateMachine):
         assert got == want
         # A Blob equals the same bytes as JSON: its type is what says it is a bytes value.
         assert type(got and got.value) is type(want and want.value)
-        assert view.get_version(*target, version) == self.model.version(target, version)
+        self._check_version(view, target, version)
+
+    def _check_version(self, view: Any, target: Target, version: int) -> None:
+        if self.model.compacted(target, version):
+            with pytest.raises(HistoryCompactedError):
+                view.get_version(*target, version)
+        else:
+            assert view.get_version(*target, version) == self.model.version(target, version)
 
     @rule(
         namespace=st.sampled_from(NAMESPACES),
@@ -623,6 +678,11 @@ class StatehouseMachine(RuleBasedStateMachine):
                 expected.append(
                     _event_tuple(ModelEvent(event.commit_ts, event.txn_id, event.committed_at_ms, ops))
                 )
+        horizon = self.model.horizons.get(namespace, 0)
+        if horizon > 1 and (start or 1) < horizon:
+            with pytest.raises(HistoryCompactedError):
+                list(self.sys.view().replay(namespace, agent, start, end))
+            return
         got = [_event_tuple(e) for e in self.sys.view().replay(namespace, agent, start, end)]
         assert got == expected
 
@@ -657,7 +717,8 @@ class StatehouseMachine(RuleBasedStateMachine):
                         del state[gone]
                     continue
                 previous = state.get(target)
-                assert op.version == (0 if previous is None else previous.version) + 1
+                first = self.model.dropped.get(target, 0)  # retention let the ones before go
+                assert op.version == (first if previous is None else previous.version) + 1
                 state[target] = StateRecord(op.version, event.commit_ts, op.value)
                 history[storage_keys.version_key(*target, op.version)] = VersionRecord(
                     event.commit_ts, op.value
@@ -666,7 +727,7 @@ class StatehouseMachine(RuleBasedStateMachine):
             assert view.get(*target) == state.get(target) == self.model.latest(target), target
             versions = self.model.history.get(target, [])
             for version in range(len(versions) + 2):  # 0 and the next one never existed
-                assert view.get_version(*target, version) == self.model.version(target, version)
+                self._check_version(view, target, version)
         assert dict(view.states()) == {storage_keys.state_key(*t): r for t, r in state.items()}
         assert dict(view.versions()) == history
 

@@ -1,0 +1,242 @@
+"""Retention (issue 14): history a policy lets go leaves the store; the latest op of every key
+stays; reads that need what went fail with HistoryCompactedError naming the horizon, never a
+partial answer; verify and rebuild accept the compacted log. On a real RocksDB, and through a
+real daemon with the SDK, sync and async."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_watch import wait_until
+
+from actors import ActorConfig
+from rpc.server import Daemon
+from statehouse import HistoryCompactedError, Statehouse
+from statehouse.testing import DaemonProcess
+from storage import Event, EventOp, Store
+from storage import HistoryCompactedError as StoredCompacted
+from storage.rebuild import rebuild, rebuild_into
+from storage.retention import Policies, Policy, plan
+from storage.verify import verify
+
+NOW_MS = 10_000_000  # the wall time of the events written here (committed_at_ms)
+
+
+def write(store: Store, *ops: tuple[str, str, str, bytes | None], at_ms: int = NOW_MS) -> int:
+    """Append one event of `ops` (namespace, agent, key, value), with the next versions."""
+    commit_ts = store.last_commit_ts + 1
+    events = []
+    for namespace, agent, key, value in ops:
+        version = store.current_version(namespace, agent, key)[0] + 1
+        events.append(EventOp(namespace, agent, key, version, value))
+    store.append([Event(commit_ts, f"t{commit_ts}", at_ms, tuple(events))])
+    return commit_ts
+
+
+def retain(store: Store, policies: Policies, now_ms: int = NOW_MS, limit: int = 2000) -> int:
+    """Run retention passes until nothing is left to drop, as the retainer does; ops dropped."""
+    dropped = 0
+    while True:
+        found = plan(store.view(), policies, now_ms, limit)
+        applied = store.retain(found)
+        dropped += applied.ops
+        if len(found.drops) < limit:
+            return dropped
+
+
+def versions(store: Store, namespace: str, agent: str, key: str) -> list[int]:
+    return [version for version, _ in store.view().versions_of(namespace, agent, key)]
+
+
+def test_a_versions_limit_keeps_each_keys_newest_versions_and_fails_reads_below(store: Store) -> None:
+    stamps = [
+        write(store, ("ns", "a", "k", b"%d" % n), ("ns", "b", "other", b"%d" % n)) for n in range(1, 11)
+    ]
+    solo = write(store, ("ns", "a", "solo", b'"only"'))
+    assert retain(store, Policies(Policy(versions=3))) == 14  # 7 of k, 7 of o
+    assert versions(store, "ns", "a", "k") == [8, 9, 10]
+    view = store.view()
+    assert view.get("ns", "a", "k").value == b"10"
+    assert view.get_version("ns", "a", "k", 8).value == b"8"
+    with pytest.raises(StoredCompacted) as caught:
+        view.get_version("ns", "a", "k", 7)
+    assert caught.value.horizon == stamps[7]  # version 8's commit
+    assert view.get_version("ns", "a", "k", 11) is None  # never written: not an error
+    assert view.get_version("ns", "a", "solo", 1).value == b'"only"'
+    # As of a commit: fine from the oldest kept version on, an error before it.
+    assert view.record_at("ns", "a", "k", stamps[8]).value == b"9"
+    with pytest.raises(StoredCompacted):
+        view.record_at("ns", "a", "k", stamps[3])
+    # History reaching below the oldest kept version fails; a part above it does not.
+    newest = view.history("ns", "a", "k")
+    assert [next(newest)[0] for _ in range(3)] == [10, 9, 8]
+    with pytest.raises(StoredCompacted):
+        next(newest)
+    # Replay of the namespace's agents from before its horizon fails; from it, it is whole.
+    with pytest.raises(StoredCompacted) as caught:
+        list(view.replay("ns", "a"))
+    horizon = caught.value.horizon
+    assert horizon == stamps[6] + 1  # the last commit that lost an op, plus one
+    assert [e.commit_ts for e in view.replay("ns", "a", horizon)] == [*stamps[7:], solo]
+    # The log: events 1-7 lost both ops and are gone; the rest are whole.
+    assert [e.commit_ts for e in view.events()] == [*stamps[7:], solo]
+
+
+def test_a_compacted_store_verifies_and_rebuilds(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "data")
+    for n in range(1, 8):
+        write(store, ("ns", "a", "k", b"%d" % n), ("keep", "a", "k", b"%d" % n))
+    write(store, ("ns", "a", "gone", b"1"))
+    write(store, ("ns", "a", "gone", b"2"))
+    write(store, ("ns", "a", "gone", None))  # deleted: its tombstone is its latest op, kept
+    policies = Policies(Policy(versions=2), {"keep": Policy()})
+    assert retain(store, policies) == 5 + 1
+    before = dict(store.view().states()), dict(store.view().versions())
+    store.close()
+    report = verify(tmp_path / "data")
+    assert report.ok, report.summary()
+    rebuild(tmp_path / "data")
+    assert verify(tmp_path / "data").ok
+    rebuild_into(tmp_path / "data", tmp_path / "copy")
+    assert verify(tmp_path / "copy").ok
+    for path in (tmp_path / "data", tmp_path / "copy"):
+        store = Store.open(path)
+        try:
+            assert (dict(store.view().states()), dict(store.view().versions())) == before
+            assert store.view().horizon("ns") > 1 and store.view().horizon("keep") == 0
+            assert versions(store, "keep", "a", "k") == list(range(1, 8))  # its own policy: all
+            # The deleted key keeps its tombstone, so its versions go on from it.
+            write(store, ("ns", "a", "gone", b"again"))
+            assert store.view().get("ns", "a", "gone").version == 4
+        finally:
+            store.close()
+
+
+def test_a_seconds_limit_lets_older_history_go_but_every_latest_op_stays(store: Store) -> None:
+    old = [write(store, ("ns", "a", "k", b"%d" % n), at_ms=1000 + n) for n in range(3)]
+    kept_old = write(store, ("ns", "a", "quiet", b"1"), at_ms=2000)
+    recent = write(store, ("ns", "a", "k", b"9"), at_ms=NOW_MS)
+    # 60 s: everything before NOW_MS - 60,000 may go, but for the latest op of each key.
+    assert retain(store, Policies(Policy(seconds=60)), now_ms=NOW_MS + 1) == 3
+    view = store.view()
+    assert [e.commit_ts for e in view.events()] == [kept_old, recent]
+    assert view.get("ns", "a", "quiet").value == b"1"
+    assert versions(store, "ns", "a", "k") == [4]
+    assert old  # all three of k's older versions went
+    # Both limits: a version goes only once both let it.
+    write(store, ("ns", "a", "k", b"10"), at_ms=NOW_MS)
+    assert retain(store, Policies(Policy(versions=1, seconds=60)), now_ms=NOW_MS + 1) == 0
+    assert retain(store, Policies(Policy(versions=1, seconds=60)), now_ms=NOW_MS + 61_000) == 1
+    assert versions(store, "ns", "a", "k") == [5]
+
+
+def test_retention_keeps_the_other_ops_of_an_event_and_their_slots(store: Store) -> None:
+    write(store, ("ns", "a", "k", b"1"), ("ns", "b", "x", b"x1"), ("ns", "a", "k2", b"2"))
+    write(store, ("ns", "a", "k", b"3"))
+    assert retain(store, Policies(Policy(versions=1))) == 1
+    view = store.view()
+    assert view.get("ns", "b", "x").value == b"x1" and view.get("ns", "a", "k2").value == b"2"
+    first = next(view.events())
+    assert first.scrubbed and [op.key for op in first.ops] == ["x", "k2"]
+    assert [(op.key, op.slot) for op in first.ops] == [("x", 1), ("k2", 2)]
+    assert [e.commit_ts for e in view.replay("ns", "b", view.horizon("ns"))] == []
+    with pytest.raises(StoredCompacted):
+        list(view.replay("ns", "b"))  # the namespace's horizon, not the agent's, decides
+
+
+def test_an_op_purged_or_rewritten_after_the_pass_is_left_to_the_purge(store: Store) -> None:
+    write(store, ("ns", "a", "k", b"1"))
+    write(store, ("ns", "a", "k", b"2"))
+    found = plan(store.view(), Policies(Policy(versions=1)), NOW_MS)
+    assert len(found.drops) == 1
+    purge_ts = store.last_commit_ts + 1
+    store.purge(Event(purge_ts, "p", NOW_MS, (EventOp("ns", "a", "", 0, None, purge=True),)))
+    write(store, ("ns", "a", "k", b"new"))  # version 1 again: not the version the plan names
+    assert store.retain(found).ops == 0
+    assert store.view().get("ns", "a", "k").value == b"new"
+
+
+@pytest.fixture
+def actor_config() -> ActorConfig:
+    return ActorConfig(
+        retention=Policies(Policy(versions=2), {"audit": Policy()}), retention_every_seconds=3600.0
+    )
+
+
+def commit(client: Any, agent: str, key: str, value: Any, namespace: str | None = None) -> int:
+    with client.begin_transaction(namespace=namespace) as tx:
+        tx.write(agent, key, value)
+    assert tx.commit_ts is not None
+    return int(tx.commit_ts)
+
+
+def test_reads_below_the_horizon_fail_with_the_horizon_through_the_sdk(sdk: Any) -> None:
+    client = sdk.client
+    stamps = [commit(client, "agent", "memory", {"step": n}) for n in range(1, 7)]
+    audit = [commit(client, "agent", "memory", n, namespace="audit") for n in range(1, 4)]
+    client.compact()  # applies the policies now (the background pass runs hourly here)
+    assert [v.version for v in client.key_history("agent", "memory", limit=2)] == [6, 5]
+    with pytest.raises(HistoryCompactedError) as caught:
+        client.key_history("agent", "memory")
+    assert caught.value.horizon == stamps[4] and caught.value.code == "OUT_OF_RANGE"
+    assert "retention" in str(caught.value)
+    with pytest.raises(HistoryCompactedError):
+        client.get_state_at_version("agent", "memory", 2)
+    with pytest.raises(HistoryCompactedError):
+        client.get_agent_state("agent", at_commit_ts=stamps[1])
+    with pytest.raises(HistoryCompactedError) as caught:
+        list(client.replay("agent"))
+    horizon = caught.value.horizon
+    assert horizon == stamps[3] + 1
+    assert [e.commit_ts for e in client.replay("agent", start_ts=horizon)] == stamps[4:]
+    with pytest.raises(HistoryCompactedError):
+        client.watch("agent", start_ts=1)
+    # The namespace whose own policy keeps everything kept everything.
+    assert [v.commit_ts for v in client.key_history("agent", "memory", namespace="audit")] == audit[::-1]
+    assert [e.commit_ts for e in client.replay("agent", namespace="audit")] == audit
+
+
+def test_after_compact_no_file_holds_the_bytes_retention_let_go(client: Any, daemon: Daemon) -> None:
+    gone = b"OLD-" + os.urandom(12).hex().encode()
+    commit(client, "agent", "memory", gone.decode())
+    for n in range(3):
+        commit(client, "agent", "memory", f"newer {n}")
+    client.compact()
+    data_dir = daemon.config.data_dir
+    holding = [p.name for p in sorted(data_dir.rglob("*")) if p.is_file() and gone in p.read_bytes()]
+    assert holding == []
+    assert client.get_state("agent", "memory").value == "newer 2"
+
+
+def test_the_daemon_lets_history_go_in_the_background_by_its_flags(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    flags = ("--retain-versions", "1", "--retention-every-seconds", "0.2")
+    with DaemonProcess(data, *flags) as daemon, Statehouse(daemon.addr) as client:
+        for n in range(5):
+            commit(client, "agent", "k", n)
+        wait_until(lambda: daemon.events("retain.done"), "a background retention pass")
+        assert [v.version for v in client.key_history("agent", "k", limit=1)] == [5]
+        with pytest.raises(HistoryCompactedError):
+            client.get_state_at_version("agent", "k", 1)
+    assert verify(data).ok
+
+
+def test_bad_retention_flags_are_refused_with_what_is_wrong(tmp_path: Path) -> None:
+    for flags, said in [
+        (("--retain-namespace", "scratch"), "is not NAMESPACE=POLICY"),
+        (("--retain-namespace", "scratch=versions:x"), "is not a retention policy"),
+        (("--retain-versions", "-1"), "must be at least 0"),
+    ]:
+        result = subprocess.run(
+            [sys.executable, "-m", "rpc", "--data-dir", str(tmp_path / "d"), *flags],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2 and said in result.stderr, result.stderr
+        assert not (tmp_path / "d").exists()
