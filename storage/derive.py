@@ -18,11 +18,12 @@ from storage.records import (
     StatePointer,
     VersionPointer,
     encode_event,
-    encode_slots,
+    encode_slice,
     encode_state,
     encode_version,
     slots,
     value_flags,
+    value_records,
 )
 
 
@@ -39,11 +40,11 @@ def agent_slices(event: Event) -> dict[tuple[str, str], Event]:
     }
 
 
-def agent_slots(event: Event) -> dict[tuple[str, str], list[int]]:
-    """The slots of each agent's ops in an event (its AGENT_EVENTS record), in the event's order."""
-    by_agent: dict[tuple[str, str], list[int]] = {}
+def agent_ops(event: Event) -> dict[tuple[str, str], list[tuple[int, EventOp]]]:
+    """Each agent's ops in an event with their slots (its AGENT_EVENTS record), in order."""
+    by_agent: dict[tuple[str, str], list[tuple[int, EventOp]]] = {}
     for slot, op in zip(slots(event), event.ops, strict=True):
-        by_agent.setdefault((op.namespace, op.agent_id), []).append(slot)
+        by_agent.setdefault((op.namespace, op.agent_id), []).append((slot, op))
     return by_agent
 
 
@@ -51,7 +52,7 @@ def derived_records(
     event: Event, state_for: Callable[[EventOp], bool] | None = None
 ) -> Iterator[tuple[bytes, bytes]]:
     """The STATE, VERSIONS, AGENT_EVENTS, AGENTS and TXNS records an event implies: each
-    points to the op's value in the event, which alone holds it.
+    points to the op's value in VALUES, which alone holds it.
 
     The commit path and `statehoused rebuild` both write what this yields, so
     they cannot drift apart. `state_for` picks the ops whose STATE record is
@@ -72,15 +73,17 @@ def derived_records(
             keys.version_key(op.namespace, op.agent_id, op.key, op.version),
             encode_version(VersionPointer(event.commit_ts, slot, flags)),
         )
-    for (namespace, agent_id), agent_slots_ in agent_slots(event).items():
-        yield keys.agent_event_key(namespace, agent_id, event.commit_ts), encode_slots(agent_slots_)
+    for (namespace, agent_id), mine in agent_ops(event).items():
+        yield keys.agent_event_key(namespace, agent_id, event.commit_ts), encode_slice(event, mine)
         if (namespace, agent_id) in writers:
             yield keys.agent_key(namespace, agent_id), b""
     yield keys.txn_key(event.txn_id), keys.u64(event.commit_ts)
 
 
 def add_event(batch: WriteBatch, event: Event) -> None:
-    """Add to `batch` the event and every record it implies."""
+    """Add to `batch` the event, its values and every record it implies."""
     batch.put(keys.event_key(event.commit_ts), encode_event(event))
+    for key, value in value_records(event):
+        batch.put(key, value)
     for key, value in derived_records(event):
         batch.put(key, value)

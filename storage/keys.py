@@ -8,11 +8,12 @@ a 2-byte big-endian length followed by their UTF-8 bytes, so no two distinct
   META          0x00 name                                   -> u64
   STATE         0x01 L(ns) L(agent) key                      -> StatePointer
   VERSIONS      0x02 L(ns) L(agent) L(key) u64(version)      -> VersionPointer
-  EVENTS        0x03 u64(commit_ts)                          -> Event (holds the values)
-  AGENT_EVENTS  0x04 L(ns) L(agent) u64(commit_ts)           -> u32 slots of the agent's ops
+  EVENTS        0x03 u64(commit_ts)                          -> Event (op heads; values in VALUES)
+  AGENT_EVENTS  0x04 L(ns) L(agent) u64(commit_ts)           -> the agent's op heads of that event
   TXNS          0x05 txn_id (UTF-8)                          -> u64(commit_ts)
   AGENTS        0x06 L(ns) agent_id (UTF-8)                  -> b"" (schema 2)
   HORIZONS      0x07 L(ns)                                   -> u64 horizon, u64 cursor (retention)
+  VALUES        0x08 u64(commit_ts) u32(slot)                -> the value of that op (schema 3)
 
 TXNS indexes the log by transaction id, so a retried commit (same id) is
 answered with its first commit_ts, even after a restart. AGENTS lists every
@@ -37,6 +38,7 @@ AGENT_EVENTS = b"\x04"
 TXNS = b"\x05"
 AGENTS = b"\x06"
 HORIZONS = b"\x07"
+VALUES = b"\x08"
 
 META_LAST_COMMIT_TS = META + b"last_commit_ts"
 META_SCHEMA = META + b"schema_version"
@@ -49,12 +51,13 @@ META_COMPACTION_OWED = META + b"compaction_owed"
 # `versions` limits; the greatest horizon of any namespace (below it the log may have gaps).
 META_RETAINED_THROUGH = META + b"retained_through"
 META_LOG_HORIZON = META + b"log_horizon"
-# 2 added the AGENTS table; 3 stores each value once, in its event (storage/records.py).
+# 2 added the AGENTS table; 3 stores each value once, in VALUES (storage/records.py).
 # A store of an older schema is upgraded in place when a daemon opens it (storage/upgrade.py).
 SCHEMA_VERSION = 3
 
 _U16 = struct.Struct(">H")
 _U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
 
 
 def u64(n: int) -> bytes:
@@ -63,6 +66,10 @@ def u64(n: int) -> bytes:
 
 def read_u64(data: bytes, offset: int = 0) -> int:
     return _U64.unpack_from(data, offset)[0]
+
+
+def read_u32(data: bytes, offset: int = 0) -> int:
+    return _U32.unpack_from(data, offset)[0]
 
 
 def name(text: str) -> bytes:
@@ -89,6 +96,13 @@ def event_key(commit_ts: int) -> bytes:
 
 def agent_event_key(namespace: str, agent_id: str, commit_ts: int) -> bytes:
     return agent_prefix(AGENT_EVENTS, namespace, agent_id) + _U64.pack(commit_ts)
+
+
+def value_key(commit_ts: int, slot: int) -> bytes:
+    return VALUES + _U64.pack(commit_ts) + _U32.pack(slot)
+
+
+slot_bytes = _U32.pack  # the last 4 bytes of a VALUES key
 
 
 def txn_key(txn_id: str) -> bytes:
@@ -129,6 +143,7 @@ TABLE_NAMES = {
     TXNS: "TXNS",
     AGENTS: "AGENTS",
     HORIZONS: "HORIZONS",
+    VALUES: "VALUES",
 }
 
 
@@ -197,6 +212,8 @@ def describe_key(raw: bytes) -> str:
         if table == AGENTS:
             ns, agent = split_agent_key(raw)
             return f"namespace={ns!r} agent={agent!r}"
+        if table == VALUES and len(raw) == 13:
+            return f"commit_ts={read_u64(raw, 1)} slot={read_u32(raw, 9)}"
         if table == HORIZONS:
             ns, _pos = read_name(raw, 1)
             return f"namespace={ns!r}"

@@ -31,14 +31,14 @@ from storage.records import (
 from storage.retention import horizons
 
 # The order in which divergences take precedence (see storage/verify.py).
-PRECEDENCE = ("EVENTS", "META", "STATE", "VERSIONS", "AGENT_EVENTS", "TXNS", "AGENTS")
+PRECEDENCE = ("EVENTS", "VALUES", "META", "STATE", "VERSIONS", "AGENT_EVENTS", "TXNS", "AGENTS")
 
 
 @dataclass(frozen=True, slots=True)
 class Divergence:
     """One place where the store differs from what the log implies."""
 
-    table: str  # "EVENTS", "META", "STATE", "VERSIONS", "AGENT_EVENTS", "TXNS" or "AGENTS"
+    table: str  # one of PRECEDENCE
     where: str  # the key in human terms, e.g. "namespace='ns' agent='a' key='k' version=3"
     expected: str
     found: str
@@ -86,6 +86,7 @@ class Report:
     deleted: int = 0  # of which tombstones
     versions: int = 0
     agent_events: int = 0
+    values: int = 0  # VALUES records the log implies
     last_commit_ts: int = 0  # of the log
     other_keys: int = 0  # keys outside the seven tables (not checked)
     divergences: int = 0
@@ -95,6 +96,7 @@ class Report:
     notes: list[str] = field(default_factory=list)  # what was not checked, and why
     seconds: float = 0.0
     _missing_agent_events: int = field(default=0, repr=False)
+    _missing_values: int = field(default=0, repr=False)
     _first: dict[str, Divergence] = field(default_factory=dict, repr=False)
 
     @property
@@ -243,8 +245,12 @@ def show_version(record: VersionPointer) -> str:
     return _show_pointer(record.commit_ts, record.slot, bool(record.flags & TOMBSTONE))
 
 
-def show_slots(numbers: list[int]) -> str:
-    return f"the agent's ops at slots {numbers}"
+def show_slice(event: Event) -> str:
+    ops = ", ".join(
+        f"{op.key!r} v{op.version} {'deleted' if op.value is None else 'written'} at slot {op.slot}"
+        for op in event.ops
+    )
+    return f"txn {event.txn_id!r} at {event.committed_at_ms} ms with {len(event.ops)} ops [{ops}]"
 
 
 def show_raw(data: bytes | None, decode: Callable[[bytes], Any], show: Callable[[Any], str]) -> str:
@@ -438,7 +444,7 @@ def walk_log(db: Any, report: Report, ticker: Ticker, latest: Fold) -> Iterator[
         report.events += 1
         report.last_commit_ts = commit_ts
         try:
-            event = decode_event(commit_ts, data)
+            event = decode_event(commit_ts, data, None)  # heads: verify reads the values apart
             canonical = encode_event(event) == data
         except keys.DECODE_ERRORS as exc:
             report._add(Divergence("EVENTS", where, "a decodable event", f"an undecodable record ({exc})"))

@@ -19,7 +19,7 @@ from storage import keys
 from storage.errors import DataLossError, StorageError
 
 # rocksdict raises a bare Exception for a snapshot read of a missing key.
-_MISSING = "key not found"
+MISSING = "key not found"
 
 # What RocksDB says when the bytes it needs are damaged or gone, as opposed to
 # a failure that may pass (an I/O error of another kind, a closed handle).
@@ -56,7 +56,7 @@ def get(source: Any, key: bytes, what: str | None = None) -> bytes | None:
             return getter(key)  # type: ignore[no-any-return]
         return source[key]  # type: ignore[no-any-return]  # a Snapshot has no get()
     except Exception as exc:
-        if str(exc) == _MISSING:
+        if str(exc) == MISSING:
             return None
         raise read_error(exc, what or keys.describe_key(key)) from exc
 

@@ -30,7 +30,7 @@ from typing import Any
 from rocksdict import Rdict, WriteBatch, WriteOptions
 
 from storage import durable, keys, opening, reading
-from storage.derive import agent_slots, derived_records
+from storage.derive import agent_ops, derived_records
 from storage.errors import DataLossError, StorageError
 from storage.logwalk import (
     Damage,
@@ -87,6 +87,11 @@ def _check_log(
     ticker = Ticker(progress, "checking log", log_end(db), progress_every)
     for _ in walk_log(db, report, ticker, latest):
         pass
+    try:  # the values are the other half of the log
+        for _ in reading.scan(db, keys.VALUES, "the VALUES table"):
+            pass
+    except DataLossError as exc:
+        report.table_damaged("VALUES", exc, "the values of the log")
     mark = durable.read_mark(path)
     if mark is not None and mark > report.last_commit_ts:
         report._damaged(
@@ -113,7 +118,7 @@ def _previous(db: Any) -> int | None:
 
 def _events(db: Any) -> Iterator[tuple[bytes, Event]]:
     for raw_key, data in reading.scan(db, keys.EVENTS, "the event log"):
-        yield data, decode_event(keys.read_u64(raw_key, 1), data)
+        yield data, decode_event(keys.read_u64(raw_key, 1), data, None)  # heads: pointers need no value
 
 
 class _Writer:
@@ -137,7 +142,7 @@ class _Writer:
         for key, value in derived_records(event, state_for=is_latest):
             self._batch.put(key, value)
         self.versions += sum(1 for op in event.ops if not op.purge)
-        self.agent_events += len(agent_slots(event))
+        self.agent_events += len(agent_ops(event))
         self.events += 1
         if len(self._batch) >= self._batch_ops or self._batch.size_in_bytes() >= self._batch_bytes:
             self._db.write(self._batch, self._unsynced)
@@ -186,6 +191,17 @@ def _copy_retention(source: Any, target: Rdict) -> None:
             target.put(name, data)
     for raw_key, data in reading.scan(source, keys.HORIZONS, "the HORIZONS table"):
         target.put(raw_key, data)
+
+
+def _copy_values(source: Any, target: Rdict, batch_bytes: int) -> None:
+    """The log's values (VALUES), copied as they are, in bounded batches."""
+    batch = WriteBatch(raw_mode=True)
+    for raw_key, data in reading.scan(source, keys.VALUES, "the VALUES table"):
+        batch.put(raw_key, data)
+        if batch.size_in_bytes() >= batch_bytes:
+            target.write(batch, WriteOptions())
+            batch = WriteBatch(raw_mode=True)
+    target.write(batch, WriteOptions())
 
 
 def _open_existing(path: Path) -> Rdict:
@@ -286,6 +302,7 @@ def rebuild_into(
         try:
             target.put(keys.META_REBUILD_IN_PROGRESS, keys.u64(time.time_ns() // 1_000_000))
             _copy_retention(source, target)
+            _copy_values(source, target, batch_bytes)
             writer = _Writer(target, latest, batch_bytes, batch_ops)
             ticker = Ticker(progress, "rebuilding", last_commit_ts, progress_every)
             for raw, event in _events(source):

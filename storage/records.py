@@ -1,10 +1,13 @@
 """Binary codecs for the records stored under each table of `storage.keys`.
 
-Each value is stored once, in the event that wrote it (the log, the source
-of truth). Every other record points to it: STATE and VERSIONS hold the
-commit_ts and the op's *slot* (its index in that event), AGENT_EVENTS the
-slots of the agent's ops. An encoded event begins with a table of its ops'
-offsets, so that one value is sliced out of it without decoding the rest.
+Each value is stored once, in a VALUES record of its own keyed by the commit
+that wrote it and the op's *slot* (its index in that commit's event): the
+log is EVENTS (each commit's op heads: names, version, flags, slot) with
+VALUES beside it, in commit_ts order, the order they are written in. Every
+other record points to a value: STATE and VERSIONS hold the commit_ts and
+the slot, and AGENT_EVENTS holds an agent's op heads of each commit. So a
+read of one key is two point reads of small records, whatever the size of
+the transaction that wrote it.
 
 Values are opaque bytes here: canonical JSON (validated above this layer),
 or a `Blob`, a value the writer gave as raw bytes, which its op marks with
@@ -14,16 +17,18 @@ All integers are big-endian fixed width.
 A purge (`EventOp.purge`) is an op of its own in the log: the agent's keys
 starting with `key` were removed with their history, at that commit. The
 events that wrote them before are rewritten without those ops and marked
-`scrubbed`; the ops left keep their slots, so what points to them stays
-right. Events of schema 2 and before (formats 1 and 2, no slots, no
-offsets) are read only to upgrade a store (`decode_legacy_event`).
+`scrubbed`, and their values deleted; the ops left keep their slots, so
+what points to them stays right. Events of schema 2 and before (formats 1
+and 2, values inline) are read only to upgrade a store (`decode_legacy_event`).
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import NamedTuple
+
+from storage import keys
 
 TOMBSTONE = 1
 BLOB = 2
@@ -36,10 +41,9 @@ _EVENT_SCRUBBED = 4  # the format byte of an event a purge removed ops from
 _STATE = struct.Struct(">BQQI")  # flags, version, commit_ts, slot
 _VERSION = struct.Struct(">BQI")  # flags, commit_ts, slot
 _EVENT_HEAD = struct.Struct(">BQI")  # format, committed_at_ms, op count
-_OP_TAIL = struct.Struct(">QBII")  # version, flags, slot, value length
+_OP_TAIL = struct.Struct(">QBI")  # version, flags, slot
 _LEGACY_OP_TAIL = struct.Struct(">QBI")  # version, flags, value length
 _U16 = struct.Struct(">H")
-_U32 = struct.Struct(">I")
 
 
 class Blob(bytes):
@@ -102,8 +106,8 @@ class VersionPointer(NamedTuple):
 class EventOp(NamedTuple):
     """One write (value) or delete (value None) inside a committed event, or a purge
     (`purge`: the agent's keys starting with `key` and their history removed; version 0).
-    `slot`: its index in the event as first written, where that is not its position in
-    `Event.ops` (ops left by a purge); -1 otherwise (and in an agent's slice)."""
+    `slot`: its index in the event as first written (its value's place), where that is not
+    its position in `Event.ops` (ops left by a purge) or in an agent's slice; -1 otherwise."""
 
     namespace: str
     agent_id: str
@@ -156,15 +160,16 @@ def decode_version(data: bytes) -> VersionPointer:
     return VersionPointer(commit_ts, slot, flags)
 
 
-def encode_slots(numbers: Sequence[int]) -> bytes:
-    """An AGENT_EVENTS record: the slots of the agent's ops in the event."""
-    return struct.pack(f">{len(numbers)}I", *numbers)
+Fetch = Callable[[int], bytes | None]  # slot -> the raw bytes of its VALUES record
 
 
-def decode_slots(data: bytes) -> list[int]:
-    if len(data) % 4:
-        raise ValueError(f"an AGENT_EVENTS record has a multiple of 4 bytes, not {len(data)}")
-    return list(struct.unpack(f">{len(data) // 4}I", data))
+def value_records(event: Event) -> list[tuple[bytes, bytes]]:
+    """The VALUES records of an event: one per op that wrote a value."""
+    return [
+        (keys.value_key(event.commit_ts, slot), bytes(op.value))
+        for slot, op in zip(slots(event), event.ops, strict=True)
+        if op.value is not None and not op.purge
+    ]
 
 
 def _text(text: str) -> bytes:
@@ -181,42 +186,39 @@ def _read_text(data: bytes, pos: int) -> tuple[str, int]:
     return data[pos:end].decode("utf-8"), end
 
 
+def _flags(op: EventOp) -> int:
+    return value_flags(op.value) | (_PURGE if op.purge else 0)
+
+
 def encode_event(event: Event) -> bytes:
-    """Encode a global-log event: head, transaction id, op offsets, then each op (names,
-    version, flags, slot, value)."""
+    """Encode a global-log event: head, transaction id, then each op's head (namespace, agent,
+    key, version, flags, slot). The values are VALUES records (`value_records`)."""
     kind = _EVENT_SCRUBBED if event.scrubbed else _EVENT_FORMAT
-    txn = _text(event.txn_id)
-    ops = []
+    parts = [_EVENT_HEAD.pack(kind, event.committed_at_ms, len(event.ops)), _text(event.txn_id)]
     for slot, op in zip(slots(event), event.ops, strict=True):
-        value = op.value or b""
-        flags = value_flags(op.value) | (_PURGE if op.purge else 0)
-        ops.append(
-            b"".join(
-                (
-                    _text(op.namespace),
-                    _text(op.agent_id),
-                    _text(op.key),
-                    _OP_TAIL.pack(op.version, flags, slot, len(value)),
-                    value,
-                )
-            )
-        )
-    offsets = []
-    pos = _EVENT_HEAD.size + len(txn) + 4 * len(ops)
-    for encoded in ops:
-        offsets.append(pos)
-        pos += len(encoded)
-    head = _EVENT_HEAD.pack(kind, event.committed_at_ms, len(ops))
-    return b"".join((head, txn, encode_slots(offsets), *ops))
+        parts += (_text(op.namespace), _text(op.agent_id), _text(op.key))
+        parts.append(_OP_TAIL.pack(op.version, _flags(op), slot))
+    return b"".join(parts)
+
+
+def encode_slice(event: Event, mine: list[tuple[int, EventOp]]) -> bytes:
+    """Encode an agent's slice of an event (AGENT_EVENTS): the event's head and the heads of
+    the agent's ops `mine` (slot, op); namespace and agent live in the key. Whether the event
+    lost ops to a purge or retention is the log's to say, not the slice's."""
+    parts = [_EVENT_HEAD.pack(_EVENT_FORMAT, event.committed_at_ms, len(mine)), _text(event.txn_id)]
+    for slot, op in mine:
+        parts.append(_text(op.key))
+        parts.append(_OP_TAIL.pack(op.version, _flags(op), slot))
+    return b"".join(parts)
 
 
 def op_count(data: bytes) -> int:
-    """How many ops an encoded event holds, read from its head alone."""
+    """How many ops an encoded event or slice holds, read from its head alone."""
     return int(_EVENT_HEAD.unpack_from(data)[2])
 
 
 def committed_at_ms(data: bytes) -> int:
-    """The wall-clock time of an encoded event, read from its head alone."""
+    """The wall-clock time of an encoded event or slice, read from its head alone."""
     return int(_EVENT_HEAD.unpack_from(data)[1])
 
 
@@ -227,73 +229,81 @@ def emptied(commit_ts: int, data: bytes) -> Event:
     return Event(commit_ts, txn_id, at_ms, (), True)
 
 
-def _op_at(data: bytes, pos: int, position: int = -1) -> tuple[EventOp, int]:
-    """The op encoded at `pos`, and where it ends; its slot is -1 if it equals `position`."""
-    namespace, pos = _read_text(data, pos)
-    agent_id, pos = _read_text(data, pos)
-    key, pos = _read_text(data, pos)
-    version, flags, slot, size = _OP_TAIL.unpack_from(data, pos)
-    pos += _OP_TAIL.size
-    end = pos + size
-    if end > len(data):
-        raise ValueError("a value runs past the end of the event")
-    value = _value(flags, data[pos:end])
-    purge = bool(flags & _PURGE)
-    return EventOp(namespace, agent_id, key, version, value, purge, -1 if slot == position else slot), end
+def _value_of(flags: int, slot: int, fetch: Fetch | None) -> bytes | None:
+    if flags & (TOMBSTONE | _PURGE):
+        return None
+    if fetch is None:  # heads only: an empty value of the right kind
+        return Blob() if flags & BLOB else b""
+    raw = fetch(slot)
+    if raw is None:
+        raise ValueError(f"the value of op {slot} is missing")
+    return Blob(raw) if flags & BLOB else raw
 
 
-def _offsets(data: bytes) -> tuple[int, int, list[int]]:
-    """(format, committed_at_ms, the offset of each op) of an encoded event."""
-    fmt, at_ms, count = _EVENT_HEAD.unpack_from(data)
-    if fmt not in (_EVENT_FORMAT, _EVENT_SCRUBBED):
-        raise ValueError(f"unknown event format {fmt}")
-    _txn, pos = _read_text(data, _EVENT_HEAD.size)
-    return fmt, at_ms, list(struct.unpack_from(f">{count}I", data, pos))
-
-
-def decode_event(commit_ts: int, data: bytes, only: Sequence[int] | None = None) -> Event:
-    """Decode an event; with `only`, just the ops of those slots (an agent's slice), in order.
-
-    ValueError (or struct.error) if the record is not an event, or has no op at a slot asked.
-    """
+def _head(data: bytes) -> tuple[int, int, str, int]:
+    """(op count, committed_at_ms, txn_id, where the ops begin) of an event or slice."""
     fmt, at_ms, count = _EVENT_HEAD.unpack_from(data)
     if fmt not in (_EVENT_FORMAT, _EVENT_SCRUBBED):
         raise ValueError(f"unknown event format {fmt}")
     txn_id, pos = _read_text(data, _EVENT_HEAD.size)
-    offsets = struct.unpack_from(f">{count}I", data, pos)
-    scrubbed = fmt == _EVENT_SCRUBBED
-    if only is None:  # every op, checking the record is whole
-        ops = []
-        end = pos + 4 * count
-        for position, offset in enumerate(offsets):
-            if offset != end:
-                raise ValueError("an op offset does not match the ops before it")
-            op, end = _op_at(data, offset, position)
-            ops.append(op)
-        if end != len(data):
-            raise ValueError("trailing bytes after the last op")
-        return Event(commit_ts, txn_id, at_ms, tuple(ops), scrubbed)
-    picked = tuple(_slot_op(data, offsets, slot)._replace(slot=-1) for slot in only)
-    return Event(commit_ts, txn_id, at_ms, picked, scrubbed)
+    return count, at_ms, txn_id, pos
 
 
-def _slot_op(data: bytes, offsets: Sequence[int], slot: int) -> EventOp:
-    """The op at `slot` (its slot set, even where that is its position)."""
-    if slot < len(offsets):
-        op = _op_at(data, offsets[slot])[0]
-        if op.slot == slot:
-            return op
-    for offset in offsets:  # a scrubbed event's ops keep their slots but not their places
-        op = _op_at(data, offset)[0]
-        if op.slot == slot:
-            return op
-    raise ValueError(f"the event has no op at slot {slot}")
+def decode_event(commit_ts: int, data: bytes, fetch: Fetch | None) -> Event:
+    """Decode an event, its values read through `fetch` (None: heads only, each value empty
+    but of its kind, for callers that rewrite heads). ValueError (or struct.error) if the
+    record is not a whole event, or a value is missing."""
+    count, at_ms, txn_id, pos = _head(data)
+    ops = []
+    unpack_tail, tail_size = _OP_TAIL.unpack_from, _OP_TAIL.size
+    for position in range(count):
+        namespace, pos = _read_text(data, pos)
+        agent_id, pos = _read_text(data, pos)
+        key, pos = _read_text(data, pos)
+        version, flags, slot = unpack_tail(data, pos)
+        pos += tail_size
+        value = _value_of(flags, slot, fetch)
+        purge = bool(flags & _PURGE)
+        ops.append(EventOp(namespace, agent_id, key, version, value, purge, -1 if slot == position else slot))
+    if pos != len(data):
+        raise ValueError("trailing bytes after the last op")
+    return Event(commit_ts, txn_id, at_ms, tuple(ops), data[0] == _EVENT_SCRUBBED)
 
 
-def op_value(data: bytes, slot: int) -> bytes | None:
-    """The value of the op at `slot` of an encoded event (None for a delete)."""
-    _fmt, _at_ms, offsets = _offsets(data)
-    return _slot_op(data, offsets, slot).value
+def decode_slice(namespace: str, agent_id: str, commit_ts: int, data: bytes, fetch: Fetch | None) -> Event:
+    """Decode an agent's slice of an event (see decode_event); each op carries its slot."""
+    # Replay decodes one of these per event: the reads are inlined.
+    fmt, at_ms, count = _EVENT_HEAD.unpack_from(data)
+    if fmt not in (_EVENT_FORMAT, _EVENT_SCRUBBED):
+        raise ValueError(f"unknown event format {fmt}")
+    unpack_u16, unpack_tail, tail_size = _U16.unpack_from, _OP_TAIL.unpack_from, _OP_TAIL.size
+    pos = _EVENT_HEAD.size
+    (size,) = unpack_u16(data, pos)
+    pos += 2
+    txn_id = data[pos : pos + size].decode("utf-8")
+    pos += size
+    ops = []
+    for _ in range(count):
+        (size,) = unpack_u16(data, pos)
+        pos += 2
+        key = data[pos : pos + size].decode("utf-8")
+        pos += size
+        version, flags, slot = unpack_tail(data, pos)
+        pos += tail_size
+        if flags & (TOMBSTONE | _PURGE):
+            value = None
+        elif fetch is None:
+            value = Blob() if flags & BLOB else b""
+        else:
+            value = fetch(slot)
+            if value is None:
+                raise ValueError(f"the value of op {slot} is missing")
+            if flags & BLOB:
+                value = Blob(value)
+        ops.append(EventOp(namespace, agent_id, key, version, value, bool(flags & _PURGE), slot))
+    if pos != len(data):
+        raise ValueError("trailing bytes after the last op")
+    return Event(commit_ts, txn_id, at_ms, tuple(ops), fmt == _EVENT_SCRUBBED)
 
 
 # --- schema 2 and before: read to upgrade a store ------------------------------------------

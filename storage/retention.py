@@ -38,7 +38,7 @@ from storage.records import (
     decode_event,
     decode_state,
     encode_event,
-    encode_slots,
+    encode_slice,
     slots,
 )
 from storage.view import ReadView
@@ -279,19 +279,21 @@ def apply(db: Any, batch: WriteBatch, found: Plan) -> Applied:
         data = reading.get(db, keys.event_key(commit_ts))
         if data is None:
             continue
-        event = decode_event(commit_ts, data)
+        event = decode_event(commit_ts, data, None)  # heads: the values are dropped by key
         slotted = list(zip(slots(event), event.ops, strict=True))
         going = {drop.slot: drop for drop in drops if _still_droppable(db, drop, slotted)}
         if not going:
             continue
         kept = tuple(op._replace(slot=slot) for slot, op in slotted if slot not in going)
+        event = event._replace(ops=kept, scrubbed=True)
         if kept:
-            batch.put(keys.event_key(commit_ts), encode_event(event._replace(ops=kept, scrubbed=True)))
+            batch.put(keys.event_key(commit_ts), encode_event(event))
         else:
             batch.delete(keys.event_key(commit_ts))
             batch.delete(keys.txn_key(event.txn_id))
             removed += 1
         for drop in going.values():
+            batch.delete(keys.value_key(commit_ts, drop.slot))
             batch.delete(keys.version_key(drop.namespace, drop.agent_id, drop.key, drop.version))
             moved[drop.namespace] = max(moved.get(drop.namespace, 0), commit_ts + 1)
             dropped += 1
@@ -328,19 +330,20 @@ def _still_droppable(db: Any, drop: Drop, slotted: list[tuple[int, Any]]) -> boo
 
 
 def _rewrite_slices(batch: WriteBatch, event: Event, slotted: list[tuple[int, Any]], going: set[int]) -> None:
-    """Each agent's event index record without the dropped slots (removed if none is left)."""
-    by_agent: dict[tuple[str, str], list[int]] = {}
+    """Each agent's event index record without the dropped ops (removed if none is left);
+    `event` is the event as rewritten."""
+    by_agent: dict[tuple[str, str], list[tuple[int, Any]]] = {}
     touched: set[tuple[str, str]] = set()
     for slot, op in slotted:
         agent = (op.namespace, op.agent_id)
         if slot in going:
             touched.add(agent)
         else:
-            by_agent.setdefault(agent, []).append(slot)
+            by_agent.setdefault(agent, []).append((slot, op))
     for namespace, agent_id in touched:
         raw_key = keys.agent_event_key(namespace, agent_id, event.commit_ts)
         left = by_agent.get((namespace, agent_id))
         if left:
-            batch.put(raw_key, encode_slots(left))
+            batch.put(raw_key, encode_slice(event, left))
         else:
             batch.delete(raw_key)

@@ -30,11 +30,11 @@ from storage.records import (
     EventOp,
     StatePointer,
     decode_event,
-    decode_slots,
+    decode_slice,
     decode_state,
     emptied,
     encode_event,
-    encode_slots,
+    encode_slice,
     op_count,
     slots,
 )
@@ -540,6 +540,7 @@ def purge_ranges(
         ranges.append((begin, keys.prefix_end(begin)))
     if result.events:
         ranges.append((keys.event_key(result.first_ts), keys.event_key(result.last_ts + 1)))
+        ranges.append((keys.value_key(result.first_ts, 0), keys.value_key(result.last_ts + 1, 0)))
     return ranges
 
 
@@ -563,28 +564,33 @@ def _purge_records(db: Rdict, batch: WriteBatch, namespace: str, agent_id: str, 
             raise DataLossError(
                 f"commit_ts {commit_ts} is in the event index of agent {agent_id!r} but not in the log"
             )
-        mine = decode_slots(data)
-        if not prefix and len(mine) > 1 and op_count(logged) == len(mine):
+        part = decode_slice(namespace, agent_id, commit_ts, data, None)  # heads: slots and keys
+        if not prefix and len(part.ops) > 1 and op_count(logged) == len(part.ops):
             # The agent's own event, of writes (a purge's event has one op): all of it goes.
             batch.put(keys.event_key(commit_ts), encode_event(emptied(commit_ts, logged)))
+            for op in part.ops:
+                batch.delete(keys.value_key(commit_ts, op.slot))
             batch.delete(raw_key)
             rewritten += 1
             first, last = first or commit_ts, commit_ts
             continue
-        part = decode_event(commit_ts, logged, mine)
-        if not any(purged(op, namespace, agent_id, prefix) for op in part.ops):
+        gone = [purged(op, namespace, agent_id, prefix) for op in part.ops]
+        if not any(gone):
             continue
-        event = decode_event(commit_ts, logged)
+        event = decode_event(commit_ts, logged, None)
         kept = tuple(  # with their slots: their positions change, their values' places do not
             op._replace(slot=slot)
             for slot, op in zip(slots(event), event.ops, strict=True)
             if not purged(op, namespace, agent_id, prefix)
         )
-        batch.put(keys.event_key(commit_ts), encode_event(event._replace(ops=kept, scrubbed=True)))
-        gone = [purged(op, namespace, agent_id, prefix) for op in part.ops]
-        left = [slot for slot, dropped in zip(mine, gone, strict=True) if not dropped]
+        scrubbed = event._replace(ops=kept, scrubbed=True)
+        batch.put(keys.event_key(commit_ts), encode_event(scrubbed))
+        for op, dropped in zip(part.ops, gone, strict=True):
+            if dropped:
+                batch.delete(keys.value_key(commit_ts, op.slot))
+        left = [(op.slot, op) for op, dropped in zip(part.ops, gone, strict=True) if not dropped]
         if left:
-            batch.put(raw_key, encode_slots(left))
+            batch.put(raw_key, encode_slice(scrubbed, left))
         else:
             batch.delete(raw_key)
         rewritten += 1

@@ -16,6 +16,7 @@ implied by an event of the log (a purge deleted the rest).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,10 @@ def upgrade(
     for raw_key, data in reading.scan(db, keys.EVENTS, "the event log", keys.event_key(start)):
         commit_ts = keys.read_u64(raw_key, 1)
         try:
-            decode = decode_legacy_event if is_legacy_event(data) else decode_event
-            event = decode(commit_ts, data)
+            if is_legacy_event(data):
+                event = decode_legacy_event(commit_ts, data)
+            else:  # already of this schema (an upgrade from 1 that wrote them): values as they are
+                event = decode_event(commit_ts, data, functools.partial(_value, db, commit_ts))
         except keys.DECODE_ERRORS as exc:
             raise StorageError(
                 f"upgrading data directory {path} from schema {schema} stopped at commit_ts {commit_ts}, "
@@ -71,6 +74,10 @@ def upgrade(
     synced.sync = True
     db.write(batch, synced)
     return count
+
+
+def _value(db: Any, commit_ts: int, slot: int) -> bytes | None:
+    return reading.get(db, keys.value_key(commit_ts, slot))
 
 
 def require_current(db: Any, path: Path) -> None:

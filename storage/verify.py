@@ -28,13 +28,14 @@ other tables are compared with the slots of the ops they must point to.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from storage import durable, keys, reading
-from storage.derive import agent_slots
+from storage.derive import agent_ops
 from storage.errors import DataLossError, StoreRefusedError
 from storage.logwalk import (
     Damage,
@@ -45,7 +46,7 @@ from storage.logwalk import (
     Ticker,
     log_end,
     show_raw,
-    show_slots,
+    show_slice,
     show_state,
     show_version,
     walk_log,
@@ -55,10 +56,10 @@ from storage.records import (
     Event,
     VersionPointer,
     decode_event,
-    decode_slots,
+    decode_slice,
     decode_state,
     decode_version,
-    encode_slots,
+    encode_slice,
     encode_version,
     slots,
     value_flags,
@@ -126,7 +127,7 @@ def _verify_open(db: Any, report: Report, progress: ProgressCallback | None, pro
             "the derived tables were read for damage but not compared with the log, "
             "part of which is unreadable"
         )
-        for prefix in (keys.STATE, keys.VERSIONS, keys.AGENT_EVENTS, keys.TXNS, keys.AGENTS):
+        for prefix in (keys.VALUES, keys.STATE, keys.VERSIONS, keys.AGENT_EVENTS, keys.TXNS, keys.AGENTS):
             name = keys.TABLE_NAMES[prefix]
             if not report.damaged(name):
                 try:
@@ -141,6 +142,7 @@ def _verify_open(db: Any, report: Report, progress: ProgressCallback | None, pro
         ("STATE", "the STATE table", lambda: _check_state(db, latest, report)),
         ("VERSIONS", "the VERSIONS table", lambda: _check_extra_versions(db, latest, report)),
         ("AGENT_EVENTS", "the AGENT_EVENTS table", lambda: _check_extra_agent_events(db, report)),
+        ("VALUES", "the VALUES table", lambda: _check_extra_values(db, report)),
         ("TXNS", "the TXNS table", lambda: _check_extra_txns(db, report)),
         ("AGENTS", "the AGENTS table", lambda: _check_agents(db, latest, report)),
     ):
@@ -177,15 +179,26 @@ _UNREADABLE = b"\xff unreadable"  # a value no record has: compared, it matches 
 
 
 def _check_event_records(db: Any, event: Event, report: Report) -> None:
-    """The VERSIONS records and AGENT_EVENTS slices this event implies exist, exactly."""
-    written = [(slot, op) for slot, op in zip(slots(event), event.ops, strict=True) if not op.purge]
+    """The VALUES, VERSIONS, AGENT_EVENTS and TXNS records this event implies exist, exactly
+    (a value as its op's head says: present; its bytes are the log's own)."""
+    slotted = list(zip(slots(event), event.ops, strict=True))
+    written = [(slot, op) for slot, op in slotted if not op.purge]
+    valued = [(slot, op) for slot, op in written if op.value is not None]
+    value_keys = [keys.value_key(event.commit_ts, slot) for slot, _op in valued]
     version_keys = [keys.version_key(op.namespace, op.agent_id, op.key, op.version) for _slot, op in written]
-    slices = agent_slots(event)
+    slices = agent_ops(event)
     slice_keys = [keys.agent_event_key(ns, agent, event.commit_ts) for ns, agent in slices]
     txn_key = keys.txn_key(event.txn_id)
-    found = _get_each(db, [*version_keys, *slice_keys, txn_key], report)
+    found = _get_each(db, [*value_keys, *version_keys, *slice_keys, txn_key], report)
+    values, found = found[: len(value_keys)], found[len(value_keys) :]
+    report.values += len(value_keys)
     report.versions += len(version_keys)
     report.agent_events += len(slice_keys)
+    for (slot, op), raw_key, data in zip(valued, value_keys, values, strict=True):
+        if data is None:
+            report._missing_values += 1
+            what = f"the value of op {slot} (key {op.key!r} of agent {op.agent_id!r}, version {op.version})"
+            report._add(Divergence("VALUES", keys.describe_key(raw_key), what, "nothing"))
     for (slot, op), raw_key, data in zip(written, version_keys, found, strict=False):
         expected = VersionPointer(event.commit_ts, slot, value_flags(op.value))
         if data != encode_version(expected) and data is not _UNREADABLE:
@@ -205,16 +218,17 @@ def _check_event_records(db: Any, event: Event, report: Report) -> None:
             )
         )
     for (ns, agent), raw_key, data in zip(slices, slice_keys, found[len(version_keys) : -1], strict=True):
-        expected_slice = slices[(ns, agent)]
+        mine = slices[(ns, agent)]
         if data is None or data is _UNREADABLE:
             report._missing_agent_events += 1
-        if data != encode_slots(expected_slice) and data is not _UNREADABLE:
+        if data != encode_slice(event, mine) and data is not _UNREADABLE:
+            decode = functools.partial(decode_slice, ns, agent, event.commit_ts, fetch=None)
             report._add(
                 Divergence(
                     "AGENT_EVENTS",
                     keys.describe_key(raw_key),
-                    show_slots(expected_slice),
-                    show_raw(data, decode_slots, show_slots),
+                    show_slice(event._replace(ops=tuple(op._replace(slot=slot) for slot, op in mine))),
+                    show_raw(data, decode, show_slice),
                 )
             )
 
@@ -318,8 +332,8 @@ def _check_extra_agent_events(db: Any, report: Report) -> None:
         try:
             ns, agent, commit_ts = keys.split_agent_event_key(raw_key)
             event_data = reading.get(db, keys.event_key(commit_ts))
-            implied = event_data is not None and (ns, agent) in agent_slots(
-                decode_event(commit_ts, event_data)
+            implied = event_data is not None and (ns, agent) in agent_ops(
+                decode_event(commit_ts, event_data, None)
             )
         except keys.DECODE_ERRORS:
             implied = False
@@ -327,6 +341,32 @@ def _check_extra_agent_events(db: Any, report: Report) -> None:
             report._add(
                 Divergence("AGENT_EVENTS", keys.describe_key(raw_key), "nothing", f"{len(data)} bytes")
             )
+
+
+def _check_extra_values(db: Any, report: Report) -> None:
+    """VALUES records no op of the log holds; only searched for if there are too many."""
+    if report.log_damaged:
+        return
+    stored = sum(1 for _ in reading.scan(db, keys.VALUES, "the VALUES table"))
+    if stored == report.values - report._missing_values:
+        return  # every stored record is one the log implies (each was looked up)
+    heads: dict[int, set[int]] = {}
+    for raw_key, data in reading.scan(db, keys.VALUES, "the VALUES table"):
+        try:
+            commit_ts, slot = keys.read_u64(raw_key, 1), keys.read_u32(raw_key, 9)
+            if commit_ts not in heads:
+                event_data = reading.get(db, keys.event_key(commit_ts))
+                event = None if event_data is None else decode_event(commit_ts, event_data, None)
+                heads[commit_ts] = (
+                    set()
+                    if event is None
+                    else {s for s, op in zip(slots(event), event.ops, strict=True) if op.value is not None}
+                )
+            implied = slot in heads[commit_ts] and len(raw_key) == 13
+        except keys.DECODE_ERRORS:
+            implied = False
+        if not implied:
+            report._add(Divergence("VALUES", keys.describe_key(raw_key), "nothing", f"{len(data)} bytes"))
 
 
 def _check_extra_txns(db: Any, report: Report) -> None:
@@ -365,5 +405,8 @@ def _check_agents(db: Any, latest: Fold, report: Report) -> None:
 def _count_outside(db: Any) -> int:
     """Keys whose first byte names no table (not checked, only counted)."""
     return sum(
-        1 for _ in reading.scan(db, b"", "the keys after the known tables", keys.prefix_end(keys.HORIZONS))
+        1
+        for _ in reading.scan(
+            db, b"", "the keys after the known tables", keys.prefix_end(max(keys.TABLE_NAMES))
+        )
     )

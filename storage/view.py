@@ -13,6 +13,9 @@ from typing import Any, TypeVar
 from storage import keys, reading
 from storage.errors import DataLossError, HistoryCompactedError
 from storage.records import (
+    BLOB,
+    TOMBSTONE,
+    Blob,
     Event,
     StatePointer,
     StateRecord,
@@ -20,13 +23,13 @@ from storage.records import (
     VersionRecord,
     committed_at_ms,
     decode_event,
-    decode_slots,
+    decode_slice,
     decode_state,
     decode_version,
-    op_value,
 )
 
 T = TypeVar("T")
+_REPLAY_CHUNK = 256  # AGENT_EVENTS records whose values a replay reads together
 
 
 def _compacted(what: str, oldest: tuple[int, VersionPointer]) -> HistoryCompactedError:
@@ -62,19 +65,33 @@ class ReadView:
         return reading.get(self._snapshot, key)
 
     def _value(self, commit_ts: int, slot: int, flags: int, what: str) -> bytes | None:
-        """The value a STATE or VERSIONS record points to: op `slot` of the event at `commit_ts`."""
-        if flags & 1:  # a tombstone: no value to read
+        """The value a STATE or VERSIONS record points to: op `slot` of the commit at `commit_ts`."""
+        if flags & TOMBSTONE:
             return None
-        data = self._get(keys.event_key(commit_ts))
-        try:
-            if data is None:
-                raise ValueError(f"the log has no event at commit_ts {commit_ts}")
-            return op_value(data, slot)
-        except keys.DECODE_ERRORS as exc:
+        data = self._get(keys.value_key(commit_ts, slot))
+        if data is None:
             raise DataLossError(
-                f"the value of {what} (op {slot} of commit_ts {commit_ts}) cannot be read from the log "
-                f"({exc}): the data directory is damaged; {reading.ADVICE}"
-            ) from exc
+                f"the value of {what} (op {slot} of commit_ts {commit_ts}) is missing from the log: the "
+                f"data directory is damaged; {reading.ADVICE}"
+            )
+        return Blob(data) if flags & BLOB else data
+
+    def _fetch(self, commit_ts: int) -> Callable[[int], bytes | None]:
+        """Reads the values of the commit at `commit_ts`, by slot (for the record decoders).
+
+        Replay calls this once per value, so it reads the snapshot directly."""
+        prefix = keys.value_key(commit_ts, 0)[:-4]
+        get, slot_bytes = self._snapshot.__getitem__, keys.slot_bytes
+
+        def fetch(slot: int) -> bytes | None:
+            try:
+                return get(prefix + slot_bytes(slot))  # type: ignore[no-any-return]
+            except Exception as exc:
+                if str(exc) == reading.MISSING:
+                    return None
+                raise reading.read_error(exc, f"the value of op {slot} of commit_ts {commit_ts}") from exc
+
+        return fetch
 
     def _state(self, pointer: StatePointer, key: str, namespace: str, agent_id: str) -> StateRecord:
         what = f"key {key!r} of {_agent(namespace, agent_id)}"
@@ -318,15 +335,9 @@ class ReadView:
     def committed_at_ms(self, namespace: str, agent_id: str, commit_ts: int) -> int | None:
         """Wall-clock time of commit `commit_ts`, from the agent's event index;
         None if that commit did not touch the agent."""
-        if self._get(keys.agent_event_key(namespace, agent_id, commit_ts)) is None:
-            return None
-        data = self._get(keys.event_key(commit_ts))
-        if data is None:
-            raise DataLossError(
-                f"commit_ts {commit_ts} is in the event index of {_agent(namespace, agent_id)} but not in "
-                f"the log: the data directory is damaged; {reading.ADVICE}"
-            )
-        return _decoded(keys.event_key(commit_ts), committed_at_ms, data)
+        raw_key = keys.agent_event_key(namespace, agent_id, commit_ts)
+        data = self._get(raw_key)
+        return None if data is None else _decoded(raw_key, committed_at_ms, data)
 
     def keys(self, namespace: str, agent_id: str) -> Iterator[str]:
         """Live keys of an agent in byte order."""
@@ -345,26 +356,52 @@ class ReadView:
         agent = keys.agent_prefix(keys.AGENT_EVENTS, namespace, agent_id)
         start = agent + keys.u64(start_ts or 0)
         what = f"the event index of {_agent(namespace, agent_id)}"
+        chunk: list[tuple[bytes, bytes]] = []
         for raw_key, data in reading.scan(self._snapshot, agent, what, start):
-            commit_ts = keys.read_u64(raw_key, len(agent))
-            if end_ts is not None and commit_ts > end_ts:
-                return
-            event_key = keys.event_key(commit_ts)
-            logged = self._get(event_key)
-            if logged is None:
-                raise DataLossError(
-                    f"commit_ts {commit_ts} is in the event index of {_agent(namespace, agent_id)} but not "
-                    f"in the log: the data directory is damaged; {reading.ADVICE}"
-                )
-            only = _decoded(raw_key, decode_slots, data)
-            yield _decoded(event_key, decode_event, commit_ts, logged, only)
+            if end_ts is not None and keys.read_u64(raw_key, len(agent)) > end_ts:
+                break
+            chunk.append((raw_key, data))
+            if len(chunk) == _REPLAY_CHUNK:
+                yield from self._slices(namespace, agent_id, chunk)
+                chunk = []
+        yield from self._slices(namespace, agent_id, chunk)
+
+    def _slices(self, namespace: str, agent_id: str, chunk: list[tuple[bytes, bytes]]) -> Iterator[Event]:
+        """Decode a run of an agent's AGENT_EVENTS records with their values. Where the agent's
+        commits are most of that stretch of the log, its values are read by one scan of VALUES;
+        else one read each."""
+        if not chunk:
+            return
+        skip = len(chunk[0][0]) - 8
+        first, last = keys.read_u64(chunk[0][0], skip), keys.read_u64(chunk[-1][0], skip)
+        values: dict[bytes, bytes] | None = None
+        if last - first < 2 * len(chunk):
+            values = {}
+            end = keys.value_key(last + 1, 0)
+            what = "the log's values"
+            for key, data in reading.scan(self._snapshot, keys.VALUES, what, keys.value_key(first, 0)):
+                if key >= end:
+                    break
+                values[key] = data
+        for raw_key, data in chunk:
+            commit_ts = keys.read_u64(raw_key, skip)
+            if values is None:
+                fetch = self._fetch(commit_ts)
+            else:
+                fetch = _looked_up(values, keys.VALUES + raw_key[skip:])
+            try:
+                event = decode_slice(namespace, agent_id, commit_ts, data, fetch)
+            except keys.DECODE_ERRORS as exc:
+                raise _undecodable(raw_key, exc) from exc
+            yield event
 
     def events(self, start_ts: int = 1) -> Iterator[Event]:
         """The global log in commit_ts order."""
         for raw_key, data in reading.scan(
             self._snapshot, keys.EVENTS, "the event log", keys.event_key(start_ts)
         ):
-            yield _decoded(raw_key, decode_event, keys.read_u64(raw_key, 1), data)
+            commit_ts = keys.read_u64(raw_key, 1)
+            yield _decoded(raw_key, decode_event, commit_ts, data, self._fetch(commit_ts))
 
     def states(self) -> Iterator[tuple[bytes, StateRecord]]:
         """Every state record (tombstones included) with its value, keyed by storage key."""
@@ -385,7 +422,16 @@ def _decoded(raw_key: bytes, decode: Callable[..., T], *args: Any) -> T:
     try:
         return decode(*args)
     except keys.DECODE_ERRORS as exc:
-        raise DataLossError(
-            f"the record of {keys.describe_key(raw_key)} does not decode ({exc}): the data directory is "
-            f"damaged; {reading.ADVICE}"
-        ) from exc
+        raise _undecodable(raw_key, exc) from exc
+
+
+def _looked_up(values: dict[bytes, bytes], prefix: bytes) -> Callable[[int], bytes | None]:
+    """Reads the values of one commit (its VALUES keys begin with `prefix`) from `values`."""
+    return lambda slot: values.get(prefix + keys.slot_bytes(slot))
+
+
+def _undecodable(raw_key: bytes, exc: Exception) -> DataLossError:
+    return DataLossError(
+        f"the record of {keys.describe_key(raw_key)} does not decode ({exc}): the data directory is "
+        f"damaged; {reading.ADVICE}"
+    )

@@ -308,7 +308,7 @@ DAMAGE = {
         lambda db: db.delete(keys.agent_event_key("beta", "critic", 11)),
         "AGENT_EVENTS",
         "namespace='beta' agent='critic' commit_ts=11",
-        "the agent's ops at slots [",
+        "with 1 ops ['note' v1 written at slot 1]",
         "nothing",
     ),
     "agent event of another agent's commit": Damage(
@@ -399,7 +399,7 @@ def _drop_event(db: Any) -> None:
 
 
 def _bump_a_version(db: Any) -> None:
-    event = decode_event(9, db[keys.event_key(9)])
+    event = decode_event(9, db[keys.event_key(9)], None)  # heads: its value stays where it is
     (op,) = event.ops
     bumped = type(op)(op.namespace, op.agent_id, op.key, op.version + 1, op.value)
     db.put(keys.event_key(9), encode_event(type(event)(9, event.txn_id, event.committed_at_ms, (bumped,))))
@@ -419,7 +419,7 @@ def _truncate_an_event(db: Any) -> None:
             "version 5",
             "version 6",
         ),
-        (_truncate_an_event, "commit_ts=4", "a decodable event", "runs past the end"),
+        (_truncate_an_event, "commit_ts=4", "a decodable event", "an undecodable record"),
     ],
     ids=["gap", "version-jump", "truncated"],
 )

@@ -15,14 +15,14 @@ from storage.records import (
     VersionPointer,
     VersionRecord,
     decode_event,
-    decode_slots,
+    decode_slice,
     decode_state,
     decode_version,
     encode_event,
-    encode_slots,
+    encode_slice,
     encode_state,
     encode_version,
-    op_value,
+    value_records,
 )
 
 names = st.text(min_size=1, max_size=12)
@@ -65,20 +65,22 @@ def test_record_codecs_round_trip(version: int, ts: int, value: bytes | None) ->
     pointer = StatePointer(version, ts, 1, 1 if value is None else 0)
     assert decode_state(encode_state(pointer)) == pointer
     assert decode_version(encode_version(VersionPointer(ts, 1, 0))) == VersionPointer(ts, 1, 0)
-    assert decode_slots(encode_slots([0, 7, 2**32 - 1])) == [0, 7, 2**32 - 1]
     ops = (op("n2", "a2", "ü", 1, None), op("ns", "ag", "k", version, value))
     event = Event(ts, "txn-1", 1234, ops)
+    stored = dict(value_records(event))  # the values, each a record of its own
+    assert list(stored) == ([] if value is None else [keys.value_key(ts, 1)])
     encoded = encode_event(event)
-    assert decode_event(ts, encoded) == event
-    # One op picked out by its slot (an agent's slice), and one value sliced out alone.
-    assert decode_event(ts, encoded, [1]) == Event(ts, "txn-1", 1234, ops[1:])
-    assert op_value(encoded, 1) == value
-    # Ops left by a purge keep their slots, so what points to them stays right.
+    assert decode_event(ts, encoded, lambda slot: stored.get(keys.value_key(ts, slot))) == event
+    # An agent's slice holds its ops' heads, each with its slot.
+    part = encode_slice(event, [(1, ops[1])])
+    fetch = lambda slot: stored.get(keys.value_key(ts, slot))  # noqa: E731
+    assert decode_slice("ns", "ag", ts, part, fetch) == Event(ts, "txn-1", 1234, (ops[1]._replace(slot=1),))
+    # Ops left by a purge keep their slots, so what points to their values stays right.
     scrubbed = Event(ts, "txn-1", 1234, (ops[1]._replace(slot=1),), True)
-    assert decode_event(ts, encode_event(scrubbed)) == scrubbed
-    assert op_value(encode_event(scrubbed), 1) == value
-    with pytest.raises(ValueError, match="no op at slot 0"):
-        op_value(encode_event(scrubbed), 0)
+    assert decode_event(ts, encode_event(scrubbed), fetch) == scrubbed
+    if value is not None:
+        with pytest.raises(ValueError, match="missing"):
+            decode_event(ts, encoded, lambda slot: None)
 
 
 def test_append_writes_state_history_log_and_index_together(store: Store) -> None:
