@@ -27,6 +27,8 @@ single-node etcd beside it, and runs:
   another client commits: how long each took and what the writer saw;
 - W11 growth: 1,000,000 commits of prose-like values into a fresh store,
   the commit rate of every 100,000 and the data directory's size;
+- W12 retention: W11's steps with and without retention letting history go
+  meanwhile, the commit rate and the ops dropped;
 
 and etcd's W1 (a Txn of 3 puts), W2 (a Range, latest or at a revision), W6
 (Watch), W7 (Range, then a Txn comparing mod_revision) and W8 (a paged Range
@@ -64,6 +66,7 @@ from benchmarks.forgetting import forgetting_workload
 from benchmarks.growth import growth_workload
 from benchmarks.paging import paging_workload
 from benchmarks.primitives import primitives_workload
+from benchmarks.retention import retention_workload
 from benchmarks.wake import wake_workload
 from benchmarks.workloads import (
     FULL,
@@ -76,7 +79,7 @@ from benchmarks.workloads import (
     replay_workload,
 )
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10", "W11")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10", "W11", "W12")
 DEFAULT_JSON = "bench-results.json"
 
 
@@ -86,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Statehouse side by side with etcd: agent steps (W1), reads (W2), replay (W3), "
         "many namespaces (W4) and the 0.1.1 contract (W5), with the targets of issue 4; watch wake "
         "latency (W6), a contended counter (W7), paging and time travel (W8) of issue 5; the adapter "
-        "primitives (W9) of issue 13; forgetting (W10) and growth (W11) of issue 14.",
+        "primitives (W9) of issue 13; forgetting (W10), growth (W11) and retention (W12) of issue 14.",
     )
     parser.add_argument(
         "--runs", type=positive_int, default=3,
@@ -98,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         f"{QUICK.w2_reads} reads, W3 {QUICK.w3_events:,} events, W4 {QUICK.w4_namespaces} namespaces, "
         f"W5 {QUICK.w5_txns} txns, W6 {QUICK.w6_approvals} approvals, W7 {QUICK.w7_increments} increments "
         f"per client, W8 {QUICK.w8_keys:,} keys / {QUICK.w8_versions} versions, W9 "
-        f"{QUICK.w9_prefix_keys:,} keys, W10 {QUICK.w10_keys:,} keys, W11 {QUICK.w11_commits:,} commits)",
+        f"{QUICK.w9_prefix_keys:,} keys, W10 {QUICK.w10_keys:,} keys, W11 {QUICK.w11_commits:,} commits, "
+        f"W12 {QUICK.w12_commits:,} steps)",
     )  # fmt: skip
     parser.add_argument(
         "--only", type=workload_list, default=WORKLOADS, metavar="W1,W3",
@@ -134,6 +138,7 @@ ALONE: dict[str, Callable[[Context], Outcome]] = {
     "W9": primitives_workload,
     "W10": forgetting_workload,
     "W11": growth_workload,
+    "W12": retention_workload,
 }
 
 

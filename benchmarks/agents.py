@@ -151,9 +151,10 @@ def preload(client: Statehouse, indices: Iterable[int]) -> None:
 # -- the daemon's lifecycle and its log ------------------------------------------------
 
 
-def start_daemon(data_dir: Path) -> DaemonProcess:
-    """A fresh statehoused; `--log-level info` whatever the environment says (its txn lines are data)."""
-    daemon = DaemonProcess(data_dir, "--log-level", "info")
+def start_daemon(data_dir: Path, *flags: str) -> DaemonProcess:
+    """A fresh statehoused with `flags`; `--log-level info` whatever the environment says (its
+    txn lines are data)."""
+    daemon = DaemonProcess(data_dir, "--log-level", "info", *flags)
     try:
         return daemon.start()
     except RuntimeError as exc:
@@ -161,9 +162,9 @@ def start_daemon(data_dir: Path) -> DaemonProcess:
 
 
 @contextmanager
-def running_daemon(data_dir: Path) -> Iterator[DaemonProcess]:
+def running_daemon(data_dir: Path, *flags: str) -> Iterator[DaemonProcess]:
     """A fresh statehoused, stopped and its log checked on leaving; the object stays readable after."""
-    daemon = start_daemon(data_dir)
+    daemon = start_daemon(data_dir, *flags)
     try:
         yield daemon
     finally:

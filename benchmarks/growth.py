@@ -96,6 +96,44 @@ def segments(total: int, size: int) -> Iterator[int]:
         yield step
 
 
+def run_steps(client: Statehouse, texts: list[str], count: int, first: int) -> tuple[float, int]:
+    """`count` agent steps (steps `first`... of the pool's texts) from THREADS threads sharing
+    `client`, each thread its own agent; (seconds taken, bytes of JSON values written)."""
+    lock = threading.Lock()
+    next_step = iter(range(count))
+    errors: list[BaseException] = []
+    value_bytes = 0
+
+    def agent(n: int) -> None:
+        nonlocal value_bytes
+        written = 0
+        try:
+            while True:
+                with lock:
+                    step = next(next_step, None)
+                if step is None:
+                    break
+                values = step_values(texts, n, first + step)
+                with client.begin_transaction() as tx:
+                    for key, value in values:
+                        tx.write(f"agent-{n:02d}", key, value)
+                written += sum(len(orjson.dumps(v)) for _k, v in values)
+        except BaseException as exc:
+            errors.append(exc)
+        with lock:
+            value_bytes += written
+
+    threads = [threading.Thread(target=agent, args=(n,)) for n in range(THREADS)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise BenchmarkError(f"an agent failed: {errors[0]!r}") from errors[0]
+    return time.perf_counter() - began, value_bytes
+
+
 def growth_run(ctx: Context, tmp: Path) -> dict[str, float]:
     total, segment = ctx.sizes.w11_commits, ctx.sizes.w11_segment
     data = tmp / "data"
@@ -104,43 +142,11 @@ def growth_run(ctx: Context, tmp: Path) -> dict[str, float]:
         daemon = stack.enter_context(running_daemon(data))
         client = stack.enter_context(Statehouse(daemon.addr, timeout=120.0))
         value_bytes = 0
-        lock = threading.Lock()
         texts = Prose(seed=7).pool(POOL)
         rates: list[float] = []
         for index, count in enumerate(segments(total, segment)):
-            next_step = iter(range(count))
-            errors: list[BaseException] = []
-
-            def agent(n: int, index: int, next_step: Iterator[int], errors: list[BaseException]) -> None:
-                nonlocal value_bytes
-                written = 0
-                try:
-                    while True:
-                        with lock:
-                            step = next(next_step, None)
-                        if step is None:
-                            break
-                        values = step_values(texts, n, index * segment + step)
-                        with client.begin_transaction() as tx:
-                            for key, value in values:
-                                tx.write(f"agent-{n:02d}", key, value)
-                        written += sum(len(orjson.dumps(v)) for _k, v in values)
-                except BaseException as exc:
-                    errors.append(exc)
-                with lock:
-                    value_bytes += written
-
-            threads = [
-                threading.Thread(target=agent, args=(n, index, next_step, errors)) for n in range(THREADS)
-            ]
-            began = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            elapsed = time.perf_counter() - began
-            if errors:
-                raise BenchmarkError(f"a W11 agent failed: {errors[0]!r}") from errors[0]
+            elapsed, written = run_steps(client, texts, count, index * segment)
+            value_bytes += written
             rates.append(count / elapsed)
             size = dir_bytes(data)
             done = (index + 1) * segment

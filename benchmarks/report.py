@@ -37,6 +37,8 @@ TITLES = {
     "commits 3-write steps one after the other; seconds, and the writer's commit times in ms",
     "W11": "W11 growth: {w11_commits:,} commits of 3 prose-like writes (~950 B JSON each) into a fresh "
     "store, measured every {w11_segment:,}",
+    "W12": "W12 retention: {w12_commits:,} W11 steps into a fresh store, with and without retention "
+    "letting history go meanwhile",
 }
 
 NOTES = {
@@ -95,6 +97,10 @@ NOTES = {
         "The purge is one atomic write ordered with commits: the writer's commits queued behind it "
         "wait for it (max during purge). The compaction runs on RocksDB's threads beside commits.",
     ],
+    "W12": [
+        "dropped = ops the retainer let go meanwhile (each step makes the previous versions of its 3 "
+        "keys droppable); the data directory is measured at the end, without a compaction.",
+    ],
     "W11": [
         "last/first = the commit rate of the last segment over the first's; disk/value byte = the "
         "data directory's size at the end over the bytes of JSON values written. The per-segment "
@@ -143,6 +149,8 @@ RATE_COLUMNS |= {
     "W11": (Column("first commits/s", "first_rate", ",.0f"), Column("last commits/s", "last_rate", ",.0f"),
             Column("last/first", "last_vs_first", ".2f"), Column("data dir MB", "dir_mb", ",.0f"),
             Column("disk/value byte", "disk_per_value_byte", ".2f")),
+    "W12": (Column("commits/s", "ops_per_s", ",.0f"), Column("dropped", "dropped_ops", ",.0f"),
+            Column("data dir MB", "dir_mb", ",.0f"), Column("disk/value byte", "disk_per_value_byte", ".2f")),
 }  # fmt: skip
 # The ratios to etcd a workload's rows show: (column title, figure).
 RATE_AND_P50 = (("rate vs etcd", "ops_per_s"), ("p50 vs etcd", "p50_ms"))

@@ -63,6 +63,7 @@ class Sizes:
     w10_keys: int = 100_000  # of the agent each W10 run purges
     w11_commits: int = 1_000_000  # W11's growth run
     w11_segment: int = 100_000  # commits per measured segment
+    w12_commits: int = 30_000  # W12's steps per run
 
 
 FULL = Sizes()
@@ -84,6 +85,7 @@ QUICK = Sizes(
     w10_keys=2000,
     w11_commits=4000,
     w11_segment=2000,
+    w12_commits=2000,
 )
 
 

@@ -151,6 +151,8 @@ BENCHMARK_ROWS = (
     "statehouse  get_many of 100 keys (one call)",
     "W10 forgetting",
     "W11 growth",
+    "W12 retention",
+    "statehouse  2,000 steps of 3 prose writes, 32 threads on one client, --retain-versions 1 every 0.5 s",
     "Targets (issue 4)",
 )
 

@@ -73,6 +73,7 @@ SECTIONED: list[type] = [
     statehouse.SnapshotInfo,
     statehouse.StatehouseError,
     statehouse.DataLossError,
+    statehouse.HistoryCompactedError,
     statehouse.ConflictError,
     DaemonProcess,
 ]
@@ -222,6 +223,7 @@ def _samples() -> dict[type, object]:
         statehouse.Watch: watch,
         statehouse.StatehouseError: statehouse.StatehouseError("message"),
         statehouse.DataLossError: statehouse.DataLossError("message"),
+        statehouse.HistoryCompactedError: statehouse.HistoryCompactedError("message", horizon=7),
         statehouse.ConflictError: statehouse.ConflictError("message", key="k", expected_version=1),
         DaemonProcess: DaemonProcess(ROOT / "never-started"),
     }
@@ -706,9 +708,11 @@ def check_status_table(page: Page) -> list[str]:
         else:
             codes = [span for span in SPAN.findall(row[0]) if span in statuses]
         covered |= set(codes)
-        trailer = (
-            ((sh_exceptions.CONFLICT_TRAILER, conflict.SerializeToString()),) if "conflict" in row[0] else ()
-        )
+        trailer: tuple[tuple[str, Any], ...] = ()
+        if "conflict" in row[0]:
+            trailer = ((sh_exceptions.CONFLICT_TRAILER, conflict.SerializeToString()),)
+        elif "horizon" in row[0]:
+            trailer = ((sh_exceptions.HORIZON_TRAILER, "7"),)
         for column, in_transaction in ((1, False), (2, True)):
             listed = [PUBLIC.get(span) for span in SPAN.findall(row[column])]
             if not listed or not all(cls in EXCEPTIONS for cls in listed):
