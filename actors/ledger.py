@@ -201,7 +201,7 @@ class Ledger(pykka.ThreadingActor):
             log.info(
                 "retain.done",
                 ops=applied.ops,
-                events_removed=applied.events_removed,
+                events_emptied=applied.events_emptied,
                 horizons=applied.horizons,
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
             )

@@ -29,10 +29,10 @@ RETRY_SECONDS = 5.0
 
 @dataclass(frozen=True, slots=True)
 class Retained:
-    """What one run dropped: ops, events removed whole, and the chunks it took."""
+    """What one run dropped: ops, events left with none, and the chunks it took."""
 
     ops: int = 0
-    events_removed: int = 0
+    events_emptied: int = 0
     chunks: int = 0
 
 
@@ -74,7 +74,7 @@ class Retainer(Background):
                     break
                 applied = self._apply(found)
                 ops += applied.ops
-                removed += applied.events_removed
+                removed += applied.events_emptied
                 chunks += 1
                 if len(found.drops) < self._chunk:
                     break

@@ -371,7 +371,7 @@ class ActorSystem:
             self.store.compact(None)
         except StorageError as exc:
             raise Unavailable(str(exc)) from exc
-        log.info("compact.requested", retained_ops=retained.ops, events_removed=retained.events_removed)
+        log.info("compact.requested", retained_ops=retained.ops, events_emptied=retained.events_emptied)
         return time.perf_counter() - started
 
     def _retain(self, found: Plan) -> Applied:

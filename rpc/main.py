@@ -66,6 +66,14 @@ _count = _at_least(0)
 _seconds = _at_least(0, float)
 
 
+def _finite_seconds(text: str) -> float:
+    """An argparse type: seconds, at least 0 and finite."""
+    seconds = float(_seconds(text))
+    if not seconds < 1e12:  # inf, or a time no clock reaches
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, got {text}")
+    return seconds
+
+
 def _namespace_policies(text: str) -> str:
     """An argparse type: per-namespace retention, `NS=POLICY;NS=POLICY` (checked, kept as text)."""
     try:
@@ -239,8 +247,8 @@ def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParse
     retention = [
         ("--retain-versions", _count, "0", "keep each key's N newest versions and let older history go, "
          "0 = keep all; a key's latest value is always kept"),
-        ("--retain-seconds", _seconds, "0", "keep the history of the last S seconds and let older history "
-         "go, 0 = keep all; with --retain-versions, history goes only once both let it"),
+        ("--retain-seconds", _finite_seconds, "0", "keep the history of the last S seconds and let older "
+         "history go, 0 = keep all; with --retain-versions, history goes only once both let it"),
         ("--retain-namespace", _namespace_policies, "", "retention of some namespaces instead of the "
          "daemon-wide one: NS=POLICY;NS=POLICY, where POLICY is all, versions:N, seconds:S or both"),
         ("--retention-every-seconds", _at_least(0.001, float), "60", "how often retention lets go what "

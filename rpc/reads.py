@@ -204,6 +204,8 @@ def key_history(view: ReadView, request: pb.KeyHistoryRequest) -> pb.KeyHistoryR
     versions = response.versions
     form = ValueForm(request)
 
+    held = [0]  # the bytes added, as _fill_page counts them
+
     def add(item: tuple[int, VersionRecord]) -> int:
         version, record = item
         entry = versions.add(
@@ -213,10 +215,11 @@ def key_history(view: ReadView, request: pb.KeyHistoryRequest) -> pb.KeyHistoryR
             committed_at_ms=view.committed_at_ms(namespace, agent_id, record.commit_ts) or 0,
         )
         fill_value(entry, key, record.value, form)
+        held[0] += entry.ByteSize()
         return int(entry.ByteSize())
 
     limit = paging.page_size(request.limit, MAX_HISTORY_LIMIT) or DEFAULT_HISTORY_LIMIT
-    full = lambda: len(versions) >= limit or response.ByteSize() >= PAGE_BYTES  # noqa: E731
+    full = lambda: len(versions) >= limit or held[0] >= PAGE_BYTES  # noqa: E731  # as _fill_page stops
     last = _fill_page(_until_compacted(view.history(namespace, agent_id, key, start), full), limit, add)
     if last is not None:
         # history() seeks down from the version named, so start just below the last sent.

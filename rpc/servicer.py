@@ -32,7 +32,7 @@ from rpc.status import ErrorCounter, conflict_message, grpc_errors, note_data_lo
 from statehouse import __version__
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
-from storage import DataLossError, Event, ReadView
+from storage import DataLossError, Event, HistoryCompactedError, ReadView
 
 # Longest an RPC without a deadline waits on an actor.
 MAX_WAIT_SECONDS = 60.0
@@ -323,7 +323,7 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
                     _read_at_version(view, read.at_version, outcome.state)
                 else:
                     raise InvalidArgument("a read names neither `latest` nor `at_version`")
-            except (StatehouseFault, DataLossError) as exc:
+            except (StatehouseFault, DataLossError, HistoryCompactedError) as exc:
                 outcome.Clear()
                 code = status_of(exc)
                 self.count_error(code)
@@ -331,6 +331,8 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
                     note_data_loss("ReadBatch", exc)
                 outcome.code = code.value[0]
                 outcome.message = str(exc)
+                if isinstance(exc, HistoryCompactedError):
+                    outcome.horizon = exc.horizon
             size += outcome.ByteSize()
         return response
 
@@ -417,6 +419,8 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         if start is not None and start <= routed:
             watch = watcher.filter
             view = self._system.view()
+            # Again on the view the catch-up reads: retention may have moved since Watch checked.
+            view.check_history(watch.namespace, start, "a watch")
             scanned: Iterator[tuple[int, list[Event]]]
             if watch.agent_id is not None:
                 own = view.replay(watch.namespace, watch.agent_id, start, routed)

@@ -21,6 +21,7 @@ outcome.
 from __future__ import annotations
 
 import collections
+import copy
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
@@ -151,7 +152,7 @@ class Combiner(Generic[Q, A]):
         except StatehouseError as exc:
             # One failure for the whole call: each caller gets its own copy to raise.
             outcomes = [exc]
-            outcomes.extend(type(exc)(str(exc), exc.code) for _ in batch[1:])
+            outcomes.extend(copy.copy(exc) for _ in batch[1:])  # with its attributes (horizon...)
         except BaseException as exc:  # e.g. KeyboardInterrupt in this thread: answer the others
             interrupted = exc
             message = "call interrupted in the sending thread; its outcome is unknown"

@@ -240,8 +240,9 @@ def purge(self: Client, /, agent_id: str, *, key_prefix: str = "", namespace: st
 
 
 def compact(self: Client, /) -> Plan[float]:
-    """Rewrite the daemon's data files so that what was purged (or deleted and overwritten)
-    leaves every one of them; returns the seconds it took. Commits go on meanwhile.
+    """Apply the daemon's retention policy now (if it has one), then rewrite its data files so
+    that what was purged or let go leaves every one of them; returns the seconds it took.
+    Commits go on meanwhile.
 
     Retried.
     """

@@ -213,7 +213,10 @@ def read_outcomes(response: pb.ReadBatchResponse, count: int) -> list[pb.GetStat
     """One state or error per read of a ReadBatch."""
     if len(response.outcomes) != count:
         raise StatehouseError(f"the daemon answered {len(response.outcomes)} outcomes for {count} reads")
-    return [from_status(o.code, o.message, False) if o.code else o.state for o in response.outcomes]
+    found: list[pb.GetStateResponse | StatehouseError] = []
+    for o in response.outcomes:
+        found.append(from_status(o.code, o.message, False, horizon=o.horizon) if o.code else o.state)
+    return found
 
 
 def _paging(limit: int, page_token: str | None) -> None:

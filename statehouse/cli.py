@@ -350,7 +350,8 @@ def purge_command(client: Statehouse, agent: str, prefix: str, yes: bool, as_jso
 @json_option
 @with_client
 def compact_command(client: Statehouse, as_json: bool) -> None:
-    """Rewrite the daemon's data files so that purged data leaves them; waits until done."""
+    """Apply retention now, and rewrite the daemon's data files so that purged or retired data
+    leaves them; waits until done."""
     seconds = client.compact()
     if as_json:
         echo_json({"seconds": seconds})

@@ -251,10 +251,15 @@ def _conflict_trailer(metadata: Any) -> pb.Conflict | None:
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
-def from_status(code: grpc.StatusCode | int, details: str, in_transaction: bool) -> StatehouseError:
-    """The SDK exception for a status (a StatusCode, or its number as a CommitBatch outcome carries it)."""
+def from_status(
+    code: grpc.StatusCode | int, details: str, in_transaction: bool, *, horizon: int = 0
+) -> StatehouseError:
+    """The SDK exception for a status (a StatusCode, or its number as a CommitBatch or ReadBatch
+    outcome carries it); `horizon`: a ReadBatch outcome's, for history retention let go."""
     if isinstance(code, int):
         code = _CODES.get(code, grpc.StatusCode.UNKNOWN)
+    if code == grpc.StatusCode.OUT_OF_RANGE and horizon:
+        return HistoryCompactedError(details or code.name, horizon=horizon)
     table = _IN_TRANSACTION if in_transaction else _BY_CODE
     cls = table.get(code, TransactionError if in_transaction else StatehouseError)
     return cls(details or code.name, code.name)

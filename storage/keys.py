@@ -48,9 +48,8 @@ META_REBUILD_IN_PROGRESS = META + b"rebuild_in_progress"
 # write, cleared once a compaction after it has run (see actors/compactor.py).
 META_COMPACTION_OWED = META + b"compaction_owed"
 # Retention (storage/retention.py): events up to this commit_ts were checked against the
-# `versions` limits; the greatest horizon of any namespace (below it the log may have gaps).
+# `versions` limits (and the limits they were checked with).
 META_RETAINED_THROUGH = META + b"retained_through"
-META_LOG_HORIZON = META + b"log_horizon"
 # 2 added the AGENTS table; 3 stores each value once, in VALUES (storage/records.py).
 # A store of an older schema is upgraded in place when a daemon opens it (storage/upgrade.py).
 SCHEMA_VERSION = 3

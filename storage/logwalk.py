@@ -414,9 +414,8 @@ def walk_log(db: Any, report: Report, ticker: Ticker, latest: Fold) -> Iterator[
     then taken as it comes (the damage is reported, not every key after it).
     """
     versions = latest
-    # Where retention let history go: below the log's horizon events may be gone (those left
-    # with no op), and a namespace with a horizon may begin a key's history above version 1.
-    compacted, log_horizon = _retention_marks(db, report)
+    # Where retention let history go, a key's history may begin above version 1.
+    compacted = _compacted_namespaces(db, report)
     # The fold's keys by agent, so that a purge finds its keys without scanning the fold.
     by_agent: dict[tuple[str, str], set[str]] = {}
     for namespace, agent_id, key in versions:
@@ -433,11 +432,7 @@ def walk_log(db: Any, report: Report, ticker: Ticker, latest: Fold) -> Iterator[
             continue
         commit_ts = keys.read_u64(raw_key, 1)
         where = f"commit_ts={commit_ts}"
-        if (
-            commit_ts != previous + 1
-            and commit_ts > log_horizon
-            and not _covered(report, previous + 1, commit_ts - 1)
-        ):
+        if commit_ts != previous + 1 and not _covered(report, previous + 1, commit_ts - 1):
             expected = f"commit_ts {previous + 1} after {previous}" if previous else "the log to start at 1"
             report._add(Divergence("EVENTS", where, expected, f"commit_ts {commit_ts}"))
         previous = commit_ts
@@ -491,15 +486,15 @@ def walk_log(db: Any, report: Report, ticker: Ticker, latest: Fold) -> Iterator[
     ticker.finish(count)
 
 
-def _retention_marks(db: Any, report: Report) -> tuple[set[str], int]:
-    """The namespaces retention let history go in, and the log's horizon (0: none)."""
+def _compacted_namespaces(db: Any, report: Report) -> set[str]:
+    """The namespaces retention let history go in (their horizon is past 1)."""
     try:
-        compacted = {namespace for namespace, horizon in horizons(db) if horizon > 1}
-        raw = reading.get(db, keys.META_LOG_HORIZON)
+        return {namespace for namespace, horizon in horizons(db) if horizon > 1}
     except DataLossError as exc:
         report.table_damaged("META", exc, "the horizons of retention")
-        return set(), 0
-    return compacted, 0 if raw is None or len(raw) != 8 else keys.read_u64(raw)
+    except keys.DECODE_ERRORS:
+        report._add(Divergence("META", "the HORIZONS table", "16-byte horizon records", "another record"))
+    return set()
 
 
 def forget(

@@ -185,10 +185,9 @@ class _Writer:
 def _copy_retention(source: Any, target: Rdict) -> None:
     """What retention recorded beside the log (horizons and cursors): the log alone does not
     say what was let go."""
-    for name in (keys.META_RETAINED_THROUGH, keys.META_LOG_HORIZON):
-        data = reading.get(source, name)
-        if data is not None:
-            target.put(name, data)
+    data = reading.get(source, keys.META_RETAINED_THROUGH)
+    if data is not None:
+        target.put(keys.META_RETAINED_THROUGH, data)
     for raw_key, data in reading.scan(source, keys.HORIZONS, "the HORIZONS table"):
         target.put(raw_key, data)
 

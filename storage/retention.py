@@ -7,10 +7,11 @@ latest value of a live key, or the tombstone of a deleted one, which keeps
 its version counter going (a purge forgets a key entirely). So a key's kept
 versions are always its newest ones, without holes.
 
-Dropping an op removes its value from its event (the event is rewritten
-`scrubbed`, its other ops keep their slots, or removed with its TXNS record
-if no op is left), its VERSIONS record, and its slot from the agent's event
-index. Each namespace then has a *horizon*: the commit_ts from which its
+Dropping an op deletes its value (VALUES) and its VERSIONS record, rewrites
+its event's heads without it (`scrubbed`; the other ops keep their slots,
+and an event left with no op stays as its head, so that the log keeps every
+commit_ts and its transaction id still answers a retry), and removes it
+from the agent's event index. Each namespace then has a *horizon*: the commit_ts from which its
 history is whole. Reads that need history from before it fail with
 `HistoryCompactedError` instead of answering in part (storage/view.py).
 
@@ -35,6 +36,7 @@ from rocksdict import WriteBatch
 from storage import keys, reading
 from storage.records import (
     Event,
+    VersionPointer,
     decode_event,
     decode_state,
     encode_event,
@@ -85,8 +87,8 @@ class Policy:
                     f"{text!r} is not a retention policy: say all, versions:N, seconds:S or "
                     "versions:N,seconds:S"
                 ) from None
-        if versions < 0 or seconds < 0:
-            raise ValueError(f"{text!r}: a retention limit cannot be negative")
+        if versions < 0 or not 0 <= seconds < 1e12:  # also refuses nan and inf
+            raise ValueError(f"{text!r}: a retention limit is a number from 0, and finite")
         return cls(versions, seconds)
 
 
@@ -140,10 +142,10 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """What `apply` dropped: ops, events removed whole, and the horizons it moved."""
+    """What `apply` dropped: ops, events left with none (emptied), and the horizons it moved."""
 
     ops: int
-    events_removed: int
+    events_emptied: int
     horizons: dict[str, int]
 
 
@@ -218,7 +220,7 @@ def plan(view: ReadView, policies: Policies, now_ms: int, limit: int = 2000) -> 
 
     # Versions: when version v of a key is written, its versions up to v - N may go.
     planned: dict[tuple[str, str, str], int] = {}  # the highest version looked at per key
-    for event in view.events(result.versions_cursor + 1):
+    for event in view.events(result.versions_cursor + 1, values=False):
         if len(result.drops) >= limit:
             break
         for op in event.ops:
@@ -226,11 +228,19 @@ def plan(view: ReadView, policies: Policies, now_ms: int, limit: int = 2000) -> 
             if op.purge or not limit_n or op.version <= limit_n:
                 continue
             target = (op.namespace, op.agent_id, op.key)
-            below = before_seconds(op.namespace)
-            for version, pointer in view.versions_of(*target, planned.get(target, 0) + 1):
-                if version > op.version - limit_n or pointer.commit_ts >= below:
+            below, last = before_seconds(op.namespace), op.version - limit_n
+            if target in planned:  # looked at already in this pass: the next versions, by point reads
+                found: Iterator[tuple[int, VersionPointer | None]] = (
+                    (v, view.version_pointer(*target, v)) for v in range(planned[target] + 1, last + 1)
+                )
+            else:  # the first time: from the oldest version kept
+                found = iter(view.versions_of(*target))
+            planned.setdefault(target, 0)
+            for version, pointer in found:
+                if version > last or (pointer is not None and pointer.commit_ts >= below):
                     break
-                drop(pointer.commit_ts, pointer.slot, *target, version)
+                if pointer is not None:
+                    drop(pointer.commit_ts, pointer.slot, *target, version)
                 planned[target] = version
         result.versions_cursor = event.commit_ts
     else:
@@ -245,7 +255,7 @@ def plan(view: ReadView, policies: Policies, now_ms: int, limit: int = 2000) -> 
         return result
     end = max(timed[ns] for ns in active)  # exclusive
     reached = end - 1  # every event up to here was looked at
-    for event in view.events(min(starts[ns] for ns in active)):
+    for event in view.events(min(starts[ns] for ns in active), values=False):
         if event.commit_ts >= end:
             break
         if len(result.drops) >= limit:
@@ -261,7 +271,14 @@ def plan(view: ReadView, policies: Policies, now_ms: int, limit: int = 2000) -> 
             limit_n = policies.of(ns).versions
             if limit_n and op.version > latest.version - limit_n:
                 continue
-            drop(event.commit_ts, slot, ns, op.agent_id, op.key, op.version)
+            # With it go the key's older versions still kept (one was its latest when an
+            # earlier pass looked), so that what is kept stays the newest, without holes.
+            target = (ns, op.agent_id, op.key)
+            for version, pointer in view.versions_of(*target, planned.get(target, 0) + 1):
+                if version > op.version:
+                    break
+                drop(pointer.commit_ts, pointer.slot, *target, version)
+                planned[target] = version
     for ns in active:
         result.seconds_cursors[ns] = min(reached, timed[ns] - 1)
     return result
@@ -274,7 +291,7 @@ def apply(db: Any, batch: WriteBatch, found: Plan) -> Applied:
     for drop in found.drops:
         by_event.setdefault(drop.commit_ts, []).append(drop)
     moved: dict[str, int] = {}
-    dropped = removed = 0
+    dropped = removed = 0  # ops, and events left with none
     for commit_ts, drops in sorted(by_event.items()):
         data = reading.get(db, keys.event_key(commit_ts))
         if data is None:
@@ -286,12 +303,10 @@ def apply(db: Any, batch: WriteBatch, found: Plan) -> Applied:
             continue
         kept = tuple(op._replace(slot=slot) for slot, op in slotted if slot not in going)
         event = event._replace(ops=kept, scrubbed=True)
-        if kept:
-            batch.put(keys.event_key(commit_ts), encode_event(event))
-        else:
-            batch.delete(keys.event_key(commit_ts))
-            batch.delete(keys.txn_key(event.txn_id))
-            removed += 1
+        # An event left with no op stays, as its head: the log keeps every commit_ts, and its
+        # transaction id still answers a retry of that commit (as after a purge).
+        batch.put(keys.event_key(commit_ts), encode_event(event))
+        removed += not kept
         for drop in going.values():
             batch.delete(keys.value_key(commit_ts, drop.slot))
             batch.delete(keys.version_key(drop.namespace, drop.agent_id, drop.key, drop.version))
@@ -304,16 +319,8 @@ def apply(db: Any, batch: WriteBatch, found: Plan) -> Applied:
         horizon = max(horizon, moved.get(namespace, 0))
         cursor = max(cursor, found.seconds_cursors.get(namespace, 0))
         batch.put(horizon_key(namespace), _HORIZON.pack(horizon, cursor))
-    if moved:
-        log_horizon = max([*moved.values(), _log_horizon(db)])
-        batch.put(keys.META_LOG_HORIZON, keys.u64(log_horizon))
     batch.put(keys.META_RETAINED_THROUGH, keys.u64(found.versions_cursor) + _signature(found.policies))
     return Applied(dropped, removed, moved)
-
-
-def _log_horizon(db: Any) -> int:
-    data = reading.get(db, keys.META_LOG_HORIZON)
-    return 0 if data is None else keys.read_u64(data)
 
 
 def _still_droppable(db: Any, drop: Drop, slotted: list[tuple[int, Any]]) -> bool:

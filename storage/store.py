@@ -564,16 +564,17 @@ def _purge_records(db: Rdict, batch: WriteBatch, namespace: str, agent_id: str, 
             raise DataLossError(
                 f"commit_ts {commit_ts} is in the event index of agent {agent_id!r} but not in the log"
             )
-        part = decode_slice(namespace, agent_id, commit_ts, data, None)  # heads: slots and keys
-        if not prefix and len(part.ops) > 1 and op_count(logged) == len(part.ops):
-            # The agent's own event, of writes (a purge's event has one op): all of it goes.
+        mine = op_count(data)
+        if not prefix and mine > 1 and op_count(logged) == mine:
+            # The agent's own event, of writes (a purge's event has one op): all of it goes, and
+            # its values with one range delete, read from the heads' counts alone.
             batch.put(keys.event_key(commit_ts), encode_event(emptied(commit_ts, logged)))
-            for op in part.ops:
-                batch.delete(keys.value_key(commit_ts, op.slot))
+            batch.delete_range(keys.value_key(commit_ts, 0), keys.value_key(commit_ts + 1, 0))
             batch.delete(raw_key)
             rewritten += 1
             first, last = first or commit_ts, commit_ts
             continue
+        part = decode_slice(namespace, agent_id, commit_ts, data, None)  # heads: slots and keys
         gone = [purged(op, namespace, agent_id, prefix) for op in part.ops]
         if not any(gone):
             continue

@@ -2,8 +2,9 @@
 
 - Schema 1 had no AGENTS table.
 - Schema 2 stored every value four times: in its event, and again in the
-  STATE, VERSIONS and AGENT_EVENTS records. Schema 3 keeps it in the event
-  alone (storage/records.py) and the other records point to it.
+  STATE, VERSIONS and AGENT_EVENTS records. Schema 3 stores it once, in
+  VALUES beside its event's heads (storage/records.py), and the other
+  records point to it.
 
 `upgrade` rewrites every event in the current format and writes the records
 it implies over the old ones (`derive.add_event`), in commit_ts order, in

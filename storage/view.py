@@ -120,6 +120,12 @@ class ReadView:
             return None
         return self._version_record(_decoded(raw_key, decode_version, data), key, namespace, agent_id)
 
+    def version_pointer(self, namespace: str, agent_id: str, key: str, version: int) -> VersionPointer | None:
+        """A key's VERSIONS record at `version` as stored (where its value is), or None."""
+        raw_key = keys.version_key(namespace, agent_id, key, version)
+        data = self._get(raw_key)
+        return None if data is None else _decoded(raw_key, decode_version, data)
+
     def versions_of(
         self, namespace: str, agent_id: str, key: str, from_version: int = 1
     ) -> Iterator[tuple[int, VersionPointer]]:
@@ -151,8 +157,8 @@ class ReadView:
             )
 
     def first_event_from(self, commit_ts: int) -> Event | None:
-        """The first event of the log at or after `commit_ts` (retention may remove events)."""
-        for event in self.events(commit_ts):
+        """The first event of the log at or after `commit_ts`, its heads only (no values)."""
+        for event in self.events(commit_ts, values=False):
             return event
         return None
 
@@ -395,13 +401,14 @@ class ReadView:
                 raise _undecodable(raw_key, exc) from exc
             yield event
 
-    def events(self, start_ts: int = 1) -> Iterator[Event]:
-        """The global log in commit_ts order."""
+    def events(self, start_ts: int = 1, values: bool = True) -> Iterator[Event]:
+        """The global log in commit_ts order; without `values`, the op heads only (each value
+        empty but of its kind, None for a delete), which is all retention needs."""
         for raw_key, data in reading.scan(
             self._snapshot, keys.EVENTS, "the event log", keys.event_key(start_ts)
         ):
             commit_ts = keys.read_u64(raw_key, 1)
-            yield _decoded(raw_key, decode_event, commit_ts, data, self._fetch(commit_ts))
+            yield _decoded(raw_key, decode_event, commit_ts, data, self._fetch(commit_ts) if values else None)
 
     def states(self) -> Iterator[tuple[bytes, StateRecord]]:
         """Every state record (tombstones included) with its value, keyed by storage key."""

@@ -235,9 +235,8 @@ class Model:
                 for op in event.ops
                 if op.purge or (event.commit_ts, (op.namespace, op.agent_id, op.key)) not in gone
             )
-            if ops or len(ops) == len(event.ops):
-                event.ops = ops
-                kept.append(event)
+            event.ops = ops  # an event left with no op stays, as its head
+            kept.append(event)
         self.events = kept
         horizon = max(commit_ts for commit_ts, _ in gone) + 1
         self.horizons[namespace] = max(self.horizons.get(namespace, 0), horizon)

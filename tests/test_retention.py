@@ -6,17 +6,21 @@ real daemon with the SDK, sync and async."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from test_watch import wait_until
 
 from actors import ActorConfig
 from rpc.server import Daemon
-from statehouse import HistoryCompactedError, Statehouse
+from statehouse import HistoryCompactedError, Statehouse, StatehouseError
+from statehouse._proto import statehouse_pb2 as pb
+from statehouse._proto import statehouse_pb2_grpc as pb_grpc
 from statehouse.testing import DaemonProcess
 from storage import Event, EventOp, Store
 from storage import HistoryCompactedError as StoredCompacted
@@ -83,8 +87,12 @@ def test_a_versions_limit_keeps_each_keys_newest_versions_and_fails_reads_below(
     horizon = caught.value.horizon
     assert horizon == stamps[6] + 1  # the last commit that lost an op, plus one
     assert [e.commit_ts for e in view.replay("ns", "a", horizon)] == [*stamps[7:], solo]
-    # The log: events 1-7 lost both ops and are gone; the rest are whole.
-    assert [e.commit_ts for e in view.events()] == [*stamps[7:], solo]
+    # The log: events 1-7 lost both ops and are left as their heads (every commit_ts, and its
+    # transaction id, stay); the rest are whole.
+    events = list(view.events())
+    assert [(e.commit_ts, len(e.ops), e.scrubbed) for e in events[:7]] == [(ts, 0, True) for ts in stamps[:7]]
+    assert [e.commit_ts for e in events[7:]] == [*stamps[7:], solo]
+    assert store.commit_ts_of("t1") == stamps[0]  # a retry of the first commit is answered, not redone
 
 
 def test_a_compacted_store_verifies_and_rebuilds(tmp_path: Path) -> None:
@@ -124,7 +132,7 @@ def test_a_seconds_limit_lets_older_history_go_but_every_latest_op_stays(store: 
     # 60 s: everything before NOW_MS - 60,000 may go, but for the latest op of each key.
     assert retain(store, Policies(Policy(seconds=60)), now_ms=NOW_MS + 1) == 3
     view = store.view()
-    assert [e.commit_ts for e in view.events()] == [kept_old, recent]
+    assert [e.commit_ts for e in view.events() if e.ops] == [kept_old, recent]
     assert view.get("ns", "a", "quiet").value == b"1"
     assert versions(store, "ns", "a", "k") == [4]
     assert old  # all three of k's older versions went
@@ -240,3 +248,66 @@ def test_bad_retention_flags_are_refused_with_what_is_wrong(tmp_path: Path) -> N
         )
         assert result.returncode == 2 and said in result.stderr, result.stderr
         assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("point", ["ledger.before_write", "ledger.after_write", "ledger.after_sync"])
+def test_a_kill_during_a_retention_write_leaves_all_of_it_or_none(tmp_path: Path, point: str) -> None:
+    """The retainer's chunk is one write through the ledger: killed before, during or after it
+    (the daemon's own crash points, the 6th write: 5 commits, then the chunk), the store
+    verifies, every commit acknowledged reads back, and the chunk is wholly there or absent."""
+    data = tmp_path / "data"
+    env = {**os.environ, "STATEHOUSE_CRASH_AT": f"{point}:6"}
+    crashing = DaemonProcess(data, "--retain-versions", "1", "--retention-every-seconds", "3600", env=env)
+    with crashing, Statehouse(crashing.addr, retry=None, timeout=10) as client:
+        stamps = [commit(client, "agent", "k", n) for n in range(5)]
+        with pytest.raises(StatehouseError):
+            client.compact()  # the retention chunk is the sixth write: killed there
+        assert crashing.process is not None and crashing.process.wait(30) == -signal.SIGKILL
+    report = verify(data)
+    assert report.ok, report.summary()
+    with DaemonProcess(data) as daemon, Statehouse(daemon.addr) as client:
+        assert (
+            client.get_state("agent", "k").value == 4
+            and client.get_state("agent", "k").commit_ts == stamps[-1]
+        )
+        try:
+            kept = [v.version for v in client.key_history("agent", "k")]
+        except HistoryCompactedError:  # the chunk is there: only the latest version is kept
+            kept = [v.version for v in client.key_history("agent", "k", limit=1)]
+            with pytest.raises(HistoryCompactedError):
+                client.get_state_at_version("agent", "k", 1)
+        assert kept in ([5, 4, 3, 2, 1], [5])  # none of the chunk, or all of it
+
+
+def test_a_compacted_read_in_a_read_batch_fails_alone_with_its_horizon(client: Any, daemon: Daemon) -> None:
+    """The SDK combines point reads of several threads into one ReadBatch: a read of history
+    that went answers OUT_OF_RANGE with the horizon in its own outcome, the others their state."""
+    stamps = [commit(client, "agent", "k", n) for n in range(4)]
+    client.compact()
+    channel = grpc.insecure_channel(f"127.0.0.1:{daemon.port}")
+    stub = pb_grpc.StatehouseServiceStub(channel)
+
+    def at(version: int) -> pb.ReadRequest:
+        state = pb.GetStateAtVersionRequest(
+            namespace="default", agent_id="agent", key="k", version=version, json_values=True
+        )
+        return pb.ReadRequest(at_version=state)
+
+    outcomes = stub.ReadBatch(pb.ReadBatchRequest(reads=[at(1), at(4), at(3)]), timeout=10).outcomes
+    channel.close()
+    assert [o.code for o in outcomes] == [grpc.StatusCode.OUT_OF_RANGE.value[0], 0, 0]
+    assert outcomes[0].horizon == stamps[2] and "retention" in outcomes[0].message
+    assert [o.state.version for o in outcomes[1:]] == [4, 3]
+
+
+def test_a_version_kept_as_latest_goes_once_superseded_without_a_hole(store: Store) -> None:
+    """`seconds` alone: a pass keeps v1 (then the key's latest); once v2 and v3 are written and
+    old enough, a later pass lets v1 go with v2, so what is kept stays the newest, no hole."""
+    write(store, ("ns", "a", "k", b"1"), at_ms=1000)
+    policies = Policies(Policy(seconds=60))
+    assert retain(store, policies, now_ms=NOW_MS) == 0  # v1 is the latest: kept
+    write(store, ("ns", "a", "k", b"2"), at_ms=2000)
+    write(store, ("ns", "a", "k", b"3"), at_ms=NOW_MS)
+    assert retain(store, policies, now_ms=NOW_MS + 1) == 2
+    assert versions(store, "ns", "a", "k") == [3]
+    assert store.view().record_at("ns", "a", "k", store.last_commit_ts).value == b"3"

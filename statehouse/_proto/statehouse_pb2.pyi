@@ -310,14 +310,16 @@ class ReadBatchRequest(_message.Message):
     def __init__(self, reads: _Optional[_Iterable[_Union[ReadRequest, _Mapping]]] = ..., at_commit_ts: _Optional[int] = ...) -> None: ...
 
 class ReadOutcome(_message.Message):
-    __slots__ = ("state", "code", "message")
+    __slots__ = ("state", "code", "message", "horizon")
     STATE_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    HORIZON_FIELD_NUMBER: _ClassVar[int]
     state: GetStateResponse
     code: int
     message: str
-    def __init__(self, state: _Optional[_Union[GetStateResponse, _Mapping]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    horizon: int
+    def __init__(self, state: _Optional[_Union[GetStateResponse, _Mapping]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., horizon: _Optional[int] = ...) -> None: ...
 
 class ReadBatchResponse(_message.Message):
     __slots__ = ("outcomes", "commit_ts")
