@@ -79,6 +79,7 @@ def test_sdk_guide_runs_as_written(daemon: Daemon) -> None:
         "['thread-1']",
         "[True]",
         "True ['thread-1']",
+        "True",  # the retention handler: the replay of thread-1 has events
         "10",
         "status done",
         "['approval', 'goal', 'result-2', 'step', 'visits']",
@@ -182,7 +183,7 @@ def test_documented_benchmarks_run(tmp_path: Path) -> None:
     for row in BENCHMARK_ROWS:
         assert row in result.stdout, row
     document = json.loads(results.read_text(encoding="utf-8"))
-    assert list(document["workloads"]) == [f"W{n}" for n in range(1, 12)]
+    assert list(document["workloads"]) == [f"W{n}" for n in range(1, 13)]
     assert all(len(case["runs"]) == 1 for w in document["workloads"].values() for case in w["cases"])
     assert len(document["targets"]) == 7
     if shutil.which("etcd"):
