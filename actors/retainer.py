@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import structlog
 
 from actors.background import Background
+from actors.errors import Unavailable
 from storage import StorageError, Store
 from storage.retention import Applied, Plan, Policies, plan, versions_cursor
 
@@ -84,8 +85,8 @@ class Retainer(Background):
         while self._wait(self._every):
             try:
                 self.run()
-            except StorageError as exc:
-                if self._store.closed:
+            except (StorageError, Unavailable) as exc:  # a failed write; the daemon stopping
+                if self._store.closed or self._stopping:
                     return
                 log.warning("retain.failed", error=str(exc), retry_s=RETRY_SECONDS)
             except Exception:  # a bug: say so, and try again next time

@@ -346,16 +346,9 @@ class ActorSystem:
 
     def purge(self, namespace: str, agent_id: str, prefix: str, wait: float) -> PurgeResult:
         """Purge the agent's keys under `prefix` and their history as the next commit."""
-        if self._stopping.is_set():
-            raise Unavailable("the daemon is shutting down")
-        reply: Future[PurgeResult] = Future()
-        self._tell_ledger(PurgeRequest(namespace, agent_id, prefix, reply))
-        try:
-            return reply.result(timeout=wait)
-        except FutureTimeout:
-            raise DeadlineExceeded(
-                "the purge did not finish before the deadline; it may still complete"
-            ) from None
+        late = DeadlineExceeded("the purge did not finish before the deadline; it may still complete")
+        request = lambda reply: PurgeRequest(namespace, agent_id, prefix, reply)  # noqa: E731
+        return self._through_ledger(request, wait, late)
 
     def compact(self) -> float:
         """Apply the retention policies now, then rewrite every data file so that what was
@@ -376,25 +369,24 @@ class ActorSystem:
 
     def _retain(self, found: Plan) -> Applied:
         """Have the ledger drop what a retention pass found (the retainer's thread waits)."""
-        reply: Future[Applied] = Future()
-        self._tell_ledger(RetainRequest(found, reply))
-        try:
-            return reply.result(timeout=120.0)
-        except FutureTimeout:
-            raise Unavailable("the ledger did not apply retention within 120 s") from None
+        late = Unavailable("the ledger did not apply retention within 120 s")
+        return self._through_ledger(lambda reply: RetainRequest(found, reply), 120.0, late)
 
     def snapshot(self, wait: float) -> SnapshotInfo:
         """Take a snapshot now (between two commit groups) and return where it is."""
+        late = DeadlineExceeded("the snapshot did not finish before the deadline; it may still complete")
+        return self._through_ledger(SnapshotRequest, wait, late)
+
+    def _through_ledger(self, request: Callable[[Future[Any]], object], wait: float, late: Exception) -> Any:
+        """Tell the ledger `request(reply)` and wait up to `wait` s for the reply (`late` if none)."""
         if self._stopping.is_set():
             raise Unavailable("the daemon is shutting down")
-        reply: Future[SnapshotInfo] = Future()
-        self._tell_ledger(SnapshotRequest(reply))
+        reply: Future[Any] = Future()
+        self._tell_ledger(request(reply))
         try:
             return reply.result(timeout=wait)
         except FutureTimeout:
-            raise DeadlineExceeded(
-                "the snapshot did not finish before the deadline; it may still complete"
-            ) from None
+            raise late from None
 
     # -- reads and status ----------------------------------------------------
 

@@ -31,6 +31,7 @@ import contextlib
 import functools
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -323,50 +324,53 @@ def _check_extra_versions(db: Any, latest: Fold, report: Report) -> None:
 
 def _check_extra_agent_events(db: Any, report: Report) -> None:
     """AGENT_EVENTS records the log does not imply; only searched for if there are too many."""
-    if report.log_damaged:
-        return
-    stored = sum(1 for _ in reading.scan(db, keys.AGENT_EVENTS, "the AGENT_EVENTS table"))
-    if stored == report.agent_events - report._missing_agent_events:
-        return  # every stored record is one the log implies (each was looked up)
-    for raw_key, data in reading.scan(db, keys.AGENT_EVENTS, "the AGENT_EVENTS table"):
-        try:
-            ns, agent, commit_ts = keys.split_agent_event_key(raw_key)
-            event_data = reading.get(db, keys.event_key(commit_ts))
-            implied = event_data is not None and (ns, agent) in agent_ops(
-                decode_event(commit_ts, event_data, None)
-            )
-        except keys.DECODE_ERRORS:
-            implied = False
-        if not implied:
-            report._add(
-                Divergence("AGENT_EVENTS", keys.describe_key(raw_key), "nothing", f"{len(data)} bytes")
-            )
+
+    def implied(raw_key: bytes) -> bool:
+        ns, agent, commit_ts = keys.split_agent_event_key(raw_key)
+        event_data = reading.get(db, keys.event_key(commit_ts))
+        return event_data is not None and (ns, agent) in agent_ops(decode_event(commit_ts, event_data, None))
+
+    _check_extras(db, report, keys.AGENT_EVENTS, report.agent_events - report._missing_agent_events, implied)
 
 
 def _check_extra_values(db: Any, report: Report) -> None:
     """VALUES records no op of the log holds; only searched for if there are too many."""
+    heads: dict[int, set[int]] = {}  # commit_ts -> the slots of its ops that hold a value
+
+    def implied(raw_key: bytes) -> bool:
+        commit_ts, slot = keys.read_u64(raw_key, 1), keys.read_u32(raw_key, 9)
+        if commit_ts not in heads:
+            event_data = reading.get(db, keys.event_key(commit_ts))
+            event = None if event_data is None else decode_event(commit_ts, event_data, None)
+            heads[commit_ts] = (
+                set()
+                if event is None
+                else {s for s, op in zip(slots(event), event.ops, strict=True) if op.value is not None}
+            )
+        return slot in heads[commit_ts] and len(raw_key) == 13
+
+    _check_extras(db, report, keys.VALUES, report.values - report._missing_values, implied)
+
+
+def _check_extras(
+    db: Any, report: Report, table: bytes, found_implied: int, implied: Callable[[bytes], bool]
+) -> None:
+    """Records of `table` the log does not imply. Those it implies were each looked up (and
+    `found_implied` of them were there), so the table is scanned for strangers only when it
+    holds more records than that."""
     if report.log_damaged:
+        return  # what the unreadable part of the log implies is unknown
+    name = keys.TABLE_NAMES[table]
+    what = f"the {name} table"
+    if sum(1 for _ in reading.scan(db, table, what)) == found_implied:
         return
-    stored = sum(1 for _ in reading.scan(db, keys.VALUES, "the VALUES table"))
-    if stored == report.values - report._missing_values:
-        return  # every stored record is one the log implies (each was looked up)
-    heads: dict[int, set[int]] = {}
-    for raw_key, data in reading.scan(db, keys.VALUES, "the VALUES table"):
+    for raw_key, data in reading.scan(db, table, what):
         try:
-            commit_ts, slot = keys.read_u64(raw_key, 1), keys.read_u32(raw_key, 9)
-            if commit_ts not in heads:
-                event_data = reading.get(db, keys.event_key(commit_ts))
-                event = None if event_data is None else decode_event(commit_ts, event_data, None)
-                heads[commit_ts] = (
-                    set()
-                    if event is None
-                    else {s for s, op in zip(slots(event), event.ops, strict=True) if op.value is not None}
-                )
-            implied = slot in heads[commit_ts] and len(raw_key) == 13
+            known = implied(raw_key)
         except keys.DECODE_ERRORS:
-            implied = False
-        if not implied:
-            report._add(Divergence("VALUES", keys.describe_key(raw_key), "nothing", f"{len(data)} bytes"))
+            known = False
+        if not known:
+            report._add(Divergence(name, keys.describe_key(raw_key), "nothing", f"{len(data)} bytes"))
 
 
 def _check_extra_txns(db: Any, report: Report) -> None:

@@ -22,7 +22,7 @@ from statehouse import HistoryCompactedError, Statehouse, StatehouseError
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
 from statehouse.testing import DaemonProcess
-from storage import Event, EventOp, Store
+from storage import Event, EventOp, Store, keys, opening
 from storage import HistoryCompactedError as StoredCompacted
 from storage.rebuild import rebuild, rebuild_into
 from storage.retention import Policies, Policy, plan
@@ -311,3 +311,17 @@ def test_a_version_kept_as_latest_goes_once_superseded_without_a_hole(store: Sto
     assert retain(store, policies, now_ms=NOW_MS + 1) == 2
     assert versions(store, "ns", "a", "k") == [3]
     assert store.view().record_at("ns", "a", "k", store.last_commit_ts).value == b"3"
+
+
+def test_verify_names_a_value_no_op_of_the_log_holds(tmp_path: Path) -> None:
+    """A VALUES record nothing points to (left by a bug, or written by hand) is a divergence."""
+    store = Store.open(tmp_path / "data")
+    write(store, ("ns", "a", "k", b"1"), ("ns", "a", "gone", None))
+    store.close()
+    assert verify(tmp_path / "data").ok
+    db = opening.open_read_write(tmp_path / "data")
+    db.put(keys.value_key(1, 1), b"stray")  # slot 1 of commit 1 is a delete: it holds no value
+    db.close()
+    report = verify(tmp_path / "data")
+    assert report.by_table == {"VALUES": 1}
+    assert report.divergence is not None and report.divergence.where == "commit_ts=1 slot=1"
