@@ -1,7 +1,7 @@
 """Crash test: the real daemon under concurrent load, SIGKILLed at random moments,
 every acknowledged commit checked against a model.
 
-    .venv/bin/python tests/crash_harness.py --kills 20 [--clients 4] [--seed S] [--data-dir D]
+    .venv/bin/python tests/crash_harness.py --kills 20 [--forget] [--clients 4] [--seed S] [--data-dir D]
 
 One round: start `statehoused` on the data directory, let several client
 threads (our SDK, one `Statehouse` each) run random transactions -- 1-4
@@ -24,6 +24,13 @@ history the clients recorded:
   is ordered before it) and continues after each restart;
 - folding the log from empty gives exactly what `get_state` and `list_keys`
   answer, and no key has a version past the log's last one.
+
+`--forget` adds what takes history away: a client purging agents and key
+prefixes and calling compact(), a retention policy on the daemon, and kills
+that wait for a purge or a compaction to be in flight. Its checker
+(`ForgetChecker`) settles each commit in flight by redoing it under its
+idempotency key, then checks the fold of commits and purges instead of a
+log that never changes.
 
 The summary line gives what was checked; the script exits 1 on a violation.
 `run_crash_test` is the same thing for pytest; `CrashHarness` has the parts
@@ -50,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from statehouse import NotFoundError, Statehouse, StatehouseError
+from statehouse import HistoryCompactedError, NotFoundError, Statehouse, StatehouseError
 from statehouse.testing import DaemonProcess
 
 Target = tuple[str, str, str]  # (namespace, agent_id, key)
@@ -117,6 +124,9 @@ class Attempt:
     started: float = 0.0  # time.monotonic() just before commit()
     ended: float = 0.0  # ... and just after it returned or raised
     error: str = ""
+    namespace: str = "default"  # the transaction's own
+    key: str | None = None  # its idempotency key (forget mode), so that a check can redo it
+    redone: bool = False  # a maybe that a check committed by redoing it (it had not committed)
 
     def describe(self) -> str:
         ops = ", ".join(f"{t[0]}/{t[1]}/{t[2]}: {show(op)}" for t, op in sorted(self.ops.items()))
@@ -128,6 +138,24 @@ class Attempt:
 
 
 @dataclass
+class PurgeAttempt:
+    """One purge as the forgetter saw it (forget mode)."""
+
+    round: int
+    target: Target  # (namespace, agent_id, key_prefix)
+    outcome: str  # "acked", "maybe" (the call failed), then, once a check decided, "absent"
+    commit_ts: int | None = None
+    started: float = 0.0
+    ended: float = 0.0
+    failed: bool = False  # the call failed (the outcome was "maybe" until a check decided it)
+
+    def describe(self) -> str:
+        namespace, agent, prefix = self.target
+        ts = f" commit_ts={self.commit_ts}" if self.commit_ts is not None else ""
+        return f"purge of {namespace}/{agent} prefix {prefix!r} (round {self.round}, {self.outcome}{ts})"
+
+
+@dataclass
 class History:
     """Everything the clients did, shared by the worker threads."""
 
@@ -135,6 +163,8 @@ class History:
     violations: list[str] = field(default_factory=list)  # seen live by the clients
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # code -> count, after death
     next_seq: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    purges: list[PurgeAttempt] = field(default_factory=list)  # forget mode
+    compactions: int = 0  # forget mode: compact() calls that returned
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, attempt: Attempt) -> None:
@@ -144,6 +174,10 @@ class History:
     def violation(self, text: str) -> None:
         with self.lock:
             self.violations.append(text)
+
+    def add_purge(self, purge: PurgeAttempt) -> None:
+        with self.lock:
+            self.purges.append(purge)
 
     def seq(self, client: int) -> int:
         with self.lock:
@@ -171,8 +205,10 @@ class Worker(threading.Thread):
         start_line: threading.Barrier,
         stop: threading.Event,
         killed: threading.Event,
+        keyed: bool = False,
     ) -> None:
         super().__init__(name=f"crash-client-{client}", daemon=True)
+        self.keyed = keyed  # give each transaction an idempotency key
         self.history = history
         self.client = client
         self.clients = clients
@@ -222,8 +258,10 @@ class Worker(threading.Thread):
         """One transaction; False when the worker should stop (the daemon is gone)."""
         rng, profile = self.rng, self.profile
         seq = self.history.seq(self.client)
+        namespace = rng.choice(NAMESPACES)
+        key = f"client-{self.client}/seq-{seq}" if self.keyed else None
         try:
-            tx = client.begin_transaction(namespace=rng.choice(NAMESPACES))
+            tx = client.begin_transaction(namespace=namespace, idempotency_key=key)
         except StatehouseError as exc:
             return self.failed("begin", exc)
         roll = rng.random()
@@ -233,15 +271,17 @@ class Worker(threading.Thread):
         ops: dict[Target, Op] = {}
         if kind != "empty":
             for n in range(rng.randint(1, profile.max_ops)):
-                namespace, agent, key = target = self.target()
+                target = self.target()
                 if rng.random() < profile.p_delete:
-                    tx.delete(agent, key, namespace=namespace)
+                    tx.delete(target[1], target[2], namespace=target[0])
                     ops[target] = (False, None)
                 else:
                     value = self.value(seq, n)
-                    tx.write(agent, key, value, namespace=namespace)
+                    tx.write(target[1], target[2], value, namespace=target[0])
                     ops[target] = (True, value)  # the last write to a key wins
-        attempt = Attempt(self.client, seq, self.round_no, tx.txn_id, ops, "aborted")
+        attempt = Attempt(
+            self.client, seq, self.round_no, tx.txn_id, ops, "aborted", namespace=namespace, key=key
+        )
         if kind == "abort":
             self.history.add(attempt)
             try:
@@ -272,6 +312,8 @@ class Worker(threading.Thread):
         except StatehouseError as exc:
             return self.failed("get_state", exc)
         assert attempt.commit_ts is not None
+        if self.keyed and (state.commit_ts, state.exists) == (0, False):
+            return True  # forget mode: a purge may have taken the key since
         if state.commit_ts < attempt.commit_ts:
             self.history.violation(
                 f"read after ack: {namespace}/{agent}/{key} read at commit_ts {state.commit_ts}, "
@@ -298,16 +340,74 @@ class Worker(threading.Thread):
                 dead = False
         if not dead:
             self.history.violation(
-                f"client {self.client}: {what} failed while the daemon was running: {exc.code}: {exc}"
+                f"{self.name}: {what} failed while the daemon was running: {exc.code}: {exc}"
             )
         elif exc.code != "UNAVAILABLE":
             self.history.violation(
-                f"client {self.client}: {what} failed with {exc.code} when the daemon died "
+                f"{self.name}: {what} failed with {exc.code} when the daemon died "
                 f"(expected UNAVAILABLE): {exc}"
             )
         with self.history.lock:
             self.history.errors[exc.code] += 1
         return False
+
+
+class Forgetter(Worker):
+    """Forget mode: purges and compactions beside the clients, until told to stop or the daemon dies.
+
+    It purges a client's own agent (whole, or the keys under "p1") or a
+    shared agent (whole, or under "k", "k1" or "task/"), and now and then
+    calls compact(), which runs a retention pass first; the daemon's own
+    retainer runs meanwhile. It is one thread, so at most its last purge of a
+    round has an unknown outcome.
+    """
+
+    calling: threading.Event  # set while a purge or compact() call is in flight
+
+    def run(self) -> None:
+        self.name = "crash-forgetter"
+        try:
+            with Statehouse(self.daemon_process.addr, timeout=CALL_TIMEOUT, retry=None) as client:
+                self.start_line.wait(JOIN_TIMEOUT)
+                # The pause paces the purges among the commits; it orders nothing.
+                while not self.stop.wait(self.rng.uniform(0.005, 0.05)):
+                    if not self.one(client):
+                        return
+                    self.done += 1
+        except threading.BrokenBarrierError:
+            self.history.violation("forgetter: the round never started")
+        except Exception as exc:  # a bug in the harness or the SDK: never hide it
+            self.history.violation(f"forgetter: unexpected {exc!r}")
+
+    def one(self, client: Statehouse) -> bool:
+        rng = self.rng
+        if rng.random() < 0.1:
+            try:
+                self.calling.set()
+                client.compact()
+            except StatehouseError as exc:
+                return self.failed("compact", exc)
+            finally:
+                self.calling.clear()
+            with self.history.lock:
+                self.history.compactions += 1
+            return True
+        if rng.random() < 0.6:
+            target = (*own_agent(rng.randrange(self.clients)), rng.choice(("", "p1")))
+        else:
+            target = (*rng.choice(SHARED_AGENTS), rng.choice(("", "k", "k1", "task/")))
+        purge = PurgeAttempt(self.round_no, target, "acked", started=time.monotonic())
+        try:
+            self.calling.set()
+            purge.commit_ts = client.purge(target[1], key_prefix=target[2], namespace=target[0])
+        except StatehouseError as exc:
+            purge.outcome, purge.failed = "maybe", True
+            return self.failed("purge", exc)
+        finally:
+            self.calling.clear()
+            purge.ended = time.monotonic()
+            self.history.add_purge(purge)
+        return True
 
 
 @dataclass
@@ -337,6 +437,37 @@ class Checker:
         for attempt in self.history.attempts:
             found.update((t[0], t[1]) for t in attempt.ops)
         return sorted(found)
+
+    def _check_latest(
+        self, client: Statehouse, target: Target, state: dict[Target, tuple[Op, int, int]], bad: list[str]
+    ) -> bool:
+        """get_state of `target` answers the fold's `state` (False, and a violation, if not)."""
+        namespace, agent, key = target
+        got = client.get_state(agent, key, namespace=namespace)
+        want = (False, typed(None), 0, 0)
+        if target in state:
+            op, version, ts = state[target]
+            want = (op[0], typed(op[1]), version, ts)
+        if (got.exists, typed(got.value), got.version, got.commit_ts) == want:
+            return True
+        bad.append(
+            f"get_state {namespace}/{agent}/{key} = exists={got.exists} value={got.value!r} "
+            f"version={got.version} commit_ts={got.commit_ts}; the fold of the log has {want}"
+        )
+        return False
+
+    def _check_listed(
+        self, client: Statehouse, state: dict[Target, tuple[Op, int, int]], bad: list[str]
+    ) -> None:
+        """list_keys of every agent answers the live keys of the fold's `state`."""
+        for namespace, agent in self.agents():
+            live = sorted(
+                (t[2] for t, (op, _v, _ts) in state.items() if t[:2] == (namespace, agent) and op[0]),
+                key=lambda k: k.encode(),
+            )
+            listed = client.list_keys(agent, namespace=namespace)
+            if listed != live:
+                bad.append(f"list_keys {namespace}/{agent} = {listed}; the fold of the log has {live}")
 
     def verify(
         self,
@@ -484,19 +615,9 @@ class Checker:
         keys_read = 0
         for target in sorted(targets):
             namespace, agent, key = target
-            got = client.get_state(agent, key, namespace=namespace)
             keys_read += 1
-            if target in state:
-                op, version, ts = state[target]
-                want = (op[0], typed(op[1]), version, ts)
-            else:
-                want = (False, typed(None), 0, 0)
-            if (got.exists, typed(got.value), got.version, got.commit_ts) != want:
-                implicated.add(txn_at.get(want[3], ""))
-                bad.append(
-                    f"get_state {namespace}/{agent}/{key} = exists={got.exists} value={got.value!r} "
-                    f"version={got.version} commit_ts={got.commit_ts}; the log folds to {want}"
-                )
+            if not self._check_latest(client, target, state, bad):
+                implicated.add(txn_at.get(state[target][2] if target in state else 0, ""))
             beyond = len(versions.get(target, ())) + 1
             try:
                 extra_version = client.get_state_at_version(agent, key, beyond, namespace=namespace)
@@ -506,14 +627,7 @@ class Checker:
                 bad.append(
                     f"{namespace}/{agent}/{key} has a version {beyond} not in the log: {extra_version}"
                 )
-        for namespace, agent in self.agents():
-            live = sorted(
-                (t[2] for t, (op, _v, _ts) in state.items() if t[:2] == (namespace, agent) and op[0]),
-                key=lambda k: k.encode(),
-            )
-            listed = client.list_keys(agent, namespace=namespace)
-            if listed != live:
-                bad.append(f"list_keys {namespace}/{agent} = {listed}; the log folds to {live}")
+        self._check_listed(client, state, bad)
 
         since = 0 if all_versions else max(self.log, default=0)
         versions_read = 0
@@ -572,6 +686,264 @@ class Checker:
         return Check(last_ts, dict(txn_at), bad, verified, versions_read, keys_read)
 
 
+# Forget mode: the daemon's retention policy, and what it promises to keep of each key.
+FORGET_FLAGS = (
+    "--retain-versions",
+    "2",
+    "--retain-namespace",
+    "crash-b=seconds:0.2",
+    "--retention-every-seconds",
+    "0.05",
+)
+KEPT_VERSIONS = {"default": 2, "crash-b": 1}  # the newest versions retention never takes
+
+
+class ForgetChecker(Checker):
+    """The checker of forget mode, where purges and retention take history away.
+
+    Every maybe-commit is decided first, by redoing it under its idempotency
+    key: the daemon answers a commit that happened with its first commit_ts
+    and commits one that did not now. Then:
+
+    - commit_ts 1..last are each one acknowledged commit or purge, but for at
+      most one per round: the forgetter's last purge, whose call failed;
+    - folding commits and purges in commit_ts order (a purge forgets the keys
+      under its prefix, whose versions start again at 1) gives what
+      `get_state` and `list_keys` answer;
+    - each key's newest versions (KEPT_VERSIONS) read back exactly; older ones
+      read back exactly or fail with HistoryCompactedError, and what is kept
+      has no holes;
+    - every agent's replay from its namespace's horizon is exactly the fold's
+      events of that agent: each commit's ops on it that no later purge took,
+      and each purge of it; before the horizon the replay refuses.
+    """
+
+    def __init__(self, history: History) -> None:
+        super().__init__(history)
+        self.redone = 0
+        self.maybe_purges = {"present": 0, "absent": 0}
+        self.compacted_reads = 0
+
+    def verify(
+        self,
+        client: Statehouse,
+        *,
+        all_versions: bool = True,
+        round_starting: int | None = None,
+        snapshot_of: int | None = None,
+    ) -> Check:
+        if snapshot_of is not None:
+            raise ValueError("forget mode checks the data directory, not snapshots")
+        bad: list[str] = []
+        implicated: set[str] = set()
+        before_redo = client.begin_transaction().commit()
+        with self.history.lock:
+            attempts = list(self.history.attempts)
+            purges = list(self.history.purges)
+        for attempt in attempts:
+            if attempt.outcome == "maybe":
+                self._decide(client, attempt, before_redo)
+        last_ts = client.begin_transaction().commit()
+
+        # Every commit_ts is one acknowledged commit or purge, or a failed purge's.
+        at: dict[int, Attempt | PurgeAttempt] = {}
+        settled: list[Attempt | PurgeAttempt] = [a for a in attempts if a.outcome == "acked" and a.ops]
+        for done in [*settled, *(p for p in purges if p.outcome == "acked")]:
+            assert done.commit_ts is not None
+            if done.commit_ts in at or done.commit_ts > last_ts:
+                bad.append(f"commit_ts {done.commit_ts}: {done.describe()} clashes with the log's order")
+            at[done.commit_ts] = done
+        floors = sorted((floor, r) for r, floor in self.round_floor.items())
+        open_purges = {p.round: p for p in purges if p.outcome == "maybe"}
+        for ts in range(1, last_ts + 1):
+            if ts in at:
+                continue
+            i = bisect.bisect_left(floors, (ts, -1)) - 1
+            purge = open_purges.pop(floors[i][1], None) if i >= 0 else None
+            if purge is None:
+                bad.append(f"commit_ts {ts} is no acknowledged commit or purge (last commit_ts {last_ts})")
+                continue
+            purge.outcome, purge.commit_ts = "acked", ts
+            self.maybe_purges["present"] += 1
+            at[ts] = purge
+        for purge in open_purges.values():
+            purge.outcome = "absent"
+            self.maybe_purges["absent"] += 1
+
+        # The fold: state, each key's versions since its last purge, each agent's events.
+        state: dict[Target, tuple[Op, int, int]] = {}
+        versions: dict[Target, list[tuple[int, Op, int]]] = defaultdict(list)
+        events: dict[Agent, dict[int, dict[str, tuple[Any, ...]]]] = defaultdict(dict)
+        for ts, done in sorted(at.items()):
+            if isinstance(done, PurgeAttempt):
+                namespace, agent, prefix = done.target
+                for target in [t for t in state if t[:2] == (namespace, agent) and t[2].startswith(prefix)]:
+                    del state[target], versions[target]
+                for ops in events[(namespace, agent)].values():
+                    for key in [k for k, op in ops.items() if op[0] != "purge" and k.startswith(prefix)]:
+                        del ops[key]
+                events[(namespace, agent)][ts] = {f"purge:{prefix}": ("purge", prefix)}
+                continue
+            for target, op in done.ops.items():
+                version = state[target][1] + 1 if target in state else 1
+                state[target] = (op, version, ts)
+                versions[target].append((version, op, ts))
+                events[target[:2]].setdefault(ts, {})[target[2]] = ("op", op[0], typed(op[1]), version)
+
+        targets: set[Target] = set(state)
+        for attempt in attempts:
+            targets.update(attempt.ops)
+        keys_read = versions_read = 0
+        for target in sorted(targets):
+            keys_read += 1
+            self._check_latest(client, target, state, bad)
+            versions_read += self._check_versions(client, target, versions.get(target, []), bad)
+        self._check_listed(client, state, bad)
+        for namespace, agent in self.agents():
+            self._check_replay(client, (namespace, agent), events[(namespace, agent)], at, bad)
+
+        # commit_ts follows real time, and continues after each restart.
+        ordered = [a for a in attempts if a.outcome == "acked"]
+        ordered += [_as_attempt(p) for p in purges if p.outcome == "acked"]
+        bad.extend(_real_time_order(ordered, implicated))
+        for done in ordered:
+            floor = self.round_floor.get(done.round)
+            assert done.commit_ts is not None
+            if floor is not None and not done.redone and (done.commit_ts <= floor and done.ops):
+                bad.append(
+                    f"commit_ts did not continue after the restart before round {done.round}: "
+                    f"{done.describe()}"
+                )
+        verified = sum(
+            1 for a in attempts if a.outcome == "acked" and not a.error and a.txn_id not in implicated
+        )
+        if round_starting is not None:
+            self.round_floor[round_starting] = last_ts
+        self.log = {ts: getattr(done, "txn_id", "purge") for ts, done in at.items()}
+        self.checks += 1
+        return Check(last_ts, dict(self.log), bad, verified, versions_read, keys_read)
+
+    def _decide(self, client: Statehouse, attempt: Attempt, last_ts: int) -> None:
+        """Redo a maybe-commit under its idempotency key: its first commit_ts, or a new commit."""
+        if not attempt.ops:  # it writes nothing either way; it is ordered before every redo
+            attempt.outcome, attempt.commit_ts = "acked", last_ts
+            return
+        tx = client.begin_transaction(namespace=attempt.namespace, idempotency_key=attempt.key)
+        for (namespace, agent, key), (write, value) in attempt.ops.items():
+            if write:
+                tx.write(agent, key, value, namespace=namespace)
+            else:
+                tx.delete(agent, key, namespace=namespace)
+        started = time.monotonic()
+        commit_ts = tx.commit()
+        attempt.outcome, attempt.commit_ts = "acked", commit_ts
+        self.maybe_seen[attempt.txn_id] = commit_ts <= last_ts
+        if commit_ts > last_ts:
+            attempt.redone, attempt.started, attempt.ended = True, started, time.monotonic()
+            self.redone += 1
+
+    def _check_versions(
+        self, client: Statehouse, target: Target, history: list[tuple[int, Op, int]], bad: list[str]
+    ) -> int:
+        """Read the key's versions newest first: exact, or compacted below the kept ones, no holes."""
+        namespace, agent, key = target
+        name = "/".join(target)
+        beyond = len(history) + 1
+        try:
+            extra = client.get_state_at_version(agent, key, beyond, namespace=namespace)
+        except NotFoundError:
+            pass
+        except HistoryCompactedError as exc:
+            bad.append(f"{name} v{beyond}: not in the fold, yet compacted: {exc}")
+        else:
+            bad.append(f"{name} has a version {beyond} not in the fold: {extra}")
+        reads, compacted_from = 0, 0
+        for n, (version, op, ts) in enumerate(reversed(history)):
+            try:
+                got = client.get_state_at_version(agent, key, version, namespace=namespace)
+            except HistoryCompactedError:
+                if n < KEPT_VERSIONS[namespace]:
+                    bad.append(f"{name} v{version} is compacted, but retention keeps its newest")
+                compacted_from = version
+                self.compacted_reads += 1
+                break
+            except NotFoundError:
+                bad.append(f"{name} v{version} is in the fold but not in the store")
+                break
+            reads += 1
+            if (got.exists, typed(got.value), got.version, got.commit_ts) != (
+                op[0],
+                typed(op[1]),
+                version,
+                ts,
+            ):
+                bad.append(
+                    f"get_state_at_version {name} v{version} = exists={got.exists} value={got.value!r} "
+                    f"commit_ts={got.commit_ts}; the fold has {show(op)} at {ts}"
+                )
+        if compacted_from > 1:  # what is kept is the newest versions: v1 is gone too
+            try:
+                got = client.get_state_at_version(agent, key, 1, namespace=namespace)
+            except HistoryCompactedError:
+                pass
+            else:
+                bad.append(f"{name}: v{compacted_from} is compacted but v1 is kept (a hole)")
+        return reads
+
+    def _check_replay(
+        self,
+        client: Statehouse,
+        agent: Agent,
+        expected: dict[int, dict[str, tuple[Any, ...]]],
+        at: dict[int, Attempt | PurgeAttempt],
+        bad: list[str],
+    ) -> None:
+        """The agent's replay from its namespace's horizon is exactly the fold's events of it."""
+        namespace, agent_id = agent
+        start, replayed = 1, None
+        for _ in range(10):  # the retainer may move the horizon between two tries
+            try:
+                replayed = list(client.replay(agent_id, start if start > 1 else None, namespace=namespace))
+                break
+            except HistoryCompactedError as exc:
+                if exc.horizon <= start:
+                    bad.append(f"replay of {namespace}/{agent_id} from {start} refused: {exc}")
+                    return
+                start = exc.horizon
+        if replayed is None:
+            bad.append(f"replay of {namespace}/{agent_id}: the horizon kept moving")
+            return
+        got: dict[int, dict[str, tuple[Any, ...]]] = {}
+        for event in replayed:
+            ops: dict[str, tuple[Any, ...]] = {}
+            for op in event.operations:
+                if op.purged:
+                    ops[f"purge:{op.key}"] = ("purge", op.key)
+                else:
+                    ops[op.key] = ("op", not op.deleted, typed(op.value), op.version)
+            got[event.commit_ts] = ops
+            done = at.get(event.commit_ts)
+            if isinstance(done, Attempt) and event.txn_id != done.txn_id:
+                bad.append(
+                    f"replay of {namespace}/{agent_id}: commit_ts {event.commit_ts} is txn "
+                    f"{event.txn_id}, but {done.describe()}"
+                )
+        want = {ts: ops for ts, ops in expected.items() if ts >= start and ops}
+        if got != want:
+            diff = sorted(set(got) ^ set(want) | {ts for ts in set(got) & set(want) if got[ts] != want[ts]})
+            bad.append(
+                f"replay of {namespace}/{agent_id} from {start} differs from the fold at commit_ts "
+                f"{_ranges(diff)}: first {diff[0]}: {got.get(diff[0])} vs {want.get(diff[0])}"
+            )
+
+
+def _as_attempt(purge: PurgeAttempt) -> Attempt:
+    """A purge as an attempt with one op, for the real-time order check."""
+    attempt = Attempt(-1, 0, purge.round, "purge", {purge.target: (False, None)}, "acked", purge.commit_ts)
+    attempt.started, attempt.ended = purge.started, purge.ended
+    return attempt
+
+
 def _real_time_order(acked: list[Attempt], implicated: set[str]) -> list[str]:
     bad: list[str] = []
     by_end = sorted(acked, key=lambda a: a.ended)
@@ -625,6 +997,7 @@ class Summary:
     seconds: float = 0.0
     violations: list[str] = field(default_factory=list)
     seed: int = 0
+    forget: str = ""  # forget mode: what the forgetter did and the checker found
 
     def line(self) -> str:
         return (
@@ -633,7 +1006,7 @@ class Summary:
             f"(present={self.maybe_present} absent={self.maybe - self.maybe_present}) "
             f"aborted={self.aborted} empty={self.empty} last_commit_ts={self.last_commit_ts} "
             f"versions_read={self.versions_read} verify_command={self.verify_command} "
-            f"violations={len(self.violations)} seed={self.seed} seconds={self.seconds:.1f}"
+            f"violations={len(self.violations)} seed={self.seed} seconds={self.seconds:.1f}{self.forget}"
         )
 
 
@@ -647,14 +1020,17 @@ class CrashHarness:
         seed: int = 0,
         profile: Profile | None = None,
         daemon_args: Iterable[str] = (),
+        forget: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.clients = clients
         self.seed = seed
         self.profile = profile or Profile()
-        self.daemon_args = tuple(daemon_args)
+        self.forget = forget  # purges, compactions and a retention policy beside the clients
+        self.daemon_args = tuple(daemon_args) + (FORGET_FLAGS if forget else ())
+        self.forgetter: Forgetter | None = None  # forget mode: this round's
         self.history = History()
-        self.checker = Checker(self.history)
+        self.checker = ForgetChecker(self.history) if forget else Checker(self.history)
         self.rounds = 0
 
     def start(self, env: dict[str, str] | None = None, data_dir: Path | None = None) -> DaemonProcess:
@@ -677,7 +1053,7 @@ class CrashHarness:
         round_no = self.rounds
         self.rounds += 1
         count = self.clients if clients is None else clients
-        start_line = threading.Barrier(count + 1)
+        start_line = threading.Barrier(count + 1 + self.forget)
         stop, killed = threading.Event(), threading.Event()
         workers = [
             Worker(
@@ -692,9 +1068,18 @@ class CrashHarness:
                 start_line,
                 stop,
                 killed,
+                keyed=self.forget,
             )
             for n in range(count)
         ]
+        clients_only = list(workers)
+        if self.forget:
+            seed = f"{self.seed}/{round_no}/forget"
+            self.forgetter = Forgetter(
+                self.history, -1, count, daemon, round_no, seed, self.profile, 0, start_line, stop, killed
+            )
+            self.forgetter.calling = threading.Event()
+            workers.append(self.forgetter)
         for worker in workers:
             worker.start()
         try:
@@ -702,7 +1087,7 @@ class CrashHarness:
             if during is not None:
                 during(killed)
             else:
-                for worker in workers:
+                for worker in clients_only:
                     worker.join(ROUND_TIMEOUT)
         finally:
             stop.set()
@@ -719,10 +1104,20 @@ class CrashHarness:
 
     def summary(self, final: Check, kills: int, started: float) -> Summary:
         attempts = self.history.attempts
-        maybe = [a for a in attempts if a.outcome == "maybe"]
+        maybe = [a for a in attempts if a.outcome == "maybe" or a.error]  # forget mode decides them
+        forget = ""
+        if isinstance(self.checker, ForgetChecker):
+            purges = self.history.purges
+            forget = (
+                f" purges_acknowledged={sum(1 for p in purges if p.outcome == 'acked' and not p.failed)} "
+                f"purges_maybe_present={self.checker.maybe_purges['present']} "
+                f"purges_maybe_absent={self.checker.maybe_purges['absent']} "
+                f"compactions={self.history.compactions} maybe_redone={self.checker.redone} "
+                f"versions_found_compacted={self.checker.compacted_reads}"
+            )
         return Summary(
             kills=kills,
-            commits_acknowledged=sum(1 for a in attempts if a.outcome == "acked"),
+            commits_acknowledged=sum(1 for a in attempts if a.outcome == "acked" and not a.error),
             commits_verified=final.acked_verified,
             maybe=len(maybe),
             maybe_present=sum(1 for a in maybe if self.checker.maybe_seen.get(a.txn_id)),
@@ -731,6 +1126,7 @@ class CrashHarness:
             last_commit_ts=final.last_ts,
             seconds=time.monotonic() - started,
             seed=self.seed,
+            forget=forget,
         )
 
 
@@ -765,6 +1161,7 @@ def run_crash_test(
     daemon_args: Iterable[str] = (),
     out: Callable[[str], None] = print,
     min_delay: float = 0.01,
+    forget: bool = False,
 ) -> Summary:
     """The random-kill crash test; returns the summary (violations listed in it).
 
@@ -777,7 +1174,7 @@ def run_crash_test(
     if data_dir.exists() and any(data_dir.iterdir()):
         raise ValueError(f"{data_dir} is not empty: the model must know every commit in it")
     rng = random.Random(seed)
-    harness = CrashHarness(data_dir, clients, seed, daemon_args=daemon_args)
+    harness = CrashHarness(data_dir, clients, seed, daemon_args=daemon_args, forget=forget)
     offline = verify_command_available()
     verify_runs = 0
     violations: list[str] = []
@@ -790,8 +1187,22 @@ def run_crash_test(
             violations += [f"check after restart {round_no}: {v}" for v in check.violations]
             delay = rng.uniform(min_delay, max_delay)
 
-            def kill(killed: threading.Event, daemon: DaemonProcess = daemon, delay: float = delay) -> None:
+            # Forget mode: every other kill waits, after the delay, for a purge or a compaction
+            # to be in flight, so that some land in the middle of one.
+            mid_call = forget and rng.random() < 0.5
+            into_call = rng.uniform(0, 0.004) if mid_call else 0.0  # at most about a call's length
+
+            def kill(
+                killed: threading.Event,
+                daemon: DaemonProcess = daemon,
+                delay: float = delay,
+                mid_call: bool = mid_call,
+                into_call: float = into_call,
+            ) -> None:
                 time.sleep(delay)  # the random moment of the crash: the thing under test
+                if mid_call and harness.forgetter is not None:
+                    harness.forgetter.calling.wait(CALL_TIMEOUT)
+                    time.sleep(into_call)
                 killed.set()
                 daemon.kill()
 
@@ -848,6 +1259,11 @@ def main(argv: list[str] | None = None) -> int:
         "--max-delay", type=float, default=1.0, help="longest run before a kill, seconds, default %(default)s"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary data directory")
+    parser.add_argument(
+        "--forget",
+        action="store_true",
+        help="forget mode: a purging, compacting client beside the others, and a retention policy",
+    )
     parser.add_argument("daemon_args", nargs="*", help="extra statehoused flags, after --")
     args = parser.parse_args(argv)
     if args.kills < 1 or args.clients < 1 or not 0 < args.max_delay <= 60:
@@ -861,7 +1277,13 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = Path(temp) / "data"
     try:
         summary = run_crash_test(
-            data_dir, args.kills, args.clients, args.seed, args.max_delay, daemon_args=args.daemon_args
+            data_dir,
+            args.kills,
+            args.clients,
+            args.seed,
+            args.max_delay,
+            daemon_args=args.daemon_args,
+            forget=args.forget,
         )
     finally:
         if temp is not None and not args.keep:

@@ -20,8 +20,10 @@ from crash_harness import (
     Attempt,
     Checker,
     CrashHarness,
+    ForgetChecker,
     History,
     Profile,
+    PurgeAttempt,
     run_crash_test,
     run_verify_command,
     verify_command_available,
@@ -46,6 +48,29 @@ def test_random_sigkills_lose_nothing_acknowledged(tmp_path: Path) -> None:
     assert summary.commits_acknowledged >= 100, report
     assert summary.commits_verified == summary.commits_acknowledged, report
     assert summary.last_commit_ts >= summary.commits_acknowledged - summary.empty, report
+
+
+def test_random_sigkills_amid_purges_and_retention_lose_nothing(tmp_path: Path) -> None:
+    """Forget mode: a client purging and compacting beside the others, a retention policy, and
+    every other kill waiting for a purge or a compaction to be in flight."""
+    seed = random.randrange(2**32)
+    lines: list[str] = []
+    summary = run_crash_test(
+        tmp_path / "data",
+        kills=4,
+        clients=4,
+        seed=seed,
+        min_delay=0.3,
+        max_delay=0.8,
+        out=lines.append,
+        forget=True,
+    )
+    report = "\n".join(lines)
+    assert summary.violations == [], report
+    assert summary.commits_verified == summary.commits_acknowledged >= 100, report
+    figures = dict(part.split("=") for part in summary.forget.split())
+    assert int(figures["purges_acknowledged"]) >= 10, report
+    assert int(figures["versions_found_compacted"]) > 0, report  # retention did take history
 
 
 # -- named crash points ----------------------------------------------------------
@@ -227,6 +252,40 @@ def test_the_checker_catches_lost_altered_half_and_resurrected_commits(tmp_path:
         assert any("maybe-commit appeared" in v for v in violations(maybe))
 
 
+def test_the_forget_checker_catches_wrong_purges_and_versions_retention_must_keep(tmp_path: Path) -> None:
+    harness = CrashHarness(tmp_path / "data", clients=2, seed=5, forget=True)
+    with harness.start() as daemon:
+        assert harness.verify(daemon, round_starting=0).violations == []
+        harness.drive(daemon, max_txns=150)
+        assert harness.verify(daemon).violations == []
+        purges = [p for p in harness.history.purges if p.outcome == "acked"]
+        assert purges
+        whole = next(p for p in reversed(purges) if p.target[2] == "")
+
+        def violations(purges: list[PurgeAttempt]) -> list[str]:
+            checker = ForgetChecker(History(attempts=list(harness.history.attempts), purges=purges))
+            checker.round_floor = dict(harness.checker.round_floor)
+            with Statehouse(daemon.addr) as client:
+                return checker.verify(client).violations
+
+        others = [p for p in harness.history.purges if p is not whole]
+        # A purge the daemon did but nobody asked for.
+        assert any(f"commit_ts {whole.commit_ts} is no acknowledged commit" in v for v in violations(others))
+        # Half a purge: the model keeps what the daemon purged.
+        half = dataclasses.replace(whole, target=(*whole.target[:2], "p1"))
+        assert any("get_state" in v or "replay of" in v for v in violations([*others, half]))
+        # A purge acknowledged at a commit_ts the log gives to a commit.
+        clash = dataclasses.replace(whole, commit_ts=1)
+        assert any("clashes with the log's order" in v for v in violations([*harness.history.purges, clash]))
+
+    # A daemon whose retention takes more than the checker knows it may: versions it must keep.
+    with DaemonProcess(harness.data_dir, *harness.daemon_args, "--retain-versions", "1").start() as daemon:
+        with Statehouse(daemon.addr) as client:
+            client.compact()
+        check = harness.verify(daemon)
+    assert any("is compacted, but retention keeps its newest" in v for v in check.violations)
+
+
 def test_the_checker_catches_acknowledged_commits_cut_from_the_wal(tmp_path: Path) -> None:
     harness = CrashHarness(tmp_path / "data", clients=2, seed=11)
     daemon = harness.start()
@@ -258,12 +317,17 @@ def test_the_documented_crash_command_runs() -> None:
 
     root = Path(__file__).resolve().parent.parent
     readme = (root / "README.md").read_text(encoding="utf-8")
-    (line,) = re.findall(r"^\.venv/bin/python (tests/crash_harness\.py --kills 20)$", readme, re.M)
-    args = [*line.replace("--kills 20", "--kills 2").split(), "--max-delay", "0.5"]
-    result = subprocess.run(
-        [sys.executable, *args], cwd=root, capture_output=True, text=True, timeout=DEATH_SECONDS
+    lines = re.findall(
+        r"^\.venv/bin/python (tests/crash_harness\.py --kills 20(?: --forget)?)(?:$| +#)", readme, re.M
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"^crash test: kills=2 commits_acknowledged=\d+ .*violations=0", result.stdout, re.M), (
-        result.stdout
-    )
+    assert lines == ["tests/crash_harness.py --kills 20", "tests/crash_harness.py --kills 20 --forget"]
+    for line in lines:
+        args = [*line.replace("--kills 20", "--kills 2").split(), "--max-delay", "0.5"]
+        result = subprocess.run(
+            [sys.executable, *args], cwd=root, capture_output=True, text=True, timeout=DEATH_SECONDS
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert re.search(
+            r"^crash test: kills=2 commits_acknowledged=\d+ .*violations=0", result.stdout, re.M
+        ), result.stdout
+        assert ("purges_acknowledged=" in result.stdout) == line.endswith("--forget"), result.stdout

@@ -481,11 +481,17 @@ class StatehouseMachine(RuleBasedStateMachine):
         self.model.events.append(ModelEvent(expected_ts, event.txn_id, event.committed_at_ms, (op,)))
         note_event("purge")
 
-    @rule(namespace=st.sampled_from(NAMESPACES), keep=st.integers(1, 3))
-    def retain(self, namespace: str, keep: int) -> None:
+    @rule(namespace=st.sampled_from(NAMESPACES), keep=st.integers(1, 3), compact=st.booleans())
+    def retain(self, namespace: str, keep: int, compact: bool) -> None:
         """Retention keeping `keep` versions of each key of `namespace`, run now by the
-        daemon's own retainer (through the ledger)."""
+        daemon's own retainer (through the ledger), or by `compact()`, which then rewrites
+        every data file."""
         self.sys.retainer.policies = Policies(Policy(), {namespace: Policy(versions=keep)})
+        if compact:
+            self.sys.compact()
+            self.model.apply_retain(namespace, keep)
+            note_event("retain: compact")
+            return
         retained = self.sys.retainer.run()
         assert retained.ops == self.model.apply_retain(namespace, keep)
         note_event("retain: " + ("dropped" if retained.ops else "nothing"))
