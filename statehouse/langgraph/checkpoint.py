@@ -1,0 +1,598 @@
+"""LangGraph checkpointers on Statehouse: `StatehouseSaver` and `AsyncStatehouseSaver`.
+
+A thread is an agent (agent_id = thread_id) of one Statehouse namespace
+("langgraph" by default). Its keys (see `_layout`):
+
+    checkpoint/<checkpoint_ns>/<checkpoint_id>/        the checkpoint, its metadata, its parent's id
+    blob/<checkpoint_ns>/<channel>/<version>/          a channel's value at that version
+    write/<checkpoint_ns>/<checkpoint_id>/<task>/<i>/  a pending write of a task
+    run/<run_id>/                                      a run that wrote checkpoints here
+
+and a second namespace ("langgraph.runs") keeps, per run, the checkpoints
+it wrote, for `delete_for_runs`. A `put` writes the checkpoint, the channel
+values that changed and the run's index entries in one transaction; a
+`put_writes` writes all its writes in another (a regular write only if its
+key has none yet: the first writer wins; special ones, errors and
+interrupts, overwrite). Deleting (`delete_thread`, `delete_for_runs`,
+`prune`) purges: the values leave the store with their history, and the
+event log keeps a purge event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+import ormsgpack
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    PendingWrite,
+    get_checkpoint_id,
+    get_checkpoint_metadata,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from statehouse import AsyncStatehouse, Statehouse
+from statehouse.langgraph import _layout as layout
+from statehouse.langgraph._calls import (
+    Agents,
+    Commit,
+    Get,
+    GetMany,
+    Keys,
+    Plan,
+    Purge,
+    Scan,
+    Write,
+    arun,
+    owner_loop,
+    run,
+)
+from statehouse.types import StateResult
+
+DEFAULT_NAMESPACE = "langgraph"
+LIST_PAGE = 64  # checkpoints read per call while listing
+
+
+def _thread(config: RunnableConfig) -> str:
+    configurable = config.get("configurable") or {}
+    if "thread_id" not in configurable:
+        raise ValueError('the config has no "thread_id" in "configurable"')
+    return layout.agent_id("thread_id", str(configurable["thread_id"]))
+
+
+def _sort_key(write: tuple[str, str, int, str]) -> tuple[str, str, int]:
+    """Live execution's order of a step's writes: (task_path, task_id, idx)."""
+    task_id, _channel, idx, task_path = write
+    return (task_path, task_id, idx)
+
+
+class _SaverPlans(BaseCheckpointSaver[str]):
+    """What both savers do, as plans (statehouse/langgraph/_calls.py)."""
+
+    def __init__(
+        self, *, namespace: str = DEFAULT_NAMESPACE, serde: SerializerProtocol | None = None
+    ) -> None:
+        super().__init__(serde=serde)
+        self.namespace = namespace
+        self.runs_namespace = namespace + ".runs"
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> Plan[RunnableConfig]:
+        thread = _thread(config)
+        ns = config["configurable"].get("checkpoint_ns", "")
+        checkpoint_id = checkpoint["id"]
+        stored: dict[str, Any] = dict(checkpoint)
+        values: dict[str, Any] = stored.pop("channel_values", None) or {}
+        writes = []
+        for channel, version in new_versions.items():
+            typed = self.serde.dumps_typed(values[channel]) if channel in values else ("empty", b"")
+            writes.append(Write(self.namespace, thread, layout.blob_key(ns, channel, version), _pack(typed)))
+        meta = get_checkpoint_metadata(config, metadata)
+        record = [*self.serde.dumps_typed(stored), *self.serde.dumps_typed(meta), get_checkpoint_id(config)]
+        writes.append(
+            Write(self.namespace, thread, layout.checkpoint_key(ns, checkpoint_id), ormsgpack.packb(record))
+        )
+        run_id = meta.get("run_id")
+        if run_id:
+            run_agent = layout.agent_id("run_id", str(run_id))
+            writes.append(Write(self.namespace, thread, layout.run_key(run_agent), 1))
+            index_key = layout.run_index_key(thread, ns, checkpoint_id)
+            writes.append(Write(self.runs_namespace, run_agent, index_key, 1))
+        yield Commit(self.namespace, writes)
+        return {"configurable": {"thread_id": thread, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}}
+
+    def _put_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
+    ) -> Plan[None]:
+        thread = _thread(config)
+        ns = config["configurable"].get("checkpoint_ns", "")
+        checkpoint_id = config["configurable"]["checkpoint_id"]
+        staged = []
+        for n, (channel, value) in enumerate(writes):
+            idx = WRITES_IDX_MAP.get(channel, n)
+            key = layout.write_key(ns, checkpoint_id, task_id, idx)
+            record = ormsgpack.packb([channel, *self.serde.dumps_typed(value), task_path])
+            # A task's regular writes are kept as first written; special ones are replaced.
+            staged.append(Write(self.namespace, thread, key, record, if_absent=idx >= 0))
+        yield Commit(self.namespace, staged)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _get_tuple(self, config: RunnableConfig) -> Plan[CheckpointTuple | None]:
+        thread = _thread(config)
+        ns = config["configurable"].get("checkpoint_ns", "")
+        checkpoint_id = get_checkpoint_id(config)
+        if checkpoint_id:
+            found = yield Get(self.namespace, thread, layout.checkpoint_key(ns, checkpoint_id))
+            if not found.exists:
+                return None
+            return (yield from self._load(thread, ns, checkpoint_id, found.value, config))
+        latest = yield Scan(self.namespace, thread, layout.checkpoints_prefix(ns), reverse=True, limit=1)
+        if not latest:
+            return None
+        return (yield from self._load(thread, ns, layout.parts(latest[0].key)[2], latest[0].value))
+
+    def _load(
+        self,
+        thread: str,
+        ns: str,
+        checkpoint_id: str,
+        record: bytes,
+        config: RunnableConfig | None = None,
+        metadata: CheckpointMetadata | None = None,
+    ) -> Plan[CheckpointTuple]:
+        c_type, c_bytes, m_type, m_bytes, parent = ormsgpack.unpackb(record)
+        checkpoint = self.serde.loads_typed((c_type, c_bytes))
+        if metadata is None:
+            metadata = self.serde.loads_typed((m_type, m_bytes))
+        versions = checkpoint.get("channel_versions", {})
+        values: dict[str, Any] = {}
+        if versions:
+            keys = [(thread, layout.blob_key(ns, ch, v)) for ch, v in versions.items()]
+            blobs = yield GetMany(self.namespace, keys)
+            for channel, blob in zip(versions, blobs, strict=True):
+                if blob.exists:
+                    typed = tuple(ormsgpack.unpackb(blob.value))
+                    if typed[0] != "empty":
+                        values[channel] = self.serde.loads_typed(typed)
+        found = yield Scan(self.namespace, thread, layout.writes_prefix(ns, checkpoint_id))
+        pending = self._writes(found)
+        return CheckpointTuple(
+            config=config
+            or {"configurable": {"thread_id": thread, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}},
+            checkpoint={**checkpoint, "channel_values": values},  # type: ignore[typeddict-item]
+            metadata=metadata,
+            parent_config=(
+                {"configurable": {"thread_id": thread, "checkpoint_ns": ns, "checkpoint_id": parent}}
+                if parent
+                else None
+            ),
+            pending_writes=pending,
+        )
+
+    def _writes(self, found: list[StateResult]) -> list[PendingWrite]:
+        decoded = []
+        for result in found:
+            _, _, _, task_id, idx = layout.parts(result.key or "")
+            channel, w_type, w_bytes, task_path = ormsgpack.unpackb(result.value)
+            decoded.append(((task_id, channel, int(idx), task_path), (w_type, w_bytes)))
+        decoded.sort(key=lambda pair: _sort_key(pair[0]))
+        return [
+            (task_id, channel, self.serde.loads_typed(typed)) for (task_id, channel, _, _), typed in decoded
+        ]
+
+    def _list_page(
+        self,
+        thread: str,
+        ns: str | None,
+        filter: dict[str, Any] | None,
+        before_id: str | None,
+        after_key: str | None,
+        limit: int,
+    ) -> Plan[tuple[list[CheckpointTuple], str | None]]:
+        """At most `limit` checkpoints of a thread, newest first by key, from the one after
+        `after_key`; and the key to go on from (None: no more)."""
+        start = after_key
+        if start is None and before_id is not None and ns is not None:
+            start = layout.checkpoint_key(ns, before_id)
+        found = yield Scan(
+            self.namespace,
+            thread,
+            layout.checkpoints_prefix(ns),
+            reverse=True,
+            limit=limit,
+            start_after=start,
+        )
+        tuples = []
+        for result in found:
+            _, cp_ns, checkpoint_id = layout.parts(result.key)
+            if before_id is not None and checkpoint_id >= before_id:
+                continue
+            record = ormsgpack.unpackb(result.value)
+            metadata = self.serde.loads_typed((record[2], record[3]))
+            if filter and not all(metadata.get(k) == v for k, v in filter.items()):
+                continue
+            tuples.append((yield from self._load(thread, cp_ns, checkpoint_id, result.value, None, metadata)))
+        return tuples, (found[-1].key if len(found) == limit else None)
+
+    def _threads(self, config: RunnableConfig | None, after: str | None) -> Plan[list[str]]:
+        if config is not None:
+            return [] if after is not None else [_thread(config)]
+        return (yield Agents(self.namespace, limit=LIST_PAGE, start_after=after))
+
+    # -- deleting and copying -------------------------------------------------------------
+
+    def _delete_thread(self, thread_id: str) -> Plan[None]:
+        thread = layout.agent_id("thread_id", str(thread_id))
+        for key in (yield Keys(self.namespace, thread, "run/")):
+            yield Purge(self.runs_namespace, layout.parts(key)[1], layout.part(thread))
+        yield Purge(self.namespace, thread)
+
+    def _delete_for_runs(self, run_ids: Sequence[str]) -> Plan[None]:
+        for run_id in run_ids:
+            run_agent = layout.agent_id("run_id", str(run_id))
+            threads = set()
+            for key in (yield Keys(self.runs_namespace, run_agent)):
+                thread, ns, checkpoint_id = layout.parts(key)
+                threads.add(thread)
+                yield from self._drop_checkpoint(thread, ns, checkpoint_id)
+            for thread in sorted(threads):
+                yield Purge(self.namespace, thread, layout.run_key(run_agent))
+                yield from self._drop_unused_blobs(thread)
+            yield Purge(self.runs_namespace, run_agent)
+
+    def _drop_checkpoint(self, thread: str, ns: str, checkpoint_id: str) -> Plan[None]:
+        yield Purge(self.namespace, thread, layout.checkpoint_key(ns, checkpoint_id))
+        yield Purge(self.namespace, thread, layout.writes_prefix(ns, checkpoint_id))
+
+    def _drop_unused_blobs(self, thread: str) -> Plan[None]:
+        """Purge the channel values no checkpoint of the thread refers to any more."""
+        used: set[str] = set()
+        for result in (yield Scan(self.namespace, thread, layout.checkpoints_prefix(None))):
+            _, ns, _ = layout.parts(result.key)
+            record = ormsgpack.unpackb(result.value)
+            checkpoint = self.serde.loads_typed((record[0], record[1]))
+            used.update(
+                layout.blob_key(ns, ch, v) for ch, v in checkpoint.get("channel_versions", {}).items()
+            )
+        for key in (yield Keys(self.namespace, thread, "blob/")):
+            if key not in used:
+                yield Purge(self.namespace, thread, key)
+
+    def _prune(self, thread_ids: Sequence[str], strategy: str) -> Plan[None]:
+        if strategy not in ("keep_latest", "delete"):
+            raise ValueError(f'prune strategy must be "keep_latest" or "delete", got {strategy!r}')
+        for thread_id in thread_ids:
+            if strategy == "delete":
+                yield from self._delete_thread(thread_id)
+                continue
+            thread = layout.agent_id("thread_id", str(thread_id))
+            found = yield Scan(self.namespace, thread, layout.checkpoints_prefix(None), reverse=True)
+            kept: set[str] = set()
+            for result in found:
+                _, ns, checkpoint_id = layout.parts(result.key)
+                if ns not in kept:  # newest first: the first of each namespace is its latest
+                    kept.add(ns)
+                    continue
+                record = ormsgpack.unpackb(result.value)
+                run_id = self.serde.loads_typed((record[2], record[3])).get("run_id")
+                yield from self._drop_checkpoint(thread, ns, checkpoint_id)
+                if run_id:
+                    index_key = layout.run_index_key(thread, ns, checkpoint_id)
+                    yield Purge(self.runs_namespace, str(run_id), index_key)
+            yield from self._drop_unused_blobs(thread)
+
+    def _copy_thread(self, source_thread_id: str, target_thread_id: str) -> Plan[None]:
+        source = layout.agent_id("thread_id", str(source_thread_id))
+        target = layout.agent_id("thread_id", str(target_thread_id))
+        found = yield Scan(self.namespace, source, "")
+        writes = [Write(self.namespace, target, r.key, r.value) for r in found]
+        for result in found:
+            if result.key.startswith("checkpoint/"):
+                _, ns, checkpoint_id = layout.parts(result.key)
+                record = ormsgpack.unpackb(result.value)
+                run_id = self.serde.loads_typed((record[2], record[3])).get("run_id")
+                if run_id:
+                    index_key = layout.run_index_key(target, ns, checkpoint_id)
+                    writes.append(Write(self.runs_namespace, str(run_id), index_key, 1))
+        yield Commit(self.namespace, writes)
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        """A version that sorts after `current`: a zero-padded counter and a random tiebreak."""
+        if current is None:
+            number = 0
+        elif isinstance(current, int):
+            number = current
+        else:
+            number = int(str(current).split(".")[0])
+        return f"{number + 1:032}.{random.random():016}"
+
+
+def _pack(typed: tuple[str, bytes]) -> bytes:
+    return ormsgpack.packb(list(typed))
+
+
+class StatehouseSaver(_SaverPlans):
+    """A LangGraph checkpointer on a `Statehouse` client: `StatehouseSaver(Statehouse(url))`.
+
+    `namespace` is the Statehouse namespace the threads live in (and
+    `namespace + ".runs"` the run index). The async methods run the blocking
+    ones on a worker thread; for asyncio code `AsyncStatehouseSaver` is the
+    better fit.
+    """
+
+    def __init__(
+        self,
+        client: Statehouse,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        serde: SerializerProtocol | None = None,
+    ) -> None:
+        super().__init__(namespace=namespace, serde=serde)
+        self.client = client
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return run(self.client, self._get_tuple(config))
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        ns = None if config is None else config["configurable"].get("checkpoint_ns")
+        before_id = get_checkpoint_id(before) if before else None
+        only_id = get_checkpoint_id(config) if config else None
+        left = limit
+        thread_after = None
+        while left is None or left > 0:
+            threads = run(self.client, self._threads(config, thread_after))
+            if not threads:
+                return
+            for thread in threads:
+                after = None
+                while left is None or left > 0:
+                    page, after = run(
+                        self.client, self._list_page(thread, ns, filter, before_id, after, LIST_PAGE)
+                    )
+                    for item in page:
+                        if only_id and item.config["configurable"]["checkpoint_id"] != only_id:
+                            continue
+                        if left is not None:
+                            if left <= 0:
+                                return
+                            left -= 1
+                        yield item
+                    if after is None:
+                        break
+            thread_after = threads[-1]
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return run(self.client, self._put(config, checkpoint, metadata, new_versions))
+
+    def put_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        run(self.client, self._put_writes(config, writes, task_id, task_path))
+
+    def delete_thread(self, thread_id: str) -> None:
+        run(self.client, self._delete_thread(thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        run(self.client, self._delete_for_runs(run_ids))
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        run(self.client, self._copy_thread(source_thread_id, target_thread_id))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        run(self.client, self._prune(thread_ids, strategy))
+
+    # The async methods: the blocking ones, on a worker thread.
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await asyncio.to_thread(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        items = self.list(config, filter=filter, before=before, limit=limit)
+        done = object()
+        while (item := await asyncio.to_thread(next, items, done)) is not done:
+            yield item  # type: ignore[misc]
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await asyncio.to_thread(self.delete_thread, thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await asyncio.to_thread(self.delete_for_runs, run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
+
+
+class AsyncStatehouseSaver(_SaverPlans):
+    """A LangGraph checkpointer on an `AsyncStatehouse` client:
+    `AsyncStatehouseSaver(AsyncStatehouse(url))`.
+
+    The blocking methods (which LangGraph calls from sync code, such as
+    `graph.get_state`) work from any thread but the event loop's: they run
+    the async ones on the loop that used the saver last.
+    """
+
+    def __init__(
+        self,
+        client: AsyncStatehouse,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        serde: SerializerProtocol | None = None,
+    ) -> None:
+        super().__init__(namespace=namespace, serde=serde)
+        self.client = client
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def _run(self, plan: Plan[Any]) -> Any:
+        self._loop = asyncio.get_running_loop()
+        return await arun(self.client, plan)
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self._run(self._get_tuple(config))  # type: ignore[no-any-return]
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        ns = None if config is None else config["configurable"].get("checkpoint_ns")
+        before_id = get_checkpoint_id(before) if before else None
+        only_id = get_checkpoint_id(config) if config else None
+        left = limit
+        thread_after = None
+        while left is None or left > 0:
+            threads = await self._run(self._threads(config, thread_after))
+            if not threads:
+                return
+            for thread in threads:
+                after = None
+                while left is None or left > 0:
+                    page, after = await self._run(
+                        self._list_page(thread, ns, filter, before_id, after, LIST_PAGE)
+                    )
+                    for item in page:
+                        if only_id and item.config["configurable"]["checkpoint_id"] != only_id:
+                            continue
+                        if left is not None:
+                            if left <= 0:
+                                return
+                            left -= 1
+                        yield item
+                    if after is None:
+                        break
+            thread_after = threads[-1]
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await self._run(self._put(config, checkpoint, metadata, new_versions))  # type: ignore[no-any-return]
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        await self._run(self._put_writes(config, writes, task_id, task_path))
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._run(self._delete_thread(thread_id))
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await self._run(self._delete_for_runs(run_ids))
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await self._run(self._copy_thread(source_thread_id, target_thread_id))
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await self._run(self._prune(thread_ids, strategy))
+
+    # The blocking methods: the async ones, on the saver's event loop.
+
+    def _blocking(self, plan: Plan[Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(
+            arun(self.client, plan), owner_loop(self._loop, "AsyncStatehouseSaver")
+        ).result()
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self._blocking(self._get_tuple(config))  # type: ignore[no-any-return]
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        loop = owner_loop(self._loop, "AsyncStatehouseSaver")
+        items = self.alist(config, filter=filter, before=before, limit=limit)
+
+        async def following() -> CheckpointTuple | None:
+            return await anext(items, None)
+
+        while (item := asyncio.run_coroutine_threadsafe(following(), loop).result()) is not None:
+            yield item
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return self._blocking(self._put(config, checkpoint, metadata, new_versions))  # type: ignore[no-any-return]
+
+    def put_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        self._blocking(self._put_writes(config, writes, task_id, task_path))
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._blocking(self._delete_thread(thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self._blocking(self._delete_for_runs(run_ids))
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._blocking(self._copy_thread(source_thread_id, target_thread_id))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        self._blocking(self._prune(thread_ids, strategy))
