@@ -30,7 +30,9 @@ proto: $(BIN)/statehoused
 	$(BIN)/python scripts/generate_proto.py
 
 bench: $(BIN)/statehoused
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.langgraph
 
 clean:
 	rm -rf $(VENV) .venv-compat .pytest_cache

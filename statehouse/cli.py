@@ -688,6 +688,97 @@ def follow_until_interrupted(watch: Watch, as_json: bool) -> None:
         raise failure[0]
 
 
+# -- LangGraph ----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("thread_id")
+@click.option(
+    "--checkpoint-ns", default=None, help="Only this checkpoint namespace (a subgraph's); default: all."
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Only the newest N checkpoints.")
+@json_option
+@click.pass_obj
+def thread(
+    session: Session, thread_id: str, checkpoint_ns: str | None, limit: int | None, as_json: bool
+) -> None:
+    """A LangGraph thread kept by StatehouseSaver, oldest checkpoint first: each checkpoint's step,
+    source and the channels it changed, then its pending writes. Reads namespace "langgraph"
+    unless --namespace is given; needs `pip install "statehouse[langgraph]"`."""
+    try:
+        from statehouse.langgraph import StatehouseSaver
+    except ImportError as exc:
+        fail(EXIT_USAGE, str(exc))
+    ctx = click.get_current_context()
+    explicit = ctx.parent is not None and ctx.parent.get_parameter_source("namespace") not in (
+        click.core.ParameterSource.DEFAULT,
+        None,
+    )
+    namespace = session.namespace if explicit else "langgraph"
+    saver = StatehouseSaver(session.client, namespace=namespace)
+    config: dict[str, Any] = {"configurable": {"thread_id": thread_id}}
+    if checkpoint_ns is not None:
+        config["configurable"]["checkpoint_ns"] = checkpoint_ns
+    found = list(saver.list(config, limit=limit))  # type: ignore[arg-type]
+    if not found:
+        fail(EXIT_NOT_FOUND, f"not found: no checkpoint of thread {thread_id!r} in namespace {namespace!r}")
+    found.sort(key=lambda item: item.config["configurable"]["checkpoint_id"])  # ids grow with time
+    by_id = {
+        (i.config["configurable"]["checkpoint_ns"], i.config["configurable"]["checkpoint_id"]): i
+        for i in found
+    }
+    rows = [
+        checkpoint_json(item, by_id.get((item.config["configurable"]["checkpoint_ns"], parent_id(item))))
+        for item in found
+    ]
+    if as_json:
+        echo_json(rows)
+        return
+    click.echo(f"thread {thread_id!r} (namespace {namespace!r}): {len(rows)} checkpoints, oldest first")
+    for row in rows:
+        where = f" in {row['checkpoint_ns']!r}" if row["checkpoint_ns"] else ""
+        click.echo(f"step {row['step']} ({row['source']}){where}")
+        click.echo(f"  checkpoint {row['checkpoint_id']}")
+        for channel, value in row["changed"].items():
+            click.echo(f"  {channel} = {value}")
+        for write in row["writes"]:
+            click.echo(f"  pending write {write['channel']} = {write['value']}")
+
+
+def parent_id(item: Any) -> str | None:
+    return item.parent_config["configurable"]["checkpoint_id"] if item.parent_config else None
+
+
+def short(value: Any, width: int = 100) -> str:
+    """repr() of a value, cut to `width` characters."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def checkpoint_json(item: Any, parent: Any) -> dict[str, Any]:
+    """A checkpoint tuple as `statehousectl thread` shows it (values as short reprs)."""
+    configurable = item.config["configurable"]
+    versions = item.checkpoint.get("channel_versions", {})
+    before = parent.checkpoint.get("channel_versions", {}) if parent is not None else {}
+    values = item.checkpoint.get("channel_values", {})
+    return {
+        "checkpoint_id": configurable["checkpoint_id"],
+        "checkpoint_ns": configurable.get("checkpoint_ns", ""),
+        "parent_id": parent_id(item),
+        "step": item.metadata.get("step"),
+        "source": item.metadata.get("source"),
+        "changed": {
+            channel: short(values[channel])
+            for channel, version in versions.items()
+            if before.get(channel) != version and channel in values and not channel.startswith("branch:")
+        },
+        "writes": [
+            {"task_id": task, "channel": channel, "value": short(value)}
+            for task, channel, value in item.pending_writes or ()
+        ],
+    }
+
+
 def main() -> None:
     cli.main(prog_name="statehousectl")
 

@@ -16,7 +16,13 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError('statehouse.langgraph needs LangGraph: pip install "statehouse[langgraph]"') from exc
 
-from statehouse.langgraph.checkpoint import AsyncStatehouseSaver, StatehouseSaver
+from statehouse.langgraph.checkpoint import AsyncStatehouseSaver, StatehouseSaver, interrupted
 from statehouse.langgraph.store import AsyncStatehouseStore, StatehouseStore
 
-__all__ = ["AsyncStatehouseSaver", "AsyncStatehouseStore", "StatehouseSaver", "StatehouseStore"]
+__all__ = [
+    "AsyncStatehouseSaver",
+    "AsyncStatehouseStore",
+    "StatehouseSaver",
+    "StatehouseStore",
+    "interrupted",
+]

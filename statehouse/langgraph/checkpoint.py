@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Iterator, Sequence
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import ormsgpack
@@ -39,8 +41,9 @@ from langgraph.checkpoint.base import (
     get_checkpoint_metadata,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.types import INTERRUPT
 
-from statehouse import AsyncStatehouse, Statehouse
+from statehouse import AsyncStatehouse, DeadlineExceededError, Statehouse
 from statehouse.langgraph import _layout as layout
 from statehouse.langgraph._calls import (
     Agents,
@@ -324,6 +327,17 @@ class _SaverPlans(BaseCheckpointSaver[str]):
         return f"{number + 1:032}.{random.random():016}"
 
 
+def interrupted(found: CheckpointTuple) -> bool:
+    """For `wait_for_state`: the thread stopped at an `interrupt()` and waits for `Command(resume=...)`."""
+    return any(channel == INTERRUPT for _task, channel, _value in found.pending_writes or ())
+
+
+def _latest(config: RunnableConfig) -> RunnableConfig:
+    """The config of the thread's latest checkpoint (in the config's checkpoint namespace)."""
+    configurable = {k: v for k, v in (config.get("configurable") or {}).items() if k != "checkpoint_id"}
+    return {"configurable": configurable}
+
+
 def _pack(typed: tuple[str, bytes]) -> bytes:
     return ormsgpack.packb(list(typed))
 
@@ -410,6 +424,43 @@ class StatehouseSaver(_SaverPlans):
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         run(self.client, self._prune(thread_ids, strategy))
+
+    def wait_for_state(
+        self,
+        config: RunnableConfig,
+        until: Callable[[CheckpointTuple], bool],
+        *,
+        timeout: float | None = None,
+    ) -> CheckpointTuple:
+        """Block until the thread's latest checkpoint (with its pending writes) satisfies `until`,
+        and return it; from any process, on Statehouse's watch, with no polling.
+
+        `until=interrupted` waits for the thread to stop at an `interrupt()`. Raises
+        DeadlineExceededError after `timeout` seconds.
+        """
+        thread = _thread(config)
+        late = DeadlineExceededError(
+            f"thread {thread!r} did not reach the state waited for within {timeout} s"
+        )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # Watching first, then reading: a commit after the read is delivered, none is missed.
+        with self.client.watch(thread, namespace=self.namespace) as watch:
+            found = self.get_tuple(_latest(config))
+            if found is not None and until(found):
+                return found
+            timer = None
+            if deadline is not None:
+                timer = threading.Timer(max(0.0, deadline - time.monotonic()), watch.cancel)
+                timer.start()
+            try:
+                for _commit in watch:
+                    found = self.get_tuple(_latest(config))
+                    if found is not None and until(found):
+                        return found
+            finally:
+                if timer is not None:
+                    timer.cancel()
+        raise late
 
     # The async methods: the blocking ones, on a worker thread.
 
@@ -543,6 +594,35 @@ class AsyncStatehouseSaver(_SaverPlans):
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         await self._run(self._prune(thread_ids, strategy))
+
+    async def await_for_state(
+        self,
+        config: RunnableConfig,
+        until: Callable[[CheckpointTuple], bool],
+        *,
+        timeout: float | None = None,
+    ) -> CheckpointTuple:
+        """`StatehouseSaver.wait_for_state` for asyncio: the thread's latest checkpoint once it satisfies
+        `until`. Raises DeadlineExceededError after `timeout` seconds."""
+        thread = _thread(config)
+        try:
+            async with asyncio.timeout(timeout):
+                watch = await self.client.watch(thread, namespace=self.namespace)
+                try:
+                    found = await self.aget_tuple(_latest(config))
+                    if found is not None and until(found):
+                        return found
+                    async for _commit in watch:
+                        found = await self.aget_tuple(_latest(config))
+                        if found is not None and until(found):
+                            return found
+                finally:
+                    await watch.aclose()
+        except TimeoutError:
+            pass
+        raise DeadlineExceededError(
+            f"thread {thread!r} did not reach the state waited for within {timeout} s"
+        )
 
     # The blocking methods: the async ones, on the saver's event loop.
 

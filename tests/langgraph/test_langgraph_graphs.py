@@ -14,13 +14,14 @@ import threading
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
+import pytest
 from graphs import EFFECTS_NAMESPACE, approval_graph, steps_graph
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
 from rpc.server import Daemon
-from statehouse import AsyncStatehouse, Statehouse
-from statehouse.langgraph import AsyncStatehouseSaver, StatehouseSaver
+from statehouse import AsyncStatehouse, DeadlineExceededError, Statehouse
+from statehouse.langgraph import AsyncStatehouseSaver, StatehouseSaver, interrupted
 from statehouse.testing import DaemonProcess
 
 WORKER = Path(__file__).with_name("graphs.py")
@@ -97,8 +98,20 @@ def test_a_daemon_killed_and_restarted_mid_run_costs_a_pause_not_the_work(tmp_pa
 
 def test_an_interrupt_answered_from_another_process(daemon: Daemon) -> None:
     addr = f"127.0.0.1:{daemon.port}"
-    asked = finished(worker(addr, "approval-start", "approval"))
+    config = {"configurable": {"thread_id": "approval"}}
+    waited: list[Any] = []
+    with Statehouse(addr) as client:
+        saver = StatehouseSaver(client)
+        # A person's console, waiting (on Statehouse's watch) for the graph to ask.
+        waiter = threading.Thread(
+            target=lambda: waited.append(saver.wait_for_state(config, interrupted, timeout=WAIT))
+        )
+        waiter.start()
+        asked = finished(worker(addr, "approval-start", "approval"))
+        waiter.join(WAIT)
     assert asked == {"interrupts": ["send the report?"]}
+    [(_task, _channel, [question])] = [w for w in waited[0].pending_writes if w[1] == "__interrupt__"]
+    assert question.value == "send the report?"
     done = finished(worker(addr, "approval-resume", "approval", "yes"))
     assert done == {"request": "send the report?", "answer": "yes", "done": True}
     with Statehouse(addr) as client:
@@ -176,6 +189,22 @@ def test_the_async_saver_under_astream_with_32_concurrent_threads(daemon: Daemon
                 assert len(chunks) == 5
                 return (await graph.aget_state(config)).values["count"]
 
-            return await asyncio.gather(*(one(t) for t in range(32)))
+            saver = graph.checkpointer
+            assert isinstance(saver, AsyncStatehouseSaver)
+            # Waiting for a thread that another task runs, on the watch.
+            waiting = asyncio.ensure_future(
+                saver.await_for_state(
+                    {"configurable": {"thread_id": "async-7"}},
+                    lambda t: t.checkpoint["channel_values"].get("count") == 12,
+                    timeout=WAIT,
+                )
+            )
+            counts = await asyncio.gather(*(one(t) for t in range(32)))
+            assert (await waiting).metadata["step"] == 5
+            with pytest.raises(DeadlineExceededError):
+                await saver.await_for_state(
+                    {"configurable": {"thread_id": "async-7"}}, lambda t: False, timeout=0.2
+                )
+            return counts
 
     assert asyncio.run(main()) == [t + 5 for t in range(32)]
