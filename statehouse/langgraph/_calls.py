@@ -139,14 +139,22 @@ class Commit(Call):
         if not self.writes:
             return 0
         tx = client.begin_transaction(namespace=self.namespace)
-        self._fill(tx)
+        try:
+            self._fill(tx)  # a value it cannot store raises here, after chunks may have gone ahead
+        except BaseException:
+            tx.abort()
+            raise
         return tx.commit()
 
     async def arun(self, client: AsyncStatehouse) -> int:
         if not self.writes:
             return 0
         tx = client.begin_transaction(namespace=self.namespace)
-        self._fill(tx)
+        try:
+            self._fill(tx)
+        except BaseException:
+            await tx.abort()
+            raise
         return await tx.commit()
 
 
@@ -215,5 +223,10 @@ def owner_loop(loop: asyncio.AbstractEventLoop | None, who: str) -> asyncio.Abst
         raise RuntimeError(
             f"{who}'s blocking methods cannot run on its own event loop's thread (they would wait "
             "for that loop): use its async methods"
+        )
+    if not loop.is_running():
+        raise RuntimeError(
+            f"{who}'s blocking methods run on the event loop its async methods used, and that loop "
+            "is not running now (nothing would ever run the call)"
         )
     return loop

@@ -41,7 +41,7 @@ from langgraph.checkpoint.base import (
     get_checkpoint_metadata,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from langgraph.checkpoint.serde.types import INTERRUPT
+from langgraph.checkpoint.serde.types import INTERRUPT, RESUME
 
 from statehouse import AsyncStatehouse, DeadlineExceededError, Statehouse
 from statehouse.langgraph import _layout as layout
@@ -70,6 +70,12 @@ def _thread(config: RunnableConfig) -> str:
     if "thread_id" not in configurable:
         raise ValueError('the config has no "thread_id" in "configurable"')
     return layout.agent_id("thread_id", str(configurable["thread_id"]))
+
+
+def _ids(name: str, ids: Sequence[str]) -> None:
+    """A sequence of ids, not one id (a string is a sequence of its characters)."""
+    if isinstance(ids, str | bytes):
+        raise TypeError(f"{name} must be a list of ids, not one string: {ids!r}")
 
 
 def _sort_key(write: tuple[str, str, int, str]) -> tuple[str, str, int]:
@@ -206,25 +212,44 @@ class _SaverPlans(BaseCheckpointSaver[str]):
         ns: str | None,
         filter: dict[str, Any] | None,
         before_id: str | None,
-        after_key: str | None,
+        after: Any,
         limit: int,
-    ) -> Plan[tuple[list[CheckpointTuple], str | None]]:
-        """At most `limit` checkpoints of a thread, newest first by key, from the one after
-        `after_key`; and the key to go on from (None: no more)."""
-        start = after_key
-        if start is None and before_id is not None and ns is not None:
-            start = layout.checkpoint_key(ns, before_id)
-        found = yield Scan(
-            self.namespace,
-            thread,
-            layout.checkpoints_prefix(ns),
-            reverse=True,
-            limit=limit,
-            start_after=start,
-        )
+    ) -> Plan[tuple[list[CheckpointTuple], Any]]:
+        """At most `limit` checkpoints of a thread, newest first, from where `after` (None at
+        first) says; and where to go on from (None: no more).
+
+        In one checkpoint namespace that is a reverse scan of its keys. Across them (ns None)
+        the thread's checkpoint keys are listed once and ordered by checkpoint id, newest
+        first whatever the namespace, as LangGraph's other savers order them; `after` is then
+        the keys still to read."""
+        if ns is None:
+            remaining = after
+            if remaining is None:
+                remaining = yield Keys(self.namespace, thread, layout.checkpoints_prefix(None))
+                remaining.sort(key=lambda key: layout.parts(key)[2], reverse=True)
+            page, rest = remaining[:limit], remaining[limit:]
+            found = (
+                [r for r in (yield GetMany(self.namespace, [(thread, k) for k in page])) if r.exists]
+                if page
+                else []
+            )
+            following = rest or None
+        else:
+            start = after
+            if start is None and before_id is not None:
+                start = layout.checkpoint_key(ns, before_id)
+            found = yield Scan(
+                self.namespace,
+                thread,
+                layout.checkpoints_prefix(ns),
+                reverse=True,
+                limit=limit,
+                start_after=start,
+            )
+            following = found[-1].key if len(found) == limit else None
         tuples = []
         for result in found:
-            _, cp_ns, checkpoint_id = layout.parts(result.key)
+            _, cp_ns, checkpoint_id = layout.parts(result.key or "")
             if before_id is not None and checkpoint_id >= before_id:
                 continue
             record = ormsgpack.unpackb(result.value)
@@ -232,7 +257,7 @@ class _SaverPlans(BaseCheckpointSaver[str]):
             if filter and not all(metadata.get(k) == v for k, v in filter.items()):
                 continue
             tuples.append((yield from self._load(thread, cp_ns, checkpoint_id, result.value, None, metadata)))
-        return tuples, (found[-1].key if len(found) == limit else None)
+        return tuples, following
 
     def _threads(self, config: RunnableConfig | None, after: str | None) -> Plan[list[str]]:
         if config is not None:
@@ -248,6 +273,7 @@ class _SaverPlans(BaseCheckpointSaver[str]):
         yield Purge(self.namespace, thread)
 
     def _delete_for_runs(self, run_ids: Sequence[str]) -> Plan[None]:
+        _ids("run_ids", run_ids)
         for run_id in run_ids:
             run_agent = layout.agent_id("run_id", str(run_id))
             threads = set()
@@ -265,7 +291,12 @@ class _SaverPlans(BaseCheckpointSaver[str]):
         yield Purge(self.namespace, thread, layout.writes_prefix(ns, checkpoint_id))
 
     def _drop_unused_blobs(self, thread: str) -> Plan[None]:
-        """Purge the channel values no checkpoint of the thread refers to any more."""
+        """Purge the channel values no checkpoint of the thread refers to any more.
+
+        The values are listed before the checkpoints are read: a value listed was committed
+        with its checkpoint, which the later read sees, so a graph that goes on meanwhile
+        never loses the values of its new checkpoints."""
+        blobs = yield Keys(self.namespace, thread, "blob/")
         used: set[str] = set()
         for result in (yield Scan(self.namespace, thread, layout.checkpoints_prefix(None))):
             _, ns, _ = layout.parts(result.key)
@@ -274,11 +305,12 @@ class _SaverPlans(BaseCheckpointSaver[str]):
             used.update(
                 layout.blob_key(ns, ch, v) for ch, v in checkpoint.get("channel_versions", {}).items()
             )
-        for key in (yield Keys(self.namespace, thread, "blob/")):
+        for key in blobs:
             if key not in used:
                 yield Purge(self.namespace, thread, key)
 
     def _prune(self, thread_ids: Sequence[str], strategy: str) -> Plan[None]:
+        _ids("thread_ids", thread_ids)
         if strategy not in ("keep_latest", "delete"):
             raise ValueError(f'prune strategy must be "keep_latest" or "delete", got {strategy!r}')
         for thread_id in thread_ids:
@@ -288,17 +320,29 @@ class _SaverPlans(BaseCheckpointSaver[str]):
             thread = layout.agent_id("thread_id", str(thread_id))
             found = yield Scan(self.namespace, thread, layout.checkpoints_prefix(None), reverse=True)
             kept: set[str] = set()
+            runs_kept: set[str] = set()
+            runs_dropped: set[str] = set()
+            orphans = []  # the kept checkpoints, rewritten without their parents (which go)
             for result in found:
-                _, ns, checkpoint_id = layout.parts(result.key)
+                key = result.key or ""
+                _, ns, checkpoint_id = layout.parts(key)
+                record = ormsgpack.unpackb(result.value)
+                run_id = str(self.serde.loads_typed((record[2], record[3])).get("run_id") or "")
                 if ns not in kept:  # newest first: the first of each namespace is its latest
                     kept.add(ns)
+                    runs_kept.add(run_id)
+                    if record[4] is not None:
+                        orphan = ormsgpack.packb([*record[:4], None])
+                        orphans.append(Write(self.namespace, thread, key, orphan))
                     continue
-                record = ormsgpack.unpackb(result.value)
-                run_id = self.serde.loads_typed((record[2], record[3])).get("run_id")
+                runs_dropped.add(run_id)
                 yield from self._drop_checkpoint(thread, ns, checkpoint_id)
                 if run_id:
                     index_key = layout.run_index_key(thread, ns, checkpoint_id)
-                    yield Purge(self.runs_namespace, str(run_id), index_key)
+                    yield Purge(self.runs_namespace, run_id, index_key)
+            yield Commit(self.namespace, orphans)
+            for run_id in sorted(runs_dropped - runs_kept - {""}):
+                yield Purge(self.namespace, thread, layout.run_key(run_id))
             yield from self._drop_unused_blobs(thread)
 
     def _copy_thread(self, source_thread_id: str, target_thread_id: str) -> Plan[None]:
@@ -328,8 +372,10 @@ class _SaverPlans(BaseCheckpointSaver[str]):
 
 
 def interrupted(found: CheckpointTuple) -> bool:
-    """For `wait_for_state`: the thread stopped at an `interrupt()` and waits for `Command(resume=...)`."""
-    return any(channel == INTERRUPT for _task, channel, _value in found.pending_writes or ())
+    """For `wait_for_state`: the thread stopped at an `interrupt()` and waits for `Command(resume=...)`
+    (an interrupt already answered, whose resume is pending, does not count)."""
+    channels = {channel for _task, channel, _value in found.pending_writes or ()}
+    return INTERRUPT in channels and RESUME not in channels
 
 
 def _latest(config: RunnableConfig) -> RunnableConfig:
@@ -441,6 +487,8 @@ class StatehouseSaver(_SaverPlans):
         thread = _thread(config)
         late = DeadlineExceededError(
             f"thread {thread!r} did not reach the state waited for within {timeout} s"
+            if timeout is not None
+            else f"the watch of thread {thread!r} ended before the thread reached that state"
         )
         deadline = None if timeout is None else time.monotonic() + timeout
         # Watching first, then reading: a commit after the read is delivered, none is missed.
@@ -627,9 +675,8 @@ class AsyncStatehouseSaver(_SaverPlans):
     # The blocking methods: the async ones, on the saver's event loop.
 
     def _blocking(self, plan: Plan[Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(
-            arun(self.client, plan), owner_loop(self._loop, "AsyncStatehouseSaver")
-        ).result()
+        loop = owner_loop(self._loop, "AsyncStatehouseSaver")
+        return asyncio.run_coroutine_threadsafe(arun(self.client, plan), loop).result()
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return self._blocking(self._get_tuple(config))  # type: ignore[no-any-return]

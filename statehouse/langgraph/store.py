@@ -7,11 +7,13 @@ under a prefix of labels is a listing of agents by prefix. Each item is one
 key of that agent (its key, escaped and closed by "/"), whose value is JSON
 a person can read: `{"value": {...}, "created_at": "...", "updated_at": "..."}`.
 
-A batch reads first, all as of one commit, then writes: its puts in one
-transaction, then one purge per item it deletes (a delete removes the item
-with its history). There is no vector index: an `index` config is refused,
-and a search's `query` is ignored, as LangGraph's InMemoryStore does
-without one. Search answers in (namespace, key) order.
+A batch reads first (its gets as of one commit, then its searches and
+listings), then writes: its puts in one transaction, then one purge per
+item it deletes (a delete removes the item with its history). Values are
+JSON (Statehouse's exact JSON: ints stay ints; a tuple comes back a list).
+There is no vector index: an `index` config is refused, and a search's
+`query` is ignored, as LangGraph's InMemoryStore does without one. Search
+answers in the order of the escaped labels, then the escaped key.
 """
 
 from __future__ import annotations
@@ -102,15 +104,15 @@ class _StorePlans(BaseStore):
             elif not isinstance(op, SearchOp | ListNamespacesOp):
                 raise ValueError(f"unknown store operation: {op!r}")
         # Reads: the items the gets name and the puts replace, as of one commit.
-        wanted = [(op.namespace, op.key) for _, op in gets] + list(puts)
+        wanted = [(op.namespace, op.key) for _, op in gets if op.namespace] + list(puts)
         found: dict[tuple[tuple[str, ...], str], StateResult] = {}
         if wanted:
             keys = [(_agent(ns), layout.part(key)) for ns, key in wanted]
             state = yield GetMany(self.namespace, keys)
             found = {where: result for where, result in zip(wanted, state, strict=True)}
         for n, op in gets:
-            result = found[(op.namespace, op.key)]
-            results[n] = _item(op.namespace, result) if result.exists else None
+            result = found.get((op.namespace, op.key))  # none for the empty namespace, as in InMemoryStore
+            results[n] = _item(op.namespace, result) if result is not None and result.exists else None
         for n, op in enumerate(ops):
             if isinstance(op, SearchOp):
                 results[n] = yield from self._search(op)

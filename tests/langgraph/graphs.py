@@ -84,13 +84,10 @@ def main(argv: list[str]) -> int:
     with Statehouse(addr, timeout=60) as client:
         if mode == "steps":
             graph = steps_graph(client, int(rest[0]), pause=float(rest[1]) if len(rest) > 1 else 0.0)
-            snapshot = graph.get_state(config)
-            if snapshot.next:  # cut short: resume from its last checkpoint
-                result = graph.invoke(None, config)
-            elif snapshot.values:  # finished already
-                result = snapshot.values
-            else:
-                result = graph.invoke({"count": 0, "log": []}, config)
+            # A thread with a checkpoint goes on from it: from the last step saved, with the
+            # writes of the tasks that finished after it (and does nothing if it had ended).
+            started = bool(graph.get_state(config).values)
+            result = graph.invoke(None if started else {"count": 0, "log": []}, config)
         elif mode == "approval-start":
             result = approval_graph(client).invoke(
                 {"request": "the report", "answer": "", "done": False}, config
