@@ -33,6 +33,7 @@ bench: $(BIN)/statehoused
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.langgraph
+	$(BIN)/python -m benchmarks.deployment
 
 clean:
 	rm -rf $(VENV) .venv-compat .pytest_cache

@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -103,3 +103,29 @@ def rotated(items: Sequence[Any], by: int) -> list[Any]:
     """`items` starting at position `by` (mod len), so each run starts with a different configuration."""
     by %= len(items)
     return [*items[by:], *items[:by]]
+
+
+def timed_threads(work: Callable[[int], None], count: int) -> float:
+    """Run `work(0)` ... `work(count - 1)` on threads of their own, started together; the seconds
+    from the start to the last one's end. The first exception a thread raised is raised here."""
+    start_line = threading.Barrier(count + 1)
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        start_line.wait()
+        try:
+            work(n)
+        except BaseException as exc:  # raised in the caller's thread
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for worker in workers:
+        worker.start()
+    start_line.wait()
+    started = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return elapsed

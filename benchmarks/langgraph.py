@@ -44,7 +44,6 @@ import sqlite3
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,6 +51,7 @@ from typing import Annotated, Any, TypedDict
 
 from benchmarks.common import percentile
 from benchmarks.growth import Prose
+from benchmarks.harness import timed_threads
 from statehouse import Statehouse
 from statehouse.testing import DaemonProcess
 
@@ -286,28 +286,11 @@ def threaded(peer: Peer, texts: list[str], threads: int, invocations: int, label
 
 
 def threaded_on(graph: Any, threads: int, invocations: int, label: str) -> tuple[int, float]:
-    start_line = threading.Barrier(threads + 1)
-    errors: list[BaseException] = []
-
     def work(n: int) -> None:
-        start_line.wait()
-        try:
-            for i in range(invocations):
-                invoke(graph, f"{label}-{n}-{i}")
-        except BaseException as exc:  # reported after the run
-            errors.append(exc)
+        for i in range(invocations):
+            invoke(graph, f"{label}-{n}-{i}")
 
-    workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
-    for worker in workers:
-        worker.start()
-    start_line.wait()
-    started = time.perf_counter()
-    for worker in workers:
-        worker.join()
-    elapsed = time.perf_counter() - started
-    if errors:
-        raise errors[0]
-    return threads * invocations * STEPS, elapsed
+    return threads * invocations * STEPS, timed_threads(work, threads)
 
 
 def _process_main(

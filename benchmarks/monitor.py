@@ -20,7 +20,6 @@ import argparse
 import multiprocessing
 import statistics
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -30,6 +29,7 @@ import grpc
 import orjson
 
 from benchmarks.common import KEYS, BenchmarkError, agent_state, percentile, positive_int
+from benchmarks.harness import timed_threads
 from statehouse import Statehouse
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
@@ -43,29 +43,17 @@ PHASES: dict[str, float | None] = {"quiet": None, "10/s": 0.1, "nonstop": 0.0}
 
 def _commits(client: Statehouse, agents: int, txns: int, step0: int) -> float:
     """Every agent commits `txns` steps; returns the phase's commits/s."""
-    failures: list[BaseException] = []
-    start = threading.Barrier(agents + 1)
 
     def agent(n: int) -> None:
-        try:
-            start.wait()
-            for step in range(step0, step0 + txns):
-                with client.begin_transaction(namespace=f"ns{n % NAMESPACES}") as tx:
-                    for key in KEYS:
-                        tx.write(f"agent-{n}", key, agent_state(f"agent-{n}", key, step))
-        except BaseException as exc:
-            failures.append(exc)
+        for step in range(step0, step0 + txns):
+            with client.begin_transaction(namespace=f"ns{n % NAMESPACES}") as tx:
+                for key in KEYS:
+                    tx.write(f"agent-{n}", key, agent_state(f"agent-{n}", key, step))
 
-    threads = [threading.Thread(target=agent, args=(n,)) for n in range(agents)]
-    for thread in threads:
-        thread.start()
-    start.wait()
-    began = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - began
-    if failures:
-        raise BenchmarkError(f"an agent failed: {failures[0]!r}")
+    try:
+        elapsed = timed_threads(agent, agents)
+    except Exception as exc:
+        raise BenchmarkError(f"an agent failed: {exc!r}") from exc
     return agents * txns / elapsed
 
 

@@ -20,10 +20,11 @@ outcome.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import copy
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from statehouse.exceptions import StatehouseError
@@ -164,3 +165,92 @@ class Combiner(Generic[Q, A]):
                 slot.event.set()
         if interrupted is not None:
             raise interrupted  # `call` passes our place on
+
+
+class AsyncCombiner(Generic[Q, A]):
+    """`Combiner` for one event loop: concurrent tasks' requests share round trips.
+
+    At most `max_in_flight` calls are on the wire; a request that arrives
+    when one is free is sent at once, alone, and requests that queue
+    meanwhile leave together in the next call. Each call is a task of its
+    own; the caller awaits its request's answer. A caller cancelled before
+    its request was sent withdraws it; once sent, its outcome is unknown to
+    that caller (the daemon answers a retry of a commit that opened its
+    transaction with its first commit_ts).
+    """
+
+    def __init__(
+        self,
+        send_one: Callable[[Q], Awaitable[A]],
+        send_many: Callable[[Sequence[Q]], Awaitable[list[A | StatehouseError]]],
+        max_in_flight: int = 2,
+    ) -> None:
+        self._send_one = send_one
+        self._send_many = send_many
+        self._max_in_flight = max_in_flight
+        self._queue: collections.deque[tuple[Q, asyncio.Future[A]]] = collections.deque()
+        self._in_flight = 0
+        self._calls: set[asyncio.Task[None]] = set()  # held, so that they are not collected mid-call
+
+    async def call(self, request: Q) -> A:
+        """Send `request` (anything with a ByteSize() method), alone or with others; returns its answer."""
+        answer: asyncio.Future[A] = asyncio.get_running_loop().create_future()
+        self._queue.append((request, answer))
+        self._start_calls()
+        try:
+            return await answer
+        except asyncio.CancelledError:
+            try:
+                self._queue.remove((request, answer))  # not sent yet: withdrawn
+            except ValueError:
+                pass
+            raise
+
+    def _start_calls(self) -> None:
+        while self._queue and self._in_flight < self._max_in_flight:
+            batch = self._take()
+            if not batch:
+                return
+            self._in_flight += 1
+            task = asyncio.ensure_future(self._send(batch))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
+
+    def _take(self) -> list[tuple[Q, asyncio.Future[A]]]:
+        """The oldest queued requests, whose callers still wait, that fit one call."""
+        batch: list[tuple[Q, asyncio.Future[A]]] = []
+        size = 0
+        while self._queue and len(batch) < MAX_BATCH_REQUESTS:
+            request, answer = self._queue[0]
+            if answer.done():  # its caller was cancelled
+                self._queue.popleft()
+                continue
+            grows = request.ByteSize()  # type: ignore[attr-defined]
+            if batch and size + grows > MAX_BATCH_BYTES:
+                break
+            self._queue.popleft()
+            size += grows
+            batch.append((request, answer))
+        return batch
+
+    async def _send(self, batch: list[tuple[Q, asyncio.Future[A]]]) -> None:
+        outcomes: list[Any]
+        try:
+            if len(batch) == 1:
+                outcomes = [await self._send_one(batch[0][0])]
+            else:
+                outcomes = list(await self._send_many([request for request, _ in batch]))
+        except StatehouseError as exc:
+            outcomes = [exc, *(copy.copy(exc) for _ in batch[1:])]
+        except BaseException as exc:  # cancelled (the client closing): the callers learn it
+            outcomes = [StatehouseError(f"call interrupted ({exc!r}); its outcome is unknown") for _ in batch]
+        finally:
+            self._in_flight -= 1
+        for (_, answer), outcome in zip(batch, outcomes, strict=True):
+            if answer.done():
+                continue
+            if isinstance(outcome, BaseException):
+                answer.set_exception(outcome)
+            else:
+                answer.set_result(outcome)
+        self._start_calls()

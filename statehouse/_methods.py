@@ -22,10 +22,11 @@ way: blocking gRPC calls and `time.sleep`, or awaited grpc.aio calls and
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import re
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
@@ -173,6 +174,43 @@ def call(
         if delay is None or (renew is not None and not renew()):
             raise attempts.cause(error)
         yield Sleep(delay)
+
+
+def commit_batch(client: Client, calls: Sequence[Any]) -> Plan[list[int | StatehouseError]]:
+    """Commit several transactions in one CommitBatch call: each gets its commit_ts or its own
+    StatehouseError. A commit that opened its transaction (`calls[n].retryable`) is sent again
+    after UNAVAILABLE, until the deadline: the daemon answers one that did commit with its
+    first commit_ts. `calls` are `statehouse._transaction.CommitCall`s."""
+    answers: list[int | StatehouseError] = [0] * len(calls)
+    pending: Sequence[int] = range(len(calls))
+    attempts = _retry.Attempts(client.retry, client.timeout)
+    while True:
+        batch = pb.CommitBatchRequest(commits=[calls[n].request for n in pending])
+        outcomes: list[int | StatehouseError]
+        try:
+            response = yield Attempt("CommitBatch", batch, True, attempts.remaining())
+            outcomes = _wire.commit_outcomes(response, len(pending))
+        except StatehouseError as exc:
+            outcomes = [exc, *(copy.copy(exc) for _ in pending[1:])]
+        outcomes = [attempts.cause(o) if isinstance(o, StatehouseError) else o for o in outcomes]
+        unavailable: list[StatehouseError] = []
+        retry = []
+        for n, outcome in zip(pending, outcomes, strict=True):
+            answers[n] = outcome
+            if (
+                isinstance(outcome, StatehouseError)
+                and calls[n].retryable
+                and outcome.code in _retry.RETRIED_CODES
+            ):
+                unavailable.append(outcome)
+                retry.append(n)
+        delay = attempts.backoff(unavailable[0]) if unavailable else None
+        if delay is None:
+            return answers
+        yield Sleep(delay)
+        pending = [n for n in retry if calls[n].renew()]
+        if not pending:
+            return answers
 
 
 def _pages(

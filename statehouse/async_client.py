@@ -11,17 +11,18 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 
 from statehouse import _methods, _plans, _retry, _wire
+from statehouse._batching import AsyncCombiner
 from statehouse._names import DEFAULT_NAMESPACE
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
 from statehouse._retry import RetryPolicy
-from statehouse._transaction import BEGIN_TRANSACTION_DOC, TransactionCore
+from statehouse._transaction import BEGIN_TRANSACTION_DOC, CommitCall, TransactionCore
 from statehouse._watch import AsyncWatch, ClosedStub, closed_client
 from statehouse.client import DEFAULT_ADDR, DEFAULT_TIMEOUT_SECONDS, TRANSACTION_DOC
 from statehouse.exceptions import DeadlineExceededError, StatehouseError, from_rpc_error
@@ -73,13 +74,11 @@ class AsyncTransaction(TransactionCore):
             return answered
         call = self._commit_call()
         try:
-            response = await self._client._call(
-                "Commit", call.request, True, retry=call.retryable, renew=call.renew
-            )
+            commit_ts = await self._client._committer.call(call)
         except StatehouseError as exc:
             self._commit_failed(exc)
             raise
-        return self._committed(response.commit_ts)
+        return self._committed(commit_ts)
 
     async def abort(self) -> None:
         """Discard the transaction. Aborting twice is fine; after a commit it raises TransactionClosedError.
@@ -134,6 +133,8 @@ class AsyncStatehouse:
         self.retry = retry
         self._channel = grpc.aio.insecure_channel(self.url, options=_wire.channel_options())
         self._stub = pb_grpc.StatehouseServiceStub(self._channel)
+        # Commits of concurrent tasks share round trips (see statehouse._batching).
+        self._committer: AsyncCombiner[CommitCall, int] = AsyncCombiner(self._commit_one, self._commit_many)
 
     # -- performing the steps of plans (statehouse._methods) ---------------------------
 
@@ -210,6 +211,13 @@ class AsyncStatehouse:
     ) -> Any:
         """Call `rpc` with the retries of `statehouse._methods.call`."""
         return await self._drive(_methods.call(self, rpc, request, in_txn=in_txn, retry=retry, renew=renew))
+
+    async def _commit_one(self, call: CommitCall) -> int:
+        response = await self._call("Commit", call.request, True, retry=call.retryable, renew=call.renew)
+        return int(response.commit_ts)
+
+    async def _commit_many(self, calls: Sequence[CommitCall]) -> list[int | StatehouseError]:
+        return await self._drive(_methods.commit_batch(self, calls))
 
     # -- service -------------------------------------------------------------
 

@@ -296,35 +296,7 @@ class Statehouse:
         return int(response.commit_ts)
 
     def _commit_many(self, calls: Sequence[CommitCall]) -> list[int | StatehouseError]:
-        answers: list[int | StatehouseError] = [0] * len(calls)
-        pending: Sequence[int] = range(len(calls))
-        attempts = _retry.Attempts(self.retry, self.timeout)
-        while True:
-            batch = pb.CommitBatchRequest(commits=[calls[n].request for n in pending])
-            outcomes: list[int | StatehouseError]
-            try:
-                response = self._stub.CommitBatch(batch, timeout=attempts.remaining())
-                outcomes = _wire.commit_outcomes(response, len(pending))
-            except grpc.RpcError as exc:
-                outcomes = [from_rpc_error(exc, True) for _ in pending]
-            outcomes = [attempts.cause(o) if isinstance(o, StatehouseError) else o for o in outcomes]
-            # Commits that opened their transaction are retried; the daemon
-            # answers those that did commit with their first commit_ts.
-            unavailable: list[StatehouseError] = []
-            retry = []
-            retried = _retry.RETRIED_CODES
-            for n, outcome in zip(pending, outcomes, strict=True):
-                answers[n] = outcome
-                if isinstance(outcome, StatehouseError) and calls[n].retryable and outcome.code in retried:
-                    unavailable.append(outcome)
-                    retry.append(n)
-            delay = attempts.backoff(unavailable[0]) if unavailable else None
-            if delay is None:
-                return answers
-            time.sleep(delay)
-            pending = [n for n in retry if calls[n].renew()]
-            if not pending:
-                return answers
+        return self._drive(_methods.commit_batch(self, calls))
 
     # -- reads ---------------------------------------------------------------------
 

@@ -1,0 +1,291 @@
+"""The user's deployment: agents in processes of their own, each agent its own client.
+
+    .venv/bin/python -m benchmarks.deployment [--quick] [--runs N] [--processes 4] [--threads 8]
+
+Rows, each against a fresh statehoused (and, when an `etcd` binary is on
+PATH, a fresh single-node etcd beside it, driven the same way):
+
+- **separate processes**: `--processes` processes of `--threads` threads,
+  each thread an agent with a client of its own (a `Statehouse`; for etcd,
+  a gRPC channel of its own), committing W1 steps (a transaction of 3
+  writes of ~1 KB). Commits/s from the moment all agents are connected and
+  warm to the last one's end, and the **server's CPU per commit**: the
+  daemon's (or etcd's) user+system time from `/proc/<pid>/stat` over the
+  timed part, divided by the commits.
+- **1 agent, sequential**: p50 and p99 of a commit, one client.
+- **32 agents in one process**: 32 asyncio tasks on one `AsyncStatehouse`,
+  beside 32 threads on one `Statehouse` (Statehouse only).
+
+Each row is run `--runs` times (3 by default), the runs of the systems
+interleaved; the table gives medians and ours/etcd ratios from the same
+invocation, and the targets of issue 16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import orjson
+
+from benchmarks.agents import step_values
+from benchmarks.common import percentile
+from benchmarks.etcd import kv as etcd_kv
+from benchmarks.etcd import rpc_pb2_grpc as etcd_grpc
+from benchmarks.etcd.server import EtcdProcess
+from benchmarks.harness import timed_threads
+from statehouse import AsyncStatehouse, Statehouse
+from statehouse.testing import DaemonProcess
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/<pid>/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+# -- the systems ---------------------------------------------------------------------------
+
+
+@contextmanager
+def statehouse_server(root: Path) -> Iterator[tuple[str, int]]:
+    daemon = DaemonProcess(root / "data").start()
+    try:
+        assert daemon.process is not None
+        yield daemon.addr, daemon.process.pid
+    finally:
+        daemon.stop()
+
+
+@contextmanager
+def etcd_server(root: Path, binary: str) -> Iterator[tuple[str, int]]:
+    etcd = EtcdProcess(root / "etcd", binary).start()
+    try:
+        assert etcd.process is not None
+        yield etcd.addr, etcd.process.pid
+    finally:
+        etcd.stop()
+
+
+class Agent:
+    """One agent committing W1 steps over a connection of its own."""
+
+    def __init__(self, system: str, addr: str, name: str) -> None:
+        self.system, self.name = system, name
+        if system == "statehouse":
+            self.client = Statehouse(addr, timeout=120)
+        else:
+            self.channel = grpc.insecure_channel(addr)
+            self.stub = etcd_grpc.KVStub(self.channel)
+
+    def step(self, n: int) -> None:
+        values = step_values(self.name, n)
+        if self.system == "statehouse":
+            with self.client.begin_transaction() as tx:
+                for key, value in values:
+                    tx.write(self.name, key, value)
+        else:
+            request = etcd_kv.puts((etcd_kv.etcd_key(self.name, k), orjson.dumps(v)) for k, v in values)
+            if not self.stub.Txn(request, timeout=120).succeeded:
+                raise RuntimeError("etcd did not apply a Txn without comparisons")
+
+    def close(self) -> None:
+        if self.system == "statehouse":
+            self.client.close()
+        else:
+            self.channel.close()
+
+
+def _agents_process(
+    system: str, addr: str, process: int, threads: int, steps: int, ready: Any, go: Any, out: Any
+) -> None:
+    agents = [Agent(system, addr, f"p{process}-a{t}") for t in range(threads)]
+    for agent in agents:
+        agent.step(0)  # connected and warm before the clock starts
+    ready.put(process)
+    go.wait()
+
+    def run(t: int) -> None:
+        for n in range(1, steps + 1):
+            agents[t].step(n)
+
+    error = None
+    try:
+        timed_threads(run, threads)
+    except BaseException as exc:  # reported to the parent
+        error = repr(exc)
+    for agent in agents:
+        agent.close()
+    out.put((time.time(), error))
+
+
+def separate_processes(
+    system: str, addr: str, pid: int, processes: int, threads: int, steps: int
+) -> dict[str, float]:
+    context = multiprocessing.get_context("spawn")
+    ready, out, go = context.Queue(), context.Queue(), context.Event()
+    workers = [
+        context.Process(target=_agents_process, args=(system, addr, p, threads, steps, ready, go, out))
+        for p in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    for _ in workers:
+        ready.get(timeout=300)
+    cpu_before, started = cpu_seconds(pid), time.time()
+    go.set()
+    ends = [out.get(timeout=1800) for _ in workers]
+    cpu_used = cpu_seconds(pid) - cpu_before
+    for worker in workers:
+        worker.join()
+    failures = [error for _, error in ends if error]
+    if failures:
+        raise RuntimeError(f"an agent failed: {failures[0]}")
+    commits = processes * threads * steps
+    elapsed = max(end for end, _ in ends) - started
+    return {"commits/s": commits / elapsed, "server CPU us/commit": cpu_used / commits * 1e6}
+
+
+def sequential(system: str, addr: str, steps: int) -> dict[str, float]:
+    agent = Agent(system, addr, "sequential")
+    agent.step(0)
+    took = []
+    for n in range(1, steps + 1):
+        started = time.perf_counter()
+        agent.step(n)
+        took.append(time.perf_counter() - started)
+    agent.close()
+    took.sort()
+    return {"p50 ms": percentile(took, 50) * 1000, "p99 ms": percentile(took, 99) * 1000}
+
+
+def threads_one_client(addr: str, agents: int, steps: int) -> float:
+    """Commits/s of `agents` threads sharing one Statehouse."""
+    with Statehouse(addr, timeout=120) as client:
+
+        def run(i: int) -> None:
+            name = f"thread-{i}"
+            for n in range(steps):
+                with client.begin_transaction() as tx:
+                    for key, value in step_values(name, n):
+                        tx.write(name, key, value)
+
+        return agents * steps / timed_threads(run, agents)
+
+
+def tasks_one_async_client(addr: str, agents: int, steps: int) -> float:
+    """Commits/s of `agents` asyncio tasks sharing one AsyncStatehouse."""
+
+    async def main() -> float:
+        async with AsyncStatehouse(addr, timeout=120) as client:
+
+            async def run(i: int) -> None:
+                name = f"task-{i}"
+                for n in range(steps):
+                    tx = client.begin_transaction()
+                    for key, value in step_values(name, n):
+                        tx.write(name, key, value)
+                    await tx.commit()
+
+            await client.health()
+            started = time.perf_counter()
+            await asyncio.gather(*(run(i) for i in range(agents)))
+            return agents * steps / (time.perf_counter() - started)
+
+    return asyncio.run(main())
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+def measure(
+    system: str, server: Callable[[Path], Any], sizes: dict[str, int], processes: int, threads: int
+) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix=f"deploy-{system}-") as root:
+        with server(Path(root)) as (addr, pid):
+            for name, value in separate_processes(
+                system, addr, pid, processes, threads, sizes["steps"]
+            ).items():
+                figures[f"{processes} processes x {threads} agents, a client each: {name}"] = value
+            for name, value in sequential(system, addr, sizes["sequential"]).items():
+                figures[f"1 agent, sequential commit {name}"] = value
+            if system == "statehouse":
+                figures["32 agents, threads on one Statehouse: commits/s"] = threads_one_client(
+                    addr, 32, sizes["one_process"]
+                )
+                figures["32 agents, asyncio tasks on one AsyncStatehouse: commits/s"] = (
+                    tasks_one_async_client(addr, 32, sizes["one_process"])
+                )
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke test")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each system, medians reported")
+    parser.add_argument("--processes", type=int, default=4, help="agent processes (default 4)")
+    parser.add_argument("--threads", type=int, default=8, help="agents per process (default 8)")
+    args = parser.parse_args(argv)
+    sizes = (
+        {"steps": 5, "sequential": 20, "one_process": 5}
+        if args.quick
+        else {"steps": 150, "sequential": 500, "one_process": 100}
+    )
+    systems: dict[str, Callable[[Path], Any]] = {"statehouse": statehouse_server}
+    etcd = shutil.which("etcd")
+    if etcd:
+        systems["etcd"] = lambda root: etcd_server(root, etcd)
+    else:
+        print("peer: etcd not found on PATH (Debian: apt install etcd-server); its rows are left out")
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in systems}
+    for run in range(args.runs):
+        for name, server in systems.items():
+            figures = measure(name, server, sizes, args.processes, args.threads)
+            runs[name].append(figures)
+            print(f"{name} run {run + 1}: " + ", ".join(f"{k} {v:,.1f}" for k, v in figures.items()))
+    report(runs)
+    return 0
+
+
+def report(runs: dict[str, list[dict[str, float]]]) -> None:
+    medians = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
+    ours, etcd = medians["statehouse"], medians.get("etcd")
+    print()
+    print("| | statehouse | etcd | ratio |")
+    print("|---|---|---|---|")
+    for row, value in ours.items():
+        theirs = etcd.get(row) if etcd else None
+        ratio = f"{value / theirs:.2f}x" if theirs else ""
+        print(f"| {row} | {value:,.1f} | {'' if theirs is None else f'{theirs:,.1f}'} | {ratio} |")
+    if etcd:
+        key = next(k for k in ours if k.endswith("commits/s") and "client each" in k)
+        cpu = next(k for k in ours if k.endswith("server CPU us/commit"))
+        print()
+        print("targets (issue 16):")
+        print(f"  server CPU per commit <= 2x etcd's: {ours[cpu] / etcd[cpu]:.2f}x")
+        print(f"  separate-process commits/s >= 0.7x etcd's: {ours[key] / etcd[key]:.2f}x")
+        p50 = "1 agent, sequential commit p50 ms"
+        print(f"  sequential p50 <= 1.3x etcd's: {ours[p50] / etcd[p50]:.2f}x")
+    one, aio = (
+        ours["32 agents, threads on one Statehouse: commits/s"],
+        ours["32 agents, asyncio tasks on one AsyncStatehouse: commits/s"],
+    )
+    print(f"  32 asyncio agents >= 32 threads on one client: {aio / one:.2f}x")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
