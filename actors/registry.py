@@ -13,9 +13,9 @@ actor keeps serving: a busy actor is never retired from under the
 messages queued for it.
 
 The number of live actors is bounded softly: past `max_idle` actors, the
-least recently used ones are asked to retire if they hold no open
-transaction, so touching many namespaces does not leave a thread behind
-for each.
+least recently used ones that hold no open transaction are asked to retire,
+so touching many namespaces does not leave a thread behind for each, even
+beside many namespaces that hold transactions open.
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ import pykka
 
 T = TypeVar("T")
 
-# Past the bound, each new actor asks this many of the least recently used to retire.
+# Past the bound, each new actor asks this many of the least recently used idle actors to
+# retire, looking at no more than this many of the oldest.
 _ASKED_PER_START = 4
+_LOOKED_AT_PER_START = 64
 
 
 class LiveActor(NamedTuple):
@@ -83,16 +85,26 @@ class NamespaceRegistry:
             return send(proxy)
 
     def _trim(self) -> None:
-        """Ask the least recently used actors beyond `max_idle` to retire if idle.
+        """Ask the least recently used idle actors beyond `max_idle` to retire.
 
-        At most a few per new actor, so that starting one stays cheap however
-        many live (actors holding open transactions refuse, and stay).
+        At most a few per new actor, looking at a bounded number of the
+        oldest, so that starting one stays cheap however many live. An actor
+        that publishes open transactions is passed over without a message (it
+        would refuse): actors holding transactions do not shield the idle ones
+        behind them, which retire as new ones start.
         """
         excess = min(len(self._actors) - self._max_idle, _ASKED_PER_START)
-        for namespace in list(itertools.islice(self._actors, max(0, excess))):
-            proxy = self._actors[namespace]
-            proxy.retire_if_idle(self._uses[namespace])
-            self._actors.move_to_end(namespace)  # asked once; ask again only when it is oldest again
+        if excess <= 0:
+            return
+        asked = 0
+        for namespace in list(itertools.islice(self._actors, _LOOKED_AT_PER_START)):
+            self._actors.move_to_end(namespace)  # looked at once; again only when it is oldest again
+            if getattr(self._published[namespace], "open_transactions", 0):
+                continue
+            self._actors[namespace].retire_if_idle(self._uses[namespace])
+            asked += 1
+            if asked == excess:
+                return
 
     def retire(self, namespace: str, ref: pykka.ActorRef, uses: int) -> bool:
         """Forget the actor `ref` of `namespace` unless it was sent anything after `uses`.

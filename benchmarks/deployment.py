@@ -15,6 +15,11 @@ PATH, a fresh single-node etcd beside it, driven the same way):
 - **1 agent, sequential**: p50 and p99 of a commit, one client.
 - **32 agents in one process**: 32 asyncio tasks on one `AsyncStatehouse`,
   beside 32 threads on one `Statehouse` (Statehouse only).
+- **many namespaces** (Statehouse only): a transaction left open in each of
+  2,000 namespaces (begun with the original contract's `BeginTransaction`,
+  as an agent that has not committed yet); the daemon's threads and memory
+  then, what opening one more costs, and what a commit in each of 500 fresh
+  namespaces costs beside them.
 
 Each row is run `--runs` times (3 by default), the runs of the systems
 interleaved; the table gives medians and ours/etcd ratios from the same
@@ -208,6 +213,41 @@ def tasks_one_async_client(addr: str, agents: int, steps: int) -> float:
     return asyncio.run(main())
 
 
+def process_status(pid: int) -> tuple[int, float]:
+    """A process's thread count and resident memory in MB (/proc/<pid>/status)."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    return int(fields["Threads"]), int(fields["VmRSS"].split()[0]) / 1024
+
+
+def many_namespaces(addr: str, pid: int, held: int, touched: int) -> dict[str, float]:
+    """Transactions left open in `held` namespaces (as an agent that began one and has not
+    committed yet), then one commit in each of `touched` fresh namespaces: the daemon's
+    threads and memory, and what opening one more namespace costs."""
+    from statehouse._proto import statehouse_pb2 as pb
+    from statehouse._proto import statehouse_pb2_grpc as pb_grpc
+
+    figures: dict[str, float] = {"daemon threads before": process_status(pid)[0]}
+    with grpc.insecure_channel(addr) as channel, Statehouse(addr, timeout=120) as client:
+        stub = pb_grpc.StatehouseServiceStub(channel)
+        started = time.perf_counter()
+        for n in range(held):  # the original contract's BeginTransaction opens it on the daemon
+            stub.BeginTransaction(pb.BeginTransactionRequest(namespace=f"held-{n}"), timeout=120)
+        opening = (time.perf_counter() - started) / held * 1000
+        figures[f"open a transaction in a new namespace, up to {held:,} held: ms each"] = opening
+        threads, rss = process_status(pid)
+        figures[f"{held:,} namespaces holding a transaction: daemon threads"] = threads
+        figures[f"{held:,} namespaces holding a transaction: daemon RSS MB"] = rss
+        started = time.perf_counter()
+        for n in range(touched):
+            with client.begin_transaction(namespace=f"touched-{n}") as tx:
+                tx.write("agent", "touched", n)
+        touching = (time.perf_counter() - started) / touched * 1000
+        figures[f"a commit in a fresh namespace, {held:,} held: ms each"] = touching
+        figures[f"then after {touched:,} more namespaces: daemon threads"] = process_status(pid)[0]
+    return figures
+
+
 # -- the run -------------------------------------------------------------------------------
 
 
@@ -230,6 +270,7 @@ def measure(
                 figures["32 agents, asyncio tasks on one AsyncStatehouse: commits/s"] = (
                     tasks_one_async_client(addr, 32, sizes["one_process"])
                 )
+                figures.update(many_namespaces(addr, pid, sizes["held"], sizes["touched"]))
     return figures
 
 
@@ -241,9 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8, help="agents per process (default 8)")
     args = parser.parse_args(argv)
     sizes = (
-        {"steps": 5, "sequential": 20, "one_process": 5}
+        {"steps": 5, "sequential": 20, "one_process": 5, "held": 50, "touched": 20}
         if args.quick
-        else {"steps": 150, "sequential": 500, "one_process": 100}
+        else {"steps": 150, "sequential": 500, "one_process": 100, "held": 2000, "touched": 500}
     )
     systems: dict[str, Callable[[Path], Any]] = {"statehouse": statehouse_server}
     etcd = shutil.which("etcd")

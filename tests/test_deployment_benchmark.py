@@ -45,6 +45,8 @@ def test_the_deployment_benchmark_runs_and_reports() -> None:
             "| 1 agent, sequential commit p50 ms |",
             "| 32 agents, asyncio tasks on one AsyncStatehouse: commits/s |",
             "32 asyncio agents >= 32 threads on one client:",
+            "| 50 namespaces holding a transaction: daemon threads |",
+            "| a commit in a fresh namespace, 50 held: ms each |",
         ):
             assert row in out, out
         with_etcd = path != no_etcd

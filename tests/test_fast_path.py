@@ -1121,3 +1121,43 @@ def test_starting_an_actor_asks_only_a_few_old_ones_to_retire() -> None:
         registry.send(f"ns{n}", True, lambda proxy: None)
         assert len(asked) - before == min(max(0, n + 1 - 8), 4)  # past the bound: 4 at most
     assert len(registry) == 500
+
+
+def test_actors_holding_transactions_do_not_shield_idle_ones_from_retiring() -> None:
+    """Past the bound, a new actor asks idle actors to retire, passing over (without a message)
+    those that publish open transactions, however many of those are older."""
+    from actors.namespace import Activity
+    from actors.registry import NamespaceRegistry
+
+    asked: list[str] = []
+    registry: NamespaceRegistry
+
+    class Actor:
+        def __init__(self, namespace: str) -> None:
+            self.namespace = namespace
+            self.actor_ref = self
+            self.actor_urn = namespace
+            self.uses = 0
+
+        def is_alive(self) -> bool:
+            return True
+
+        def retire_if_idle(self, uses: int) -> None:  # idle: it retires at once
+            asked.append(self.namespace)
+            registry._forget(self.namespace)  # what `retire` does, under the lock held by `send`
+
+    def start(namespace: str) -> tuple[Actor, Activity]:
+        activity = Activity(0.0)
+        activity.open_transactions = 1 if namespace.startswith("held") else 0
+        return Actor(namespace), activity
+
+    registry = NamespaceRegistry(start, max_idle=8)
+    for n in range(200):  # 200 namespaces holding a transaction each
+        registry.send(f"held{n}", True, lambda proxy: None)
+    assert asked == []  # none of them is ever asked: they would refuse
+    for n in range(300):  # then 300 fresh ones, each touched once
+        registry.send(f"touched{n}", True, lambda proxy: None)
+    assert all(name.startswith("touched") for name in asked)
+    live = [name for name in registry._actors if name.startswith("touched")]
+    assert len(live) <= 8 + 64, len(live)  # the idle ones retire as new ones start
+    assert len(registry) == 200 + len(live)
