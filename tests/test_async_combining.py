@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import grpc
+import grpc.aio
 import pytest
 
 from rpc.server import Daemon
 from statehouse import AsyncStatehouse, ConflictError, StatehouseError
 from statehouse._batching import AsyncCombiner
+from statehouse.testing import DaemonProcess
 
 
 class Calls:
@@ -162,5 +166,40 @@ def test_a_failed_combined_call_is_each_callers_own_error() -> None:
         errors = outcomes[1:]
         assert all(isinstance(e, StatehouseError) and e.code == "UNAVAILABLE" for e in errors)
         assert errors[0] is not errors[1]
+
+    asyncio.run(main())
+
+
+def test_combined_async_commits_are_retried_across_a_daemon_restart(tmp_path: Path) -> None:
+    """A CommitBatch sent while the daemon is down is retried once it is back; each commit that
+    opened its transaction is applied once, with its own commit_ts."""
+    data_dir = tmp_path / "data"
+    with DaemonProcess(data_dir) as first:
+        addr = first.addr
+
+    async def main() -> None:
+        async with AsyncStatehouse(addr, timeout=60) as client:
+            failed = asyncio.Event()
+            batch = client._stub.CommitBatch
+
+            async def recorded(request: Any, **kwargs: Any) -> Any:
+                try:
+                    return await batch(request, **kwargs)
+                except grpc.aio.AioRpcError:
+                    failed.set()
+                    raise
+
+            client._stub.CommitBatch = recorded
+            txns = [client.begin_transaction() for _ in range(3)]
+            for n, tx in enumerate(txns):
+                tx.write("agent", f"k{n}", n)
+            sent = asyncio.ensure_future(client._commit_many([tx._commit_call() for tx in txns]))
+            await failed.wait()  # the daemon is down: the first attempt failed
+            with DaemonProcess(data_dir, "--addr", addr):
+                answers = await sent
+                assert sorted(answers) == [1, 2, 3]  # type: ignore[type-var]
+                for n in range(3):
+                    state = await client.get_state("agent", f"k{n}")
+                    assert (state.value, state.version, state.commit_ts) == (n, 1, answers[n])
 
     asyncio.run(main())
