@@ -45,11 +45,19 @@ def _check_finite(value: Any) -> None:
             _check_finite(item)
 
 
+# How deeply arrays and objects may nest in a value (orjson's limit when it encodes).
+MAX_DEPTH = 254
+
+
 def encode(value: Any, sort_keys: bool = False) -> bytes:
     """Encode a JSON value (dict, list, str, int, float, bool, None) to compact bytes."""
     try:
         data = orjson.dumps(value, option=_PLAIN_ONLY | (orjson.OPT_SORT_KEYS if sort_keys else 0))
     except orjson.JSONEncodeError as exc:
+        if "Recursion limit" in str(exc):
+            raise ValueError_(
+                f"value nests arrays and objects more than {MAX_DEPTH} levels deep; the limit is {MAX_DEPTH}"
+            ) from None
         if "64-bit" not in str(exc):
             raise ValueError_(f"value is not JSON-serializable: {exc}") from None
         try:

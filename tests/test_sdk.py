@@ -70,6 +70,21 @@ def test_values_round_trip_exactly(client: Statehouse, value: Any) -> None:
     assert typed(got) == typed(value)  # ints stay ints, floats stay floats
 
 
+def test_values_nest_up_to_254_levels_and_a_deeper_one_is_refused_saying_so(client: Statehouse) -> None:
+    def nested(depth: int) -> Any:
+        value: Any = 1
+        for n in range(depth):
+            value = [value] if n % 2 else {"n": value}
+        return value
+
+    with client.begin_transaction() as tx:
+        tx.write("deep", "k", nested(254))
+    assert client.get_state("deep", "k").value == nested(254)
+    tx = client.begin_transaction()
+    with pytest.raises(statehouse.InvalidArgumentError, match="more than 254 levels deep"):
+        tx.write("deep", "k", nested(255))
+
+
 def test_object_keys_come_back_sorted(client: Statehouse) -> None:
     write(client, "agent", "k", {"b": 1, "a": {"z": 0, "y": 1}})
     assert repr(client.get_state("agent", "k").value) == "{'a': {'y': 1, 'z': 0}, 'b': 1}"
