@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= ./statehouse-data
 ADDR ?= 127.0.0.1:50051
+HTTP_ADDR ?= 127.0.0.1:50052
 
 .PHONY: run test lint proto bench clean
 
@@ -16,7 +17,7 @@ $(BIN)/statehoused: pyproject.toml
 	@touch $@
 
 run: $(BIN)/statehoused
-	$(BIN)/statehoused --addr $(ADDR) --data-dir $(DATA_DIR)
+	$(BIN)/statehoused --addr $(ADDR) --http-addr $(HTTP_ADDR) --data-dir $(DATA_DIR)
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -548,10 +549,17 @@ def serve(argv: list[str]) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    # A data directory this start creates is removed again if the start fails before serving.
+    created = not Path(config.data_dir).exists()
     try:
         daemon = Daemon(config).start()
     except AddressInUse as exc:
-        print(f"statehoused: {exc}", file=sys.stderr)
+        if created:
+            shutil.rmtree(config.data_dir, ignore_errors=True)
+        print(
+            f"statehoused: {exc} (another statehoused there? --addr and --http-addr pick others)",
+            file=sys.stderr,
+        )
         return EXIT_ADDRESS
     except StoreLockedError as exc:
         print(f"statehoused: {exc}", file=sys.stderr)

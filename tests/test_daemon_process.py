@@ -91,19 +91,23 @@ def test_sigterm_while_committing_loses_nothing_acknowledged(data_dir: Path) -> 
             assert client.get_state(agent_id, key).commit_ts == commit_ts
 
 
-def test_port_in_use_exits_with_a_clear_message(data_dir: Path) -> None:
+def test_port_in_use_exits_with_a_clear_message(tmp_path: Path) -> None:
+    fresh = tmp_path / "new-data"  # a start that fails does not leave a directory it created
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "rpc", "--addr", f"127.0.0.1:{port}", "--data-dir", str(data_dir)],
+            [sys.executable, "-m", "rpc", "--addr", f"127.0.0.1:{port}", "--data-dir", str(fresh)],
             capture_output=True,
             text=True,
             timeout=60,
         )
     assert result.returncode == 3
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "add_port.cc" not in result.stderr  # only the daemon's own words, not gRPC's core
+    assert result.stderr.splitlines()[-1].startswith("statehoused: cannot listen")
+    assert not fresh.exists()
 
 
 def test_http_port_in_use_exits_3_and_off_serves_no_endpoint(data_dir: Path) -> None:
