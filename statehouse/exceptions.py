@@ -168,23 +168,43 @@ def conflict_error(conflict: pb.Conflict) -> ConflictError:
 ConnectionError = UnavailableError
 
 
-class _TxnInvalidArgument(TransactionError, InvalidArgumentError):
+# A failure of a transaction call is a TransactionError and the class of its status: one
+# class for each pair, public, so that a traceback names what to catch.
+
+
+class TransactionInvalidArgumentError(TransactionError, InvalidArgumentError):
+    """A bad name, value or timeout in a transaction call (both a TransactionError and an
+    InvalidArgumentError)."""
+
     code = "INVALID_ARGUMENT"
 
 
-class _TxnUnavailable(TransactionError, UnavailableError):
+class TransactionUnavailableError(TransactionError, UnavailableError):
+    """The daemon could not be reached for a transaction call, after the retries of a retried
+    one (both a TransactionError and an UnavailableError). A commit's outcome is then
+    unknown: `abort()` tells."""
+
     code = "UNAVAILABLE"
 
 
-class _TxnDataLoss(TransactionError, DataLossError):
+class TransactionDataLossError(TransactionError, DataLossError):
+    """Damaged stored data that a transaction call needed (both a TransactionError and a
+    DataLossError)."""
+
     code = "DATA_LOSS"
 
 
-class _TxnDeadline(TransactionError, DeadlineExceededError):
+class TransactionDeadlineExceededError(TransactionError, DeadlineExceededError):
+    """No answer to a transaction call in time (both a TransactionError and a
+    DeadlineExceededError)."""
+
     code = "DEADLINE_EXCEEDED"
 
 
-class _TxnResourceExhausted(TransactionError, ResourceExhaustedError):
+class TransactionResourceExhaustedError(TransactionError, ResourceExhaustedError):
+    """A limit of the daemon, hit by a transaction call (both a TransactionError and a
+    ResourceExhaustedError)."""
+
     code = "RESOURCE_EXHAUSTED"
 
 
@@ -208,13 +228,13 @@ _BY_CODE: dict[grpc.StatusCode, type[StatehouseError]] = {
 }
 
 _IN_TRANSACTION: dict[grpc.StatusCode, type[StatehouseError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: _TxnInvalidArgument,
-    grpc.StatusCode.OUT_OF_RANGE: _TxnInvalidArgument,
+    grpc.StatusCode.INVALID_ARGUMENT: TransactionInvalidArgumentError,
+    grpc.StatusCode.OUT_OF_RANGE: TransactionInvalidArgumentError,
     grpc.StatusCode.NOT_FOUND: TransactionNotFoundError,
-    grpc.StatusCode.UNAVAILABLE: _TxnUnavailable,
-    grpc.StatusCode.DATA_LOSS: _TxnDataLoss,
-    grpc.StatusCode.DEADLINE_EXCEEDED: _TxnDeadline,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: _TxnResourceExhausted,
+    grpc.StatusCode.UNAVAILABLE: TransactionUnavailableError,
+    grpc.StatusCode.DATA_LOSS: TransactionDataLossError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: TransactionDeadlineExceededError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: TransactionResourceExhaustedError,
     grpc.StatusCode.ABORTED: TransactionExpiredError,
     grpc.StatusCode.FAILED_PRECONDITION: TransactionClosedError,
 }
@@ -267,4 +287,4 @@ def from_status(
 
 def invalid(message: str, in_transaction: bool) -> StatehouseError:
     """The SDK exception for input rejected before it is sent."""
-    return (_TxnInvalidArgument if in_transaction else InvalidArgumentError)(message)
+    return (TransactionInvalidArgumentError if in_transaction else InvalidArgumentError)(message)

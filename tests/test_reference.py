@@ -73,6 +73,7 @@ SECTIONED: list[type] = [
     statehouse.SnapshotInfo,
     statehouse.StatehouseError,
     statehouse.DataLossError,
+    statehouse.TransactionDataLossError,
     statehouse.HistoryCompactedError,
     statehouse.ConflictError,
     DaemonProcess,
@@ -938,8 +939,8 @@ BREAKAGES = [
     ),
     Breakage(
         "a class too many",
-        "| `UnavailableError` | `TransactionError`, `UnavailableError` |",
-        "| `UnavailableError` | `TransactionError`, `UnavailableError`, `NotFoundError` |",
+        "(a `TransactionError` and an `UnavailableError`) |",
+        "(a `TransactionError` and an `UnavailableError`), `NotFoundError` |",
         check_status_table,
     ),
     Breakage(

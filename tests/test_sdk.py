@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -83,6 +84,21 @@ def test_values_nest_up_to_254_levels_and_a_deeper_one_is_refused_saying_so(clie
     tx = client.begin_transaction()
     with pytest.raises(statehouse.InvalidArgumentError, match="more than 254 levels deep"):
         tx.write("deep", "k", nested(255))
+
+
+def test_a_failed_transaction_call_raises_a_public_class() -> None:
+    """A traceback names the class to catch: no private `_Txn...` name."""
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with Statehouse(f"127.0.0.1:{port}", timeout=0.5) as nobody:
+        tx = nobody.begin_transaction()
+        tx.write("agent", "k", 1)
+        with pytest.raises(statehouse.UnavailableError) as raised:
+            tx.commit()
+    assert type(raised.value) is statehouse.TransactionUnavailableError
+    assert isinstance(raised.value, statehouse.TransactionError)
+    assert all(not cls.__name__.startswith("_") for cls in type(raised.value).__mro__)
 
 
 def test_object_keys_come_back_sorted(client: Statehouse) -> None:
