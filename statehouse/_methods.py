@@ -101,7 +101,7 @@ class Client(Protocol):
     ) -> Any: ...
 
 
-def advance(plan: Plan[Any], answer: Any, error: StatehouseError | None) -> tuple[bool, Any]:
+def advance(plan: Generator[Any, Any, Any], answer: Any, error: StatehouseError | None) -> tuple[bool, Any]:
     """Hand a plan the last step's answer (or throw its error in): (True, the plan's result)
     once it has returned, else (False, its next step)."""
     try:

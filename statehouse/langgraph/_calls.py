@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from statehouse import AsyncStatehouse, Statehouse, StatehouseError
+from statehouse._methods import advance
 from statehouse.types import StateResult, StateSet
 
 R = TypeVar("R")
@@ -178,32 +179,28 @@ Plan = Generator[Call, Any, R]
 
 def run(client: Statehouse, plan: Plan[R]) -> R:
     """Drive `plan` with the blocking client."""
-    answer: Any = None
-    error: StatehouseError | None = None
-    while True:
+    done, step = advance(plan, None, None)
+    while not done:
         try:
-            call = plan.throw(error) if error is not None else plan.send(answer)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        try:
-            answer, error = call.run(client), None
-        except StatehouseError as exc:
-            answer, error = None, exc
+            answer = step.run(client)
+        except StatehouseError as exc:  # the call's error, thrown into the plan
+            done, step = advance(plan, None, exc)
+        else:
+            done, step = advance(plan, answer, None)
+    return step  # type: ignore[no-any-return]
 
 
 async def arun(client: AsyncStatehouse, plan: Plan[R]) -> R:
     """Drive `plan` with the asyncio client."""
-    answer: Any = None
-    error: StatehouseError | None = None
-    while True:
+    done, step = advance(plan, None, None)
+    while not done:
         try:
-            call = plan.throw(error) if error is not None else plan.send(answer)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        try:
-            answer, error = await call.arun(client), None
+            answer = await step.arun(client)
         except StatehouseError as exc:
-            answer, error = None, exc
+            done, step = advance(plan, None, exc)
+        else:
+            done, step = advance(plan, answer, None)
+    return step  # type: ignore[no-any-return]
 
 
 def owner_loop(loop: asyncio.AbstractEventLoop | None, who: str) -> asyncio.AbstractEventLoop:

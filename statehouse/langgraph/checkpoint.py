@@ -25,6 +25,7 @@ import random
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import ormsgpack
@@ -370,6 +371,120 @@ class _SaverPlans(BaseCheckpointSaver[str]):
             number = int(str(current).split(".")[0])
         return f"{number + 1:032}.{random.random():016}"
 
+    # -- the saver's methods, blocking and async, each written once over the plans above --------
+    # `_sync(plan)` and `_async(plan)` run a plan with the subclass's client.
+
+    def _sync(self, plan: Plan[Any]) -> Any:
+        raise NotImplementedError
+
+    async def _async(self, plan: Plan[Any]) -> Any:
+        raise NotImplementedError
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self._sync(self._get_tuple(config))  # type: ignore[no-any-return]
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self._async(self._get_tuple(config))  # type: ignore[no-any-return]
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        listing = _Listing.of(config, filter, before, limit)
+        while items := self._sync(self._list_step(listing)):
+            yield from items
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        listing = _Listing.of(config, filter, before, limit)
+        while items := await self._async(self._list_step(listing)):
+            for item in items:
+                yield item
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return self._sync(self._put(config, checkpoint, metadata, new_versions))  # type: ignore[no-any-return]
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await self._async(self._put(config, checkpoint, metadata, new_versions))  # type: ignore[no-any-return]
+
+    def put_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        self._sync(self._put_writes(config, writes, task_id, task_path))
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        await self._async(self._put_writes(config, writes, task_id, task_path))
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._sync(self._delete_thread(thread_id))
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._async(self._delete_thread(thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self._sync(self._delete_for_runs(run_ids))
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await self._async(self._delete_for_runs(run_ids))
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._sync(self._copy_thread(source_thread_id, target_thread_id))
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await self._async(self._copy_thread(source_thread_id, target_thread_id))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        self._sync(self._prune(thread_ids, strategy))
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await self._async(self._prune(thread_ids, strategy))
+
+    def _list_step(self, listing: _Listing) -> Plan[Sequence[CheckpointTuple]]:
+        """The next checkpoints of a listing, thread after thread, page after page (none: it
+        is over); `listing` keeps where it got to."""
+        while listing.left is None or listing.left > 0:
+            if not listing.threads:
+                listing.threads = yield from self._threads(listing.config, listing.thread_after)
+                if not listing.threads:
+                    return []
+                listing.thread_after = listing.threads[-1]
+            page, listing.after = yield from self._list_page(
+                listing.threads[0], listing.ns, listing.filter, listing.before_id, listing.after, LIST_PAGE
+            )
+            if listing.after is None:
+                listing.threads.pop(0)
+            items = [i for i in page if listing.only_id in (None, i.config["configurable"]["checkpoint_id"])]
+            if listing.left is not None:
+                items = items[: listing.left]
+                listing.left -= len(items)
+            if items:
+                return items
+        return []
+
 
 def interrupted(found: CheckpointTuple) -> bool:
     """For `wait_for_state`: the thread stopped at an `interrupt()` and waits for `Command(resume=...)`
@@ -382,6 +497,34 @@ def _latest(config: RunnableConfig) -> RunnableConfig:
     """The config of the thread's latest checkpoint (in the config's checkpoint namespace)."""
     configurable = {k: v for k, v in (config.get("configurable") or {}).items() if k != "checkpoint_id"}
     return {"configurable": configurable}
+
+
+@dataclass
+class _Listing:
+    """Where a `list` has got to."""
+
+    config: RunnableConfig | None
+    filter: dict[str, Any] | None
+    before_id: str | None
+    only_id: str | None
+    left: int | None
+    ns: str | None
+    threads: list[str] = field(default_factory=list)
+    thread_after: str | None = None
+    after: Any = None
+
+    @classmethod
+    def of(
+        cls,
+        config: RunnableConfig | None,
+        filter: dict[str, Any] | None,
+        before: RunnableConfig | None,
+        limit: int | None,
+    ) -> _Listing:
+        ns = None if config is None else config["configurable"].get("checkpoint_ns")
+        before_id = get_checkpoint_id(before) if before else None
+        only_id = get_checkpoint_id(config) if config else None
+        return cls(config, filter, before_id, only_id or None, limit, ns)
 
 
 def _pack(typed: tuple[str, bytes]) -> bytes:
@@ -407,69 +550,11 @@ class StatehouseSaver(_SaverPlans):
         super().__init__(namespace=namespace, serde=serde)
         self.client = client
 
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return run(self.client, self._get_tuple(config))
+    def _sync(self, plan: Plan[Any]) -> Any:
+        return run(self.client, plan)
 
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        ns = None if config is None else config["configurable"].get("checkpoint_ns")
-        before_id = get_checkpoint_id(before) if before else None
-        only_id = get_checkpoint_id(config) if config else None
-        left = limit
-        thread_after = None
-        while left is None or left > 0:
-            threads = run(self.client, self._threads(config, thread_after))
-            if not threads:
-                return
-            for thread in threads:
-                after = None
-                while left is None or left > 0:
-                    page, after = run(
-                        self.client, self._list_page(thread, ns, filter, before_id, after, LIST_PAGE)
-                    )
-                    for item in page:
-                        if only_id and item.config["configurable"]["checkpoint_id"] != only_id:
-                            continue
-                        if left is not None:
-                            if left <= 0:
-                                return
-                            left -= 1
-                        yield item
-                    if after is None:
-                        break
-            thread_after = threads[-1]
-
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return run(self.client, self._put(config, checkpoint, metadata, new_versions))
-
-    def put_writes(
-        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
-    ) -> None:
-        run(self.client, self._put_writes(config, writes, task_id, task_path))
-
-    def delete_thread(self, thread_id: str) -> None:
-        run(self.client, self._delete_thread(thread_id))
-
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        run(self.client, self._delete_for_runs(run_ids))
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        run(self.client, self._copy_thread(source_thread_id, target_thread_id))
-
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        run(self.client, self._prune(thread_ids, strategy))
+    async def _async(self, plan: Plan[Any]) -> Any:
+        return await asyncio.to_thread(run, self.client, plan)
 
     def wait_for_state(
         self,
@@ -510,50 +595,6 @@ class StatehouseSaver(_SaverPlans):
                     timer.cancel()
         raise late
 
-    # The async methods: the blocking ones, on a worker thread.
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await asyncio.to_thread(self.get_tuple, config)
-
-    async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        items = self.list(config, filter=filter, before=before, limit=limit)
-        done = object()
-        while (item := await asyncio.to_thread(next, items, done)) is not done:
-            yield item  # type: ignore[misc]
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(
-        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
-    ) -> None:
-        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        await asyncio.to_thread(self.delete_thread, thread_id)
-
-    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        await asyncio.to_thread(self.delete_for_runs, run_ids)
-
-    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
-
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
-
 
 class AsyncStatehouseSaver(_SaverPlans):
     """A LangGraph checkpointer on an `AsyncStatehouse` client:
@@ -575,73 +616,14 @@ class AsyncStatehouseSaver(_SaverPlans):
         self.client = client
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def _run(self, plan: Plan[Any]) -> Any:
+    async def _async(self, plan: Plan[Any]) -> Any:
         self._loop = asyncio.get_running_loop()
         return await arun(self.client, plan)
 
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await self._run(self._get_tuple(config))  # type: ignore[no-any-return]
-
-    async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        ns = None if config is None else config["configurable"].get("checkpoint_ns")
-        before_id = get_checkpoint_id(before) if before else None
-        only_id = get_checkpoint_id(config) if config else None
-        left = limit
-        thread_after = None
-        while left is None or left > 0:
-            threads = await self._run(self._threads(config, thread_after))
-            if not threads:
-                return
-            for thread in threads:
-                after = None
-                while left is None or left > 0:
-                    page, after = await self._run(
-                        self._list_page(thread, ns, filter, before_id, after, LIST_PAGE)
-                    )
-                    for item in page:
-                        if only_id and item.config["configurable"]["checkpoint_id"] != only_id:
-                            continue
-                        if left is not None:
-                            if left <= 0:
-                                return
-                            left -= 1
-                        yield item
-                    if after is None:
-                        break
-            thread_after = threads[-1]
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return await self._run(self._put(config, checkpoint, metadata, new_versions))  # type: ignore[no-any-return]
-
-    async def aput_writes(
-        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
-    ) -> None:
-        await self._run(self._put_writes(config, writes, task_id, task_path))
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        await self._run(self._delete_thread(thread_id))
-
-    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        await self._run(self._delete_for_runs(run_ids))
-
-    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await self._run(self._copy_thread(source_thread_id, target_thread_id))
-
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        await self._run(self._prune(thread_ids, strategy))
+    def _sync(self, plan: Plan[Any]) -> Any:
+        """The plan run on the saver's event loop, from another thread."""
+        loop = owner_loop(self._loop, "AsyncStatehouseSaver")
+        return asyncio.run_coroutine_threadsafe(arun(self.client, plan), loop).result()
 
     async def await_for_state(
         self,
@@ -671,55 +653,3 @@ class AsyncStatehouseSaver(_SaverPlans):
         raise DeadlineExceededError(
             f"thread {thread!r} did not reach the state waited for within {timeout} s"
         )
-
-    # The blocking methods: the async ones, on the saver's event loop.
-
-    def _blocking(self, plan: Plan[Any]) -> Any:
-        loop = owner_loop(self._loop, "AsyncStatehouseSaver")
-        return asyncio.run_coroutine_threadsafe(arun(self.client, plan), loop).result()
-
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return self._blocking(self._get_tuple(config))  # type: ignore[no-any-return]
-
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        loop = owner_loop(self._loop, "AsyncStatehouseSaver")
-        items = self.alist(config, filter=filter, before=before, limit=limit)
-
-        async def following() -> CheckpointTuple | None:
-            return await anext(items, None)
-
-        while (item := asyncio.run_coroutine_threadsafe(following(), loop).result()) is not None:
-            yield item
-
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return self._blocking(self._put(config, checkpoint, metadata, new_versions))  # type: ignore[no-any-return]
-
-    def put_writes(
-        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
-    ) -> None:
-        self._blocking(self._put_writes(config, writes, task_id, task_path))
-
-    def delete_thread(self, thread_id: str) -> None:
-        self._blocking(self._delete_thread(thread_id))
-
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        self._blocking(self._delete_for_runs(run_ids))
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        self._blocking(self._copy_thread(source_thread_id, target_thread_id))
-
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        self._blocking(self._prune(thread_ids, strategy))

@@ -37,19 +37,9 @@ from langgraph.store.base import (
 )
 
 from statehouse import AsyncStatehouse, Statehouse
+from statehouse.langgraph import _calls as calls
 from statehouse.langgraph import _layout as layout
-from statehouse.langgraph._calls import (
-    Agents,
-    Commit,
-    GetMany,
-    Plan,
-    Purge,
-    Scan,
-    Write,
-    arun,
-    owner_loop,
-    run,
-)
+from statehouse.langgraph._calls import Plan
 from statehouse.types import StateResult
 
 DEFAULT_NAMESPACE = "langgraph-store"
@@ -108,7 +98,7 @@ class _StorePlans(BaseStore):
         found: dict[tuple[tuple[str, ...], str], StateResult] = {}
         if wanted:
             keys = [(_agent(ns), layout.part(key)) for ns, key in wanted]
-            state = yield GetMany(self.namespace, keys)
+            state = yield calls.GetMany(self.namespace, keys)
             found = {where: result for where, result in zip(wanted, state, strict=True)}
         for n, op in gets:
             result = found.get((op.namespace, op.key))  # none for the empty namespace, as in InMemoryStore
@@ -126,17 +116,17 @@ class _StorePlans(BaseStore):
                 old = found[(ns, key)]
                 created = old.value["created_at"] if old.exists else now
                 record = {"value": dict(op.value), "created_at": created, "updated_at": now}
-                writes.append(Write(self.namespace, _agent(ns), layout.part(key), record))
-        yield Commit(self.namespace, writes)
+                writes.append(calls.Write(self.namespace, _agent(ns), layout.part(key), record))
+        yield calls.Commit(self.namespace, writes)
         for (ns, key), op in puts.items():
             if op.value is None and found[(ns, key)].exists:
-                yield Purge(self.namespace, _agent(ns), layout.part(key))
+                yield calls.Purge(self.namespace, _agent(ns), layout.part(key))
         return results
 
     def _agents(self, prefix: str) -> Plan[list[str]]:
         agents: list[str] = []
         while True:
-            page = yield Agents(
+            page = yield calls.Agents(
                 self.namespace, prefix=prefix, limit=AGENTS_PAGE, start_after=agents[-1] if agents else None
             )
             agents += page
@@ -150,7 +140,7 @@ class _StorePlans(BaseStore):
         matched: list[SearchItem] = []
         for agent in (yield from self._agents(prefix)):
             namespace = _namespace(agent)
-            for result in (yield Scan(self.namespace, agent, "")):
+            for result in (yield calls.Scan(self.namespace, agent, "")):
                 item = _item(namespace, result, SearchItem)
                 if op.filter and not all(_matches(item.value.get(k), v) for k, v in op.filter.items()):
                     continue
@@ -225,7 +215,7 @@ class StatehouseStore(_StorePlans):
         self.client = client
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
-        return run(self.client, self._batch(ops))
+        return calls.run(self.client, self._batch(ops))
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         return await asyncio.to_thread(self.batch, list(ops))
@@ -252,8 +242,8 @@ class AsyncStatehouseStore(_StorePlans):
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         self._loop = asyncio.get_running_loop()
-        return await arun(self.client, self._batch(ops))
+        return await calls.arun(self.client, self._batch(ops))
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
-        loop = owner_loop(self._loop, "AsyncStatehouseStore")
-        return asyncio.run_coroutine_threadsafe(arun(self.client, self._batch(ops)), loop).result()
+        loop = calls.owner_loop(self._loop, "AsyncStatehouseStore")
+        return asyncio.run_coroutine_threadsafe(calls.arun(self.client, self._batch(ops)), loop).result()
