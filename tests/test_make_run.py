@@ -13,6 +13,9 @@ from pathlib import Path
 from statehouse import Statehouse
 
 ROOT = Path(__file__).resolve().parent.parent
+# As a person's shell runs it: not as a sub-make of `make test` (whose MAKEFLAGS, MAKELEVEL
+# and jobserver would make this make a sub-make that does not pass SIGTERM on to the daemon).
+SHELL_ENV = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
 
 
 def free_port() -> int:
@@ -32,7 +35,12 @@ def test_make_run_serves_two_daemons_side_by_side(tmp_path: Path) -> None:
                 f"ADDR=127.0.0.1:{grpc_port}", f"HTTP_ADDR=127.0.0.1:{http_port}",
             ]  # fmt: skip
             process = subprocess.Popen(
-                command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+                command,
+                cwd=ROOT,
+                env=SHELL_ENV,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
             )
             daemons.append((process, grpc_port, http_port))
         for n, (_process, grpc_port, http_port) in enumerate(daemons):
