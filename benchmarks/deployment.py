@@ -1,6 +1,7 @@
 """The user's deployment: agents in processes of their own, each agent its own client.
 
     .venv/bin/python -m benchmarks.deployment [--quick] [--runs N] [--processes 4] [--threads 8]
+                                              [--plain-calls]
 
 Rows, each against a fresh statehoused (and, when an `etcd` binary is on
 PATH, a fresh single-node etcd beside it, driven the same way):
@@ -11,7 +12,8 @@ PATH, a fresh single-node etcd beside it, driven the same way):
   writes of ~1 KB). Commits/s from the moment all agents are connected and
   warm to the last one's end, and the **server's CPU per commit**: the
   daemon's (or etcd's) user+system time from `/proc/<pid>/stat` over the
-  timed part, divided by the commits.
+  timed part, divided by the commits; and the clients' CPU per commit (the
+  agent processes' own user+system time).
 - **1 agent, sequential**: p50 and p99 of a commit, one client.
 - **32 agents in one process**: 32 asyncio tasks on one `AsyncStatehouse`,
   beside 32 threads on one `Statehouse` (Statehouse only).
@@ -23,7 +25,9 @@ PATH, a fresh single-node etcd beside it, driven the same way):
 
 Each row is run `--runs` times (3 by default), the runs of the systems
 interleaved; the table gives medians and ours/etcd ratios from the same
-invocation, and the targets of issue 16.
+invocation, and the targets of issue 16. The SDK sends its calls on
+session streams; `--plain-calls` measures it with every call an RPC of its
+own (`Statehouse(sessions=False)`), as before sessions.
 """
 
 from __future__ import annotations
@@ -88,10 +92,10 @@ def etcd_server(root: Path, binary: str) -> Iterator[tuple[str, int]]:
 class Agent:
     """One agent committing W1 steps over a connection of its own."""
 
-    def __init__(self, system: str, addr: str, name: str) -> None:
+    def __init__(self, system: str, addr: str, name: str, sessions: bool = True) -> None:
         self.system, self.name = system, name
         if system == "statehouse":
-            self.client = Statehouse(addr, timeout=120)
+            self.client = Statehouse(addr, timeout=120, sessions=sessions)
         else:
             self.channel = grpc.insecure_channel(addr)
             self.stub = etcd_grpc.KVStub(self.channel)
@@ -115,9 +119,17 @@ class Agent:
 
 
 def _agents_process(
-    system: str, addr: str, process: int, threads: int, steps: int, ready: Any, go: Any, out: Any
+    system: str,
+    addr: str,
+    process: int,
+    threads: int,
+    steps: int,
+    ready: Any,
+    go: Any,
+    out: Any,
+    sessions: bool = True,
 ) -> None:
-    agents = [Agent(system, addr, f"p{process}-a{t}") for t in range(threads)]
+    agents = [Agent(system, addr, f"p{process}-a{t}", sessions) for t in range(threads)]
     for agent in agents:
         agent.step(0)  # connected and warm before the clock starts
     ready.put(process)
@@ -128,22 +140,26 @@ def _agents_process(
             agents[t].step(n)
 
     error = None
+    before = os.times()
     try:
         timed_threads(run, threads)
     except BaseException as exc:  # reported to the parent
         error = repr(exc)
+    after = os.times()
     for agent in agents:
         agent.close()
-    out.put((time.time(), error))
+    out.put((time.time(), error, after.user + after.system - before.user - before.system))
 
 
 def separate_processes(
-    system: str, addr: str, pid: int, processes: int, threads: int, steps: int
+    system: str, addr: str, pid: int, processes: int, threads: int, steps: int, sessions: bool = True
 ) -> dict[str, float]:
     context = multiprocessing.get_context("spawn")
     ready, out, go = context.Queue(), context.Queue(), context.Event()
     workers = [
-        context.Process(target=_agents_process, args=(system, addr, p, threads, steps, ready, go, out))
+        context.Process(
+            target=_agents_process, args=(system, addr, p, threads, steps, ready, go, out, sessions)
+        )
         for p in range(processes)
     ]
     for worker in workers:
@@ -156,16 +172,20 @@ def separate_processes(
     cpu_used = cpu_seconds(pid) - cpu_before
     for worker in workers:
         worker.join()
-    failures = [error for _, error in ends if error]
+    failures = [error for _, error, _ in ends if error]
     if failures:
         raise RuntimeError(f"an agent failed: {failures[0]}")
     commits = processes * threads * steps
-    elapsed = max(end for end, _ in ends) - started
-    return {"commits/s": commits / elapsed, "server CPU us/commit": cpu_used / commits * 1e6}
+    elapsed = max(end for end, _, _ in ends) - started
+    return {
+        "commits/s": commits / elapsed,
+        "server CPU us/commit": cpu_used / commits * 1e6,
+        "client CPU us/commit": sum(cpu for _, _, cpu in ends) / commits * 1e6,
+    }
 
 
-def sequential(system: str, addr: str, steps: int) -> dict[str, float]:
-    agent = Agent(system, addr, "sequential")
+def sequential(system: str, addr: str, steps: int, sessions: bool = True) -> dict[str, float]:
+    agent = Agent(system, addr, "sequential", sessions)
     agent.step(0)
     took = []
     for n in range(1, steps + 1):
@@ -252,16 +272,21 @@ def many_namespaces(addr: str, pid: int, held: int, touched: int) -> dict[str, f
 
 
 def measure(
-    system: str, server: Callable[[Path], Any], sizes: dict[str, int], processes: int, threads: int
+    system: str,
+    server: Callable[[Path], Any],
+    sizes: dict[str, int],
+    processes: int,
+    threads: int,
+    sessions: bool = True,
 ) -> dict[str, float]:
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix=f"deploy-{system}-") as root:
         with server(Path(root)) as (addr, pid):
             for name, value in separate_processes(
-                system, addr, pid, processes, threads, sizes["steps"]
+                system, addr, pid, processes, threads, sizes["steps"], sessions
             ).items():
                 figures[f"{processes} processes x {threads} agents, a client each: {name}"] = value
-            for name, value in sequential(system, addr, sizes["sequential"]).items():
+            for name, value in sequential(system, addr, sizes["sequential"], sessions).items():
                 figures[f"1 agent, sequential commit {name}"] = value
             if system == "statehouse":
                 figures["32 agents, threads on one Statehouse: commits/s"] = threads_one_client(
@@ -280,6 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs of each system, medians reported")
     parser.add_argument("--processes", type=int, default=4, help="agent processes (default 4)")
     parser.add_argument("--threads", type=int, default=8, help="agents per process (default 8)")
+    parser.add_argument(
+        "--plain-calls",
+        action="store_true",
+        help="Statehouse clients without sessions (Statehouse(sessions=False)): every call an RPC",
+    )
     args = parser.parse_args(argv)
     sizes = (
         {"steps": 5, "sequential": 20, "one_process": 5, "held": 50, "touched": 20}
@@ -295,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in systems}
     for run in range(args.runs):
         for name, server in systems.items():
-            figures = measure(name, server, sizes, args.processes, args.threads)
+            figures = measure(name, server, sizes, args.processes, args.threads, not args.plain_calls)
             runs[name].append(figures)
             print(f"{name} run {run + 1}: " + ", ".join(f"{k} {v:,.1f}" for k, v in figures.items()))
     report(runs)

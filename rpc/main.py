@@ -214,6 +214,14 @@ def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParse
         help="most replay and watch streams open at once, each holding a thread while open; more is "
         "RESOURCE_EXHAUSTED (env STATEHOUSE_MAX_STREAMS, default %(default)s)",
     )
+    parser.add_argument(
+        "--max-sessions",
+        type=_positive_int,
+        default=env.get("STATEHOUSE_MAX_SESSIONS", "1024"),
+        help="most session streams (the SDK's, one per client busy at a time) open at once, each "
+        "holding a thread while open; a client refused one makes plain calls instead "
+        "(env STATEHOUSE_MAX_SESSIONS, default %(default)s)",
+    )
     for flag, var, default, what in limits:
         parser.add_argument(
             flag,
@@ -526,6 +534,7 @@ def serve(argv: list[str]) -> int:
         max_value_bytes=args.max_value_bytes,
         max_message_bytes=args.max_message_bytes,
         max_streams=args.max_streams,
+        max_sessions=args.max_sessions,
         sync_method=args.sync_method,
         actors=ActorConfig(
             default_txn_timeout_ms=args.txn_timeout_ms,

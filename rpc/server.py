@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from actors import ActorConfig, ActorSystem, SnapshotPolicy
 from rpc.monitor import AddressError, Monitor
 from rpc.servicer import StatehouseServicer
+from rpc.session import Sessions
 from rpc.status import ErrorCounter
 from statehouse._names import DEFAULT_MAX_VALUE_BYTES
 from statehouse._proto import statehouse_pb2 as pb
@@ -50,6 +51,8 @@ class DaemonConfig:
     # Replay and watch streams open at once; each holds a thread of its own
     # pool while open, so streams never take the unary calls' threads.
     max_streams: int = 256
+    # Session streams open at once (each holds a thread of its own pool while open).
+    max_sessions: int = 1024
     sync_method: str = "flush_wal"
     actors: ActorConfig = field(default_factory=ActorConfig)
     snapshot_dir: Path | None = None  # default: "<data_dir>.snapshots" beside the data directory
@@ -111,13 +114,14 @@ class HealthService(health.HealthServicer):
 
 
 def create_server(
-    system: ActorSystem, config: DaemonConfig, streams: ThreadPoolExecutor
-) -> tuple[grpc.Server, int, HealthService]:
-    """The gRPC server (not started) bound to `config.addr`, its port, and its health service.
+    system: ActorSystem, config: DaemonConfig, pools: Pools
+) -> tuple[grpc.Server, int, HealthService, Sessions]:
+    """The gRPC server (not started) bound to `config.addr`, its port, its health
+    service and its sessions.
 
-    Unary calls run on `config.workers` threads; replay and watch streams on
-    `streams` (see `stream_pool`), so that streams waiting for commits can
-    never starve the calls that would make them.
+    Unary calls run on `config.workers` threads; replay and watch streams,
+    and sessions, on pools of their own (see `Pools`), so that streams
+    waiting for commits can never starve the calls that would make them.
     """
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -135,7 +139,8 @@ def create_server(
         max_streams=config.max_streams,
         max_message_bytes=config.max_message_bytes,
     )
-    server.add_generic_rpc_handlers((service_handler(servicer, streams),))
+    sessions = Sessions(config.max_sessions, servicer.count_error, system.metrics.registry)
+    server.add_generic_rpc_handlers((service_handler(servicer, pools, sessions),))
     health_servicer = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:
@@ -144,18 +149,33 @@ def create_server(
         raise AddressInUse(f"cannot listen on {config.addr}: {exc}") from None
     if port == 0:
         raise AddressInUse(f"cannot listen on {config.addr} (address in use or not local)")
-    return server, port, health_servicer
+    return server, port, health_servicer, sessions
 
 
-def stream_pool(config: DaemonConfig) -> ThreadPoolExecutor:
-    """Threads for replay and watch streams: a few beyond the bound, so that a stream
-    past it is refused at once (RESOURCE_EXHAUSTED) rather than queued until another ends."""
-    return ThreadPoolExecutor(max_workers=config.max_streams + 8, thread_name_prefix="stream")
+@dataclass
+class Pools:
+    """Threads for replay and watch streams, and for sessions: each a few beyond its
+    bound, so that a stream past it is refused at once (RESOURCE_EXHAUSTED) rather
+    than queued until another ends."""
+
+    streams: ThreadPoolExecutor
+    sessions: ThreadPoolExecutor
+
+    @classmethod
+    def of(cls, config: DaemonConfig) -> Pools:
+        return cls(
+            ThreadPoolExecutor(max_workers=config.max_streams + 8, thread_name_prefix="stream"),
+            ThreadPoolExecutor(max_workers=config.max_sessions + 8, thread_name_prefix="session"),
+        )
+
+    def shutdown(self) -> None:
+        for pool in (self.streams, self.sessions):
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
-def service_handler(servicer: StatehouseServicer, streams: ThreadPoolExecutor) -> grpc.GenericRpcHandler:
+def service_handler(servicer: StatehouseServicer, pools: Pools, sessions: Sessions) -> grpc.GenericRpcHandler:
     """Handlers for every RPC of the service that parse requests themselves; the
-    server-streaming ones run on the `streams` pool.
+    server-streaming ones run on the streams pool, sessions on theirs.
 
     grpc would answer an undecodable request (bad wire bytes, a string field
     that is not UTF-8) with INTERNAL; parsing here makes it INVALID_ARGUMENT.
@@ -163,19 +183,29 @@ def service_handler(servicer: StatehouseServicer, streams: ThreadPoolExecutor) -
     service = pb.DESCRIPTOR.services_by_name["StatehouseService"]
     handlers = {}
     for method in service.methods:
+        if method.client_streaming:
+            continue  # Session: below, once every unary behaviour is known
         request_type = getattr(pb, method.input_type.name)
         response_type = getattr(pb, method.output_type.name)
         behaviour = _parsing(
             getattr(servicer, method.name), request_type, method.server_streaming, servicer.count_error
         )
         if method.server_streaming:
-            behaviour.experimental_thread_pool = streams  # type: ignore[attr-defined]
+            behaviour.experimental_thread_pool = pools.streams  # type: ignore[attr-defined]
+        else:
+            sessions.add(method.name, behaviour)
         make = (
             grpc.unary_stream_rpc_method_handler
             if method.server_streaming
             else grpc.unary_unary_rpc_method_handler
         )
         handlers[method.name] = make(behaviour, response_serializer=response_type.SerializeToString)
+
+    def serve(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        return sessions.serve(requests, context)
+
+    serve.experimental_thread_pool = pools.sessions  # type: ignore[attr-defined]
+    handlers["Session"] = grpc.stream_stream_rpc_method_handler(serve)
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
@@ -230,7 +260,8 @@ class Daemon:
         self.server: grpc.Server | None = None
         self.port = 0
         self.monitor: Monitor | None = None
-        self._streams: ThreadPoolExecutor | None = None
+        self._pools: Pools | None = None
+        self.sessions: Sessions | None = None
         self._health: HealthService | None = None
 
     def start(self) -> Daemon:
@@ -239,8 +270,10 @@ class Daemon:
             self.system = ActorSystem(
                 self.store, self.config.actors, snapshots=self.config.snapshot_policy()
             ).start()
-            self._streams = stream_pool(self.config)
-            self.server, self.port, self._health = create_server(self.system, self.config, self._streams)
+            self._pools = Pools.of(self.config)
+            self.server, self.port, self._health, self.sessions = create_server(
+                self.system, self.config, self._pools
+            )
             self.server.start()
             if self.config.http_addr is not None:
                 try:
@@ -276,8 +309,8 @@ class Daemon:
                 self.system.watches.close()
             if self.server is not None:
                 self.server.stop(self.config.shutdown_grace_seconds).wait()
-            if self._streams is not None:
-                self._streams.shutdown(wait=False, cancel_futures=True)
+            if self._pools is not None:
+                self._pools.shutdown()
             if self.monitor is not None:
                 self.monitor.stop()
         finally:

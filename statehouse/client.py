@@ -22,6 +22,7 @@ from statehouse._names import DEFAULT_NAMESPACE
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
 from statehouse._retry import RetryPolicy
+from statehouse._session import Lanes
 from statehouse._transaction import BEGIN_TRANSACTION_DOC, STAGE_AHEAD_BYTES, CommitCall, TransactionCore
 from statehouse._watch import ClosedStub, Watch
 from statehouse.exceptions import (
@@ -169,6 +170,11 @@ class Statehouse:
     subclass for a failure (see statehouse.exceptions): InvalidArgumentError
     before anything is sent, UnavailableError when the daemon cannot be
     reached, DeadlineExceededError past `timeout`. Safe to share between threads.
+
+    `sessions`: send calls as messages of up to two long-lived streams
+    (the daemon's Session RPC), which costs the daemon about half what a
+    call of its own does; calls fall back to plain RPCs when both are busy
+    or the daemon has none. False: plain RPCs only.
     """
 
     def __init__(
@@ -178,6 +184,7 @@ class Statehouse:
         *,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 -- frozen, so one shared default is fine
+        sessions: bool = True,
     ) -> None:
         self.url = url or os.environ.get("STATEHOUSE_ADDR") or DEFAULT_ADDR
         self.namespace = _wire.namespace(namespace)
@@ -185,6 +192,8 @@ class Statehouse:
         self.retry = retry
         self._channel = grpc.insecure_channel(self.url, options=_wire.channel_options())
         self._stub = pb_grpc.StatehouseServiceStub(self._channel)
+        # Unary calls go as messages of long-lived Session streams (statehouse._session).
+        self._lanes: Lanes | None = Lanes(self._channel) if sessions else None
         # Commits, and point reads, of concurrent threads share round trips
         # (see statehouse._batching).
         self._committer: Combiner[CommitCall, int] = Combiner(self._commit_one, self._commit_many)
@@ -220,8 +229,12 @@ class Statehouse:
         return self._send(step.rpc, step.request, step.in_txn, step.timeout)
 
     def _send(self, rpc: str, request: Any, in_txn: bool, timeout: float) -> Any:
-        """One call of a unary RPC, its failure as a StatehouseError."""
+        """One call of a unary RPC, on a session if one is free; its failure as a StatehouseError."""
         try:
+            if self._lanes is not None:
+                response = self._lanes.call(rpc, request, timeout)
+                if response is not None:
+                    return response
             return getattr(self._stub, rpc)(request, timeout=timeout)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, in_txn) from None
@@ -425,6 +438,9 @@ class Statehouse:
         """Close the connection; watches and streams of this client end, and later calls
         raise StatehouseError (code CANCELLED)."""
         self._stub = ClosedStub()
+        if self._lanes is not None:
+            self._lanes.close()
+            self._lanes = None
         self._channel.close()
 
     def __enter__(self) -> Statehouse:

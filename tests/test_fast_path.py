@@ -514,7 +514,8 @@ def test_threads_sharing_a_client_commit_through_combined_calls(data_dir: Path) 
     failures: list[BaseException] = []
     start = threading.Barrier(threads)
 
-    with DaemonProcess(data_dir) as daemon, Statehouse(daemon.addr) as client:
+    # Plain calls, so that the stub sees every one (the combining is the same on sessions).
+    with DaemonProcess(data_dir) as daemon, Statehouse(daemon.addr, sessions=False) as client:
         calls = CommitCalls(client)
 
         def agent(n: int) -> None:
@@ -866,7 +867,9 @@ def test_read_batch_size_limit(stub: Any) -> None:
     assert len(stub.ReadBatch(pb.ReadBatchRequest(reads=[read] * 4096), timeout=W).outcomes) == 4096
 
 
-def test_threads_sharing_a_client_read_through_combined_calls(client: Statehouse) -> None:
+def test_threads_sharing_a_client_read_through_combined_calls(daemon: Daemon) -> None:
+    # Plain calls, so that the stub sees every one (the combining is the same on sessions).
+    client = Statehouse(f"127.0.0.1:{daemon.port}", sessions=False)
     threads, per_thread = 16, 40
     with client.begin_transaction() as tx:
         for n in range(threads):
@@ -919,6 +922,7 @@ def test_threads_sharing_a_client_read_through_combined_calls(client: Statehouse
     reads = threads * (per_thread + per_thread // 2)
     assert sizes and min(sizes) >= 2  # some reads did travel together
     assert singles[0] + len(sizes) < reads
+    client.close()
 
 
 # -- Combiner: places on the wire are never leaked ---------------------------------------

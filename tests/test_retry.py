@@ -62,6 +62,23 @@ class Recorded:
                 return response
 
         setattr(target._stub, method, recorded)
+        lanes = getattr(target, "_lanes", None)
+        if lanes is not None:  # the sync client sends calls on sessions first
+            send = lanes.call
+
+            def on_session(rpc: str, request: Any, timeout: float) -> Any:
+                if rpc != method:
+                    return send(rpc, request, timeout)
+                try:
+                    response = send(rpc, request, timeout)
+                except grpc.RpcError as exc:
+                    self._note(exc.code().name)
+                    raise
+                if response is not None:  # None: sent as a plain call, recorded above
+                    self._note("OK")
+                return response
+
+            lanes.call = on_session
 
     def _note(self, code: str) -> None:
         self.codes.append(code)

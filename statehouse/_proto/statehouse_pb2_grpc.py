@@ -144,6 +144,11 @@ class StatehouseServiceStub:
                 request_serializer=statehouse_dot_v1_dot_statehouse__pb2.WatchRequest.SerializeToString,
                 response_deserializer=statehouse_dot_v1_dot_statehouse__pb2.WatchResponse.FromString,
                 _registered_method=True)
+        self.Session = channel.stream_stream(
+                '/statehouse.v1.StatehouseService/Session',
+                request_serializer=statehouse_dot_v1_dot_statehouse__pb2.SessionRequest.SerializeToString,
+                response_deserializer=statehouse_dot_v1_dot_statehouse__pb2.SessionResponse.FromString,
+                _registered_method=True)
 
 
 class StatehouseServiceServicer:
@@ -298,6 +303,16 @@ class StatehouseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Session(self, request_iterator, context):
+        """Extension: a long-lived stream on which a client sends unary calls as
+        messages, each answered by one message with the same id, in order. Each
+        call means exactly what the same request sent as its own RPC means; a
+        message costs the daemon about half what a call of its own does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StatehouseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -410,6 +425,11 @@ def add_StatehouseServiceServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=statehouse_dot_v1_dot_statehouse__pb2.WatchRequest.FromString,
                     response_serializer=statehouse_dot_v1_dot_statehouse__pb2.WatchResponse.SerializeToString,
+            ),
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=statehouse_dot_v1_dot_statehouse__pb2.SessionRequest.FromString,
+                    response_serializer=statehouse_dot_v1_dot_statehouse__pb2.SessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1006,6 +1026,33 @@ class StatehouseService:
             '/statehouse.v1.StatehouseService/Watch',
             statehouse_dot_v1_dot_statehouse__pb2.WatchRequest.SerializeToString,
             statehouse_dot_v1_dot_statehouse__pb2.WatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/statehouse.v1.StatehouseService/Session',
+            statehouse_dot_v1_dot_statehouse__pb2.SessionRequest.SerializeToString,
+            statehouse_dot_v1_dot_statehouse__pb2.SessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,219 @@
+"""The sync client's unary calls over Session streams (see rpc/session.py).
+
+A `Lanes` holds up to `MAX_LANES` Session streams on the client's channel.
+A call takes an idle lane (opening one if there are fewer), sends its
+request as one message and reads the answer; one call at a time per lane.
+A call that finds every lane busy, or a daemon that has no Session RPC or
+no room for another session, is made as an RPC of its own instead, so a
+session only ever makes a call cheaper.
+
+Failures keep the meaning they have for a plain call: an answer with a
+status raises `CallError` (a grpc.RpcError with the code, details and
+trailers the call would have ended with), so the SDK maps it as before. A
+stream that breaks while a call waits ends that lane and raises what grpc
+said (UNAVAILABLE when the daemon went away). Whether the call took effect
+is then as unknown as for a plain call cut off, and the SDK's retries stay
+safe the same way (a commit's retry is answered with its first commit_ts).
+
+A call's deadline travels with it, so the daemon answers DEADLINE_EXCEEDED
+itself. In case it cannot (stopped, or the network cut), a watchdog thread,
+alive while lanes are open, cancels a lane whose call is past its deadline
+and closes lanes idle for `IDLE_SECONDS`, so an idle client holds no
+daemon thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from typing import Any
+
+import grpc
+
+from statehouse._proto import statehouse_pb2 as pb
+
+METHOD = "/statehouse.v1.StatehouseService/Session"
+# Lanes one client opens at most: its commits and point reads are combined
+# across threads with at most two calls of each on the wire (statehouse._batching).
+MAX_LANES = 2
+IDLE_SECONDS = 30.0
+# How often the watchdog looks; a lost call fails at most this late.
+WATCH_EVERY_SECONDS = 0.05
+# After a daemon refuses a session (full, or too old to have them), plain calls for this long.
+REFUSED_SECONDS = 60.0
+
+_END = object()
+_RESPONSES = {
+    method.name: getattr(pb, method.output_type.name)
+    for method in pb.DESCRIPTOR.services_by_name["StatehouseService"].methods
+    if not method.server_streaming
+}
+
+
+class CallError(grpc.RpcError):
+    """A call answered on a session with a status: what grpc.Call tells about a failed call."""
+
+    def __init__(
+        self, code: grpc.StatusCode, details: str, trailers: tuple[tuple[str, Any], ...] = ()
+    ) -> None:
+        super().__init__(details)
+        self._code, self._details, self._trailers = code, details, trailers
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> tuple[tuple[str, Any], ...]:
+        return self._trailers
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _failure(answer: pb.SessionResponse) -> CallError:
+    trailers = tuple(
+        (t.key, t.value if t.key.endswith("-bin") else t.value.decode("utf-8", "replace"))
+        for t in answer.trailers
+    )
+    return CallError(_CODES.get(answer.code, grpc.StatusCode.UNKNOWN), answer.message, trailers)
+
+
+class _Lane:
+    """One Session stream; one call at a time."""
+
+    __slots__ = ("_ids", "_requests", "_responses", "deadline", "expired", "idle_since")
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._ids = itertools.count(1)
+        call = channel.stream_stream(METHOD, response_deserializer=pb.SessionResponse.FromString)
+        self._responses = call(iter(self._requests.get, _END))
+        self.deadline: float | None = None  # of the call in flight, if any
+        self.expired = False
+        self.idle_since = time.monotonic()
+
+    def call(self, method: str, request: Any, timeout: float) -> pb.SessionResponse:
+        call_id = next(self._ids)
+        self.deadline = time.monotonic() + timeout
+        message = pb.SessionRequest(
+            id=call_id,
+            method=method,
+            request=request.SerializeToString(),
+            timeout_ms=max(1, int(timeout * 1000)),
+        )
+        self._requests.put(message.SerializeToString())
+        try:
+            answer: pb.SessionResponse = next(self._responses)
+        except StopIteration:
+            raise CallError(grpc.StatusCode.UNAVAILABLE, "the daemon ended the session") from None
+        finally:
+            self.deadline = None
+            self.idle_since = time.monotonic()
+        if answer.id != call_id:  # never, unless the daemon is broken: do not trust the lane
+            raise CallError(grpc.StatusCode.INTERNAL, f"session answer {answer.id} for call {call_id}")
+        return answer
+
+    def close(self) -> None:
+        self._requests.put(_END)
+        self._responses.cancel()
+
+
+class Lanes:
+    """The client's Session streams (see the module docstring)."""
+
+    def __init__(self, channel: grpc.Channel, max_lanes: int = MAX_LANES) -> None:
+        self._channel = channel
+        self._max = max_lanes
+        self._lock = threading.Lock()
+        self._idle: list[_Lane] = []
+        self._open: set[_Lane] = set()
+        self._refused_until = 0.0
+        self._closed = False
+        self._watchdog: threading.Thread | None = None
+
+    def call(self, method: str, request: Any, timeout: float) -> Any:
+        """The call's response message, or None if it must be made as an RPC of its own.
+
+        Raises grpc.RpcError (a CallError, or grpc's own) as the call would.
+        """
+        lane = self._take()
+        if lane is None:
+            return None
+        try:
+            answer = lane.call(method, request, timeout)
+        except grpc.RpcError as exc:
+            self._drop(lane)
+            if lane.expired:
+                raise CallError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            if code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.RESOURCE_EXHAUSTED):
+                # Refused before any call was read: make this one as a call of its own.
+                with self._lock:
+                    self._refused_until = time.monotonic() + REFUSED_SECONDS
+                return None
+            raise
+        self._give(lane)
+        if answer.code:
+            raise _failure(answer)
+        return _RESPONSES[method].FromString(answer.response)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            lanes, self._open, self._idle = list(self._open), set(), []
+        for lane in lanes:
+            lane.close()
+
+    def _take(self) -> _Lane | None:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+            if self._closed or len(self._open) >= self._max or time.monotonic() < self._refused_until:
+                return None
+            lane = _Lane(self._channel)
+            self._open.add(lane)
+            if self._watchdog is None:
+                self._watchdog = threading.Thread(target=self._watch, name="statehouse-session", daemon=True)
+                self._watchdog.start()
+            return lane
+
+    def _give(self, lane: _Lane) -> None:
+        with self._lock:
+            if lane in self._open and not lane.expired:
+                self._idle.append(lane)
+                return
+            self._open.discard(lane)
+        lane.close()
+
+    def _drop(self, lane: _Lane) -> None:
+        with self._lock:
+            self._open.discard(lane)
+        lane.close()
+
+    def _watch(self) -> None:
+        """Cancel lanes whose call is past its deadline; close idle ones; end with the lanes."""
+        while True:
+            time.sleep(WATCH_EVERY_SECONDS)
+            now = time.monotonic()
+            late, idle = [], []
+            with self._lock:
+                if not self._open:
+                    self._watchdog = None
+                    return
+                for lane in self._open:
+                    deadline = lane.deadline
+                    if deadline is not None and now > deadline + WATCH_EVERY_SECONDS and not lane.expired:
+                        lane.expired = True  # under the lock: _give will not make it idle again
+                        late.append(lane)
+                for lane in self._idle:
+                    if now - lane.idle_since > IDLE_SECONDS:
+                        idle.append(lane)
+                for lane in idle:
+                    self._idle.remove(lane)
+                    self._open.discard(lane)
+            for lane in late + idle:
+                lane.close()  # a late call's caller raises DEADLINE_EXCEEDED and drops the lane
