@@ -6,12 +6,16 @@ only sleeps its own way (`time.sleep`, `asyncio.sleep`) between attempts.
 
 from __future__ import annotations
 
+import logging
 import random
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from statehouse.exceptions import InvalidArgumentError, StatehouseError
+
+log = logging.getLogger("statehouse")
 
 # Retried by every retried call; a watch also re-subscribes after RESOURCE_EXHAUSTED.
 RETRIED_CODES = frozenset({"UNAVAILABLE"})
@@ -42,6 +46,10 @@ class RetryPolicy:
     max_backoff: float = 1.0
     multiplier: float = 2.0
     jitter: float = 0.5
+    # How long a client that has never reached a daemon at its address (nor
+    # has any client of this process) retries a refused connection before it
+    # says that no daemon runs there; longer for a daemon starting alongside.
+    first_connect: float = 5.0
 
     def __post_init__(self) -> None:
         if not self.initial_backoff > 0 or not self.max_backoff >= self.initial_backoff:
@@ -50,6 +58,8 @@ class RetryPolicy:
             raise InvalidArgumentError("RetryPolicy.multiplier must be >= 1")
         if not 0 <= self.jitter < 1:
             raise InvalidArgumentError("RetryPolicy.jitter must be in [0, 1)")
+        if not self.first_connect >= 0:
+            raise InvalidArgumentError("RetryPolicy.first_connect must be >= 0")
 
     def delays(self) -> Iterator[float]:
         """The waits before the first, second, ... retry, in seconds (endless)."""
@@ -85,7 +95,7 @@ class Attempts:
 
     def backoff(self, error: StatehouseError) -> float | None:
         """Seconds to wait before retrying after `error`, or None: raise it."""
-        if self._delays is None or error.code not in self._codes:
+        if self._delays is None or error.code not in self._codes or getattr(error, "_no_retry", False):
             return None
         self._retried = error
         delay = next(self._delays)
@@ -104,3 +114,72 @@ class Attempts:
         if error.code != "DEADLINE_EXCEEDED" or retried is None:
             return error
         return type(retried)(f"{retried} (retried until the call's deadline)", retried.code)
+
+
+_reached: set[str] = set()  # addresses some client of this process has had an answer from
+_reached_lock = threading.Lock()
+
+
+class Reach:
+    """Tells a daemon that is not there from one that is restarting.
+
+    After a client's (or any client of the process's) first answer from
+    its address, a refused connection is a restart, retried to the call's
+    deadline as usual. Before it, a refused connection most likely means
+    that no daemon runs there: the error then says so and how to start one,
+    one warning is logged while retrying, and retries stop after the
+    policy's `first_connect` seconds rather than at the deadline.
+    """
+
+    def __init__(self, url: str, policy: RetryPolicy | None) -> None:
+        self.url = url
+        self._grace = 0.0 if policy is None else policy.first_connect
+        self._first_failure: float | None = None
+        self._reached = False
+
+    def answered(self) -> None:
+        if not self._reached:
+            self._reached = True
+            with _reached_lock:
+                _reached.add(self.url)
+
+    def failed(self, error: StatehouseError) -> StatehouseError:
+        """`error`, or, for a daemon never reached, one that says so (not retried once overdue)."""
+        if self._reached or error.code == "DEADLINE_EXCEEDED":  # which may be no answer at all
+            return error
+        reason = _connection_failure(str(error)) if error.code == "UNAVAILABLE" else None
+        if reason is None:  # the daemon answered, if only with an error
+            self.answered()
+            return error
+        if self.url in _reached:
+            return error
+        now = time.monotonic()
+        if self._first_failure is None:
+            self._first_failure = now
+            log.warning(
+                "statehouse: no daemon answers at %s (%s); retrying for up to %g s",
+                self.url,
+                reason,
+                self._grace,
+            )
+        said = type(error)(
+            f"no statehoused at {self.url} ({reason}): start one with `make run` (or "
+            "`statehoused --data-dir DIR`), or point the client at yours with "
+            "Statehouse(url) or $STATEHOUSE_ADDR",
+            error.code,
+        )
+        if now - self._first_failure >= self._grace:
+            said._no_retry = True  # type: ignore[attr-defined]
+        return said
+
+
+def _connection_failure(details: str) -> str | None:
+    """Why grpc could not connect, from a status message (None: it did connect)."""
+    text = details.lower()
+    if "dns resolution failed" in text:
+        return "the host name does not resolve"
+    if "failed to connect" not in text:
+        return None
+    if "connection refused" in text:
+        return "connection refused"
+    return "cannot connect"

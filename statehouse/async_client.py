@@ -132,6 +132,7 @@ class AsyncStatehouse:
         self.timeout = timeout
         self.retry = retry
         self._channel = grpc.aio.insecure_channel(self.url, options=_wire.channel_options())
+        self._reach = _retry.Reach(self.url, retry)
         self._stub = pb_grpc.StatehouseServiceStub(self._channel)
         # Commits of concurrent tasks share round trips (see statehouse._batching).
         self._committer: AsyncCombiner[CommitCall, int] = AsyncCombiner(self._commit_one, self._commit_many)
@@ -152,7 +153,8 @@ class AsyncStatehouse:
                     try:
                         answer = await getattr(self._stub, step.rpc)(step.request, timeout=step.timeout)
                     except grpc.aio.AioRpcError as exc:
-                        raise from_rpc_error(exc, step.in_txn) from None
+                        raise self._reach.failed(from_rpc_error(exc, step.in_txn)) from None
+                    self._reach.answered()
                 elif isinstance(step, _methods.Sleep):
                     await asyncio.sleep(step.seconds)
                 elif isinstance(step, _methods.Commit):

@@ -10,6 +10,7 @@ import base64
 import collections
 import datetime
 import functools
+import logging
 import statistics
 import threading
 import urllib.error
@@ -218,7 +219,13 @@ class StatehouseGroup(click.Group):
         except (UnavailableError, DeadlineExceededError) as exc:
             session = ctx.find_object(Session)
             where = session.addr if session is not None else "the daemon"
-            fail(EXIT_UNAVAILABLE, f"statehoused at {where} is unavailable: {exc}")
+            said = str(exc)
+            fail(
+                EXIT_UNAVAILABLE,
+                said
+                if said.startswith("no statehoused at")
+                else f"statehoused at {where} is unavailable: {said}",
+            )
         except StatehouseError as exc:
             fail(EXIT_ERROR, f"error{f' ({exc.code})' if exc.code else ''}: {exc}")
 
@@ -291,6 +298,8 @@ commit_ts_type = click.IntRange(min=1)
 @click.pass_context
 def cli(ctx: click.Context, addr: str, http_addr: str, namespace: str, timeout: float) -> None:
     """Inspect a running statehoused: read keys, history and commits, follow them live, take snapshots."""
+    # The SDK's warning while it retries a daemon it never reached: the CLI's own error line says it.
+    logging.getLogger("statehouse").setLevel(logging.ERROR)
     ctx.obj = Session(addr, namespace, timeout, ctx, http_addr)
 
 

@@ -191,6 +191,7 @@ class Statehouse:
         self.timeout = timeout
         self.retry = retry
         self._channel = grpc.insecure_channel(self.url, options=_wire.channel_options())
+        self._reach = _retry.Reach(self.url, retry)
         self._stub = pb_grpc.StatehouseServiceStub(self._channel)
         # Unary calls go as messages of long-lived Session streams (statehouse._session).
         self._lanes: Lanes | None = Lanes(self._channel) if sessions else None
@@ -231,13 +232,13 @@ class Statehouse:
     def _send(self, rpc: str, request: Any, in_txn: bool, timeout: float) -> Any:
         """One call of a unary RPC, on a session if one is free; its failure as a StatehouseError."""
         try:
-            if self._lanes is not None:
-                response = self._lanes.call(rpc, request, timeout)
-                if response is not None:
-                    return response
-            return getattr(self._stub, rpc)(request, timeout=timeout)
+            response = None if self._lanes is None else self._lanes.call(rpc, request, timeout)
+            if response is None:
+                response = getattr(self._stub, rpc)(request, timeout=timeout)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc, in_txn) from None
+            raise self._reach.failed(from_rpc_error(exc, in_txn)) from None
+        self._reach.answered()
+        return response
 
     def _drive_stream(self, plan: _methods.Plan[None]) -> Iterator[Any]:
         """Run a stream plan, yielding what it emits; the stream it opened is cancelled at the end."""

@@ -188,7 +188,7 @@ def test_unreachable_daemon_exits_3() -> None:
     assert result.returncode == 3
     assert result.stdout == ""
     (line,) = result.stderr.splitlines()
-    assert line.startswith("statehousectl: statehoused at 127.0.0.1:1 is unavailable")
+    assert line.startswith("statehousectl: no statehoused at 127.0.0.1:1 (connection refused): start one")
 
 
 def test_addr_from_environment(daemon: DaemonProcess) -> None:
