@@ -6,14 +6,25 @@ BIN := $(VENV)/bin
 DATA_DIR ?= ./statehouse-data
 ADDR ?= 127.0.0.1:50051
 HTTP_ADDR ?= 127.0.0.1:50052
+# setuptools' banner about editable installs (a warning for packages in the working directory,
+# which is where ours are meant to be) says nothing a person running make can act on.
+PIP_QUIET := PYTHONWARNINGS="ignore:Editable installation"
 
 .PHONY: run test lint proto bench clean
 
+# The daemon, SDK and CLI: all that `make run` needs.
 $(BIN)/statehoused: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@echo "setting up $(VENV) with statehoused, the SDK and statehousectl (once)..."
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(PIP_QUIET) $(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+# What the tests and checks need besides: pytest, mypy, ruff, grpcio-tools, hypothesis, LangGraph.
+$(VENV)/.test-tools: $(BIN)/statehoused
+	@echo "installing the test tools into $(VENV) (once)..."
+	@$(PIP_QUIET) $(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
 run: $(BIN)/statehoused
@@ -22,15 +33,15 @@ run: $(BIN)/statehoused
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(BIN)/statehoused
+lint: $(VENV)/.test-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy statehouse actors storage rpc
 
-proto: $(BIN)/statehoused
+proto: $(VENV)/.test-tools
 	$(BIN)/python scripts/generate_proto.py
 
-bench: $(BIN)/statehoused
+bench: $(VENV)/.test-tools
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.langgraph

@@ -576,6 +576,7 @@ def serve(argv: list[str]) -> int:
     except StorageError as exc:
         print(f"statehoused: {exc}", file=sys.stderr)
         return EXIT_DATA_DIR
+    print(ready_message(daemon), flush=True)
     try:
         while not stop.wait(1.0):
             pass
@@ -583,6 +584,26 @@ def serve(argv: list[str]) -> int:
     finally:
         daemon.stop()
     return EXIT_OK
+
+
+def ready_message(daemon: Daemon) -> str:
+    """What a person reads on stdout once the daemon serves: where, and what to try next."""
+    config = daemon.config
+    host = config.addr.rsplit(":", 1)[0]
+    addr = f"{host}:{daemon.port}"
+    lines = [f"statehoused {__version__} is ready", f"  gRPC  {addr}"]
+    if daemon.monitor is not None:
+        http_host = (config.http_addr or "").rsplit(":", 1)[0]
+        lines.append(f"  HTTP  http://{http_host}:{daemon.monitor.port}  (/healthz /readyz /actors /metrics)")
+    assert daemon.store is not None
+    lines.append(f"  data  {Path(config.data_dir).resolve()}  (last commit_ts {daemon.store.last_commit_ts})")
+    ctl = Path(sys.executable).with_name("statehousectl")
+    if ctl.is_relative_to(Path.cwd()):
+        ctl = ctl.relative_to(Path.cwd())
+    lines.append(
+        f"try:   {ctl if ctl.exists() else 'statehousectl'} --addr {addr} health    (Ctrl-C stops it)"
+    )
+    return "\n".join(lines)
 
 
 COMMANDS = {"snapshot": snapshot, "verify": verify, "rebuild": rebuild, "recover-wal": recover_wal}

@@ -203,8 +203,37 @@ def fail(code: int, message: str) -> NoReturn:
     raise click.exceptions.Exit(code)
 
 
+# The group's options, each of which takes a value; they may also follow the command.
+GLOBAL_OPTIONS = ("--addr", "--http-addr", "--namespace", "-n", "--timeout")
+
+
+def globals_first(args: list[str]) -> list[str]:
+    """`args` with the global options that follow the command moved before it, so that
+    `statehousectl get AGENT KEY --addr X` means `statehousectl --addr X get AGENT KEY`."""
+    joined = tuple(f"{option}=" for option in GLOBAL_OPTIONS if option.startswith("--"))
+    moved: list[str] = []
+    rest: list[str] = []
+    n = 0
+    while n < len(args):
+        token = args[n]
+        if token == "--":  # what follows is arguments, whatever it looks like
+            rest.extend(args[n:])
+            break
+        if token in GLOBAL_OPTIONS:
+            moved.extend(args[n : n + 2])
+            n += 2
+            continue
+        (moved if token.startswith(joined) else rest).append(token)
+        n += 1
+    return moved + rest
+
+
 class StatehouseGroup(click.Group):
-    """Turns SDK errors and Ctrl-C into one stderr line and the documented exit code."""
+    """Turns SDK errors and Ctrl-C into one stderr line and the documented exit code; takes
+    the global options after the command too."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, globals_first(args))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -58,6 +58,16 @@ def test_health_and_version(daemon: DaemonProcess) -> None:
     assert answer["daemon"]["version"] == answer["cli"]["version"] == "0.5.0"
 
 
+def test_global_options_may_follow_the_command(daemon: DaemonProcess) -> None:
+    after = ctl("get", "planner", "step", "--json", "--addr", daemon.addr, "-n", "cli", "--timeout=10")
+    assert after.returncode == 0, after.stderr
+    assert json.loads(after.stdout)["value"] == 2
+    assert after.stdout == ctl("get", "planner", "step", "--json", addr=daemon.addr).stdout
+    # What follows "--" is an argument, whatever it looks like.
+    missing = ctl("--addr", daemon.addr, "-n", "cli", "get", "planner", "--", "--addr")
+    assert missing.returncode == 1 and "--addr" in missing.stderr, missing.stderr
+
+
 def test_get(daemon: DaemonProcess) -> None:
     out = ok(daemon, "get", "planner", "step")
     assert "value      2\n" in out and "version    2\n" in out

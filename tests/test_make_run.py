@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -54,6 +55,35 @@ def test_make_run_serves_two_daemons_side_by_side(tmp_path: Path) -> None:
     finally:
         for process, _, _ in daemons:
             os.killpg(process.pid, signal.SIGTERM)  # make and the daemon it runs
-        for process, _, _ in daemons:
-            process.communicate(timeout=60)
+        printed = [process.communicate(timeout=60)[0].decode() for process, _, _ in daemons]
     assert all((tmp_path / f"data{n}").is_dir() for n in range(2))
+    # Each said, in words, that it is ready, where, and what to try next.
+    for n, ((_process, grpc_port, http_port), out) in enumerate(zip(daemons, printed, strict=True)):
+        assert "statehoused 0." in out and "is ready" in out, out
+        assert f"gRPC  127.0.0.1:{grpc_port}\n" in out
+        assert f"HTTP  http://127.0.0.1:{http_port}  (/healthz /readyz /actors /metrics)" in out
+        assert f"data  {tmp_path / f'data{n}'}  (last commit_ts 0)" in out
+        assert f".venv/bin/statehousectl --addr 127.0.0.1:{grpc_port} health" in out
+
+
+def test_the_first_make_run_sets_up_the_daemon_alone(tmp_path: Path) -> None:
+    """From a fresh clone, `make run`'s setup installs the daemon, SDK and CLI, and not the
+    test tools (pytest, mypy, ruff, grpcio-tools), saying what it does."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=120)
+    setup = subprocess.run(
+        ["make", "-s", ".venv/bin/statehoused", f"PYTHON={sys.executable}"],
+        cwd=clone,
+        env=SHELL_ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert setup.returncode == 0, setup.stderr
+    assert "setting up .venv with statehoused, the SDK and statehousectl" in setup.stdout
+    assert "Editable installation" not in setup.stderr, setup.stderr  # setuptools' banner
+    venv = clone / ".venv" / "bin"
+    version = subprocess.run([venv / "statehoused", "--version"], capture_output=True, text=True, timeout=60)
+    assert version.stdout.startswith("statehoused 0."), version
+    assert (venv / "statehousectl").exists()
+    assert not [tool for tool in ("pytest", "mypy", "ruff") if (venv / tool).exists()]
