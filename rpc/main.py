@@ -592,9 +592,8 @@ def ready_message(daemon: Daemon) -> str:
     host = config.addr.rsplit(":", 1)[0]
     addr = f"{host}:{daemon.port}"
     lines = [f"statehoused {__version__} is ready", f"  gRPC  {addr}"]
-    if daemon.monitor is not None:
-        http_host = (config.http_addr or "").rsplit(":", 1)[0]
-        lines.append(f"  HTTP  http://{http_host}:{daemon.monitor.port}  (/healthz /readyz /actors /metrics)")
+    if daemon.http_addr is not None:
+        lines.append(f"  HTTP  http://{daemon.http_addr}  (/healthz /readyz /actors /metrics)")
     assert daemon.store is not None
     lines.append(f"  data  {Path(config.data_dir).resolve()}  (last commit_ts {daemon.store.last_commit_ts})")
     ctl = Path(sys.executable).with_name("statehousectl")

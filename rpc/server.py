@@ -113,11 +113,19 @@ class HealthService(health.HealthServicer):
                 log.debug("health.watch_already_ended", exc_info=True)
 
 
-def create_server(
-    system: ActorSystem, config: DaemonConfig, pools: Pools
-) -> tuple[grpc.Server, int, HealthService, Sessions]:
-    """The gRPC server (not started) bound to `config.addr`, its port, its health
-    service and its sessions.
+@dataclass
+class Served:
+    """A gRPC server (not started), the port it is bound to, and the parts a daemon tends."""
+
+    server: grpc.Server
+    port: int
+    servicer: StatehouseServicer
+    health: HealthService
+    sessions: Sessions
+
+
+def create_server(system: ActorSystem, config: DaemonConfig, pools: Pools) -> Served:
+    """The gRPC server (not started) bound to `config.addr`, with its parts.
 
     Unary calls run on `config.workers` threads; replay and watch streams,
     and sessions, on pools of their own (see `Pools`), so that streams
@@ -149,7 +157,7 @@ def create_server(
         raise AddressInUse(f"cannot listen on {config.addr}: {exc}") from None
     if port == 0:
         raise AddressInUse(f"cannot listen on {config.addr} (address in use or not local)")
-    return server, port, health_servicer, sessions
+    return Served(server, port, servicer, health_servicer, sessions)
 
 
 @dataclass
@@ -271,8 +279,12 @@ class Daemon:
                 self.store, self.config.actors, snapshots=self.config.snapshot_policy()
             ).start()
             self._pools = Pools.of(self.config)
-            self.server, self.port, self._health, self.sessions = create_server(
-                self.system, self.config, self._pools
+            served = create_server(self.system, self.config, self._pools)
+            self.server, self.port, self._health, self.sessions = (
+                served.server,
+                served.port,
+                served.health,
+                served.sessions,
             )
             self.server.start()
             if self.config.http_addr is not None:
@@ -280,6 +292,7 @@ class Daemon:
                     self.monitor = Monitor(self.system, self.config.http_addr).start()
                 except AddressError as exc:
                     raise AddressInUse(str(exc)) from None
+                served.servicer.http_addr = self.http_addr or ""
         except BaseException:
             self.stop()
             raise
@@ -295,6 +308,13 @@ class Daemon:
             last_commit_ts=self.store.last_commit_ts,
         )
         return self
+
+    @property
+    def http_addr(self) -> str | None:
+        """host:port of the HTTP endpoint as bound (its port resolved), or None for none."""
+        if self.monitor is None or self.config.http_addr is None:
+            return None
+        return f"{self.config.http_addr.rsplit(':', 1)[0]}:{self.monitor.port}"
 
     def stop(self) -> None:
         """Stop taking RPCs, let in-flight ones finish, stop actors, close RocksDB."""

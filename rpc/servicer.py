@@ -139,6 +139,8 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         self.count_error = ErrorCounter(system.metrics)
         self._codec = ValueCodec(max_value_bytes)
         self._git_sha = git_sha
+        # host:port of the HTTP endpoint, set once it listens (see Daemon.start); "" for none.
+        self.http_addr = ""
         # A stream holds a server thread while its client reads slowly, so
         # streams get a bounded share of the threads and unary calls the rest.
         self._max_streams = max_streams
@@ -150,7 +152,7 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
 
     @grpc_errors
     def Version(self, request: pb.VersionRequest, context: grpc.ServicerContext) -> pb.VersionResponse:
-        return pb.VersionResponse(version=__version__, git_sha=self._git_sha)
+        return pb.VersionResponse(version=__version__, git_sha=self._git_sha, http_addr=self.http_addr)
 
     # -- transactions --------------------------------------------------------
 

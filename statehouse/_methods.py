@@ -257,6 +257,13 @@ def version(self: Client, /) -> Plan[tuple[str, str]]:
     return str(response.version), str(response.git_sha)
 
 
+def http_addr(self: Client, /) -> Plan[str | None]:
+    """host:port of the daemon's HTTP endpoint (/healthz, /readyz, /actors, /metrics), or None
+    if it runs without one (or is too old to say). Retried."""
+    response = yield from call(self, "Version", pb.VersionRequest())
+    return str(response.http_addr) or None
+
+
 def purge(self: Client, /, agent_id: str, *, key_prefix: str = "", namespace: str | None = None) -> Plan[int]:
     """Remove the agent's keys starting with `key_prefix` (all of them with "") and their
     history, atomically; returns the commit_ts of the purge.

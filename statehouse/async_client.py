@@ -225,6 +225,7 @@ class AsyncStatehouse:
 
     health = _methods.awaiting(_methods.health)
     version = _methods.awaiting(_methods.version)
+    http_addr = _methods.awaiting(_methods.http_addr)
 
     # -- transactions ------------------------------------------------------------
 

@@ -268,6 +268,8 @@ class Session:
     timeout: float
     ctx: click.Context
     http_addr: str = DEFAULT_CLI_HTTP_ADDR
+    # --http-addr or $STATEHOUSE_HTTP_ADDR given; if not, `actors` asks the daemon for it.
+    http_addr_given: bool = True
     _client: Statehouse | None = field(default=None, repr=False)
 
     @property
@@ -329,7 +331,8 @@ def cli(ctx: click.Context, addr: str, http_addr: str, namespace: str, timeout: 
     """Inspect a running statehoused: read keys, history and commits, follow them live, take snapshots."""
     # The SDK's warning while it retries a daemon it never reached: the CLI's own error line says it.
     logging.getLogger("statehouse").setLevel(logging.ERROR)
-    ctx.obj = Session(addr, namespace, timeout, ctx, http_addr)
+    given = ctx.get_parameter_source("http_addr") != click.core.ParameterSource.DEFAULT
+    ctx.obj = Session(addr, namespace, timeout, ctx, http_addr, given)
 
 
 # -- service ------------------------------------------------------------------------------
@@ -423,8 +426,14 @@ def snapshot(client: Statehouse, as_json: bool) -> None:
 def actors(session: Session, wait: float, as_json: bool) -> None:
     """The ledger and every live namespace actor: open transactions, mailboxes, stuck ones.
 
-    Read from the daemon's HTTP endpoint (--http-addr), not over gRPC.
+    Read from the daemon's HTTP endpoint: --http-addr, or else the one the daemon at --addr
+    says it has.
     """
+    if not session.http_addr_given:
+        told = session.client.http_addr()
+        if told is None:
+            fail(EXIT_UNAVAILABLE, f"statehoused at {session.addr} runs without an HTTP endpoint")
+        session.http_addr = told
     url = f"http://{session.http_addr}/actors?timeout={wait:g}"
     try:
         with urllib.request.urlopen(url, timeout=session.timeout + wait) as answer:

@@ -288,6 +288,7 @@ class Statehouse:
 
     health = _methods.blocking(_methods.health)
     version = _methods.blocking(_methods.version)
+    http_addr = _methods.blocking(_methods.http_addr)
 
     # -- transactions ------------------------------------------------------------
 

@@ -235,6 +235,27 @@ def test_actors_shows_the_health_endpoints_view(daemon: DaemonProcess) -> None:
     assert from_env.returncode == 0 and "namespaces" in json.loads(from_env.stdout)
 
 
+def test_actors_asks_the_daemon_where_its_endpoint_is(daemon: DaemonProcess, tmp_path: Path) -> None:
+    """Without --http-addr, `actors` reads the endpoint of the daemon at --addr, on whatever port."""
+    env = {k: v for k, v in os.environ.items() if k != "STATEHOUSE_HTTP_ADDR"}
+    command = [sys.executable, "-m", "statehouse.cli", "--addr", daemon.addr, "actors", "--json"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["ledger"]["state"] == "ok"
+    with Statehouse(daemon.addr) as client:
+        assert client.http_addr() == daemon.http_addr
+    with DaemonProcess(tmp_path / "plain", "--http-addr", "off") as without:
+        with Statehouse(without.addr) as client:
+            assert client.http_addr() is None
+        command[4] = without.addr
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+        assert result.returncode == 3 and result.stdout == ""
+        assert (
+            result.stderr.strip()
+            == f"statehousectl: statehoused at {without.addr} runs without an HTTP endpoint"
+        )
+
+
 def test_actors_without_the_health_endpoint_exits_3() -> None:
     result = ctl("--http-addr", "127.0.0.1:1", "actors")
     assert result.returncode == 3 and result.stdout == ""

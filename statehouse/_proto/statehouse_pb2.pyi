@@ -44,12 +44,14 @@ class VersionRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class VersionResponse(_message.Message):
-    __slots__ = ("version", "git_sha")
+    __slots__ = ("version", "git_sha", "http_addr")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     GIT_SHA_FIELD_NUMBER: _ClassVar[int]
+    HTTP_ADDR_FIELD_NUMBER: _ClassVar[int]
     version: str
     git_sha: str
-    def __init__(self, version: _Optional[str] = ..., git_sha: _Optional[str] = ...) -> None: ...
+    http_addr: str
+    def __init__(self, version: _Optional[str] = ..., git_sha: _Optional[str] = ..., http_addr: _Optional[str] = ...) -> None: ...
 
 class BeginTransactionRequest(_message.Message):
     __slots__ = ("timeout_ms", "namespace")
