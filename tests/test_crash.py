@@ -26,7 +26,6 @@ from crash_harness import (
     PurgeAttempt,
     run_crash_test,
     run_verify_command,
-    verify_command_available,
 )
 
 from statehouse import Statehouse, UnavailableError
@@ -90,8 +89,7 @@ def crash_at(harness: CrashHarness, point: str, hit: int) -> DaemonProcess:
         daemon.kill()  # it is dead already; this collects the rest of its log
     assert daemon.process is not None
     assert daemon.process.returncode == -signal.SIGKILL, daemon.raw_stderr[-5:]
-    if verify_command_available():  # the daemon's own offline fold of the crashed directory
-        assert run_verify_command(harness.data_dir) is None
+    assert run_verify_command(harness.data_dir) is None  # the daemon's own offline fold of it
     return daemon
 
 
@@ -182,8 +180,7 @@ def test_crash_mid_snapshot_leaves_data_intact_and_snapshots_working(tmp_path: P
     leftovers = list(snapshots.root.glob("snapshot-*.partial"))
     assert len(leftovers) == 1
     assert [str(s.path) for s in snapshots.complete()] == [first.path]
-    if verify_command_available():  # the daemon's own offline fold of the crashed directory
-        assert run_verify_command(data) is None
+    assert run_verify_command(data) is None  # the daemon's own offline fold of the crashed directory
 
     with harness.start() as daemon:
         check = harness.verify(daemon)
@@ -200,8 +197,7 @@ def test_crash_mid_snapshot_leaves_data_intact_and_snapshots_working(tmp_path: P
     for n, snapshot in enumerate((first, second)):
         restored = tmp_path / f"restored-{n}"
         shutil.copytree(snapshot.path, restored)
-        if verify_command_available():
-            assert run_verify_command(restored) is None
+        assert run_verify_command(restored) is None
         with harness.start(data_dir=restored) as daemon:
             check = harness.verify(daemon, snapshot_of=snapshot.commit_ts)
             assert check.violations == [], "\n".join(check.violations)

@@ -11,11 +11,11 @@ really fail, with no crash point and nothing mocked:
 * "fsize": RLIMIT_FSIZE of the running daemon (prlimit(2) on its pid) is
   lowered to 6 MiB; the WAL append past it gets EFBIG, exactly where a full
   disk would fail it (Python ignores SIGXFSZ, so the daemon lives). Space
-  comes back by raising the limit again. This needs no privilege, so it is
-  also the fallback of the "tmpfs" case where mount(2) is refused (an
-  unprivileged container): that case then says so and runs "fsize" -- it
-  never skips. A premise that does not hold (the filesystem never fills, the
-  limit is not applied) fails the test.
+  comes back by raising the limit again. This needs no privilege. Where
+  mount(2) is refused (an unprivileged container), the "tmpfs" case fails
+  saying so: it neither skips nor quietly runs the other fault. A premise
+  that does not hold (the filesystem never fills, the limit is not
+  applied) fails the test.
 
 What is checked, on what RocksDB (through rocksdict) really does:
 
@@ -108,7 +108,6 @@ class DiskFault:
 
     kind: str  # "tmpfs" or "fsize"
     data_dir: Path
-    note: str = ""
     mount_point: Path | None = None
     daemon: DaemonProcess | None = None
     _hard_limit: int = field(default=resource.RLIM_INFINITY)
@@ -151,12 +150,12 @@ def disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DiskFault]:
         try:
             mount_tmpfs(mount_point, SMALL_FS)
         except OSError as exc:
-            # An unprivileged container: fall back to the fault that needs no privilege.
-            print(f"\ncannot mount a tmpfs here ({exc}); running the RLIMIT_FSIZE fault instead")
-            fault = DiskFault("fsize", tmp_path / "data", note=f"tmpfs refused: {exc}")
-            mount_point = None
-        else:
-            fault = DiskFault("tmpfs", mount_point / "data", mount_point=mount_point)
+            # Not a quiet fallback to the other case: this one would pass without having run.
+            raise AssertionError(
+                f"cannot mount a tmpfs here ({exc}): the [tmpfs] case needs root (CI runs as root); "
+                "the [fsize] case makes the same fault without privilege"
+            ) from None
+        fault = DiskFault("tmpfs", mount_point / "data", mount_point=mount_point)
     try:
         if mount_point is not None:
             size = filesystem_size(mount_point)
