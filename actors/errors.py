@@ -7,6 +7,8 @@ StatehouseFault
 ├── TransactionClosed       already committed or aborted
 │   └── AlreadyCommitted    an id opened again whose transaction committed (carries its commit_ts)
 ├── VersionNotFound         the key never had that version
+├── NotRepresentable        a value the reader cannot receive in the form it asked for
+├── ResourceExhausted       past a configured limit (open transactions, operations, bytes)
 ├── Conflict                a condition of a conditional commit did not hold
 ├── DeadlineExceeded        an actor did not answer within the request deadline
 └── Unavailable             shutting down, or storage failed

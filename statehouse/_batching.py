@@ -3,7 +3,7 @@
 An agent framework runs many agents as threads of one process, each
 committing its own small transactions and reading its own keys. Sent one by
 one, every call pays a full gRPC round trip (about 0.3 ms of CPU on each
-side, see PHYSICS.md). A `Combiner` lets at most `max_in_flight` calls be
+side on the development VM; docs/performance.md#sessions). A `Combiner` lets at most `max_in_flight` calls be
 on the wire at once; requests that arrive meanwhile queue up and leave
 together in the next call, as one `CommitBatch` (or `ReadBatch`). A lone
 request is sent at once as a plain call, so a sequential caller waits for

@@ -38,7 +38,12 @@ from statehouse.testing import DaemonProcess
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTED_ADDR = "127.0.0.1:50051"
 DOCUMENTED_HTTP_ADDR = "127.0.0.1:50052"
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "examples" / "README.md"]
+PAGES = [
+    ROOT / "README.md",
+    ROOT / "CONTRIBUTING.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    ROOT / "examples" / "README.md",
+]
 RUN_BY_LANGUAGE = ("console", "python", "toml", "json")
 
 _FENCE = re.compile(r"^```(\S*)\n(.*?)^```\n", re.S | re.M)
