@@ -577,7 +577,9 @@ def test_wait_for_wakes_when_another_client_approves(sdk: SDK) -> None:
         latencies.append(woke - committed)
     median = statistics.median(latencies)
     print(f"{sdk.kind}: wait_for woke {[f'{x * 1000:.1f}' for x in latencies]} ms after the commit returned")
-    assert median < 0.25 and max(latencies) < 1.0
+    # A watch wakes it; polling, or the watch's 5 s heartbeat, would take seconds. Bounds loose
+    # enough for a loaded 2-core machine.
+    assert median < 0.5 and max(latencies) < 2.5
 
 
 def test_wait_for_returns_at_once_or_times_out(sdk: SDK) -> None:
