@@ -295,11 +295,10 @@ def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParse
     return parser
 
 
-def print_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """The effective settings, as a TOML file `--config` accepts."""
+def print_config(config: DaemonConfig) -> None:
+    """The settings a daemon built from `config` runs with, as a TOML file `--config` accepts."""
     print(f"# statehoused {__version__}: effective settings (flags > environment > config file > defaults)")
-    for dest in _settings(parser):
-        value = getattr(args, dest)
+    for dest, value in config.settings().items():
         if value is None:
             print(f"# {dest} is not set")
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -497,37 +496,9 @@ def recover_wal(argv: list[str]) -> int:
     return 1 if result.needed and not result.done else EXIT_OK
 
 
-def serve(argv: list[str]) -> int:
-    first = build_parser()
-    known, _ = first.parse_known_args(argv)
-    settings: dict[str, str] = {}
-    if known.config is not None:
-        try:
-            settings = load_config(known.config, first)
-        except ConfigError as exc:
-            print(f"statehoused: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    parser = build_parser(settings)
-    args = parser.parse_args(argv)
-    if args.print_config:
-        print_config(args, parser)
-        return EXIT_OK
-    # argparse checks `choices` only for values given on the command line, not env defaults.
-    if args.log_level not in logs.LEVELS:
-        parser.error(f"--log-level / STATEHOUSE_LOG_LEVEL must be one of {', '.join(logs.LEVELS)}")
-    if args.log_format not in logs.FORMATS:
-        parser.error(f"--log-format / STATEHOUSE_LOG_FORMAT must be one of {', '.join(logs.FORMATS)}")
-    if args.sync_method not in SYNC_METHODS:
-        parser.error(f"--sync-method / STATEHOUSE_SYNC_METHOD must be one of {', '.join(SYNC_METHODS)}")
-    logs.configure(args.log_level, args.log_format)
-    log = structlog.get_logger("statehouse.main")
-    if args.max_message_bytes <= args.max_value_bytes:
-        print("statehoused: --max-message-bytes must be larger than --max-value-bytes", file=sys.stderr)
-        return EXIT_USAGE
-    if args.txn_timeout_ms > args.max_txn_timeout_ms:
-        print("statehoused: --txn-timeout-ms cannot exceed --max-txn-timeout-ms", file=sys.stderr)
-        return EXIT_USAGE
-    config = DaemonConfig(
+def build_config(args: argparse.Namespace) -> DaemonConfig:
+    """The daemon's configuration from the parsed settings (checked by `serve`)."""
+    return DaemonConfig(
         data_dir=args.data_dir,
         addr=args.addr,
         http_addr=None if args.http_addr == "off" else args.http_addr,
@@ -554,7 +525,42 @@ def serve(argv: list[str]) -> int:
         snapshot_keep=args.snapshot_keep,
         snapshot_every_commits=args.snapshot_every_commits,
         snapshot_every_seconds=args.snapshot_every_seconds,
+        log_level=args.log_level,
+        log_format=args.log_format,
     )
+
+
+def serve(argv: list[str]) -> int:
+    first = build_parser()
+    known, _ = first.parse_known_args(argv)
+    settings: dict[str, str] = {}
+    if known.config is not None:
+        try:
+            settings = load_config(known.config, first)
+        except ConfigError as exc:
+            print(f"statehoused: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    parser = build_parser(settings)
+    args = parser.parse_args(argv)
+    if args.print_config:
+        print_config(build_config(args))
+        return EXIT_OK
+    # argparse checks `choices` only for values given on the command line, not env defaults.
+    if args.log_level not in logs.LEVELS:
+        parser.error(f"--log-level / STATEHOUSE_LOG_LEVEL must be one of {', '.join(logs.LEVELS)}")
+    if args.log_format not in logs.FORMATS:
+        parser.error(f"--log-format / STATEHOUSE_LOG_FORMAT must be one of {', '.join(logs.FORMATS)}")
+    if args.sync_method not in SYNC_METHODS:
+        parser.error(f"--sync-method / STATEHOUSE_SYNC_METHOD must be one of {', '.join(SYNC_METHODS)}")
+    logs.configure(args.log_level, args.log_format)
+    log = structlog.get_logger("statehouse.main")
+    if args.max_message_bytes <= args.max_value_bytes:
+        print("statehoused: --max-message-bytes must be larger than --max-value-bytes", file=sys.stderr)
+        return EXIT_USAGE
+    if args.txn_timeout_ms > args.max_txn_timeout_ms:
+        print("statehoused: --txn-timeout-ms cannot exceed --max-txn-timeout-ms", file=sys.stderr)
+        return EXIT_USAGE
+    config = build_config(args)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -6,6 +6,7 @@
     GET /actors    JSON: the ledger and every live namespace actor, each as it
                    answers through its mailbox (`?timeout=SECONDS`, default 1)
     GET /metrics   Prometheus text format
+    GET /config    the settings the daemon runs with (as --print-config prints them), JSON
 
 Every answer comes from the actors' mailboxes with a timeout, or from what
 they publish; none takes a lock the commit path needs.
@@ -96,8 +97,15 @@ class _PresentGauges(Collector):
 class Monitor:
     """The HTTP endpoint of one daemon. `start()` binds (port 0 picks a free port)."""
 
-    def __init__(self, system: ActorSystem, addr: str, ready_timeout: float = READY_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        system: ActorSystem,
+        addr: str,
+        ready_timeout: float = READY_TIMEOUT_SECONDS,
+        settings: dict[str, object] | None = None,
+    ) -> None:
         self.system = system
+        self.settings = settings or {}
         self.addr = addr
         self.ready_timeout = ready_timeout
         self.port = 0
@@ -202,8 +210,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send(200, body + b"\n", "application/json")
         elif url.path == "/metrics":
             self._send(200, self.monitor.metrics(), exposition.CONTENT_TYPE_LATEST)
+        elif url.path == "/config":
+            self._send(
+                200,
+                orjson.dumps(self.monitor.settings, option=orjson.OPT_INDENT_2) + b"\n",
+                "application/json",
+            )
         else:
-            self._send(404, b"not found: try /healthz, /readyz, /actors or /metrics\n")
+            self._send(404, b"not found: try /healthz, /readyz, /actors, /metrics or /config\n")
 
     def _timeout(self, query: dict[str, list[str]]) -> float | None:
         """The `?timeout=` of /actors, or None after answering 400 for a bad one."""

@@ -68,6 +68,42 @@ class DaemonConfig:
         )
 
     shutdown_grace_seconds: float = 10.0
+    # How the daemon's own logs are written (rpc.logs.configure); kept here to be shown.
+    log_level: str = "info"
+    log_format: str = "auto"
+
+    def settings(self) -> dict[str, object]:
+        """Every setting as this configuration holds it, named as `--config` files and
+        `--print-config` name them (None: not set). What a daemon built from it runs with."""
+        actors = self.actors
+        retention = actors.retention
+        return {
+            "addr": self.addr,
+            "http_addr": "off" if self.http_addr is None else self.http_addr,
+            "data_dir": str(self.data_dir),
+            "max_value_bytes": self.max_value_bytes,
+            "txn_timeout_ms": actors.default_txn_timeout_ms,
+            "max_txn_timeout_ms": actors.max_txn_timeout_ms,
+            "sync_method": self.sync_method,
+            "watch_max_events": actors.watch_max_events,
+            "watch_max_bytes": actors.watch_max_bytes,
+            "max_streams": self.max_streams,
+            "max_sessions": self.max_sessions,
+            "max_open_txns": actors.max_open_txns_per_namespace,
+            "max_ops_per_txn": actors.max_ops_per_txn,
+            "max_txn_bytes": actors.max_txn_bytes,
+            "max_message_bytes": self.max_message_bytes,
+            "snapshot_dir": None if self.snapshot_dir is None else str(self.snapshot_dir),
+            "snapshot_every_commits": self.snapshot_every_commits,
+            "snapshot_every_seconds": self.snapshot_every_seconds,
+            "snapshot_keep": self.snapshot_keep,
+            "retain_versions": retention.default.versions,
+            "retain_seconds": retention.default.seconds,
+            "retain_namespace": ";".join(f"{name}={policy}" for name, policy in retention.namespaces.items()),
+            "retention_every_seconds": actors.retention_every_seconds,
+            "log_level": self.log_level,
+            "log_format": self.log_format,
+        }
 
 
 class HealthService(health.HealthServicer):
@@ -289,7 +325,9 @@ class Daemon:
             self.server.start()
             if self.config.http_addr is not None:
                 try:
-                    self.monitor = Monitor(self.system, self.config.http_addr).start()
+                    self.monitor = Monitor(
+                        self.system, self.config.http_addr, settings=self.config.settings()
+                    ).start()
                 except AddressError as exc:
                     raise AddressInUse(str(exc)) from None
                 served.servicer.http_addr = self.http_addr or ""

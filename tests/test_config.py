@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import tomllib
+import urllib.request
 from pathlib import Path
 
+import grpc
 import pytest
 
+from rpc.main import _settings, build_parser
 from statehouse import ResourceExhaustedError, Statehouse
+from statehouse._proto import statehouse_pb2 as pb
 from statehouse.testing import DaemonProcess
 
 STATEHOUSED = [sys.executable, "-m", "rpc"]
@@ -105,3 +110,75 @@ def test_the_documented_config_file_is_accepted(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     printed = tomllib.loads(result.stdout)
     assert {key: printed[key] for key in tomllib.loads(block)} == tomllib.loads(block)
+
+
+# Every setting but the three DaemonProcess gives, each with a value that is not its default.
+NOT_DEFAULTS = {
+    "max_value_bytes": 2000,
+    "txn_timeout_ms": 1234,
+    "max_txn_timeout_ms": 99_999,
+    "sync_method": "sync_write",
+    "watch_max_events": 77,
+    "watch_max_bytes": 123_456,
+    "max_streams": 2,
+    "max_sessions": 1,
+    "max_open_txns": 3,
+    "max_ops_per_txn": 4,
+    "max_txn_bytes": 5000,
+    "max_message_bytes": 3_000_000,
+    "snapshot_every_commits": 1000,
+    "snapshot_every_seconds": 3600.0,
+    "snapshot_keep": 2,
+    "retain_versions": 5,
+    "retain_seconds": 86_400.0,
+    "retain_namespace": "kept=versions:2",
+    "retention_every_seconds": 30.0,
+    "log_level": "debug",  # not above info: DaemonProcess reads the port from an info line
+    "log_format": "json",
+}
+
+
+def test_every_setting_reaches_the_running_daemon(tmp_path: Path) -> None:
+    """Each setting, given as a flag to a real daemon, is what it runs with (its /config and
+    --print-config say so), and the limits among them are obeyed."""
+    given = {**NOT_DEFAULTS, "snapshot_dir": str(tmp_path / "snapshots")}
+    assert set(given) | {"addr", "http_addr", "data_dir"} == set(_settings(build_parser())), (
+        "a setting without a value here: add one, so that this test checks it"
+    )
+    flags = [part for name, value in given.items() for part in (f"--{name.replace('_', '-')}", str(value))]
+    with DaemonProcess(tmp_path / "data", *flags) as daemon:
+        with urllib.request.urlopen(f"http://{daemon.http_addr}/config", timeout=30) as answer:
+            running = json.loads(answer.read())
+        assert {name: running[name] for name in given} == given
+        assert running["data_dir"] == str(tmp_path / "data")
+        printed = run(*flags, "--data-dir", str(tmp_path / "data"), "--print-config")
+        assert printed.returncode == 0, printed.stderr
+        from_print = tomllib.loads(printed.stdout)
+        assert {name: from_print[name] for name in given} == given
+
+        with Statehouse(daemon.addr, timeout=30) as client:
+            with pytest.raises(ResourceExhaustedError, match="limit is 2000 bytes"):  # max_value_bytes
+                with client.begin_transaction() as tx:
+                    tx.write("a", "big", "x" * 2500)
+            with pytest.raises(ResourceExhaustedError, match="4"):  # max_ops_per_txn
+                with client.begin_transaction() as tx:
+                    for n in range(5):
+                        tx.write("a", f"k{n}", n)
+            with pytest.raises(ResourceExhaustedError, match="5000"):  # max_txn_bytes
+                with client.begin_transaction() as tx:
+                    for n in range(3):
+                        tx.write("a", f"v{n}", "y" * 1900)
+            held = [client.watch("a") for _ in range(2)]  # max_streams
+            with pytest.raises(ResourceExhaustedError, match="2 replay or watch streams"):
+                next(client.replay("a"), None)
+            for watch in held:
+                watch.cancel()
+        with grpc.insecure_channel(daemon.addr) as channel:
+            begin = channel.unary_unary("/statehouse.v1.StatehouseService/BeginTransaction")
+            request = pb.BeginTransactionRequest(namespace="limits").SerializeToString()
+            for _ in range(3):  # max_open_txns
+                begin(request, timeout=30)
+            with pytest.raises(grpc.RpcError) as info:
+                begin(request, timeout=30)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "limit 3" in (info.value.details() or "")

@@ -250,7 +250,7 @@ def test_readme_curl_lines_answer(daemon: Daemon) -> None:
     test_readme_quickstart_runs(daemon)
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     urls = re.findall(r"^curl -s (\S+)", readme, re.M)
-    assert [url.rsplit("/", 1)[1] for url in urls] == ["readyz", "actors", "metrics"]
+    assert [url.rsplit("/", 1)[1] for url in urls] == ["readyz", "actors", "metrics", "config"]
     answers = {}
     for url in urls:
         assert url.startswith(f"http://{DOCUMENTED_HTTP_ADDR}/")
@@ -263,3 +263,4 @@ def test_readme_curl_lines_answer(daemon: Daemon) -> None:
     assert json.loads(answers["actors"])["ledger"]["last_commit_ts"] == 1
     assert "statehouse_commits_total 1.0" in answers["metrics"]
     assert "statehouse_open_transactions 0.0" in answers["metrics"]
+    assert json.loads(answers["config"])["max_value_bytes"] == daemon.config.max_value_bytes

@@ -102,7 +102,7 @@ def test_healthz_and_readyz_answer_while_serving(daemon: Daemon, http: str) -> N
 
 def test_unknown_paths_methods_and_timeouts_get_clear_errors(http: str) -> None:
     status, body, _ = get(http, "/nope")
-    assert status == 404 and b"/healthz, /readyz, /actors or /metrics" in body
+    assert status == 404 and b"/healthz, /readyz, /actors, /metrics or /config" in body
     for bad in ("abc", "0", "-1", "31"):
         status, body, _ = get(http, f"/actors?timeout={bad}")
         assert status == 400 and b"timeout must be seconds" in body, bad
