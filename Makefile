@@ -18,7 +18,7 @@ $(BIN)/statehoused: pyproject.toml
 	@echo "setting up $(VENV) with statehoused, the SDK and statehousectl (once)..."
 	@$(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip
-	@$(PIP_QUIET) $(BIN)/python -m pip install --quiet -e .
+	@$(PIP_QUIET) $(BIN)/python -m pip install --quiet -e '.[daemon]'
 	@touch $@
 
 # What the tests and checks need besides: pytest, mypy, ruff, grpcio-tools, hypothesis, LangGraph.
