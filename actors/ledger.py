@@ -26,7 +26,7 @@ from actors.messages import (
     Condition,
     LedgerStatusQuery,
     PurgeRequest,
-    RecoverRequest,
+    ReopenRequest,
     RetainRequest,
     SnapshotRequest,
 )
@@ -122,18 +122,18 @@ class Ledger(pykka.ThreadingActor):
                 self._store.settle_compaction(message.purge_ts)
             except StorageError as exc:
                 log.warning("compact.unrecorded", error=str(exc))
-        elif isinstance(message, RecoverRequest):
+        elif isinstance(message, ReopenRequest):
             self._flush()
             try:
-                self._recover()
+                self._reopen()
             except StorageError as exc:
                 log.debug("store.not_reopened", reason=str(exc))
 
-    def _recover(self) -> None:
+    def _reopen(self) -> None:
         """Reopen a store whose writes failed, if it can be done now."""
         if not self._store.failed:
             return
-        self._store.recover()  # raises StorageError while it cannot yet
+        self._store.reopen()  # raises StorageError while it cannot yet
         log.info("store.reopened", last_commit_ts=self._store.last_commit_ts)
         if self._watches is not None:
             # A group whose fsync failed may have survived the reopen: it is
@@ -146,7 +146,7 @@ class Ledger(pykka.ThreadingActor):
         """Write a purge as the next commit: its event, and the removal of what it purges."""
         started = time.perf_counter()
         try:
-            self._recover()
+            self._reopen()
             commit_ts = self._store.last_commit_ts + 1
             op = EventOp(request.namespace, request.agent_id, request.prefix, 0, None, purge=True)
             txn_id = f"{request.namespace}:purge:{secrets.token_hex(12)}"
@@ -191,7 +191,7 @@ class Ledger(pykka.ThreadingActor):
         """Drop what a retention pass found, in one write between commit groups."""
         started = time.perf_counter()
         try:
-            self._recover()
+            self._reopen()
             applied = self._store.retain(request.plan)
         except Exception as exc:  # a failed write, a bug: answer, never hang the retainer
             log.error("retain.failed", error=repr(exc))
@@ -340,7 +340,7 @@ class Ledger(pykka.ThreadingActor):
         DataLossError of a read it needed (a key's version, a condition, its
         id) that met damaged data: that commit fails, the rest go on.
         """
-        self._recover()
+        self._reopen()
         commit_ts = self._store.last_commit_ts
         committed_at_ms = time.time_ns() // 1_000_000
         # Keys written by this group so far: target -> (version, live).

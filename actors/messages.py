@@ -129,5 +129,5 @@ class CompactionSettled:
 
 
 @dataclass(frozen=True, slots=True)
-class RecoverRequest:
+class ReopenRequest:
     """Ask the ledger to try reopening a store whose writes failed (sent by the reaper)."""

@@ -29,7 +29,7 @@ from actors.messages import (
     LedgerStatusQuery,
     Mutation,
     PurgeRequest,
-    RecoverRequest,
+    ReopenRequest,
     RetainRequest,
     SnapshotRequest,
     TxnOpen,
@@ -184,7 +184,7 @@ class ActorSystem:
         while not self._stopping.wait(self.config.tick_seconds):
             self.tick_all()
             if self.store.failed:  # reopen it without waiting for a commit to try
-                self._tell_ledger_quietly(RecoverRequest())
+                self._tell_ledger_quietly(ReopenRequest())
             if every and time.monotonic() - last_snapshot >= every:
                 last_snapshot = time.monotonic()
                 self._tell_ledger_quietly(SnapshotRequest(None, reason="every_seconds"))

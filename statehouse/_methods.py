@@ -180,7 +180,7 @@ def commit_batch(client: Client, calls: Sequence[Any]) -> Plan[list[int | Stateh
     """Commit several transactions in one CommitBatch call: each gets its commit_ts or its own
     StatehouseError. A commit that opened its transaction (`calls[n].retryable`) is sent again
     after UNAVAILABLE, until the deadline: the daemon answers one that did commit with its
-    first commit_ts. `calls` are `statehouse._transaction.CommitCall`s."""
+    first commit_ts. `calls` are `statehouse._transaction.PendingCommit`s."""
     answers: list[int | StatehouseError] = [0] * len(calls)
     pending: Sequence[int] = range(len(calls))
     attempts = _retry.Attempts(client.retry, client.timeout)

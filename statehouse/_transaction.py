@@ -42,7 +42,7 @@ InvalidArgumentError for a bad timeout, namespace or key.
 STAGE_AHEAD_BYTES = 1024 * 1024
 
 
-class CommitCall:
+class PendingCommit:
     """A CommitRequest with its transaction's deadline, so that a retry can renew `open.timeout_ms`.
 
     Only a commit that opens its transaction (it carries `open`) is retried:
@@ -215,7 +215,7 @@ class TransactionCore:
             return self._committed(self.commit_ts)
         return None
 
-    def _commit_call(self) -> CommitCall:
+    def _commit_call(self) -> PendingCommit:
         """The commit to send (after every chunk was sent ahead); the transaction is failed until
         `_committed()` says otherwise."""
         self._check_open()
@@ -228,7 +228,7 @@ class TransactionCore:
         self._open_with(request)
         self._buffer.clear()
         self._state = "failed"
-        return CommitCall(request, self._deadline)
+        return PendingCommit(request, self._deadline)
 
     def _committed(self, commit_ts: int) -> int:
         self._state = "committed"

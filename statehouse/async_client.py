@@ -22,7 +22,7 @@ from statehouse._batching import AsyncCombiner
 from statehouse._names import DEFAULT_NAMESPACE
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
 from statehouse._retry import RetryPolicy
-from statehouse._transaction import BEGIN_TRANSACTION_DOC, CommitCall, TransactionCore
+from statehouse._transaction import BEGIN_TRANSACTION_DOC, PendingCommit, TransactionCore
 from statehouse._watch import AsyncWatch, ClosedStub, closed_client
 from statehouse.client import DEFAULT_ADDR, DEFAULT_TIMEOUT_SECONDS, TRANSACTION_DOC
 from statehouse.exceptions import DeadlineExceededError, StatehouseError, from_rpc_error
@@ -135,7 +135,9 @@ class AsyncStatehouse:
         self._reach = _retry.Reach(self.url, retry)
         self._stub = pb_grpc.StatehouseServiceStub(self._channel)
         # Commits of concurrent tasks share round trips (see statehouse._batching).
-        self._committer: AsyncCombiner[CommitCall, int] = AsyncCombiner(self._commit_one, self._commit_many)
+        self._committer: AsyncCombiner[PendingCommit, int] = AsyncCombiner(
+            self._commit_one, self._commit_many
+        )
 
     # -- performing the steps of plans (statehouse._methods) ---------------------------
 
@@ -214,11 +216,11 @@ class AsyncStatehouse:
         """Call `rpc` with the retries of `statehouse._methods.call`."""
         return await self._drive(_methods.call(self, rpc, request, in_txn=in_txn, retry=retry, renew=renew))
 
-    async def _commit_one(self, call: CommitCall) -> int:
+    async def _commit_one(self, call: PendingCommit) -> int:
         response = await self._call("Commit", call.request, True, retry=call.retryable, renew=call.renew)
         return int(response.commit_ts)
 
-    async def _commit_many(self, calls: Sequence[CommitCall]) -> list[int | StatehouseError]:
+    async def _commit_many(self, calls: Sequence[PendingCommit]) -> list[int | StatehouseError]:
         return await self._drive(_methods.commit_batch(self, calls))
 
     # -- service -------------------------------------------------------------

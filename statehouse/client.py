@@ -23,7 +23,7 @@ from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
 from statehouse._retry import RetryPolicy
 from statehouse._session import Lanes
-from statehouse._transaction import BEGIN_TRANSACTION_DOC, STAGE_AHEAD_BYTES, CommitCall, TransactionCore
+from statehouse._transaction import BEGIN_TRANSACTION_DOC, STAGE_AHEAD_BYTES, PendingCommit, TransactionCore
 from statehouse._watch import ClosedStub, Watch
 from statehouse.exceptions import (
     DeadlineExceededError,
@@ -197,7 +197,7 @@ class Statehouse:
         self._lanes: Lanes | None = Lanes(self._channel) if sessions else None
         # Commits, and point reads, of concurrent threads share round trips
         # (see statehouse._batching).
-        self._committer: Combiner[CommitCall, int] = Combiner(self._commit_one, self._commit_many)
+        self._committer: Combiner[PendingCommit, int] = Combiner(self._commit_one, self._commit_many)
         self._reader: Combiner[_PointRead, _PointAnswer] = Combiner(self._read_one, self._read_many)
 
     # -- performing the steps of plans (statehouse._methods) ---------------------------
@@ -306,11 +306,11 @@ class Statehouse:
     # The rest of the docstring (idempotency keys) is shared by both clients.
     begin_transaction.__doc__ = (begin_transaction.__doc__ or "") + BEGIN_TRANSACTION_DOC
 
-    def _commit_one(self, call: CommitCall) -> int:
+    def _commit_one(self, call: PendingCommit) -> int:
         response = self._call("Commit", call.request, True, retry=call.retryable, renew=call.renew)
         return int(response.commit_ts)
 
-    def _commit_many(self, calls: Sequence[CommitCall]) -> list[int | StatehouseError]:
+    def _commit_many(self, calls: Sequence[PendingCommit]) -> list[int | StatehouseError]:
         return self._drive(_methods.commit_batch(self, calls))
 
     # -- reads ---------------------------------------------------------------------

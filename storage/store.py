@@ -130,7 +130,7 @@ class Store:
     def failed(self) -> bool:
         return self._failed is not None
 
-    def recover(self, drain_seconds: float = 0.5, backoff_seconds: float = 5.0) -> None:
+    def reopen(self, drain_seconds: float = 0.5, backoff_seconds: float = 5.0) -> None:
         """After a failed write, reopen RocksDB so that writes work again.
 
         RocksDB keeps a failed WAL write as a sticky error until the database

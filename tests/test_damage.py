@@ -817,10 +817,10 @@ def test_a_reopen_that_finds_damage_refuses_reads_and_writes_at_once(tmp_path: P
     store._failed = "write failed: (stand-in for ENOSPC)"
     (tmp_path / "data" / "DURABLE_COMMIT_TS").write_text("garbage")
     with pytest.raises(StorageDataLoss, match="refused"):
-        store.recover(drain_seconds=0.1)
+        store.reopen(drain_seconds=0.1)
     for _ in range(2):  # within the back-off too
         with pytest.raises(StorageDataLoss, match="nothing was committed"):
-            store.recover(drain_seconds=0.1)
+            store.reopen(drain_seconds=0.1)
     started = time.monotonic()
     with pytest.raises(StorageDataLoss):
         store.view()

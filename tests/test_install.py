@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+NOT_SOURCE = (".git", ".venv*", "build", "*.egg-info", "__pycache__", ".*_cache", "statehouse-data*")
 DAEMON_ONLY = ("rocksdict", "pykka", "prometheus_client", "structlog", "grpc_health")
 
 
 def test_a_client_install_has_the_sdk_and_not_the_daemons_packages(tmp_path: Path) -> None:
     """A clean venv with `pip install <this repo>` (no extra) imports and uses the SDK and
     the CLI, has none of the daemon's dependencies, and its statehoused says what to install."""
+    # A copy of the working tree: pip builds in the source directory, leaving build/ behind.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     venv = tmp_path / "client"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     install = subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", str(ROOT)], capture_output=True, text=True, timeout=600
+        [python, "-m", "pip", "install", "--quiet", str(source)], capture_output=True, text=True, timeout=600
     )
     assert install.returncode == 0, install.stderr
     check = (

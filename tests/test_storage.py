@@ -217,12 +217,12 @@ def test_after_a_failed_write_the_store_reopens_and_writes_again(data_dir: Path)
         assert store.failed and store.last_commit_ts == ts - 1
         held = store.view()  # a reader that does not let go (a replay stream, say)
         with pytest.raises(StorageError, match="open readers"):
-            store.recover(drain_seconds=0.05, backoff_seconds=0)
+            store.reopen(drain_seconds=0.05, backoff_seconds=0)
         assert store.view() is held and store.view().get("ns", "a", "k1") is not None  # reads go on
         with pytest.raises(StorageError, match="refuses writes"):
             store.append([Event(ts, "t", 0, (op("ns", "a", "x", 1, b"1"),))])
         del held
-        store.recover()
+        store.reopen()
         assert not store.failed and store.last_commit_ts == ts - 1
         store.append([Event(ts, "t", 0, (op("ns", "a", "x", 1, b"1"),))])
         assert store.view().get("ns", "a", "x") == StateRecord(1, ts, b"1")
