@@ -345,11 +345,6 @@ class ReadView:
         data = self._get(raw_key)
         return None if data is None else _decoded(raw_key, committed_at_ms, data)
 
-    def keys(self, namespace: str, agent_id: str) -> Iterator[str]:
-        """Live keys of an agent in byte order."""
-        for key, _record in self.scan(namespace, agent_id):
-            yield key
-
     def replay(
         self,
         namespace: str,
@@ -411,13 +406,15 @@ class ReadView:
             yield _decoded(raw_key, decode_event, commit_ts, data, self._fetch(commit_ts) if values else None)
 
     def states(self) -> Iterator[tuple[bytes, StateRecord]]:
-        """Every state record (tombstones included) with its value, keyed by storage key."""
+        """Every state record (tombstones included) with its value, keyed by storage key: the
+        whole table, as tests compare stores before and after (nothing in the daemon needs it)."""
         for raw_key, data in reading.scan(self._snapshot, keys.STATE, "the STATE table"):
             namespace, agent_id, key = keys.split_state_key(raw_key)
             yield raw_key, self._state(_decoded(raw_key, decode_state, data), key, namespace, agent_id)
 
     def versions(self) -> Iterator[tuple[bytes, VersionRecord]]:
-        """Every version record with its value, keyed by storage key."""
+        """Every version record with its value, keyed by storage key: the whole table, as tests
+        compare stores before and after (nothing in the daemon needs it)."""
         for raw_key, data in reading.scan(self._snapshot, keys.VERSIONS, "the VERSIONS table"):
             namespace, agent_id, key, _version = keys.split_version_key(raw_key)
             pointer = _decoded(raw_key, decode_version, data)
