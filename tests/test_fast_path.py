@@ -1,20 +1,17 @@
-"""The one-round-trip commit path: client-chosen ids opened by the commit
-(TxnOpen), CommitBatch, the SDK's Combiner, and the bound on live
-namespace actors. On real parts: RocksDB in a temp dir, real actors, a real
-server on port 0, and `statehoused` as a process where threads are counted.
+"""The one-round-trip commit path on the wire and through the SDK: client-chosen ids opened
+by the commit (TxnOpen), CommitBatch, ReadBatch, and transactions sent ahead in chunks. On
+real parts: RocksDB in a temp dir, real actors, a real server on port 0, and `statehoused`
+as a process. The SDK's Combiner is tested in test_batching.py, the bound on live namespace
+actors in test_registry.py.
 """
 
 from __future__ import annotations
 
-import collections
-import random
 import secrets
-import signal
 import socket
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,25 +19,21 @@ from typing import Any
 import grpc
 import pytest
 
-from actors import ActorConfig, ActorSystem, Mutation, TransactionClosed, TxnOpen
+from actors import ActorConfig, ActorSystem
 from rpc.server import Daemon, DaemonConfig
 from statehouse import (
     NotFoundError,
     ResourceExhaustedError,
     Statehouse,
-    StatehouseError,
     TransactionClosedError,
     TransactionError,
     TransactionExpiredError,
     UnavailableError,
 )
-from statehouse._batching import Combiner
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
 from statehouse.client import STAGE_AHEAD_BYTES
-from statehouse.exceptions import from_status
 from statehouse.testing import DaemonProcess
-from storage import Store
 
 C = grpc.StatusCode
 W = 10.0  # seconds any single call may wait
@@ -300,176 +293,6 @@ def test_commit_batch_size_limit(daemon: Daemon, stub: Any) -> None:
     assert value_of(stub, "k4095")[2] == stamps[-1]
 
 
-# -- Combiner: its concurrency logic, over a fake transport on real threads ----------
-
-
-class QueueWatch(collections.deque[Any]):
-    """Stands in for the combiner's queue to tell the test when a commit has queued.
-
-    Appends happen under the combiner's lock; the test waits on `changed`, so
-    it knows a thread has queued without sleeping or polling.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.changed = threading.Condition()
-
-    def append(self, item: Any) -> None:
-        super().append(item)
-        with self.changed:
-            self.changed.notify_all()
-
-    def wait_for_length(self, length: int) -> None:
-        with self.changed:
-            assert self.changed.wait_for(lambda: len(self) == length, timeout=W), (len(self), length)
-
-
-class FakeWire:
-    """A transport whose calls block until `gate` is set, recording each call.
-
-    Commit ts is derived from the request's id, so each caller can be checked
-    to get its own answer.
-    """
-
-    def __init__(self) -> None:
-        self.gate = threading.Event()
-        self.entered = threading.Semaphore(0)
-        self.lock = threading.Lock()
-        self.calls: list[tuple[str, list[str]]] = []
-        self.in_flight = 0
-        self.most_in_flight = 0
-        self.item_errors: dict[str, StatehouseError] = {}
-        self.batch_error: StatehouseError | None = None
-
-    def _enter(self, kind: str, requests: Sequence[pb.CommitRequest]) -> None:
-        with self.lock:
-            self.calls.append((kind, [r.txn_id for r in requests]))
-            self.in_flight += 1
-            self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        self.entered.release()
-        assert self.gate.wait(W)
-
-    def _leave(self) -> None:
-        with self.lock:
-            self.in_flight -= 1
-
-    def send_one(self, request: pb.CommitRequest) -> int:
-        self._enter("one", [request])
-        try:
-            error = self.item_errors.get(request.txn_id)
-            if error is not None:
-                raise error
-            return ts_of(request.txn_id)
-        finally:
-            self._leave()
-
-    def send_many(self, requests: Sequence[pb.CommitRequest]) -> list[int | StatehouseError]:
-        self._enter("many", requests)
-        try:
-            if self.batch_error is not None:
-                raise self.batch_error
-            return [self.item_errors.get(r.txn_id, ts_of(r.txn_id)) for r in requests]
-        finally:
-            self._leave()
-
-
-def txn(n: int) -> pb.CommitRequest:
-    return pb.CommitRequest(txn_id=f"ns:{n:024x}", mutations=[put("k")])
-
-
-def ts_of(txn_id: str) -> int:
-    return 1000 + int(txn_id.rpartition(":")[2], 16)
-
-
-class Callers:
-    """Threads calling `combiner.call`, each keeping its own outcome."""
-
-    def __init__(self, combiner: Combiner[Any, Any]) -> None:
-        self.combiner = combiner
-        self.outcomes: dict[int, int | BaseException] = {}
-        self.threads: list[threading.Thread] = []
-
-    def start(self, n: int) -> None:
-        def run() -> None:
-            try:
-                self.outcomes[n] = self.combiner.call(txn(n))
-            except BaseException as exc:
-                self.outcomes[n] = exc
-
-        thread = threading.Thread(target=run, name=f"caller-{n}")
-        self.threads.append(thread)
-        thread.start()
-
-    def join(self) -> None:
-        for thread in self.threads:
-            thread.join(W)
-            assert not thread.is_alive(), f"{thread.name} never got its outcome"
-
-
-def combiner_with_both_places_taken(wire: FakeWire, queued: int) -> tuple[Combiner[Any, Any], Callers]:
-    """Two commits blocked on the wire (max_in_flight=2) and `queued` more waiting, in order."""
-    combiner = Combiner(wire.send_one, wire.send_many, max_in_flight=2)
-    watch = QueueWatch()
-    combiner._queue = watch
-    callers = Callers(combiner)
-    for n in (0, 1):
-        callers.start(n)
-        assert wire.entered.acquire(timeout=W)  # on the wire, holding one of the two places
-    for n in range(2, 2 + queued):
-        callers.start(n)
-        watch.wait_for_length(n - 1)  # queued behind the others: arrival order is known
-    return combiner, callers
-
-
-def test_combiner_sends_queued_commits_together_each_with_its_own_outcome() -> None:
-    wire = FakeWire()
-    refused_one = TransactionClosedError("transaction 'ns:...' was used before", "FAILED_PRECONDITION")
-    wire.item_errors[txn(5).txn_id] = refused_one
-    combiner, callers = combiner_with_both_places_taken(wire, queued=10)
-    assert wire.calls == [("one", [txn(0).txn_id]), ("one", [txn(1).txn_id])]
-    wire.gate.set()
-    callers.join()
-
-    later = wire.calls[2:]
-    assert 1 <= len(later) <= 2, later
-    assert all(kind == "many" for kind, _ in later), later
-    sent = [txn_id for _, ids in later for txn_id in ids]
-    assert sent == [txn(n).txn_id for n in range(2, 12)]  # each once, oldest first
-    assert wire.most_in_flight <= 2
-    for n in range(12):
-        if n == 5:
-            assert callers.outcomes[n] is refused_one
-        else:
-            assert callers.outcomes[n] == ts_of(txn(n).txn_id), n
-
-    # Every place on the wire was given back: a lone commit goes out at once, alone.
-    assert combiner.call(txn(99)) == ts_of(txn(99).txn_id)
-    assert wire.calls[-1] == ("one", [txn(99).txn_id])
-
-
-def test_combiner_gives_a_failed_call_to_every_caller_as_its_own_exception() -> None:
-    wire = FakeWire()
-    wire.batch_error = from_status(C.UNAVAILABLE, "the daemon went away", True)
-    _combiner, callers = combiner_with_both_places_taken(wire, queued=6)
-    wire.gate.set()
-    callers.join()
-
-    assert [callers.outcomes[n] for n in (0, 1)] == [ts_of(txn(0).txn_id), ts_of(txn(1).txn_id)]
-    errors = [callers.outcomes[n] for n in range(2, 8)]
-    for error in errors:
-        assert isinstance(error, TransactionError) and isinstance(error, UnavailableError)
-        assert (str(error), error.code) == ("the daemon went away", "UNAVAILABLE")
-    assert len({id(error) for error in errors}) == len(errors)  # not one instance raised in 6 threads
-
-
-def test_combiner_sends_sequential_commits_alone() -> None:
-    wire = FakeWire()
-    wire.gate.set()
-    combiner = Combiner(wire.send_one, wire.send_many, max_in_flight=2)
-    assert [combiner.call(txn(n)) for n in range(5)] == [ts_of(txn(n).txn_id) for n in range(5)]
-    assert wire.calls == [("one", [txn(n).txn_id]) for n in range(5)]
-
-
 # -- the SDK ---------------------------------------------------------------------
 
 
@@ -612,159 +435,6 @@ def test_large_transaction_stages_ahead_and_commits(
         state = client.get_state("a", f"k{n}", namespace="big")
         assert (state.value, state.version, state.commit_ts) == ({"n": n, "pad": chunk}, 1, commit_ts)
     assert len(list(client.replay("a", namespace="big"))) == 1
-
-
-# -- the bound on live namespace actors ----------------------------------------------
-
-
-def namespace_actor_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("NamespaceActor-")]
-
-
-def actor_namespace(thread: threading.Thread) -> str | None:
-    """The namespace of the actor a pykka thread runs (None once it has finished)."""
-    target = getattr(thread, "_target", None)
-    actor = getattr(target, "__self__", None)
-    return getattr(actor, "namespace", None)
-
-
-@pytest.fixture
-def bounded(store: Store) -> Iterator[ActorSystem]:
-    system = ActorSystem(store, ActorConfig(max_idle_actors=8)).start()
-    yield system
-    system.stop()
-
-
-def live_namespaces(system: ActorSystem) -> list[str]:
-    # A retire request queued before the first status call is handled before
-    # that actor answers it, so the second call lists only actors still live.
-    system.status(W)
-    return [ns["namespace"] for ns in system.status(W)["namespaces"]]
-
-
-def test_idle_actors_past_the_bound_retire(bounded: ActorSystem) -> None:
-    threads_before = threading.active_count()
-    ids = {f"ns{n}": fresh_id(f"ns{n}") for n in range(100)}
-    stamps = {}
-    for ns, txn_id in ids.items():
-        stamps[ns] = bounded.commit(txn_id, [Mutation(ns, "a", "k", ns.encode())], W, open=TxnOpen())
-
-    # With every retire request handled, at most max_idle actors stay: those
-    # never asked (the newest), while every actor asked retires, being idle.
-    live = live_namespaces(bounded)
-    assert 1 <= len(live) <= 8, live
-    assert "ns99" in live  # the most recently used stays
-    # Retired actors' threads end (joined, not slept on); no thread per namespace stays behind.
-    for thread in namespace_actor_threads():
-        if actor_namespace(thread) not in live:
-            thread.join(W)
-            assert not thread.is_alive(), thread.name
-    assert threading.active_count() - threads_before <= len(live)
-
-    assert all(stored(bounded, ns, "k") == (ns.encode(), ts) for ns, ts in stamps.items())
-    assert len(set(stamps.values())) == 100
-
-    # A retired namespace still knows its used ids (a commit opening one again
-    # is answered as a retry, writing nothing), and takes new transactions.
-    assert (
-        bounded.commit(ids["ns0"], [Mutation("ns0", "a", "k", b"again")], W, open=TxnOpen()) == stamps["ns0"]
-    )
-    assert stored(bounded, "ns0", "k") == (b"ns0", stamps["ns0"])
-    with pytest.raises(TransactionClosed, match="was used before"):
-        bounded.stage(ids["ns0"], [Mutation("ns0", "a", "k", b"again")], W, open=TxnOpen())
-    assert bounded.commit(fresh_id("ns0"), [Mutation("ns0", "a", "j", b"1")], W, open=TxnOpen()) > 0
-    assert stored(bounded, "ns0", "k") == (b"ns0", stamps["ns0"])
-
-
-def test_actor_with_an_open_transaction_is_never_retired_by_the_bound(bounded: ActorSystem) -> None:
-    held = fresh_id("holder")
-    bounded.stage(held, [Mutation("holder", "a", "early", b"1")], W, open=TxnOpen())
-    for n in range(100):
-        bounded.commit(fresh_id(f"ns{n}"), [Mutation(f"ns{n}", "a", "k", b"1")], W, open=TxnOpen())
-    live = live_namespaces(bounded)
-    assert "holder" in live
-    assert len(live) <= 9, live  # the holder refuses; the rest as without it
-    commit_ts = bounded.commit(held, [Mutation("holder", "a", "late", b"2")], W)
-    assert [stored(bounded, "holder", key) for key in ("early", "late")] == [
-        (b"1", commit_ts),
-        (b"2", commit_ts),
-    ]
-
-
-def race_commits(
-    system: ActorSystem, namespaces: int, threads: int, per_thread: int, staged_every: int = 0
-) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], Exception]]:
-    """Threads committing one key per transaction round the namespaces; (acknowledged, failed).
-
-    Transactions open with their commit (TxnOpen), as the SDK sends them;
-    every `staged_every`-th is begun, staged and committed instead.
-    """
-    acknowledged: dict[tuple[str, str], int] = {}
-    failed: dict[tuple[str, str], Exception] = {}
-    start = threading.Barrier(threads)
-
-    def agent(t: int) -> None:
-        start.wait(W)
-        for i in range(per_thread):
-            ns, key = f"ns{(t * 7 + i) % namespaces}", f"t{t}-{i}"
-            mutation = Mutation(ns, "a", key, key.encode())
-            try:
-                if staged_every and i % staged_every == 0:
-                    # A server-issued id, staged first: its actor cannot retire meanwhile.
-                    txn_id, _ = system.begin(ns, None, W)
-                    system.stage(txn_id, [mutation], W)
-                    acknowledged[ns, key] = system.commit(txn_id, [], W)
-                else:
-                    acknowledged[ns, key] = system.commit(fresh_id(ns), [mutation], W, open=TxnOpen())
-            except Exception as exc:
-                failed[ns, key] = exc
-
-    workers = [threading.Thread(target=agent, args=(t,)) for t in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(120)
-    assert not any(worker.is_alive() for worker in workers)
-    return acknowledged, failed
-
-
-def test_commits_racing_retirements_lose_nothing(store: Store) -> None:
-    # max_idle_actors=2 over 24 busy namespaces: actors are asked to retire
-    # all the time while messages are sent to them. Which races happen varies
-    # from run to run; that every commit is acknowledged and readable must not:
-    # an actor sent anything after it was asked to retire keeps serving.
-    system = ActorSystem(store, ActorConfig(max_idle_actors=2)).start()
-    try:
-        acknowledged, failed = race_commits(system, namespaces=24, threads=16, per_thread=60, staged_every=3)
-        assert failed == {}
-        assert len(acknowledged) == 16 * 60
-        assert len(set(acknowledged.values())) == len(acknowledged)
-        for (ns, key), commit_ts in acknowledged.items():
-            assert stored(system, ns, key) == (key.encode(), commit_ts)
-    finally:
-        system.stop()
-
-
-def test_more_busy_namespaces_than_the_bound_all_commit(store: Store) -> None:
-    system = ActorSystem(store, ActorConfig(max_idle_actors=8)).start()
-    try:
-        acknowledged, failed = race_commits(system, namespaces=32, threads=32, per_thread=60)
-        assert failed == {}
-        assert len(acknowledged) == 32 * 60
-    finally:
-        system.stop()
-
-
-def test_daemon_touching_many_namespaces_keeps_few_threads(data_dir: Path) -> None:
-    with DaemonProcess(data_dir) as daemon, Statehouse(daemon.addr) as client:
-        for n in range(300):
-            with client.begin_transaction(namespace=f"ns{n}") as tx:
-                tx.write("a", "k", n, namespace=f"ns{n}")
-        assert daemon.process is not None
-        status = Path(f"/proc/{daemon.process.pid}/status").read_text()
-        threads = int(next(line for line in status.splitlines() if line.startswith("Threads:")).split()[1])
-        assert threads < 100, threads
-        assert [client.get_state("a", "k", namespace=f"ns{n}").value for n in range(300)] == list(range(300))
 
 
 @pytest.mark.parametrize("failing_chunk", [1, 2])
@@ -925,103 +595,6 @@ def test_threads_sharing_a_client_read_through_combined_calls(daemon: Daemon) ->
     client.close()
 
 
-# -- Combiner: places on the wire are never leaked ---------------------------------------
-
-
-class _Numbered:
-    """A request for the fake transports below: an id, and the size the combiner asks for."""
-
-    def __init__(self, value: object) -> None:
-        self.value = value
-
-    def ByteSize(self) -> int:
-        return 8
-
-
-def test_combiner_under_forced_thread_switching_leaks_no_place() -> None:
-    # A thread that already owns a place must never be handed a second one:
-    # that place would never come back, and after two such leaks every call
-    # would wait forever. Switching threads every microsecond makes the
-    # interleavings that used to leak common.
-    rng = random.Random(7)
-
-    def network(values: list[object]) -> list[object]:
-        time.sleep(rng.random() * 0.0005)  # the time a call spends on the wire, varied
-        return values
-
-    combiner: Combiner[Any, Any] = Combiner(
-        lambda r: network([r.value])[0], lambda rs: network([r.value for r in rs]), max_in_flight=2
-    )
-    answers: dict[int, list[object]] = collections.defaultdict(list)
-    failures: list[BaseException] = []
-
-    def caller(n: int) -> None:
-        try:
-            for step in range(300):
-                answers[n].append(combiner.call(_Numbered((n, step))))
-        except BaseException as exc:
-            failures.append(exc)
-
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        workers = [threading.Thread(target=caller, args=(n,)) for n in range(8)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(60)
-    finally:
-        sys.setswitchinterval(interval)
-    assert not any(worker.is_alive() for worker in workers)
-    assert failures == []
-    assert all(answers[n] == [(n, step) for step in range(300)] for n in range(8))
-    assert combiner._senders == 0 and not combiner._queue
-
-
-def test_combiner_caller_interrupted_while_waiting_withdraws_and_frees_nothing_it_lacks() -> None:
-    # Ctrl-C in a caller waiting for a place: its request is withdrawn unsent,
-    # and the places stay usable (this used to leave one leaked per interrupt).
-    entered = {name: threading.Event() for name in ("A", "B")}
-    release = threading.Event()
-    sent: list[object] = []
-
-    def send_one(request: _Numbered) -> object:
-        sent.append(request.value)
-        if request.value in entered:
-            entered[request.value].set()  # type: ignore[index]
-            release.wait(W)
-        return request.value
-
-    def send_many(requests: Sequence[_Numbered]) -> list[object]:
-        sent.extend(r.value for r in requests)
-        return [r.value for r in requests]
-
-    combiner: Combiner[Any, Any] = Combiner(send_one, send_many, max_in_flight=2)
-    holders = [threading.Thread(target=combiner.call, args=(_Numbered(name),)) for name in entered]
-    for holder in holders:
-        holder.start()
-    for event in entered.values():
-        assert event.wait(W)  # both places are taken now
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGALRM, interrupt)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.2)
-        with pytest.raises(KeyboardInterrupt):
-            combiner.call(_Numbered("interrupted"))  # waits: no place is free
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-    release.set()
-    for holder in holders:
-        holder.join(W)
-    assert "interrupted" not in sent
-    assert combiner._senders == 0 and not combiner._queue
-    assert [combiner.call(_Numbered(n)) for n in range(3)] == [0, 1, 2]
-
-
 def test_leaving_a_with_block_after_a_refused_chunk_discards_the_staged_part(
     daemon_config: DaemonConfig,
 ) -> None:
@@ -1099,69 +672,3 @@ def test_abort_after_a_commit_of_unknown_outcome_asks_the_server(
         with pytest.raises(TransactionClosedError, match="already committed"):
             tx.abort()  # the server says what happened instead of a silent "aborted"
         assert client.get_state("a", "k").value == "v"
-
-
-def test_starting_an_actor_asks_only_a_few_old_ones_to_retire() -> None:
-    """With many actors that cannot retire (open transactions), a new one must stay cheap:
-    it asks a bounded number of the oldest, not every actor past the bound."""
-    from actors.registry import NamespaceRegistry
-
-    asked: list[str] = []
-
-    class Holder:  # a live actor that holds a transaction open: it never retires
-        def __init__(self, namespace: str) -> None:
-            self.namespace = namespace
-            self.actor_ref = self
-
-        def is_alive(self) -> bool:
-            return True
-
-        def retire_if_idle(self, uses: int) -> None:
-            asked.append(self.namespace)
-
-    registry = NamespaceRegistry(lambda ns: (Holder(ns), None), max_idle=8)
-    for n in range(500):
-        before = len(asked)
-        registry.send(f"ns{n}", True, lambda proxy: None)
-        assert len(asked) - before == min(max(0, n + 1 - 8), 4)  # past the bound: 4 at most
-    assert len(registry) == 500
-
-
-def test_actors_holding_transactions_do_not_shield_idle_ones_from_retiring() -> None:
-    """Past the bound, a new actor asks idle actors to retire, passing over (without a message)
-    those that publish open transactions, however many of those are older."""
-    from actors.namespace import Activity
-    from actors.registry import NamespaceRegistry
-
-    asked: list[str] = []
-    registry: NamespaceRegistry
-
-    class Actor:
-        def __init__(self, namespace: str) -> None:
-            self.namespace = namespace
-            self.actor_ref = self
-            self.actor_urn = namespace
-            self.uses = 0
-
-        def is_alive(self) -> bool:
-            return True
-
-        def retire_if_idle(self, uses: int) -> None:  # idle: it retires at once
-            asked.append(self.namespace)
-            registry._forget(self.namespace)  # what `retire` does, under the lock held by `send`
-
-    def start(namespace: str) -> tuple[Actor, Activity]:
-        activity = Activity(0.0)
-        activity.open_transactions = 1 if namespace.startswith("held") else 0
-        return Actor(namespace), activity
-
-    registry = NamespaceRegistry(start, max_idle=8)
-    for n in range(200):  # 200 namespaces holding a transaction each
-        registry.send(f"held{n}", True, lambda proxy: None)
-    assert asked == []  # none of them is ever asked: they would refuse
-    for n in range(300):  # then 300 fresh ones, each touched once
-        registry.send(f"touched{n}", True, lambda proxy: None)
-    assert all(name.startswith("touched") for name in asked)
-    live = [name for name in registry._actors if name.startswith("touched")]
-    assert len(live) <= 8 + 64, len(live)  # the idle ones retire as new ones start
-    assert len(registry) == 200 + len(live)
