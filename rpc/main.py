@@ -23,14 +23,13 @@ from typing import Any
 
 import structlog
 
-from actors import ActorConfig
 from rpc import logs
 from rpc.monitor import AddressError, split_address
 from rpc.server import AddressInUse, Daemon, DaemonConfig
 from statehouse import Statehouse, StatehouseError, UnavailableError, __version__
 from statehouse._names import DEFAULT_MAX_VALUE_BYTES
 from storage import StorageError, StoreLockedError
-from storage.retention import Policies, Policy
+from storage.retention import Policies
 from storage.store import SYNC_METHODS
 
 EXIT_OK, EXIT_USAGE, EXIT_ADDRESS, EXIT_DATA_DIR = 0, 2, 3, 4
@@ -498,36 +497,7 @@ def recover_wal(argv: list[str]) -> int:
 
 def build_config(args: argparse.Namespace) -> DaemonConfig:
     """The daemon's configuration from the parsed settings (checked by `serve`)."""
-    return DaemonConfig(
-        data_dir=args.data_dir,
-        addr=args.addr,
-        http_addr=None if args.http_addr == "off" else args.http_addr,
-        max_value_bytes=args.max_value_bytes,
-        max_message_bytes=args.max_message_bytes,
-        max_streams=args.max_streams,
-        max_sessions=args.max_sessions,
-        sync_method=args.sync_method,
-        actors=ActorConfig(
-            default_txn_timeout_ms=args.txn_timeout_ms,
-            max_txn_timeout_ms=args.max_txn_timeout_ms,
-            max_open_txns_per_namespace=args.max_open_txns,
-            max_ops_per_txn=args.max_ops_per_txn,
-            max_txn_bytes=args.max_txn_bytes,
-            watch_max_events=args.watch_max_events,
-            watch_max_bytes=args.watch_max_bytes,
-            retention=Policies(
-                Policy(args.retain_versions, args.retain_seconds),
-                Policies.parse_namespaces(args.retain_namespace),
-            ),
-            retention_every_seconds=args.retention_every_seconds,
-        ),
-        snapshot_dir=args.snapshot_dir,
-        snapshot_keep=args.snapshot_keep,
-        snapshot_every_commits=args.snapshot_every_commits,
-        snapshot_every_seconds=args.snapshot_every_seconds,
-        log_level=args.log_level,
-        log_format=args.log_format,
-    )
+    return DaemonConfig.from_settings(vars(args))
 
 
 def serve(argv: list[str]) -> int:

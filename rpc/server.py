@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ from rpc.status import ErrorCounter
 from statehouse._names import DEFAULT_MAX_VALUE_BYTES
 from statehouse._proto import statehouse_pb2 as pb
 from storage import StorageError, Store
+from storage.retention import Policies, Policy
 
 log = structlog.get_logger("statehouse.server")
 
@@ -72,38 +73,66 @@ class DaemonConfig:
     log_level: str = "info"
     log_format: str = "auto"
 
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> DaemonConfig:
+        """The configuration of `values`: every setting by name (as `--config` files and
+        `--print-config` name them), already checked."""
+        retention = Policies(
+            Policy(values["retain_versions"], values["retain_seconds"]),
+            Policies.parse_namespaces(values["retain_namespace"]),
+        )
+        actors = ActorConfig(retention=retention, **{f: values[name] for name, f in _ACTOR_FIELDS.items()})
+        snapshot_dir = values["snapshot_dir"]
+        return cls(
+            data_dir=Path(values["data_dir"]),
+            http_addr=None if values["http_addr"] == "off" else values["http_addr"],
+            snapshot_dir=None if snapshot_dir is None else Path(snapshot_dir),
+            actors=actors,
+            **{name: values[name] for name in _SAME_NAMED},
+        )
+
     def settings(self) -> dict[str, object]:
         """Every setting as this configuration holds it, named as `--config` files and
-        `--print-config` name them (None: not set). What a daemon built from it runs with."""
-        actors = self.actors
-        retention = actors.retention
-        return {
-            "addr": self.addr,
-            "http_addr": "off" if self.http_addr is None else self.http_addr,
-            "data_dir": str(self.data_dir),
-            "max_value_bytes": self.max_value_bytes,
-            "txn_timeout_ms": actors.default_txn_timeout_ms,
-            "max_txn_timeout_ms": actors.max_txn_timeout_ms,
-            "sync_method": self.sync_method,
-            "watch_max_events": actors.watch_max_events,
-            "watch_max_bytes": actors.watch_max_bytes,
-            "max_streams": self.max_streams,
-            "max_sessions": self.max_sessions,
-            "max_open_txns": actors.max_open_txns_per_namespace,
-            "max_ops_per_txn": actors.max_ops_per_txn,
-            "max_txn_bytes": actors.max_txn_bytes,
-            "max_message_bytes": self.max_message_bytes,
-            "snapshot_dir": None if self.snapshot_dir is None else str(self.snapshot_dir),
-            "snapshot_every_commits": self.snapshot_every_commits,
-            "snapshot_every_seconds": self.snapshot_every_seconds,
-            "snapshot_keep": self.snapshot_keep,
-            "retain_versions": retention.default.versions,
-            "retain_seconds": retention.default.seconds,
-            "retain_namespace": ";".join(f"{name}={policy}" for name, policy in retention.namespaces.items()),
-            "retention_every_seconds": actors.retention_every_seconds,
-            "log_level": self.log_level,
-            "log_format": self.log_format,
-        }
+        `--print-config` name them (None: not set). What a daemon built from it runs with;
+        `from_settings` of it gives this configuration again."""
+        retention = self.actors.retention
+        found: dict[str, object] = {name: getattr(self, name) for name in _SAME_NAMED}
+        found.update({name: getattr(self.actors, f) for name, f in _ACTOR_FIELDS.items()})
+        found.update(
+            data_dir=str(self.data_dir),
+            http_addr="off" if self.http_addr is None else self.http_addr,
+            snapshot_dir=None if self.snapshot_dir is None else str(self.snapshot_dir),
+            retain_versions=retention.default.versions,
+            retain_seconds=retention.default.seconds,
+            retain_namespace=";".join(f"{name}={policy}" for name, policy in retention.namespaces.items()),
+        )
+        return {name: found[name] for name in SETTINGS}
+
+
+# Every setting (a flag of statehoused, a key of its config file), in --help's order. Most map
+# to a field of the same name (_SAME_NAMED) or of ActorConfig (_ACTOR_FIELDS); data_dir,
+# http_addr, snapshot_dir and the three retain_ settings are converted by DaemonConfig itself.
+SETTINGS = (
+    "addr", "http_addr", "data_dir", "max_value_bytes", "txn_timeout_ms", "max_txn_timeout_ms",
+    "sync_method", "watch_max_events", "watch_max_bytes", "max_streams", "max_sessions",
+    "max_open_txns", "max_ops_per_txn", "max_txn_bytes", "max_message_bytes", "snapshot_dir",
+    "snapshot_every_commits", "snapshot_every_seconds", "snapshot_keep", "retain_versions",
+    "retain_seconds", "retain_namespace", "retention_every_seconds", "log_level", "log_format",
+)  # fmt: skip
+_SAME_NAMED = (
+    "addr", "max_value_bytes", "max_message_bytes", "max_streams", "max_sessions", "sync_method",
+    "snapshot_keep", "snapshot_every_commits", "snapshot_every_seconds", "log_level", "log_format",
+)  # fmt: skip
+_ACTOR_FIELDS = {
+    "txn_timeout_ms": "default_txn_timeout_ms",
+    "max_txn_timeout_ms": "max_txn_timeout_ms",
+    "max_open_txns": "max_open_txns_per_namespace",
+    "max_ops_per_txn": "max_ops_per_txn",
+    "max_txn_bytes": "max_txn_bytes",
+    "watch_max_events": "watch_max_events",
+    "watch_max_bytes": "watch_max_bytes",
+    "retention_every_seconds": "retention_every_seconds",
+}
 
 
 class HealthService(health.HealthServicer):

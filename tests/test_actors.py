@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from threads import run_threads
 
 from actors import (
     ActorConfig,
@@ -181,11 +182,7 @@ def test_concurrent_commits_are_totally_ordered_and_grouped(system: ActorSystem)
     def agent(i: int) -> None:
         results[i] = [commit(system, put(f"k{n}", b"%d" % n, agent=f"a{i}")) for n in range(50)]
 
-    threads = [threading.Thread(target=agent, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(agent, 16)
     every = sorted(ts for r in results.values() for ts in r)
     assert every == list(range(1, 16 * 50 + 1))  # unique, gap-free
     for r in results.values():

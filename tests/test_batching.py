@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from test_fast_path import C, W, put
+from threads import run_threads
 
 from statehouse import StatehouseError, TransactionClosedError, TransactionError, UnavailableError
 from statehouse._batching import Combiner
@@ -231,14 +232,9 @@ def test_combiner_under_forced_thread_switching_leaks_no_place() -> None:
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
     try:
-        workers = [threading.Thread(target=caller, args=(n,)) for n in range(8)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(60)
+        run_threads(caller, 8, 60)
     finally:
         sys.setswitchinterval(interval)
-    assert not any(worker.is_alive() for worker in workers)
     assert failures == []
     assert all(answers[n] == [(n, step) for step in range(300)] for n in range(8))
     assert combiner._senders == 0 and not combiner._queue

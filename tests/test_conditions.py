@@ -7,13 +7,13 @@ port 0, raw gRPC stubs (the SDK's side is in the SDK's own tests).
 from __future__ import annotations
 
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
+from threads import run_threads
 
 from rpc.server import Daemon, DaemonConfig
 from statehouse._proto import statehouse_pb2 as pb
@@ -183,11 +183,7 @@ def test_sixteen_writers_incrementing_one_counter_lose_no_update(stub: Any) -> N
                     assert exc.code() == C.ABORTED, exc.details()
                     conflicts.append(conflict_of(exc).actual_version)
 
-    threads = [threading.Thread(target=increment, args=(25,)) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_threads(lambda _: increment(25), 16)
     assert state(stub, "counter") == (b"400", 401, True)
     assert conflicts  # 16 writers on one key did collide, and were told
 

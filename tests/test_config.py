@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from rpc.main import _settings, build_parser
+from rpc.server import SETTINGS
 from statehouse import ResourceExhaustedError, Statehouse
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse.testing import DaemonProcess
@@ -141,6 +142,7 @@ NOT_DEFAULTS = {
 def test_every_setting_reaches_the_running_daemon(tmp_path: Path) -> None:
     """Each setting, given as a flag to a real daemon, is what it runs with (its /config and
     --print-config say so), and the limits among them are obeyed."""
+    assert tuple(_settings(build_parser())) == SETTINGS  # the flags, and what builds the config
     given = {**NOT_DEFAULTS, "snapshot_dir": str(tmp_path / "snapshots")}
     assert set(given) | {"addr", "http_addr", "data_dir"} == set(_settings(build_parser())), (
         "a setting without a value here: add one, so that this test checks it"

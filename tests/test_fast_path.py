@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 import pytest
+from threads import run_threads
 
 from actors import ActorConfig, ActorSystem
 from rpc.server import Daemon, DaemonConfig
@@ -354,12 +355,7 @@ def test_threads_sharing_a_client_commit_through_combined_calls(data_dir: Path) 
             except BaseException as exc:
                 failures.append(exc)
 
-        workers = [threading.Thread(target=agent, args=(n,)) for n in range(threads)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(120)
-        assert not any(worker.is_alive() for worker in workers)
+        run_threads(agent, threads)
         assert failures == []
 
         every = [ts for mine in stamps.values() for ts in mine]
@@ -582,12 +578,7 @@ def test_threads_sharing_a_client_read_through_combined_calls(daemon: Daemon) ->
         except BaseException as exc:
             failures.append(exc)
 
-    workers = [threading.Thread(target=reader, args=(n,)) for n in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(60)
-    assert not any(worker.is_alive() for worker in workers)
+    run_threads(reader, threads, 60)
     assert failures == []
     reads = threads * (per_thread + per_thread // 2)
     assert sizes and min(sizes) >= 2  # some reads did travel together

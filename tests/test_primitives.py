@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 from test_sdk_facade import SDK, LoopThread
+from threads import run_threads
 
 from rpc.server import Daemon
 from statehouse import (
@@ -333,11 +334,7 @@ def test_if_absent_first_writer_wins_among_many(sdk: SDK, daemon: Daemon, loop_t
         with lock:
             commit_ts.append(ts)
 
-    threads = [threading.Thread(target=insert, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_threads(insert, 8)
     for writer in writers:
         writer.close()
     history = sdk.client.key_history("race", "slot")

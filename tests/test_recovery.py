@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from rocksdict import Options, Rdict
+from threads import run_threads
 
 from actors import ActorConfig, ActorSystem, Mutation
 from statehouse import Statehouse
@@ -560,11 +561,7 @@ def test_rebuild_of_a_large_log_prints_progress(data_dir: Path) -> None:
                     mutations.append(Mutation("shared", "log", f"from{n}", None if i % 20 else b"1"))
                 system.commit(txn_id, mutations, W)
 
-        threads = [threading.Thread(target=agent, args=(n,)) for n in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(agent, 4)
     finally:
         system.stop()
         store.close()

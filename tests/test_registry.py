@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from test_fast_path import W, fresh_id, stored
+from threads import run_threads
 
 from actors import ActorConfig, ActorSystem, Mutation, TransactionClosed, TxnOpen
 from statehouse import Statehouse
@@ -121,12 +122,7 @@ def race_commits(
             except Exception as exc:
                 failed[ns, key] = exc
 
-    workers = [threading.Thread(target=agent, args=(t,)) for t in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(120)
-    assert not any(worker.is_alive() for worker in workers)
+    run_threads(agent, threads)
     return acknowledged, failed
 
 

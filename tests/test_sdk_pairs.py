@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from test_sdk_facade import SDK
+from threads import run_threads
 
 import statehouse
 from statehouse import (
@@ -268,11 +269,7 @@ def test_sixteen_clients_increment_one_counter_exactly(sdk: SDK, shared: bool) -
         except BaseException as exc:
             failures.append(exc)
 
-    threads = [threading.Thread(target=agent, args=(n,)) for n in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_threads(agent, clients)
     assert failures == []
     final = sdk.client.get_state("shared", "counter")
     assert (final.value, final.version) == (clients * increments, clients * increments)
@@ -296,11 +293,7 @@ def test_update_is_an_exact_read_modify_write_under_contention(sdk: SDK) -> None
         except BaseException as exc:
             failures.append(exc)
 
-    threads = [threading.Thread(target=agent) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_threads(lambda _: agent(), clients)
     assert failures == []
     assert sorted(written) == list(range(1, clients * increments + 1))  # no update lost or repeated
     final = sdk.client.get_state("shared", "hits")
