@@ -12,13 +12,14 @@ PIP_QUIET := PYTHONWARNINGS="ignore:Editable installation"
 
 .PHONY: run test lint proto bench clean
 
-# The daemon, SDK and CLI: all that `make run` needs.
-$(BIN)/statehoused: pyproject.toml
+# The daemon, SDK and CLI: all that `make run` needs. Two distributions from this one tree:
+# statehouse (the SDK and statehousectl, pyproject.toml) and statehouse-daemon (daemon/).
+$(BIN)/statehoused: pyproject.toml daemon/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
 	@echo "setting up $(VENV) with statehoused, the SDK and statehousectl (once)..."
 	@$(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip
-	@$(PIP_QUIET) $(BIN)/python -m pip install --quiet -e '.[daemon]'
+	@$(PIP_QUIET) $(BIN)/python -m pip install --quiet -e . -e ./daemon
 	@touch $@
 
 # What the tests and checks need besides: pytest, mypy, ruff, grpcio-tools, hypothesis, LangGraph.

@@ -3,7 +3,9 @@
 It stages writes and deletes, enforces deadlines, and hands a committing
 transaction to the ledger with a `tell` -- it never waits for the ledger, so
 one namespace's commits can share the ledger's synced writes. It retires
-itself when it has been idle with no open transaction.
+itself when it has been idle, or when the registry asks (too many actors
+live); open transactions then wait in the registry, dormant, for the
+namespace's next actor to adopt them.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from actors.messages import (
     TxnOpen,
 )
 from actors.metrics import Metrics
+from actors.registry import Dormant
 from actors.reply import Reply
 
 if TYPE_CHECKING:
@@ -124,13 +127,15 @@ class NamespaceActor(pykka.ThreadingActor):
         namespace: str,
         ledger: pykka.ActorRef,
         config: ActorConfig,
-        retire: Callable[[str, pykka.ActorRef, int], bool],
+        retire: Callable[[str, pykka.ActorRef, int, Dormant | None], bool],
         finished: FinishedTransactions,
         clock: Callable[[], float] = time.monotonic,
         committed: Callable[[str], int | None] = lambda txn_id: None,
         metrics: Metrics | None = None,
         published: Activity | None = None,
+        adopted: Dormant | None = None,
     ) -> None:
+        """`adopted`: the open transactions a retired actor of this namespace left dormant."""
         super().__init__()
         self.namespace = namespace
         self._metrics = metrics or Metrics()
@@ -140,6 +145,10 @@ class NamespaceActor(pykka.ThreadingActor):
         self._retire = retire
         self._clock = clock
         self._open: dict[str, OpenTransaction] = {}
+        if adopted is not None:
+            self._open = adopted.state
+            self.published.open_transactions = len(self._open)
+            self.published.last_activity = adopted.last_activity
         self._finished = finished
         # The commit_ts a transaction id durably committed at, if it did.
         self._committed = committed
@@ -331,16 +340,25 @@ class NamespaceActor(pykka.ThreadingActor):
             self.retire_if_idle(uses)
 
     def retire_if_idle(self, uses: int) -> None:
-        """Retire unless a transaction is open or a message was sent after this request.
+        """Retire unless a message was sent after this request; open transactions stay dormant.
 
         The registry asks when too many actors live; `uses` is its count of
         messages sent to this actor at that moment, and it refuses the
-        retirement if the count has moved since.
+        retirement if the count has moved since. Open transactions go to
+        the registry with the actor's leaving (both under its lock), for the
+        namespace's next actor to adopt.
         """
-        if self._retired or self._open:
+        if self._retired:
             return
-        if self._retire(self.namespace, self.actor_ref, uses):
+        dormant = None
+        if self._open:
+            txns = self._open.values()
+            due = min(txn.deadline for txn in txns)
+            oldest = min(txn.begun_at for txn in txns)
+            dormant = Dormant(self._open, len(self._open), due, oldest, self.published.last_activity)
+        if self._retire(self.namespace, self.actor_ref, uses, dormant):
             self._retired = True
+            self._open = {}  # the registry's now
             self.actor_ref.stop(block=False)
 
     def status(self) -> dict[str, object]:

@@ -36,7 +36,7 @@ from actors.messages import (
 )
 from actors.metrics import Metrics
 from actors.namespace import Activity, NamespaceActor, new_client_txn_namespace, txn_namespace
-from actors.registry import LiveActor, NamespaceRegistry
+from actors.registry import Dormant, LiveActor, NamespaceRegistry
 from actors.reply import Reply
 from actors.retainer import Retainer
 from actors.watch import Watcher, WatchFilter, WatchHub
@@ -162,7 +162,7 @@ class ActorSystem:
             if self._ledger is not None:
                 self._ledger.stop(block=True)
 
-    def _start_namespace(self, namespace: str) -> tuple[pykka.ActorProxy, Activity]:
+    def _start_namespace(self, namespace: str, adopted: Dormant | None) -> tuple[pykka.ActorProxy, Activity]:
         assert self._ledger is not None and self._registry is not None
         published = Activity(self._clock())
         proxy = NamespaceActor.start(
@@ -175,6 +175,7 @@ class ActorSystem:
             self.store.commit_ts_of,
             self.metrics,
             published,
+            adopted,
         ).proxy()
         return proxy, published
 
@@ -204,7 +205,8 @@ class ActorSystem:
             raise Unavailable("the ledger is not running (shutting down?)") from None
 
     def tick_all(self, wait: float | None = None) -> None:
-        """Expire overdue transactions and retire idle actors now.
+        """Expire overdue transactions and retire idle actors now; dormant transactions
+        that are due get an actor to expire them.
 
         The reaper does not wait (`wait=None`); tests wait for the ticks.
         """
@@ -214,6 +216,8 @@ class ActorSystem:
                 futures.append(actor.proxy.tick(actor.uses))
             except pykka.ActorDeadError:
                 pass
+        if self._registry is not None:
+            futures.extend(self._registry.wake_due(self._clock(), lambda proxy, uses: proxy.tick(uses)))
         if wait is not None:
             for future in futures:
                 try:
@@ -406,7 +410,8 @@ class ActorSystem:
         between two of its messages; all are asked at once and together get
         `wait` seconds. One that does not answer in time shows as
         `"state": "stuck"`, with what it last published. Nothing here holds
-        a lock an actor needs: asking never stalls commits.
+        a lock an actor needs: asking never stalls commits. A namespace
+        whose transactions wait without an actor shows as `"dormant"`.
         """
         deadline = time.monotonic() + wait
         assert self._ledger is not None
@@ -439,15 +444,34 @@ class ActorSystem:
                 continue
             answer["mailbox_depth"] = depth
             namespaces.append(answer)
+        namespaces.extend(self._dormant_status())
         return {"ledger": ledger, "namespaces": namespaces, "not_ready": self._not_ready(state, wait)}
+
+    def _dormant_status(self) -> list[dict[str, Any]]:
+        if self._registry is None:
+            return []
+        now = self._clock()
+        return [
+            {
+                "namespace": namespace,
+                "state": "dormant",
+                "open_transactions": dormant.open_transactions,
+                "oldest_transaction_age_s": round(now - dormant.oldest, 3),
+                "idle_s": round(now - dormant.last_activity, 3),
+                "mailbox_depth": 0,
+            }
+            for namespace, dormant in self._registry.dormant()
+        ]
 
     def gauges(self) -> dict[str, int]:
         """Present-tense figures read from what the actors publish, without asking them."""
         live = self._live()
         ledger = self._ledger
+        dormant = [] if self._registry is None else self._registry.dormant()
         return {
             "live_actors": len(live),
-            "open_transactions": sum(actor.published.open_transactions for actor in live),
+            "open_transactions": sum(actor.published.open_transactions for actor in live)
+            + sum(record.open_transactions for _, record in dormant),
             "ledger_queue_depth": 0 if ledger is None else ledger.actor_inbox.qsize(),
             "last_commit_ts": self.store.last_commit_ts,
         }

@@ -11,8 +11,9 @@ try:  # the daemon's own packages, left out of a client's install
     import structlog  # noqa: F401
 except ImportError as missing:
     sys.exit(
-        f"statehoused: the daemon's packages are not installed ({missing.name} is missing); "
-        'this is a client install. For the daemon: pip install "statehouse[daemon]"'
+        f"statehoused: the daemon's dependencies are not installed ({missing.name} is missing). "
+        "Install the daemon's distribution: pip install ./daemon from a checkout "
+        "(or make run, which sets up .venv)"
     )
 
 # gRPC's C core logs to stderr in a format of its own (a failed bind prints an

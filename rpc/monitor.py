@@ -169,7 +169,8 @@ class Monitor:
             "asked_with_timeout_s": timeout,
             "answered_in_ms": round((time.monotonic() - started) * 1000, 3),
             "ledger": status["ledger"],
-            "live_actors": len(namespaces),
+            "live_actors": sum(ns["state"] != "dormant" for ns in namespaces),
+            "dormant_namespaces": sum(ns["state"] == "dormant" for ns in namespaces),
             "stuck_actors": sum(ns["state"] == "stuck" for ns in namespaces)
             + (status["ledger"]["state"] == "stuck"),
             "namespaces": namespaces,

@@ -5,7 +5,7 @@ Usage: python scripts/generate_proto.py [--check]
 grpc_tools writes `from statehouse.v1 import statehouse_pb2`, which would
 collide with our own `statehouse` package, so the import is rewritten to
 point at `statehouse._proto`. `--check` exits 1 when the committed files
-differ from what the .proto produces (tests/test_proto_fresh.py runs it).
+differ from what the .proto produces (tests/rpc/test_proto_fresh.py runs it).
 """
 
 from __future__ import annotations

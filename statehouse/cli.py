@@ -424,7 +424,7 @@ def snapshot(client: Statehouse, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def actors(session: Session, wait: float, as_json: bool) -> None:
-    """The ledger and every live namespace actor: open transactions, mailboxes, stuck ones.
+    """The ledger and every namespace actor: open transactions, mailboxes, stuck ones.
 
     Read from the daemon's HTTP endpoint: --http-addr, or else the one the daemon at --addr
     says it has.
@@ -485,9 +485,12 @@ def actors_lines(report: dict[str, Any]) -> Iterator[str]:
         yield "no live namespace actors"
     watches = report["watches"]
     yield ""
+    dormant = report.get("dormant_namespaces", 0)
     yield (
         f"{report['live_actors']} live actor{'' if report['live_actors'] == 1 else 's'}, "
-        f"{report['stuck_actors']} stuck; "
+        f"{report['stuck_actors']} stuck"
+        + (f", {dormant} namespace{'' if dormant == 1 else 's'} dormant" if dormant else "")
+        + "; "
         f"{watches['open']} watches open, {watches['cut_offs']} cut off since start; "
         f"answered in {report['answered_in_ms']:.1f} ms"
     )

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_sdk_facade import SDK, LoopThread
+from facade import SDK, LoopThread
 
 from actors import ActorConfig, ActorSystem
 from rpc import logs

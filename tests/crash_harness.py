@@ -35,7 +35,7 @@ log that never changes.
 The summary line gives what was checked; the script exits 1 on a violation.
 `run_crash_test` is the same thing for pytest; `CrashHarness` has the parts
 (start a daemon, drive clients until something happens, verify) that the
-named crash point tests in tests/test_crash.py reuse.
+named crash point tests in tests/system/test_crash.py reuse.
 """
 
 from __future__ import annotations
@@ -55,6 +55,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+# Run as a script, this file's directory (tests/) comes first on sys.path, where tests/statehouse/
+# (no __init__.py) would pass for the statehouse package unless the repository root is on it too.
+sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 from statehouse import HistoryCompactedError, NotFoundError, Statehouse, StatehouseError
 from statehouse.testing import DaemonProcess

@@ -1,0 +1,246 @@
+"""The Session RPC: unary calls as messages of one stream, each meaning what the
+call means on its own; the SDK's use of it, and its falling back to plain calls."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from helpers import wait_until
+from test_bad_input import CASES, Wire, actor_config, fingerprint, wire  # noqa: F401 -- fixtures
+
+import statehouse
+from rpc.server import Daemon, DaemonConfig, Pools, StatehouseServicer, service_handler
+from rpc.session import Sessions
+from statehouse import Statehouse
+from statehouse._proto import statehouse_pb2 as pb
+from statehouse.testing import DaemonProcess
+
+SESSION = "/statehouse.v1.StatehouseService/Session"
+FIRST, SECOND = "ns:" + "1" * 24, "ns:" + "2" * 24  # client-chosen transaction ids
+C = grpc.StatusCode
+_END = object()
+
+
+class Stream:
+    """One Session stream on the raw wire: `call` sends a message and reads its answer."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._answers = channel.stream_stream(SESSION)(iter(self._requests.get, _END))
+        self._ids = iter(range(1, 1 << 30))
+
+    def send_raw(self, raw: bytes) -> bytes:
+        self._requests.put(raw)
+        return next(self._answers)  # type: ignore[no-any-return]
+
+    def call(self, method: str, request: bytes | Any, timeout_ms: int = 10_000) -> pb.SessionResponse:
+        raw = request if isinstance(request, bytes) else request.SerializeToString()
+        call_id = next(self._ids)
+        message = pb.SessionRequest(id=call_id, method=method, request=raw, timeout_ms=timeout_ms)
+        answer = pb.SessionResponse.FromString(self.send_raw(message.SerializeToString()))
+        assert answer.id == call_id
+        return answer
+
+    def close(self) -> None:
+        self._requests.put(_END)
+        self._answers.cancel()
+
+
+@pytest.fixture
+def channel(daemon: Daemon) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
+        yield channel
+
+
+def commit_request(txn_id: str, key: str, value: bytes, **condition: int) -> pb.CommitRequest:
+    request = pb.CommitRequest(
+        txn_id=txn_id,
+        open=pb.TxnOpen(),
+        mutations=[pb.Mutation(namespace="ns", agent_id="a", key=key, value_json=value)],
+    )
+    if condition:
+        request.conditions.add(namespace="ns", agent_id="a", key=key, **condition)
+    return request
+
+
+def test_calls_on_a_session_answer_as_calls_of_their_own(daemon: Daemon, channel: grpc.Channel) -> None:
+    stream = Stream(channel)
+    answer = stream.call("Commit", commit_request(FIRST, "k", b'{"n": 1}'))
+    assert answer.code == 0
+    committed = pb.CommitResponse.FromString(answer.response).commit_ts
+    assert committed == daemon.store.last_commit_ts  # type: ignore[union-attr]
+    read = pb.GetStateRequest(namespace="ns", agent_id="a", key="k", json_values=True)
+    on_session = pb.GetStateResponse.FromString(stream.call("GetState", read).response)
+    plain = pb.GetStateResponse.FromString(
+        channel.unary_unary("/statehouse.v1.StatehouseService/GetState")(read.SerializeToString())
+    )
+    assert on_session == plain
+    assert (on_session.version, on_session.value_json) == (1, b'{"n":1}')
+    # A condition that fails: ABORTED, with the conflict trailer the SDK reads.
+    failed = stream.call("Commit", commit_request(SECOND, "k", b"2", expected_version=7))
+    assert C.ABORTED.value[0] == failed.code
+    assert "expected version 7" in failed.message
+    trailers = {t.key: t.value for t in failed.trailers}
+    conflict = pb.Conflict.FromString(trailers["statehouse-conflict-bin"])
+    assert (conflict.key, conflict.expected_version, conflict.actual_version) == ("k", 7, 1)
+    # The session outlives the error, and the retry of the first commit is answered with its commit_ts.
+    again = stream.call("Commit", commit_request(FIRST, "k", b'{"n": 1}'))
+    assert pb.CommitResponse.FromString(again.response).commit_ts == committed
+    assert daemon.sessions is not None and daemon.sessions.open == 1
+    stream.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "build", "code", "words"),
+    [case for case in CASES if case[1] != "Replay"],
+    ids=[case[0] for case in CASES if case[1] != "Replay"],
+)
+def test_bad_request_on_a_session_gets_the_status_it_gets_alone(
+    daemon: Daemon,
+    wire: Wire,  # noqa: F811 -- test_bad_input's fixture
+    channel: grpc.Channel,
+    name: str,
+    method: str,
+    build: Callable[[str], object],
+    code: grpc.StatusCode,
+    words: str,
+) -> None:
+    txn = wire.txn()
+    before = fingerprint(daemon)
+    stream = Stream(channel)
+    answer = stream.call(method, build(txn))
+    assert (answer.code, words in answer.message) == (code.value[0], True), answer.message
+    assert fingerprint(daemon) == before
+    assert pb.HealthResponse.FromString(stream.call("Health", b"").response).status == "ok"
+    stream.close()
+
+
+@pytest.fixture
+def daemon_config(daemon_config: DaemonConfig) -> DaemonConfig:
+    return replace(daemon_config, max_value_bytes=1000)  # as test_bad_input's cases expect
+
+
+def test_what_cannot_go_on_a_session_is_refused_clearly(daemon: Daemon, channel: grpc.Channel) -> None:
+    stream = Stream(channel)
+    for method in ("Replay", "Watch", "Session", "NoSuchThing"):
+        answer = stream.call(method, b"")
+        assert answer.code == C.UNIMPLEMENTED.value[0]
+        assert "is not a unary method" in answer.message
+    assert pb.HealthResponse.FromString(stream.call("Health", b"").response).status == "ok"
+    # A message that is not a SessionRequest ends the stream with INVALID_ARGUMENT; the daemon serves on.
+    with pytest.raises(grpc.RpcError) as info:
+        stream.send_raw(b"\xff\xff\xff")
+    assert info.value.code() == C.INVALID_ARGUMENT
+    assert "not a valid statehouse.v1.SessionRequest" in info.value.details()
+    assert pb.HealthResponse.FromString(Stream(channel).call("Health", b"").response).status == "ok"
+
+
+def test_a_call_on_a_session_keeps_its_deadline_when_the_daemon_hangs(tmp_path: Path) -> None:
+    """A daemon that stops answering (SIGSTOP) cannot answer DEADLINE_EXCEEDED itself: the
+    client's watchdog ends the call at its deadline, and the next call works."""
+    with DaemonProcess(tmp_path / "data") as daemon, Statehouse(daemon.addr, timeout=0.5) as client:
+        with client.begin_transaction() as tx:
+            tx.write("a", "k", 1)  # the session is open
+        assert daemon.process is not None
+        daemon.process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(statehouse.DeadlineExceededError):
+                client.get_state("a", "k")
+            waited = time.monotonic() - started
+        finally:
+            daemon.process.send_signal(signal.SIGCONT)
+        print(f"a call to a hung daemon with a 0.5 s timeout ended after {waited:.2f} s")
+        assert waited < 5, waited
+        assert client.get_state("a", "k").value == 1
+
+
+def test_sessions_are_bounded_and_the_sdk_falls_back_to_plain_calls(
+    daemon_config: DaemonConfig,
+) -> None:
+    daemon = Daemon(replace(daemon_config, max_sessions=1)).start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
+            held = Stream(channel)
+            assert held.call("Health", b"").code == 0
+            assert daemon.sessions is not None and daemon.sessions.open == 1
+            with pytest.raises(grpc.RpcError) as info:
+                Stream(channel).call("Health", b"")
+            assert info.value.code() == C.RESOURCE_EXHAUSTED
+            assert "--max-sessions" in info.value.details()
+            with Statehouse(f"127.0.0.1:{daemon.port}", timeout=10) as client:
+                with client.begin_transaction() as tx:
+                    tx.write("a", "k", {"n": 1})
+                assert client.get_state("a", "k").value == {"n": 1}
+            assert daemon.sessions.open == 1  # only the one held: the client made plain calls
+            held.close()
+    finally:
+        daemon.stop()
+
+
+def test_the_sdk_sends_its_calls_on_sessions(daemon: Daemon) -> None:
+    with Statehouse(f"127.0.0.1:{daemon.port}", timeout=10) as client:
+        plain = client._stub
+        assert client._lanes is not None
+
+        class NoPlainCalls:
+            def __getattr__(self, rpc: str) -> Any:
+                raise AssertionError(f"{rpc} was sent as a call of its own")
+
+        client._stub = NoPlainCalls()  # type: ignore[assignment]
+        for n in range(20):
+            with client.begin_transaction() as tx:
+                tx.write("a", "k", {"n": n})
+        assert client.get_state("a", "k").value == {"n": 19}
+        assert client.get_state("a", "k").version == 20
+        assert daemon.sessions is not None and daemon.sessions.open == 1
+        with pytest.raises(statehouse.ConflictError):
+            with client.begin_transaction() as tx:
+                tx.write("a", "k", {"n": 0}, expected_version=3)
+        client._stub = plain
+    wait_until(lambda: daemon.sessions is not None and daemon.sessions.open == 0, "the session ended")
+
+
+def test_a_client_of_a_daemon_without_sessions_makes_plain_calls(daemon: Daemon) -> None:
+    """A daemon from before sessions answers UNIMPLEMENTED; the client's call goes plain."""
+    assert daemon.system is not None
+    servicer = StatehouseServicer(daemon.system, 1000, "old")
+    pools = Pools.of(DaemonConfig(data_dir=daemon.config.data_dir))
+    handler = service_handler(servicer, pools, Sessions(1, servicer.count_error, _registry()))
+    unary_only = _without(handler, "Session")
+    server = grpc.server(pools.streams)
+    server.add_generic_rpc_handlers((unary_only,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with Statehouse(f"127.0.0.1:{port}", timeout=10) as client:
+            with client.begin_transaction() as tx:
+                tx.write("a", "old", [1, 2])
+            assert client.get_state("a", "old").value == [1, 2]
+    finally:
+        server.stop(0).wait()
+        pools.shutdown()
+
+
+def _registry() -> Any:
+    from prometheus_client import CollectorRegistry
+
+    return CollectorRegistry()
+
+
+def _without(handler: grpc.GenericRpcHandler, method: str) -> grpc.GenericRpcHandler:
+    class Without(grpc.GenericRpcHandler):
+        def service(self, details: grpc.HandlerCallDetails) -> Any:
+            if details.method.endswith("/" + method):  # type: ignore[attr-defined]
+                return None  # grpc answers UNIMPLEMENTED
+            return handler.service(details)
+
+    return Without()

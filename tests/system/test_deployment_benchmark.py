@@ -1,0 +1,54 @@
+"""`python -m benchmarks.deployment` runs (tiny counts) and prints its rows; without etcd on PATH
+it says so and leaves etcd's rows out."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_deployment_benchmark_runs_and_reports() -> None:
+    assert ".venv/bin/python -m benchmarks.deployment " in (ROOT / "README.md").read_text(encoding="utf-8")
+    no_etcd = os.pathsep.join(
+        d for d in os.environ["PATH"].split(os.pathsep) if not (Path(d) / "etcd").exists()
+    )
+    for path in ([os.environ["PATH"]] if shutil.which("etcd") else []) + [no_etcd]:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.deployment",
+                "--quick",
+                "--runs",
+                "1",
+                "--processes",
+                "2",
+                "--threads",
+                "2",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PATH": path},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        out = result.stdout
+        for row in (
+            "| 2 processes x 2 agents, a client each: commits/s |",
+            "| 2 processes x 2 agents, a client each: server CPU us/commit |",
+            "| 1 agent, sequential commit p50 ms |",
+            "| 32 agents, asyncio tasks on one AsyncStatehouse: commits/s |",
+            "32 asyncio agents >= 32 threads on one client:",
+            "| 50 namespaces holding a transaction: daemon threads |",
+            "| a commit in a fresh namespace, 50 held: ms each |",
+        ):
+            assert row in out, out
+        with_etcd = path != no_etcd
+        assert ("peer: etcd not found on PATH" in out) != with_etcd, out
+        assert ("separate-process commits/s >= 0.7x etcd's" in out) == with_etcd, out
