@@ -1,8 +1,12 @@
-"""Immutable messages passed between actors (Pykka does not copy messages)."""
+"""Immutable messages passed between actors (Pykka does not copy messages).
+
+Every request that waits for an answer carries a `Reply`, which the actor
+sets (result or exception) and never raises to the sender: one reply path
+from the namespace actors and the ledger to whoever waits.
+"""
 
 from __future__ import annotations
 
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -40,6 +44,36 @@ class TxnOpen(NamedTuple):
     """
 
     timeout_ms: int | None = None
+
+
+class BeginCall(NamedTuple):
+    """Told to a namespace actor: open a transaction with an id of its own.
+
+    `reply` resolves to (txn_id, the timeout applied in ms), or to the error."""
+
+    timeout_ms: int | None
+    reply: Reply[tuple[str, int]]
+
+
+class StageCall(NamedTuple):
+    """Told to a namespace actor: stage into `txn_id` (opening it first if `open`).
+
+    `reply` resolves to None once staged, or to the error."""
+
+    txn_id: str
+    mutations: tuple[Mutation, ...]
+    open: TxnOpen | None
+    conditions: tuple[Condition, ...]
+    attempt: str
+    reply: Reply[None]
+
+
+class AbortCall(NamedTuple):
+    """Told to a namespace actor: abort `txn_id`. `reply` resolves to None, or to the error."""
+
+    txn_id: str
+    attempt: str
+    reply: Reply[None]
 
 
 class CommitCall(NamedTuple):
@@ -86,7 +120,7 @@ class CommitIntent(NamedTuple):
 class LedgerStatusQuery:
     """Ask the ledger for its status without blocking it."""
 
-    reply: Future[dict[str, object]]
+    reply: Reply[dict[str, object]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +131,7 @@ class SnapshotRequest:
     snapshot that nobody waits for.
     """
 
-    reply: Future[Any] | None
+    reply: Reply[Any] | None
     reason: str = "requested"
 
 
@@ -109,7 +143,7 @@ class PurgeRequest:
     namespace: str
     agent_id: str
     prefix: str
-    reply: Future[Any]
+    reply: Reply[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +152,7 @@ class RetainRequest:
     commit groups. `reply` resolves to a storage.retention.Applied, or to the error."""
 
     plan: Any
-    reply: Future[Any]
+    reply: Reply[Any]
 
 
 @dataclass(frozen=True, slots=True)

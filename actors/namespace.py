@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pykka
 import structlog
@@ -30,12 +30,15 @@ from actors.errors import (
 )
 from actors.finished import Finished, FinishedTransactions, shown
 from actors.messages import (
+    AbortCall,
+    BeginCall,
     CommitCall,
     CommitCalls,
     CommitIntent,
     CommitIntents,
     Condition,
     Mutation,
+    StageCall,
     TxnOpen,
 )
 from actors.metrics import Metrics
@@ -117,6 +120,16 @@ def _forward(target: Reply[int]) -> Callable[[Reply[int]], None]:
             target.set_exception(error)
 
     return forward
+
+
+def _answer(reply: Reply[Any], method: Callable[..., Any], *args: Any) -> None:
+    """Set `reply` to what `method(*args)` returns, or to what it raises."""
+    try:
+        result = method(*args)
+    except Exception as exc:
+        reply.set_exception(exc)
+        return
+    reply.set_result(result)
 
 
 class NamespaceActor(pykka.ThreadingActor):
@@ -212,7 +225,23 @@ class NamespaceActor(pykka.ThreadingActor):
         return False
 
     def on_receive(self, message: object) -> None:
-        """CommitCall / CommitCalls tells: errors go to each call's reply, never to the sender."""
+        """The calls a client's request makes (BeginCall, StageCall, AbortCall, CommitCall,
+        CommitCalls), told: each is answered through its reply, errors too, never raised."""
+        kind = type(message)
+        if kind is StageCall:
+            stage: StageCall = message  # type: ignore[assignment]
+            args = (stage.txn_id, stage.mutations, stage.open, stage.conditions, stage.attempt)
+            _answer(stage.reply, self.stage, *args)
+        elif kind is BeginCall:
+            begin: BeginCall = message  # type: ignore[assignment]
+            _answer(begin.reply, self.begin, begin.timeout_ms)
+        elif kind is AbortCall:
+            abort: AbortCall = message  # type: ignore[assignment]
+            _answer(abort.reply, self.abort, abort.txn_id, abort.attempt)
+        else:
+            self._receive_commits(message)
+
+    def _receive_commits(self, message: object) -> None:
         calls = message.calls if isinstance(message, CommitCalls) else (message,)
         intents = []
         for call in calls:

@@ -1,7 +1,9 @@
 """`Reply`: a one-shot result passed from one actor thread to a waiting thread.
 
-It has the part of `concurrent.futures.Future`'s interface the commit path
-uses (set_result, set_exception, result, done, exception), built on one
+Every request to a namespace actor or the ledger that waits for an answer
+carries one (see actors/messages.py): one reply path. It has the part of
+`concurrent.futures.Future`'s interface those use (set_result,
+set_exception, result, done, exception, add_done_callback), built on one
 bare lock instead of a Condition: a commit creates one per transaction, and
 a Future cost more to create than the rest of the namespace actor's work.
 """

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,8 @@ from actors.errors import DeadlineExceeded, Retired, StatehouseFault, Unavailabl
 from actors.finished import FinishedTransactions, shown
 from actors.ledger import Ledger
 from actors.messages import (
+    AbortCall,
+    BeginCall,
     CommitCall,
     CommitCalls,
     Condition,
@@ -32,6 +33,7 @@ from actors.messages import (
     ReopenRequest,
     RetainRequest,
     SnapshotRequest,
+    StageCall,
     TxnOpen,
 )
 from actors.metrics import Metrics
@@ -232,7 +234,7 @@ class ActorSystem:
 
     def begin(self, namespace: str, timeout_ms: int | None, wait: float) -> tuple[str, int]:
         """Open a transaction owned by `namespace`; returns (txn_id, timeout_ms)."""
-        return self._ask(namespace, True, lambda a: a.begin(timeout_ms), wait)
+        return self._ask(namespace, True, lambda reply: BeginCall(timeout_ms, reply), wait)
 
     def stage(
         self,
@@ -250,7 +252,7 @@ class ActorSystem:
         self._ask(
             _owner(txn_id, open),
             opening,
-            lambda a: a.stage(txn_id, batch, open, checks, attempt),
+            lambda reply: StageCall(txn_id, batch, open, checks, attempt, reply),
             wait,
             txn_id,
         )
@@ -338,7 +340,7 @@ class ActorSystem:
                 continue
             for index, call in calls:
                 if sent is None:
-                    # No actor, so no open transaction: actors with one never retire.
+                    # No actor and nothing dormant: none of the namespace's transactions is open.
                     outcomes[index] = self._finished.closed_error(call.txn_id)
                 else:
                     replies.append((index, call.reply))
@@ -346,7 +348,8 @@ class ActorSystem:
 
     def abort(self, txn_id: str, wait: float, attempt: str = "") -> None:
         namespace = txn_namespace(txn_id)
-        self._ask(namespace, False, lambda a: a.abort(txn_id, attempt), wait, txn_id, missing_ok=True)
+        call = lambda reply: AbortCall(txn_id, attempt, reply)  # noqa: E731
+        self._ask(namespace, False, call, wait, txn_id, missing_ok=True)
 
     def purge(self, namespace: str, agent_id: str, prefix: str, wait: float) -> PurgeResult:
         """Purge the agent's keys under `prefix` and their history as the next commit."""
@@ -381,11 +384,11 @@ class ActorSystem:
         late = DeadlineExceeded("the snapshot did not finish before the deadline; it may still complete")
         return self._through_ledger(SnapshotRequest, wait, late)
 
-    def _through_ledger(self, request: Callable[[Future[Any]], object], wait: float, late: Exception) -> Any:
+    def _through_ledger(self, request: Callable[[Reply[Any]], object], wait: float, late: Exception) -> Any:
         """Tell the ledger `request(reply)` and wait up to `wait` s for the reply (`late` if none)."""
         if self._stopping.is_set():
             raise Unavailable("the daemon is shutting down")
-        reply: Future[Any] = Future()
+        reply: Reply[Any] = Reply()
         self._tell_ledger(request(reply))
         try:
             return reply.result(timeout=wait)
@@ -497,7 +500,7 @@ class ActorSystem:
 
     def _ask_ledger(self) -> LedgerStatusQuery:
         """Ask the ledger for its status; the reply fails at once if it is not running."""
-        query = LedgerStatusQuery(Future())
+        query = LedgerStatusQuery(Reply())
         try:
             if self._ledger is None:
                 raise pykka.ActorDeadError("not started")
@@ -528,26 +531,27 @@ class ActorSystem:
         self,
         namespace: str,
         start: bool,
-        call: Callable[[Any], Any],
+        call: Callable[[Reply[Any]], object],
         wait: float,
         txn_id: str = "",
         missing_ok: bool = False,
     ) -> Any:
-        """Call a namespace actor and wait; retried if the actor retired meanwhile."""
+        """Tell the namespace's actor `call(reply)` and wait for the reply; sent again to a
+        fresh actor if that one was retiring."""
         deadline = time.monotonic() + wait
         for _ in range(_ATTEMPTS):
-            future = self._send(namespace, start, call)
-            if future is None:
-                # Actors with open transactions never retire, so none is open.
+            reply: Reply[Any] = Reply()
+            if self._send(namespace, start, _teller(call(reply))) is None:
+                # No actor and nothing dormant: none of the namespace's transactions is open.
                 if missing_ok:
                     self._finished.check_abort(txn_id)
                     return None
                 raise self._finished.closed_error(txn_id)
             try:
-                return future.get(timeout=max(0.0, deadline - time.monotonic()))
-            except (Retired, pykka.ActorDeadError):
+                return reply.result(timeout=max(0.0, deadline - time.monotonic()))
+            except Retired:
                 continue
-            except pykka.Timeout:
+            except FutureTimeout:
                 raise DeadlineExceeded(
                     f"namespace {namespace!r} did not answer before the request deadline"
                 ) from None

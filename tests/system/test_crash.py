@@ -259,7 +259,9 @@ def test_the_forget_checker_catches_wrong_purges_and_versions_retention_must_kee
         assert harness.verify(daemon).violations == []
         purges = [p for p in harness.history.purges if p.outcome == "acked"]
         assert purges
-        whole = next(p for p in reversed(purges) if p.target[2] == "")
+        wholes = [p for p in reversed(purges) if p.target[2] == ""]
+        assert wholes
+        whole = wholes[0]
 
         def violations(purges: list[PurgeAttempt]) -> list[str]:
             checker = ForgetChecker(History(attempts=list(harness.history.attempts), purges=purges))
@@ -270,9 +272,16 @@ def test_the_forget_checker_catches_wrong_purges_and_versions_retention_must_kee
         others = [p for p in harness.history.purges if p is not whole]
         # A purge the daemon did but nobody asked for.
         assert any(f"commit_ts {whole.commit_ts} is no acknowledged commit" in v for v in violations(others))
-        # Half a purge: the model keeps what the daemon purged.
-        half = dataclasses.replace(whole, target=(*whole.target[:2], "p1"))
-        assert any("get_state" in v or "replay of" in v for v in violations([*others, half]))
+
+        # Half a purge: the model keeps what the daemon purged. Which agents had keys or
+        # history when a purge came depends on the run, so the narrowed purge (a prefix no
+        # key has) is tried on whole purges until one took something away.
+        def caught_half(purge: PurgeAttempt) -> bool:
+            half = dataclasses.replace(purge, target=(*purge.target[:2], "~none"))
+            rest = [p for p in harness.history.purges if p is not purge]
+            return any("get_state" in v or "replay of" in v for v in violations([*rest, half]))
+
+        assert any(caught_half(purge) for purge in wholes[:4])
         # A purge acknowledged at a commit_ts the log gives to a commit.
         clash = dataclasses.replace(whole, commit_ts=1)
         assert any("clashes with the log's order" in v for v in violations([*harness.history.purges, clash]))
