@@ -15,7 +15,7 @@ import os
 import shutil
 import signal
 import sys
-import threading
+import time
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -531,9 +531,12 @@ def serve(argv: list[str]) -> int:
         print("statehoused: --txn-timeout-ms cannot exceed --max-txn-timeout-ms", file=sys.stderr)
         return EXIT_USAGE
     config = build_config(args)
-    stop = threading.Event()
+    # The handler only appends to a list: setting a threading.Event from a signal handler can
+    # deadlock, when the signal lands while the main thread holds the Event's own lock (in
+    # wait()), which the handler, run on that same thread, then waits for forever.
+    signalled: list[int] = []
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda received, _frame: signalled.append(received))
     # A data directory this start creates is removed again if the start fails before serving.
     created = not Path(config.data_dir).exists()
     try:
@@ -554,9 +557,9 @@ def serve(argv: list[str]) -> int:
         return EXIT_DATA_DIR
     print(ready_message(daemon), flush=True)
     try:
-        while not stop.wait(1.0):
-            pass
-        log.info("server.stopping", reason="signal")
+        while not signalled:
+            time.sleep(0.2)  # the handler runs meanwhile; the loop sees it within 0.2 s
+        log.info("server.stopping", reason="signal", signal=signal.Signals(signalled[0]).name)
     finally:
         daemon.stop()
     return EXIT_OK
