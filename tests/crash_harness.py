@@ -60,6 +60,8 @@ from typing import Any
 # (no __init__.py) would pass for the statehouse package unless the repository root is on it too.
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 
+from helpers import typed
+
 from statehouse import HistoryCompactedError, NotFoundError, Statehouse, StatehouseError
 from statehouse.testing import DaemonProcess
 
@@ -82,15 +84,6 @@ DEATH_TIMEOUT = 5.0  # how long a worker that saw an error waits for the daemon 
 
 def own_agent(client: int) -> Agent:
     return ("default", f"client-{client}")
-
-
-def typed(value: Any) -> Any:
-    """A comparable form that tells 1 from 1.0 and True from 1."""
-    if isinstance(value, dict):
-        return ("dict", sorted((k, typed(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return ("list", [typed(v) for v in value])
-    return (type(value).__name__, repr(value))
 
 
 def same_op(a: Op, b: Op) -> bool:

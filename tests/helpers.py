@@ -37,3 +37,12 @@ def wait_until(condition: Any, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting until {what}")
         time.sleep(0.005)
+
+
+def typed(value: Any) -> Any:
+    """A comparable form that tells 1 from 1.0 and True from 1."""
+    if isinstance(value, dict):
+        return ("dict", sorted((k, typed(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return ("list", [typed(v) for v in value])
+    return (type(value).__name__, repr(value))

@@ -203,7 +203,9 @@ def test_a_retried_commit_gets_the_first_commit_ts_and_writes_nothing(daemon: Da
     assert state(stub, "k") == (b"1", 1, True)
 
 
-def test_a_retry_after_a_restart_is_answered_from_the_durable_index(daemon_config: DaemonConfig) -> None:
+def committed_then_restarted(daemon_config: DaemonConfig) -> tuple[pb.CommitRequest, int, Daemon]:
+    """A commit opening its own id, made on one daemon, then a fresh daemon on the same data
+    (its memory of finished transactions empty): the request, its commit_ts, the new daemon."""
     request = commit(None, put("k", b"1"))
     daemon = Daemon(daemon_config).start()
     try:
@@ -211,7 +213,11 @@ def test_a_retry_after_a_restart_is_answered_from_the_durable_index(daemon_confi
             first = pb_grpc.StatehouseServiceStub(channel).Commit(request, timeout=W).commit_ts
     finally:
         daemon.stop()
-    daemon = Daemon(daemon_config).start()
+    return request, first, Daemon(daemon_config).start()
+
+
+def test_a_retry_after_a_restart_is_answered_from_the_durable_index(daemon_config: DaemonConfig) -> None:
+    request, first, daemon = committed_then_restarted(daemon_config)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
             stub = pb_grpc.StatehouseServiceStub(channel)
@@ -288,14 +294,7 @@ def test_the_ledger_never_writes_one_transaction_id_twice(daemon: Daemon, stub: 
 
 
 def test_abort_after_a_restart_says_the_transaction_committed(daemon_config: DaemonConfig) -> None:
-    request = commit(None, put("k", b"1"))
-    daemon = Daemon(daemon_config).start()
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
-            first = pb_grpc.StatehouseServiceStub(channel).Commit(request, timeout=W).commit_ts
-    finally:
-        daemon.stop()
-    daemon = Daemon(daemon_config).start()  # the memory of finished transactions is empty now
+    request, first, daemon = committed_then_restarted(daemon_config)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
             stub = pb_grpc.StatehouseServiceStub(channel)

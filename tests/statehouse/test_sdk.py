@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.struct_pb2 import Struct
+from helpers import typed
 
 import statehouse
 from actors import ActorConfig
@@ -39,15 +40,6 @@ def stub(daemon: Daemon) -> pb_grpc.StatehouseServiceStub:
     channel = grpc.insecure_channel(f"127.0.0.1:{daemon.port}")
     yield pb_grpc.StatehouseServiceStub(channel)
     channel.close()
-
-
-def typed(value: Any) -> Any:
-    """A comparable form that tells 1 from 1.0 and True from 1."""
-    if isinstance(value, dict):
-        return ("dict", sorted((k, typed(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return ("list", [typed(v) for v in value])
-    return (type(value).__name__, repr(value))
 
 
 EXACT_VALUES = [
@@ -120,24 +112,6 @@ def test_missing_key_reads_as_not_existing(client: Statehouse) -> None:
     assert client.get_state("nobody", "nothing") == statehouse.StateResult(None, 0, 0, False, "nothing")
 
 
-def test_delete_is_a_tombstone_that_history_keeps(client: Statehouse) -> None:
-    write(client, "a", "k", 1)
-    write(client, "a", "j", 2)
-    with client.begin_transaction() as tx:
-        tx.delete("a", "k")
-    latest = client.get_state("a", "k")
-    assert (latest.exists, latest.value, latest.version) == (False, None, 2)
-    assert client.get_state_at_version("a", "k", 1).value == 1
-    tomb = client.get_state_at_version("a", "k", 2)
-    assert (tomb.exists, tomb.value) == (False, None)
-    assert client.list_keys("a") == ["j"]
-    assert [r.key for r in client.scan_prefix("a", "")] == ["j"]
-    ops = [op for event in client.replay("a") for op in event.operations]
-    assert [(op.key, op.deleted) for op in ops] == [("k", False), ("j", False), ("k", True)]
-    write(client, "a", "k", 3)
-    assert client.get_state("a", "k").version == 3
-
-
 def test_version_that_never_existed_is_not_found(client: Statehouse) -> None:
     write(client, "a", "k", 1)
     with pytest.raises(NotFoundError, match="no version 2"):
@@ -190,16 +164,6 @@ def test_replay_returns_only_the_agents_commits_in_order(client: Statehouse) -> 
     assert list(client.replay("nobody")) == []
     with pytest.raises(InvalidArgumentError, match="after end_ts"):
         list(client.replay("me", start_ts=5, end_ts=4))
-
-
-def test_context_manager_aborts_on_exception(client: Statehouse) -> None:
-    with pytest.raises(RuntimeError):
-        with client.begin_transaction() as tx:
-            tx.write("a", "k", 1)
-            raise RuntimeError("agent crashed")
-    assert client.get_state("a", "k").exists is False
-    with pytest.raises(TransactionClosedError):
-        tx.write("a", "k", 2)
 
 
 def test_transaction_state_errors(client: Statehouse) -> None:

@@ -69,7 +69,7 @@ def test_write_read_and_versions(sdk: SDK) -> None:
     assert client.version()[0] == statehouse.__version__
 
 
-def test_delete_lists_and_replay(sdk: SDK) -> None:
+def test_delete_is_a_tombstone_that_history_and_replay_keep(sdk: SDK) -> None:
     client = sdk.client
     write(client, "a", "k", 1)
     write(client, "a", "j", 2)
@@ -78,6 +78,8 @@ def test_delete_lists_and_replay(sdk: SDK) -> None:
     latest = client.get_state("a", "k")
     assert (latest.exists, latest.value, latest.version) == (False, None, 2)
     assert client.get_state_at_version("a", "k", 1).value == 1
+    tomb = client.get_state_at_version("a", "k", 2)
+    assert (tomb.exists, tomb.value) == (False, None)
     assert client.list_keys("a") == ["j"]
     assert [r.key for r in client.scan_prefix("a", "")] == ["j"]
     events = list(client.replay("a"))
@@ -91,6 +93,8 @@ def test_delete_lists_and_replay(sdk: SDK) -> None:
     assert [e.commit_ts for e in client.replay("a", start_ts=2, end_ts=2)] == [2]
     with pytest.raises(InvalidArgumentError, match="after end_ts"):
         list(client.replay("a", start_ts=5, end_ts=4))
+    write(client, "a", "k", 3)  # written again: versions go on from the tombstone's
+    assert client.get_state("a", "k").version == 3
 
 
 def test_namespaces_are_separate(sdk: SDK) -> None:
