@@ -18,13 +18,15 @@ from actors.errors import (
 from actors.messages import Condition, Mutation, TxnOpen
 from actors.metrics import Metrics
 from actors.namespace import new_client_txn_namespace
-from actors.system import ActorConfig, ActorSystem, CommitRequest, SnapshotPolicy
+from actors.reply import Reply
+from actors.system import ActorConfig, ActorSystem, Asked, CommitRequest, SnapshotPolicy
 from actors.watch import Watcher, WatchFilter
 
 __all__ = [
     "AlreadyCommitted",
     "ActorConfig",
     "ActorSystem",
+    "Asked",
     "CommitRequest",
     "Condition",
     "Conflict",
@@ -33,6 +35,7 @@ __all__ = [
     "Metrics",
     "Mutation",
     "NotRepresentable",
+    "Reply",
     "ResourceExhausted",
     "SnapshotPolicy",
     "StatehouseFault",

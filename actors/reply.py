@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 _UNSET: object = object()
-# Guards callback lists; only retried commits register callbacks, so it is rarely taken.
+# Guards callback lists. Held only to swap a list, so it is never held for long.
 _CALLBACKS = threading.Lock()
 
 
@@ -39,6 +39,10 @@ class Reply(Generic[T]):
 
     def set_exception(self, error: BaseException) -> None:
         self._settle(None, error)
+
+    def settle_from(self, done: Reply[T]) -> None:
+        """Set what `done` (which is set) holds: its value or its exception."""
+        self._settle(done._value, done._error)
 
     def _settle(self, value: object, error: BaseException | None) -> None:
         if self._value is not _UNSET:

@@ -95,6 +95,26 @@ class CommitRequest(NamedTuple):
     attempt: str = ""
 
 
+def _late_commit(txn_id: str) -> DeadlineExceeded:
+    return DeadlineExceeded(
+        f"commit of {shown(txn_id)} was not confirmed durable before the deadline; it may still complete"
+    )
+
+
+class Asked(NamedTuple):
+    """An answer on its way from an actor: `reply` is settled when it comes (see
+    `rpc.aio.answer` to await it); `wait` raises `late` if it does not come in time."""
+
+    reply: Reply[Any]
+    late: Exception
+
+    def wait(self, timeout: float) -> Any:
+        try:
+            return self.reply.result(timeout=timeout)
+        except FutureTimeout:
+            raise self.late from None
+
+
 @dataclass(frozen=True)
 class SnapshotPolicy:
     """Where snapshots go, how many to keep (0 = all), and how often to take them (0 = never)."""
@@ -234,7 +254,11 @@ class ActorSystem:
 
     def begin(self, namespace: str, timeout_ms: int | None, wait: float) -> tuple[str, int]:
         """Open a transaction owned by `namespace`; returns (txn_id, timeout_ms)."""
-        return self._ask(namespace, True, lambda reply: BeginCall(timeout_ms, reply), wait)
+        return self.ask_begin(namespace, timeout_ms).wait(wait)  # type: ignore[no-any-return]
+
+    def ask_begin(self, namespace: str, timeout_ms: int | None) -> Asked:
+        """`begin` without waiting: its answer is (txn_id, timeout_ms)."""
+        return self._asked(namespace, True, lambda reply: BeginCall(timeout_ms, reply))
 
     def stage(
         self,
@@ -246,14 +270,21 @@ class ActorSystem:
         attempt: str = "",
     ) -> None:
         """Stage into an open transaction, or open `txn_id` (client-chosen) with `open`."""
-        batch = tuple(mutations)
-        checks = tuple(conditions)
-        opening = open is not None
-        self._ask(
+        self.ask_stage(txn_id, tuple(mutations), open, tuple(conditions), attempt).wait(wait)
+
+    def ask_stage(
+        self,
+        txn_id: str,
+        mutations: tuple[Mutation, ...],
+        open: TxnOpen | None = None,
+        conditions: tuple[Condition, ...] = (),
+        attempt: str = "",
+    ) -> Asked:
+        """`stage` without waiting: its answer is None."""
+        return self._asked(
             _owner(txn_id, open),
-            opening,
-            lambda reply: StageCall(txn_id, batch, open, checks, attempt, reply),
-            wait,
+            open is not None,
+            lambda reply: StageCall(txn_id, mutations, open, conditions, attempt, reply),
             txn_id,
         )
 
@@ -274,10 +305,18 @@ class ActorSystem:
         call that opened the transaction, if it gave one.
         """
         request = CommitRequest(txn_id, tuple(mutations), open, tuple(conditions), attempt)
-        outcome = self.commit_batch([request], wait)[0]
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
+        return self.ask_commit(request).wait(wait)  # type: ignore[no-any-return]
+
+    def ask_commit(self, request: CommitRequest) -> Asked:
+        """`commit` without waiting: its answer is the commit_ts, once the commit is durable."""
+        txn_id, mutations, open, conditions, attempt = request
+        return self._asked(
+            _owner(txn_id, open),
+            open is not None,
+            lambda reply: CommitCall(txn_id, mutations, open, reply, conditions, attempt),
+            txn_id,
+            late=_late_commit(txn_id),
+        )
 
     def commit_batch(self, requests: Sequence[CommitRequest], wait: float) -> list[int | Exception]:
         """Commit independent transactions together; each outcome is a commit_ts or its error.
@@ -286,70 +325,54 @@ class ActorSystem:
         ledger groups them into shared synced writes.
         """
         deadline = time.monotonic() + wait
-        outcomes: list[int | Exception | None] = [None] * len(requests)
-        pending = list(range(len(requests)))
-        for _ in range(_ATTEMPTS):
-            replies = self._send_commits(requests, pending, outcomes)
-            retry = []
-            for index, reply in replies:
-                try:
-                    outcomes[index] = reply.result(timeout=max(0.0, deadline - time.monotonic()))
-                except Retired:
-                    retry.append(index)
-                except FutureTimeout:
-                    outcomes[index] = DeadlineExceeded(
-                        f"commit of {shown(requests[index].txn_id)} was not confirmed durable before "
-                        "the deadline; it may still complete"
-                    )
-                except (StatehouseFault, StorageError) as exc:  # StorageError: a failed index read
-                    outcomes[index] = exc
-            pending = retry
-            if not pending:
-                break
-        for index in pending:
-            outcomes[index] = Unavailable(
-                f"namespace of {shown(requests[index].txn_id)} kept restarting; try again"
-            )
-        return [outcome if outcome is not None else Unavailable("not committed") for outcome in outcomes]
-
-    def _send_commits(
-        self, requests: Sequence[CommitRequest], indexes: list[int], outcomes: list[int | Exception | None]
-    ) -> list[tuple[int, Reply[int]]]:
-        """Tell each namespace actor its share of `indexes`; returns the replies to wait for."""
-        by_namespace: dict[str, list[tuple[int, CommitCall]]] = {}
-        for index in indexes:
-            request = requests[index]
+        outcomes: list[int | Exception] = []
+        for asked in self.ask_commits(requests):
             try:
-                namespace = _owner(request.txn_id, request.open)
+                outcomes.append(asked.wait(max(0.0, deadline - time.monotonic())))
+            except (StatehouseFault, StorageError) as exc:  # StorageError: a failed index read
+                outcomes.append(exc)
+        return outcomes
+
+    def ask_commits(self, requests: Sequence[CommitRequest]) -> list[Asked]:
+        """`commit_batch` without waiting: each request's answer on its way, in order."""
+        asked: list[Asked] = []
+        by_namespace: dict[str, list[tuple[Reply[Any], CommitCall]]] = {}
+        for txn_id, mutations, open, conditions, attempt in requests:
+            answer: Reply[Any] = Reply()
+            asked.append(Asked(answer, _late_commit(txn_id)))
+            try:
+                namespace = _owner(txn_id, open)
             except StatehouseFault as exc:
-                outcomes[index] = exc
+                answer.set_exception(exc)
                 continue
-            call = CommitCall(
-                request.txn_id, request.mutations, request.open, Reply(), request.conditions, request.attempt
-            )
-            by_namespace.setdefault(namespace, []).append((index, call))
-        replies = []
+            call = CommitCall(txn_id, mutations, open, Reply(), conditions, attempt)
+            by_namespace.setdefault(namespace, []).append((answer, call))
         for namespace, calls in by_namespace.items():
             opening = any(call.open is not None for _, call in calls)
             message = calls[0][1] if len(calls) == 1 else CommitCalls(tuple(call for _, call in calls))
             try:
                 sent = self._send(namespace, opening, _teller(message))
             except Unavailable as exc:
-                for index, _call in calls:
-                    outcomes[index] = exc
+                for answer, _call in calls:
+                    answer.set_exception(exc)
                 continue
-            for index, call in calls:
+            for answer, call in calls:
                 if sent is None:
                     # No actor and nothing dormant: none of the namespace's transactions is open.
-                    outcomes[index] = self._finished.closed_error(call.txn_id)
-                else:
-                    replies.append((index, call.reply))
-        return replies
+                    answer.set_exception(self._finished.closed_error(call.txn_id))
+                    continue
+                again = lambda reply, c=call: c._replace(reply=reply)  # noqa: E731
+                resend = (namespace, call.open is not None, again, call.txn_id, False)
+                self._forward(call.reply, answer, resend)
+        return asked
 
     def abort(self, txn_id: str, wait: float, attempt: str = "") -> None:
-        namespace = txn_namespace(txn_id)
+        self.ask_abort(txn_id, attempt).wait(wait)
+
+    def ask_abort(self, txn_id: str, attempt: str = "") -> Asked:
+        """`abort` without waiting: its answer is None."""
         call = lambda reply: AbortCall(txn_id, attempt, reply)  # noqa: E731
-        self._ask(namespace, False, call, wait, txn_id, missing_ok=True)
+        return self._asked(txn_namespace(txn_id), False, call, txn_id, missing_ok=True)
 
     def purge(self, namespace: str, agent_id: str, prefix: str, wait: float) -> PurgeResult:
         """Purge the agent's keys under `prefix` and their history as the next commit."""
@@ -527,32 +550,66 @@ class ActorSystem:
         except pykka.ActorDeadError:
             raise Unavailable("the daemon is shutting down") from None
 
-    def _ask(
+    def _asked(
         self,
         namespace: str,
         start: bool,
         call: Callable[[Reply[Any]], object],
-        wait: float,
         txn_id: str = "",
         missing_ok: bool = False,
-    ) -> Any:
-        """Tell the namespace's actor `call(reply)` and wait for the reply; sent again to a
-        fresh actor if that one was retiring."""
-        deadline = time.monotonic() + wait
-        for _ in range(_ATTEMPTS):
-            reply: Reply[Any] = Reply()
-            if self._send(namespace, start, _teller(call(reply))) is None:
+        late: Exception | None = None,
+    ) -> Asked:
+        """Tell the namespace's actor `call(reply)`; the answer on its way. A retiring actor's
+        `Retired` is not an answer: the call goes again to a fresh actor."""
+        answer: Reply[Any] = Reply()
+        self._attempt(namespace, start, call, txn_id, missing_ok, answer, 1)
+        if late is None:
+            late = DeadlineExceeded(f"namespace {namespace!r} did not answer before the request deadline")
+        return Asked(answer, late)
+
+    def _attempt(
+        self,
+        namespace: str,
+        start: bool,
+        call: Callable[[Reply[Any]], object],
+        txn_id: str,
+        missing_ok: bool,
+        answer: Reply[Any],
+        attempt: int,
+    ) -> None:
+        """One sending of `_asked`'s call; settles `answer`, now or from the actor's thread."""
+        reply: Reply[Any] = Reply()
+        try:
+            sent = self._send(namespace, start, _teller(call(reply)))
+            if sent is None:
                 # No actor and nothing dormant: none of the namespace's transactions is open.
-                if missing_ok:
-                    self._finished.check_abort(txn_id)
-                    return None
-                raise self._finished.closed_error(txn_id)
-            try:
-                return reply.result(timeout=max(0.0, deadline - time.monotonic()))
-            except Retired:
-                continue
-            except FutureTimeout:
-                raise DeadlineExceeded(
-                    f"namespace {namespace!r} did not answer before the request deadline"
-                ) from None
-        raise Unavailable(f"namespace {namespace!r} kept restarting; try again")
+                if not missing_ok:
+                    raise self._finished.closed_error(txn_id)
+                self._finished.check_abort(txn_id)
+                answer.set_result(None)
+                return
+        except Exception as exc:  # the caller's answer (a retry runs on an actor's thread)
+            answer.set_exception(exc)
+            return
+
+        self._forward(reply, answer, (namespace, start, call, txn_id, missing_ok), attempt)
+
+    def _forward(
+        self,
+        reply: Reply[Any],
+        answer: Reply[Any],
+        resend: tuple[str, bool, Callable[[Reply[Any]], object], str, bool],
+        attempt: int = 1,
+    ) -> None:
+        """Settle `answer` with what `reply` gets, unless that is a retiring actor's `Retired`:
+        then `_attempt` the call again with `resend` (namespace, start, call, txn_id, missing_ok)."""
+
+        def settled(done: Reply[Any]) -> None:
+            if not isinstance(done.exception(0), Retired):
+                answer.settle_from(done)
+            elif attempt < _ATTEMPTS:
+                self._attempt(*resend, answer, attempt + 1)
+            else:
+                answer.set_exception(Unavailable(f"namespace {resend[0]!r} kept restarting; try again"))
+
+        reply.add_done_callback(settled)

@@ -7,21 +7,23 @@ an ordered start and a reverse-ordered stop.
 
 from __future__ import annotations
 
-import itertools
+import asyncio
+import inspect
 import subprocess
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import structlog
 from google.protobuf.message import DecodeError
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from actors import ActorConfig, ActorSystem, SnapshotPolicy
+from rpc import aio
 from rpc.monitor import AddressError, Monitor
 from rpc.servicer import StatehouseServicer
 from rpc.session import Sessions
@@ -34,6 +36,8 @@ from storage.retention import Policies, Policy
 log = structlog.get_logger("statehouse.server")
 
 SERVICE_NAME = "statehouse.v1.StatehouseService"
+
+T = TypeVar("T")
 
 
 class AddressInUse(RuntimeError):
@@ -48,7 +52,7 @@ class DaemonConfig:
     http_addr: str | None = None
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     max_message_bytes: int = 64 * 1024 * 1024
-    workers: int = 64  # threads for unary calls
+    workers: int = 64  # threads for the unary calls that do not run on the event loop
     # Replay and watch streams open at once; each holds a thread of its own
     # pool while open, so streams never take the unary calls' threads.
     max_streams: int = 256
@@ -135,66 +139,74 @@ _ACTOR_FIELDS = {
 }
 
 
-class HealthService(health.HealthServicer):
+class HealthService(health_pb2_grpc.HealthServicer):
     """The standard grpc.health.v1 service, whose Watch streams end at shutdown.
 
     Left open, each would hold the server for its whole shutdown grace
     period. `shut_down()` sends NOT_SERVING to every watcher, then ends the
-    streams (the client reads NOT_SERVING and then the end).
+    streams (the client reads NOT_SERVING and then the end). Its methods run
+    on the server's event loop.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._streams_lock = threading.Lock()
-        # How to end each Watch stream opened so far (ending one twice is harmless).
-        self._ends: dict[int, Callable[[], Any]] = {}
-        self._tokens = itertools.count()
+        self._status: dict[str, int] = {"": health_pb2.HealthCheckResponse.SERVING}
+        self._changed = asyncio.Event()
         self._shut_down = False
 
-    def Watch(self, request: Any, context: Any, send_response_callback: Any = None) -> Any:
-        # grpc's server passes `send_response_callback` (the non-blocking form,
-        # where None ends the stream); without it, the stream is returned.
-        stream = super().Watch(request, context, send_response_callback)
-        end = stream.close if stream is not None else lambda: send_response_callback(None)
-        with self._streams_lock:
-            if not self._shut_down:
-                token = next(self._tokens)
-                self._ends[token] = end
-                if not context.add_callback(lambda: self._ends.pop(token, None)):
-                    del self._ends[token]  # the RPC has ended already
-                return stream
-        end()
-        return stream
+    async def Check(self, request: health_pb2.HealthCheckRequest, context: Any) -> Any:
+        status = self._status.get(request.service)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no service {request.service!r} here")
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> AsyncIterator[Any]:
+        last = None
+        while True:
+            status = self._status.get(request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+            if status != last:
+                yield health_pb2.HealthCheckResponse(status=status)
+                last = status
+                continue  # it may have changed while the message was sent
+            if self._shut_down:
+                return
+            await self._changed.wait()
+
+    def set(self, service: str, status: int) -> None:
+        if not self._shut_down:
+            self._status[service] = status
+            self._wake()
 
     def shut_down(self) -> None:
-        self.enter_graceful_shutdown()
-        with self._streams_lock:
-            self._shut_down = True
-            ends, self._ends = list(self._ends.values()), {}
-        for end in ends:
-            try:
-                end()
-            except Exception:  # the stream ended meanwhile
-                log.debug("health.watch_already_ended", exc_info=True)
+        for service in self._status:
+            self._status[service] = health_pb2.HealthCheckResponse.NOT_SERVING
+        self._shut_down = True
+        self._wake()
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
 
 @dataclass
 class Served:
     """A gRPC server (not started), the port it is bound to, and the parts a daemon tends."""
 
-    server: grpc.Server
+    server: grpc.aio.Server
     port: int
     servicer: StatehouseServicer
     health: HealthService
     sessions: Sessions
 
 
-def create_server(system: ActorSystem, config: DaemonConfig, pools: Pools) -> Served:
-    """The gRPC server (not started) bound to `config.addr`, with its parts.
+async def create_server(system: ActorSystem, config: DaemonConfig, pools: Pools) -> Served:
+    """The gRPC server (not started) bound to `config.addr`, with its parts; run on the
+    event loop that is to serve it.
 
-    Unary calls run on `config.workers` threads; replay and watch streams,
-    and sessions, on pools of their own (see `Pools`), so that streams
-    waiting for commits can never starve the calls that would make them.
+    Calls that wait for an actor, and short reads, run on the loop; other
+    calls on `config.workers` threads; replay and watch streams on a pool of
+    their own (see `Pools`), so that streams waiting for commits can never
+    starve the calls that would make them.
     """
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -202,9 +214,7 @@ def create_server(system: ActorSystem, config: DaemonConfig, pools: Pools) -> Se
         # Without this, a second daemon could bind the same port silently.
         ("grpc.so_reuseport", 0),
     ]
-    server = grpc.server(
-        ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"), options=options
-    )
+    server = grpc.aio.server(options=options)
     servicer = StatehouseServicer(
         system,
         config.max_value_bytes,
@@ -227,28 +237,35 @@ def create_server(system: ActorSystem, config: DaemonConfig, pools: Pools) -> Se
 
 @dataclass
 class Pools:
-    """Threads for replay and watch streams, and for sessions: each a few beyond its
-    bound, so that a stream past it is refused at once (RESOURCE_EXHAUSTED) rather
-    than queued until another ends."""
+    """Threads for the calls that run synchronously, and for replay and watch streams
+    (a few beyond their bound, so that a stream past it is refused at once with
+    RESOURCE_EXHAUSTED rather than queued until another ends)."""
 
+    calls: ThreadPoolExecutor
     streams: ThreadPoolExecutor
-    sessions: ThreadPoolExecutor
 
     @classmethod
     def of(cls, config: DaemonConfig) -> Pools:
         return cls(
+            ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
             ThreadPoolExecutor(max_workers=config.max_streams + 8, thread_name_prefix="stream"),
-            ThreadPoolExecutor(max_workers=config.max_sessions + 8, thread_name_prefix="session"),
         )
 
     def shutdown(self) -> None:
-        for pool in (self.streams, self.sessions):
+        for pool in (self.calls, self.streams):
             pool.shutdown(wait=False, cancel_futures=True)
 
 
+# Unary calls answered on the event loop itself: short, bounded reads.
+ON_LOOP = frozenset({"Health", "Version", "GetState", "GetStateAtVersion"})
+# Messages a Replay stream takes per step on the streams pool (an event each).
+REPLAY_PER_STEP = 64
+
+
 def service_handler(servicer: StatehouseServicer, pools: Pools, sessions: Sessions) -> grpc.GenericRpcHandler:
-    """Handlers for every RPC of the service that parse requests themselves; the
-    server-streaming ones run on the streams pool, sessions on theirs.
+    """Handlers for every RPC of the service that parse requests themselves: the async
+    methods and `ON_LOOP` on the event loop, other unary ones on the calls pool, the
+    server-streaming ones on the streams pool.
 
     grpc would answer an undecodable request (bad wire bytes, a string field
     that is not UTF-8) with INTERNAL; parsing here makes it INVALID_ARGUMENT.
@@ -259,33 +276,35 @@ def service_handler(servicer: StatehouseServicer, pools: Pools, sessions: Sessio
         if method.client_streaming:
             continue  # Session: below, once every unary behaviour is known
         request_type = getattr(pb, method.input_type.name)
-        response_type = getattr(pb, method.output_type.name)
-        behaviour = _parsing(
-            getattr(servicer, method.name), request_type, method.server_streaming, servicer.count_error
-        )
+        serialize = getattr(pb, method.output_type.name).SerializeToString
+        parse = _parser(request_type, servicer.count_error)
+        behaviour = getattr(servicer, method.name)
         if method.server_streaming:
-            behaviour.experimental_thread_pool = pools.streams  # type: ignore[attr-defined]
+            per_step = REPLAY_PER_STEP if method.name == "Replay" else 1
+            stream = aio.stream_handler(_parsed(behaviour, parse), pools.streams, per_step)
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                stream, response_serializer=serialize
+            )
+            continue
+        if inspect.iscoroutinefunction(behaviour):
+            unary = _parsed_async(behaviour, parse)
+        elif method.name in ON_LOOP:
+            unary = _parsed_on_loop(behaviour, parse)
         else:
-            sessions.add(method.name, behaviour)
-        make = (
-            grpc.unary_stream_rpc_method_handler
-            if method.server_streaming
-            else grpc.unary_unary_rpc_method_handler
+            unary = aio.in_pool(_parsed(behaviour, parse), pools.calls)
+        sessions.add(method.name, unary)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            aio.unary_handler(unary), response_serializer=serialize
         )
-        handlers[method.name] = make(behaviour, response_serializer=response_type.SerializeToString)
-
-    def serve(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
-        return sessions.serve(requests, context)
-
-    serve.experimental_thread_pool = pools.sessions  # type: ignore[attr-defined]
-    handlers["Session"] = grpc.stream_stream_rpc_method_handler(serve)
+    handlers["Session"] = grpc.stream_stream_rpc_method_handler(sessions.serve)
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
-def _parsing(
-    behaviour: Callable[..., Any], request_type: Any, streaming: bool, count_error: ErrorCounter
-) -> Callable[..., Any]:
-    def parse(raw: bytes, context: grpc.ServicerContext) -> Any:
+Parse = Callable[[bytes, aio.CallContext], Any]
+
+
+def _parser(request_type: Any, count_error: ErrorCounter) -> Parse:
+    def parse(raw: bytes, context: aio.CallContext) -> Any:
         try:
             return request_type.FromString(raw)
         except DecodeError:
@@ -296,17 +315,28 @@ def _parsing(
                 "(malformed protobuf, or a string field that is not valid UTF-8)",
             )
 
-    if streaming:
+    return parse
 
-        def stream(raw: bytes, context: grpc.ServicerContext) -> Iterator[Any]:
-            yield from behaviour(parse(raw, context), context)
 
-        return stream
-
-    def unary(raw: bytes, context: grpc.ServicerContext) -> Any:
+def _parsed(behaviour: Callable[..., T], parse: Parse) -> Callable[[bytes, aio.CallContext], T]:
+    def run(raw: bytes, context: aio.CallContext) -> T:
         return behaviour(parse(raw, context), context)
 
-    return unary
+    return run
+
+
+def _parsed_on_loop(behaviour: Callable[..., Any], parse: Parse) -> aio.Unary:
+    async def run(raw: bytes, context: aio.CallContext) -> Any:
+        return behaviour(parse(raw, context), context)
+
+    return run
+
+
+def _parsed_async(behaviour: Callable[..., Awaitable[Any]], parse: Parse) -> aio.Unary:
+    async def run(raw: bytes, context: aio.CallContext) -> Any:
+        return await behaviour(parse(raw, context), context)
+
+    return run
 
 
 def _git_sha() -> str:
@@ -324,18 +354,33 @@ def _git_sha() -> str:
 
 
 class Daemon:
-    """Store -> actors -> server, started in that order and stopped in reverse."""
+    """Store -> actors -> server, started in that order and stopped in reverse.
+
+    The gRPC server runs on an event loop of its own, on a thread of its own
+    ("rpc-loop"); `start` and `stop` are called from any other thread.
+    """
 
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
         self.store: Store | None = None
         self.system: ActorSystem | None = None
-        self.server: grpc.Server | None = None
+        self.server: grpc.aio.Server | None = None
         self.port = 0
         self.monitor: Monitor | None = None
         self._pools: Pools | None = None
         self.sessions: Sessions | None = None
         self._health: HealthService | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+
+    def _on_loop(self, work: Awaitable[T], timeout: float | None = None) -> T:
+        """Run `work` on the server's loop and wait for its result."""
+        assert self._loop is not None
+
+        async def run() -> T:
+            return await work
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
 
     def start(self) -> Daemon:
         try:
@@ -344,14 +389,17 @@ class Daemon:
                 self.store, self.config.actors, snapshots=self.config.snapshot_policy()
             ).start()
             self._pools = Pools.of(self.config)
-            served = create_server(self.system, self.config, self._pools)
+            self._loop = asyncio.new_event_loop()
+            self._loop_thread = threading.Thread(target=self._loop.run_forever, name="rpc-loop", daemon=True)
+            self._loop_thread.start()
+            served = self._on_loop(create_server(self.system, self.config, self._pools))
             self.server, self.port, self._health, self.sessions = (
                 served.server,
                 served.port,
                 served.health,
                 served.sessions,
             )
-            self.server.start()
+            self._on_loop(self.server.start())
             if self.config.http_addr is not None:
                 try:
                     self.monitor = Monitor(
@@ -363,8 +411,9 @@ class Daemon:
         except BaseException:
             self.stop()
             raise
+        health = self._health
         for service in ("", SERVICE_NAME):
-            self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            self._on_loop(_call(health.set, service, health_pb2.HealthCheckResponse.SERVING))
         log.info(
             "server.listening",
             addr=self.config.addr,
@@ -389,19 +438,20 @@ class Daemon:
             if self.monitor is not None:
                 self.monitor.shutting_down()
             if self._health is not None:
-                self._health.shut_down()
+                self._on_loop(_call(self._health.shut_down))
             if self.system is not None:
                 # Watches would hold the server for its whole grace period: end them
                 # now, telling each client where to resume.
                 self.system.watches.close()
             if self.server is not None:
-                self.server.stop(self.config.shutdown_grace_seconds).wait()
+                self._on_loop(self.server.stop(self.config.shutdown_grace_seconds))
             if self._pools is not None:
                 self._pools.shutdown()
             if self.monitor is not None:
                 self.monitor.stop()
         finally:
             try:
+                self._stop_loop()
                 if self.system is not None:
                     self.system.stop()
             finally:
@@ -414,3 +464,16 @@ class Daemon:
         self.server = self.system = None
         self.store = None
         self.monitor = None
+
+    def _stop_loop(self) -> None:
+        loop, thread = self._loop, self._loop_thread
+        self._loop = self._loop_thread = None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+async def _call(function: Callable[..., Any], *args: Any) -> Any:
+    return function(*args)

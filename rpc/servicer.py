@@ -27,6 +27,7 @@ from actors import (
     new_client_txn_namespace,
 )
 from rpc import reads
+from rpc.aio import CallContext, answer, answers
 from rpc.convert import ValueCodec, ValueForm, check_names, check_namespace, check_prefix, fill_value
 from rpc.status import ErrorCounter, conflict_message, grpc_errors, note_data_loss, status_of
 from statehouse import __version__
@@ -50,7 +51,7 @@ MAX_ATTEMPT_CHARS = 64
 WATCH_HEARTBEAT_SECONDS = 5.0
 
 
-def _wait(context: grpc.ServicerContext) -> float:
+def _wait(context: CallContext) -> float:
     remaining = context.time_remaining()
     return MAX_WAIT_SECONDS if remaining is None else min(remaining, MAX_WAIT_SECONDS)
 
@@ -147,59 +148,57 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         self._streams = threading.BoundedSemaphore(max_streams)
 
     @grpc_errors
-    def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthResponse:
+    def Health(self, request: pb.HealthRequest, context: CallContext) -> pb.HealthResponse:
         return pb.HealthResponse(status="ok")
 
     @grpc_errors
-    def Version(self, request: pb.VersionRequest, context: grpc.ServicerContext) -> pb.VersionResponse:
+    def Version(self, request: pb.VersionRequest, context: CallContext) -> pb.VersionResponse:
         return pb.VersionResponse(version=__version__, git_sha=self._git_sha, http_addr=self.http_addr)
 
     # -- transactions --------------------------------------------------------
 
     @grpc_errors
-    def BeginTransaction(
-        self, request: pb.BeginTransactionRequest, context: grpc.ServicerContext
+    async def BeginTransaction(
+        self, request: pb.BeginTransactionRequest, context: CallContext
     ) -> pb.BeginTransactionResponse:
         namespace = check_namespace(request.namespace)
         timeout = request.timeout_ms if request.HasField("timeout_ms") else None
-        txn_id, applied = self._system.begin(namespace, timeout, _wait(context))
+        txn_id, applied = await answer(self._system.ask_begin(namespace, timeout), _wait(context))
         return pb.BeginTransactionResponse(txn_id=txn_id, timeout_ms=applied)
 
     @grpc_errors
-    def Write(self, request: pb.WriteRequest, context: grpc.ServicerContext) -> pb.WriteResponse:
+    async def Write(self, request: pb.WriteRequest, context: CallContext) -> pb.WriteResponse:
         namespace = check_names(request.namespace, request.agent_id, request.key)
         struct = request.value if request.HasField("value") else None
         value = self._codec.value(request.key, request.value_json, struct)
         mutation = Mutation(namespace, request.agent_id, request.key, value)
-        self._system.stage(request.txn_id, (mutation,), _wait(context))
+        await answer(self._system.ask_stage(request.txn_id, (mutation,)), _wait(context))
         return pb.WriteResponse()
 
     @grpc_errors
-    def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext) -> pb.DeleteResponse:
+    async def Delete(self, request: pb.DeleteRequest, context: CallContext) -> pb.DeleteResponse:
         namespace = check_names(request.namespace, request.agent_id, request.key)
         mutation = Mutation(namespace, request.agent_id, request.key, None)
-        self._system.stage(request.txn_id, (mutation,), _wait(context))
+        await answer(self._system.ask_stage(request.txn_id, (mutation,)), _wait(context))
         return pb.DeleteResponse()
 
     @grpc_errors
-    def Stage(self, request: pb.StageRequest, context: grpc.ServicerContext) -> pb.StageResponse:
+    async def Stage(self, request: pb.StageRequest, context: CallContext) -> pb.StageResponse:
         staged = self._commit_request(request)
-        self._system.stage(
-            staged.txn_id, staged.mutations, _wait(context), staged.open, staged.conditions, staged.attempt
+        asked = self._system.ask_stage(
+            staged.txn_id, staged.mutations, staged.open, staged.conditions, staged.attempt
         )
+        await answer(asked, _wait(context))
         return pb.StageResponse()
 
     @grpc_errors
-    def Commit(self, request: pb.CommitRequest, context: grpc.ServicerContext) -> pb.CommitResponse:
-        commit = self._commit_request(request)
-        commit_ts = self._system.commit(
-            commit.txn_id, commit.mutations, _wait(context), commit.open, commit.conditions, commit.attempt
-        )
+    async def Commit(self, request: pb.CommitRequest, context: CallContext) -> pb.CommitResponse:
+        commit_ts = await answer(self._system.ask_commit(self._commit_request(request)), _wait(context))
         return pb.CommitResponse(commit_ts=commit_ts)
 
     @grpc_errors
-    def CommitBatch(
-        self, request: pb.CommitBatchRequest, context: grpc.ServicerContext
+    async def CommitBatch(
+        self, request: pb.CommitBatchRequest, context: CallContext
     ) -> pb.CommitBatchResponse:
         if len(request.commits) > MAX_BATCH_COMMITS:
             raise ResourceExhausted(
@@ -213,7 +212,7 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
                 outcomes.append(0)
             except StatehouseFault as exc:
                 outcomes.append(exc)
-        committed = iter(self._system.commit_batch(valid, _wait(context)) if valid else ())
+        committed = iter(await answers(self._system.ask_commits(valid), _wait(context)) if valid else ())
         response = pb.CommitBatchResponse()
         for outcome in outcomes:
             if not isinstance(outcome, Exception):
@@ -256,12 +255,12 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         )
 
     @grpc_errors
-    def Abort(self, request: pb.AbortRequest, context: grpc.ServicerContext) -> pb.AbortResponse:
-        self._system.abort(request.txn_id, _wait(context), request.attempt)
+    async def Abort(self, request: pb.AbortRequest, context: CallContext) -> pb.AbortResponse:
+        await answer(self._system.ask_abort(request.txn_id, request.attempt), _wait(context))
         return pb.AbortResponse()
 
     @grpc_errors
-    def Purge(self, request: pb.PurgeRequest, context: grpc.ServicerContext) -> pb.PurgeResponse:
+    def Purge(self, request: pb.PurgeRequest, context: CallContext) -> pb.PurgeResponse:
         namespace = check_names(request.namespace, request.agent_id)
         check_prefix(request.key_prefix)
         result = self._system.purge(namespace, request.agent_id, request.key_prefix, _wait(context))
@@ -270,13 +269,13 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         )
 
     @grpc_errors
-    def Compact(self, request: pb.CompactRequest, context: grpc.ServicerContext) -> pb.CompactResponse:
+    def Compact(self, request: pb.CompactRequest, context: CallContext) -> pb.CompactResponse:
         seconds = self._system.compact()
         return pb.CompactResponse(duration_ms=round(seconds * 1000))
 
     @grpc_errors
     def CreateSnapshot(
-        self, request: pb.CreateSnapshotRequest, context: grpc.ServicerContext
+        self, request: pb.CreateSnapshotRequest, context: CallContext
     ) -> pb.CreateSnapshotResponse:
         info = self._system.snapshot(_wait(context))
         return pb.CreateSnapshotResponse(path=str(info.path), commit_ts=info.commit_ts)
@@ -284,21 +283,21 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
     # -- reads -------------------------------------------------------------------
 
     @grpc_errors
-    def GetState(self, request: pb.GetStateRequest, context: grpc.ServicerContext) -> pb.GetStateResponse:
+    def GetState(self, request: pb.GetStateRequest, context: CallContext) -> pb.GetStateResponse:
         response = pb.GetStateResponse()
         _read_latest(self._system.view(), request, response)
         return response
 
     @grpc_errors
     def GetStateAtVersion(
-        self, request: pb.GetStateAtVersionRequest, context: grpc.ServicerContext
+        self, request: pb.GetStateAtVersionRequest, context: CallContext
     ) -> pb.GetStateAtVersionResponse:
         response = pb.GetStateAtVersionResponse()
         _read_at_version(self._system.view(), request, response)
         return response
 
     @grpc_errors
-    def ReadBatch(self, request: pb.ReadBatchRequest, context: grpc.ServicerContext) -> pb.ReadBatchResponse:
+    def ReadBatch(self, request: pb.ReadBatchRequest, context: CallContext) -> pb.ReadBatchResponse:
         if len(request.reads) > MAX_BATCH_READS:
             raise ResourceExhausted(
                 f"a batch of {len(request.reads)} reads is too large (limit {MAX_BATCH_READS})"
@@ -339,29 +338,23 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         return response
 
     @grpc_errors
-    def ListKeys(self, request: pb.ListKeysRequest, context: grpc.ServicerContext) -> pb.ListKeysResponse:
+    def ListKeys(self, request: pb.ListKeysRequest, context: CallContext) -> pb.ListKeysResponse:
         return reads.list_keys(self._system.view(), request)
 
     @grpc_errors
-    def ListAgents(
-        self, request: pb.ListAgentsRequest, context: grpc.ServicerContext
-    ) -> pb.ListAgentsResponse:
+    def ListAgents(self, request: pb.ListAgentsRequest, context: CallContext) -> pb.ListAgentsResponse:
         return reads.list_agents(self._system.view(), request)
 
     @grpc_errors
-    def ScanPrefix(
-        self, request: pb.ScanPrefixRequest, context: grpc.ServicerContext
-    ) -> pb.ScanPrefixResponse:
+    def ScanPrefix(self, request: pb.ScanPrefixRequest, context: CallContext) -> pb.ScanPrefixResponse:
         return reads.scan_prefix(self._system.view(), request)
 
     @grpc_errors
-    def KeyHistory(
-        self, request: pb.KeyHistoryRequest, context: grpc.ServicerContext
-    ) -> pb.KeyHistoryResponse:
+    def KeyHistory(self, request: pb.KeyHistoryRequest, context: CallContext) -> pb.KeyHistoryResponse:
         return reads.key_history(self._system.view(), request)
 
     @grpc_errors
-    def Replay(self, request: pb.ReplayRequest, context: grpc.ServicerContext) -> Iterator[pb.ReplayEvent]:
+    def Replay(self, request: pb.ReplayRequest, context: CallContext) -> Iterator[pb.ReplayEvent]:
         form = ValueForm(request)
         with self._stream(request) as events:
             for event in events:
@@ -370,9 +363,7 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
                 yield message
 
     @grpc_errors
-    def ReplayBatches(
-        self, request: pb.ReplayRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.ReplayBatch]:
+    def ReplayBatches(self, request: pb.ReplayRequest, context: CallContext) -> Iterator[pb.ReplayBatch]:
         # Each stream message costs ~90 us however small (measured on the development
         # VM): batching is what lets replay go past ~11k events/s.
         form = ValueForm(request)
@@ -394,7 +385,7 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
                 yield batch
 
     @grpc_errors
-    def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchResponse]:
+    def Watch(self, request: pb.WatchRequest, context: CallContext) -> Iterator[pb.WatchResponse]:
         if request.agent_id:
             namespace = check_names(request.namespace, request.agent_id)
         else:

@@ -8,6 +8,7 @@ table is a bug: it is logged with its traceback and reported as INTERNAL.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -129,9 +130,20 @@ def _abort(context: grpc.ServicerContext, method: str, exc: Exception, count: Er
 
 
 def grpc_errors(method: F) -> F:
-    """Map domain errors raised by a unary or server-streaming handler, and count them
-    with the servicer's `count_error`."""
+    """Map domain errors raised by a unary (plain or async) or server-streaming handler,
+    and count them with the servicer's `count_error`."""
     name = method.__name__
+
+    if inspect.iscoroutinefunction(method):
+
+        @functools.wraps(method)
+        async def call(self: Any, request: Any, context: Any) -> Any:
+            try:
+                return await method(self, request, context)
+            except Exception as exc:
+                _abort(context, name, exc, self.count_error)
+
+        return call  # type: ignore[return-value]
 
     if method.__code__.co_flags & 0x20:  # a generator: errors surface while iterating
 

@@ -3,8 +3,10 @@ call means on its own; the SDK's use of it, and its falling back to plain calls.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -216,17 +218,34 @@ def test_a_client_of_a_daemon_without_sessions_makes_plain_calls(daemon: Daemon)
     pools = Pools.of(DaemonConfig(data_dir=daemon.config.data_dir))
     handler = service_handler(servicer, pools, Sessions(1, servicer.count_error, _registry()))
     unary_only = _without(handler, "Session")
-    server = grpc.server(pools.streams)
-    server.add_generic_rpc_handlers((unary_only,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever)
+    thread.start()
+
+    def on_loop(work: Any) -> Any:
+        async def run() -> Any:
+            return await work
+
+        return asyncio.run_coroutine_threadsafe(run(), loop).result(10)
+
+    async def serve() -> tuple[grpc.aio.Server, int]:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((unary_only,))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return server, port
+
+    server, port = on_loop(serve())
     try:
         with Statehouse(f"127.0.0.1:{port}", timeout=10) as client:
             with client.begin_transaction() as tx:
                 tx.write("a", "old", [1, 2])
             assert client.get_state("a", "old").value == [1, 2]
     finally:
-        server.stop(0).wait()
+        on_loop(server.stop(0))
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
         pools.shutdown()
 
 
@@ -244,3 +263,23 @@ def _without(handler: grpc.GenericRpcHandler, method: str) -> grpc.GenericRpcHan
             return handler.service(details)
 
     return Without()
+
+
+def test_open_sessions_hold_no_daemon_thread(tmp_path: Path) -> None:
+    """Sessions are served on the daemon's event loop: 100 of them open, each after a commit,
+    add no thread to the daemon (each held one of a pool before)."""
+    with DaemonProcess(tmp_path / "data") as daemon, grpc.insecure_channel(daemon.addr) as channel:
+        assert daemon.process is not None
+        tasks = Path(f"/proc/{daemon.process.pid}/task")
+        first = Stream(channel)
+        assert first.call("Commit", commit_request("ns:" + "f" * 24, "k", b"0")).code == 0
+        before = len(list(tasks.iterdir()))
+        streams = [Stream(channel) for _ in range(100)]
+        for n, stream in enumerate(streams):
+            answer = stream.call("Commit", commit_request(f"ns:{n:024x}", f"k{n}", b"1"))
+            assert answer.code == 0, answer.message
+        during = len(list(tasks.iterdir()))
+        for stream in [first, *streams]:
+            stream.close()
+    print(f"daemon threads: {before} with one session open, {during} with 101")
+    assert during - before < 10, (before, during)
