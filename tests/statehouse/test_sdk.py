@@ -19,7 +19,6 @@ from statehouse import (
     NotFoundError,
     ResourceExhaustedError,
     Statehouse,
-    TransactionClosedError,
     TransactionError,
     TransactionExpiredError,
     TransactionNotFoundError,
@@ -164,19 +163,6 @@ def test_replay_returns_only_the_agents_commits_in_order(client: Statehouse) -> 
     assert list(client.replay("nobody")) == []
     with pytest.raises(InvalidArgumentError, match="after end_ts"):
         list(client.replay("me", start_ts=5, end_ts=4))
-
-
-def test_transaction_state_errors(client: Statehouse) -> None:
-    tx = client.begin_transaction()
-    tx.write("a", "k", 1)
-    tx.commit()
-    with pytest.raises(TransactionClosedError):
-        tx.commit()
-    with pytest.raises(TransactionClosedError):
-        tx.abort()
-    aborted = client.begin_transaction()
-    aborted.abort()
-    aborted.abort()  # idempotent
 
 
 def test_unknown_transaction_is_not_found(client: Statehouse) -> None:

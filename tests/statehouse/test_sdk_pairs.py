@@ -121,6 +121,9 @@ def test_transaction_errors(sdk: SDK) -> None:
         tx.commit()
     with pytest.raises(TransactionClosedError):
         tx.abort()
+    aborted = client.begin_transaction()
+    aborted.abort()
+    aborted.abort()  # aborting again is fine
     with pytest.raises(NotFoundError, match="no version 2"):
         client.get_state_at_version("a", "k", 2)
     tx = client.begin_transaction()
