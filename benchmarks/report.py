@@ -47,7 +47,7 @@ NOTES = {
         "log lines (`group`); etcd also fsyncs its WAL before acknowledging. daemon p50 = the daemon's "
         "own time from a transaction's begin to durable (txn.commit `duration_ms`).",
         "The agents are threads sharing one Statehouse client, as an agent framework runs them "
-        "(asyncio agents would use AsyncStatehouse, which does not combine calls).",
+        "(asyncio agents would use AsyncStatehouse, which combines them the same way).",
         "A thread of this process also reads the daemon's log (one txn.commit line per transaction, "
         "parsed after the run) for commits/fsync; etcd's rows do not pay for that.",
     ],

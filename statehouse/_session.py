@@ -1,4 +1,5 @@
-"""The sync client's unary calls over Session streams (see rpc/session.py).
+"""The clients' unary calls over Session streams (see rpc/session.py): `Lanes` for
+`Statehouse`, `AsyncLanes` for `AsyncStatehouse`.
 
 A `Lanes` holds up to `MAX_LANES` Session streams on the client's channel.
 A call takes an idle lane (opening one if there are fewer), sends its
@@ -24,6 +25,7 @@ daemon thread.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import queue
 import threading
@@ -72,6 +74,32 @@ class CallError(grpc.RpcError):
 
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+# What a daemon answers a Session stream it will not serve: calls then go as RPCs of their own.
+_REFUSALS = (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def _request(call_id: int, method: str, request: Any, timeout: float) -> bytes:
+    """The SessionRequest message carrying call `call_id`, serialized."""
+    message = pb.SessionRequest(
+        id=call_id,
+        method=method,
+        request=request.SerializeToString(),
+        timeout_ms=max(1, int(timeout * 1000)),
+    )
+    return message.SerializeToString()
+
+
+def _checked(answer: pb.SessionResponse, call_id: int) -> pb.SessionResponse:
+    if answer.id != call_id:  # never, unless the daemon is broken: do not trust the lane
+        raise CallError(grpc.StatusCode.INTERNAL, f"session answer {answer.id} for call {call_id}")
+    return answer
+
+
+def _response(method: str, answer: pb.SessionResponse) -> Any:
+    """The call's response message; its status raised as a CallError if it failed."""
+    if answer.code:
+        raise _failure(answer)
+    return _RESPONSES[method].FromString(answer.response)
 
 
 def _failure(answer: pb.SessionResponse) -> CallError:
@@ -99,13 +127,7 @@ class _Lane:
     def call(self, method: str, request: Any, timeout: float) -> pb.SessionResponse:
         call_id = next(self._ids)
         self.deadline = time.monotonic() + timeout
-        message = pb.SessionRequest(
-            id=call_id,
-            method=method,
-            request=request.SerializeToString(),
-            timeout_ms=max(1, int(timeout * 1000)),
-        )
-        self._requests.put(message.SerializeToString())
+        self._requests.put(_request(call_id, method, request, timeout))
         try:
             answer: pb.SessionResponse = next(self._responses)
         except StopIteration:
@@ -113,9 +135,7 @@ class _Lane:
         finally:
             self.deadline = None
             self.idle_since = time.monotonic()
-        if answer.id != call_id:  # never, unless the daemon is broken: do not trust the lane
-            raise CallError(grpc.StatusCode.INTERNAL, f"session answer {answer.id} for call {call_id}")
-        return answer
+        return _checked(answer, call_id)
 
     def close(self) -> None:
         self._requests.put(_END)
@@ -150,16 +170,14 @@ class Lanes:
             if lane.expired:
                 raise CallError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
             code = exc.code() if isinstance(exc, grpc.Call) else None
-            if code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.RESOURCE_EXHAUSTED):
+            if code in _REFUSALS:
                 # Refused before any call was read: make this one as a call of its own.
                 with self._lock:
                     self._refused_until = time.monotonic() + REFUSED_SECONDS
                 return None
             raise
         self._give(lane)
-        if answer.code:
-            raise _failure(answer)
-        return _RESPONSES[method].FromString(answer.response)
+        return _response(method, answer)
 
     def close(self) -> None:
         with self._lock:
@@ -217,3 +235,140 @@ class Lanes:
                     self._open.discard(lane)
             for lane in late + idle:
                 lane.close()  # a late call's caller raises DEADLINE_EXCEEDED and drops the lane
+
+
+class _NotSent(Exception):
+    """A lane's stream ended before a call could be written on it, with `code`;
+    `first`: it was the lane's first call (a refusal can look like INTERNAL then)."""
+
+    def __init__(self, code: grpc.StatusCode, first: bool) -> None:
+        super().__init__(code)
+        self.code, self.first = code, first
+
+
+class _AsyncLane:
+    """One Session stream of an asyncio client; one call at a time."""
+
+    __slots__ = ("_call", "_ids", "idle_since")
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        call = channel.stream_stream(METHOD, response_deserializer=pb.SessionResponse.FromString)
+        self._call = call()
+        self._ids = itertools.count(1)
+        self.idle_since = time.monotonic()
+
+    async def call(self, method: str, request: Any, timeout: float) -> pb.SessionResponse:
+        call_id = next(self._ids)
+        try:
+            await self._call.write(_request(call_id, method, request, timeout))
+        except (asyncio.InvalidStateError, grpc.RpcError):
+            # The stream ended before this call went out: the daemon refused it, or
+            # went away. Nothing of this call was sent.
+            raise _NotSent(await self._call.code(), call_id == 1) from None
+        answer = await self._call.read()
+        if answer is grpc.aio.EOF:
+            raise CallError(grpc.StatusCode.UNAVAILABLE, "the daemon ended the session")
+        return _checked(answer, call_id)
+
+    def ended(self) -> bool:
+        return bool(self._call.done())
+
+    def close(self) -> None:
+        self._call.cancel()
+
+
+class AsyncLanes:
+    """`Lanes` for `AsyncStatehouse`: the same calls on up to `max_lanes` streams of a
+    grpc.aio channel, used from one event loop.
+
+    A call past its deadline is ended by the client itself (the daemon says
+    DEADLINE_EXCEEDED first if it can): its lane is dropped, as is the lane
+    of a call whose task was cancelled, since an answer may still be on its
+    way. Lanes idle for `IDLE_SECONDS` are closed.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel, max_lanes: int = MAX_LANES) -> None:
+        self._channel = channel
+        self._max = max_lanes
+        self._idle: list[_AsyncLane] = []
+        self._open: set[_AsyncLane] = set()
+        self._refused_until = 0.0
+        self._closed = False
+        self._sweep: asyncio.TimerHandle | None = None
+
+    async def call(self, method: str, request: Any, timeout: float) -> Any:
+        """`Lanes.call`, awaited."""
+        lane = self._take()
+        if lane is None:
+            return None
+        try:
+            answered = lane.call(method, request, timeout)
+            answer = await asyncio.wait_for(answered, timeout + WATCH_EVERY_SECONDS)
+        except TimeoutError:
+            self._drop(lane)
+            raise CallError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+        except _NotSent as unsent:
+            # Make this call as an RPC of its own. A new stream ended at once was refused: when
+            # the daemon's answer races the first write, grpc reports INTERNAL instead of it.
+            self._drop(lane)
+            if unsent.code in _REFUSALS or (unsent.first and unsent.code == grpc.StatusCode.INTERNAL):
+                self._refused_until = time.monotonic() + REFUSED_SECONDS
+            return None
+        except grpc.RpcError as exc:
+            self._drop(lane)
+            code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
+            if code in _REFUSALS:
+                # Refused before any call was read: make this one as a call of its own.
+                self._refused_until = time.monotonic() + REFUSED_SECONDS
+                return None
+            raise
+        except BaseException:  # cancelled: the lane may still get this call's answer
+            self._drop(lane)
+            raise
+        self._give(lane)
+        return _response(method, answer)
+
+    def close(self) -> None:
+        self._closed = True
+        lanes, self._open, self._idle = list(self._open), set(), []
+        for lane in lanes:
+            lane.close()
+        if self._sweep is not None:
+            self._sweep.cancel()
+
+    def _take(self) -> _AsyncLane | None:
+        while self._idle:
+            lane = self._idle.pop()
+            if not lane.ended():
+                return lane
+            self._drop(lane)  # ended while idle (the daemon restarted): take another
+        if self._closed or len(self._open) >= self._max or time.monotonic() < self._refused_until:
+            return None
+        lane = _AsyncLane(self._channel)
+        self._open.add(lane)
+        return lane
+
+    def _give(self, lane: _AsyncLane) -> None:
+        if lane not in self._open:
+            lane.close()
+            return
+        lane.idle_since = time.monotonic()
+        self._idle.append(lane)
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().call_later(IDLE_SECONDS, self._close_idle)
+
+    def _drop(self, lane: _AsyncLane) -> None:
+        self._open.discard(lane)
+        lane.close()
+
+    def _close_idle(self) -> None:
+        self._sweep = None
+        now = time.monotonic()
+        for lane in [lane for lane in self._idle if now - lane.idle_since >= IDLE_SECONDS]:
+            self._idle.remove(lane)
+            self._drop(lane)
+        if self._idle:
+            oldest = min(lane.idle_since for lane in self._idle)
+            self._sweep = asyncio.get_running_loop().call_later(
+                max(0.0, oldest + IDLE_SECONDS - now), self._close_idle
+            )

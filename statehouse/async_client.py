@@ -22,6 +22,7 @@ from statehouse._batching import AsyncCombiner
 from statehouse._names import DEFAULT_NAMESPACE
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
 from statehouse._retry import RetryPolicy
+from statehouse._session import AsyncLanes
 from statehouse._transaction import BEGIN_TRANSACTION_DOC, PendingCommit, TransactionCore
 from statehouse._watch import AsyncWatch, ClosedStub, closed_client
 from statehouse.client import DEFAULT_ADDR, DEFAULT_TIMEOUT_SECONDS, TRANSACTION_DOC
@@ -117,6 +118,7 @@ class AsyncStatehouse:
     docstring says whether it is. Every method raises a StatehouseError
     subclass for a failure (see statehouse.exceptions). Use it from one
     event loop: `async with AsyncStatehouse() as client`, or `await client.close()`.
+    `sessions`: as for `Statehouse`.
     """
 
     def __init__(
@@ -126,6 +128,7 @@ class AsyncStatehouse:
         *,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 -- frozen, so one shared default is fine
+        sessions: bool = True,
     ) -> None:
         self.url = url or os.environ.get("STATEHOUSE_ADDR") or DEFAULT_ADDR
         self.namespace = _wire.namespace(namespace)
@@ -134,6 +137,8 @@ class AsyncStatehouse:
         self._channel = grpc.aio.insecure_channel(self.url, options=_wire.channel_options())
         self._reach = _retry.Reach(self.url, retry)
         self._stub = pb_grpc.StatehouseServiceStub(self._channel)
+        # Unary calls go as messages of long-lived Session streams (statehouse._session).
+        self._lanes: AsyncLanes | None = AsyncLanes(self._channel) if sessions else None
         # Commits of concurrent tasks share round trips (see statehouse._batching).
         self._committer: AsyncCombiner[PendingCommit, int] = AsyncCombiner(
             self._commit_one, self._commit_many
@@ -153,8 +158,8 @@ class AsyncStatehouse:
             try:
                 if isinstance(step, _methods.Attempt):
                     try:
-                        answer = await getattr(self._stub, step.rpc)(step.request, timeout=step.timeout)
-                    except grpc.aio.AioRpcError as exc:
+                        answer = await self._send(step.rpc, step.request, step.timeout)
+                    except grpc.RpcError as exc:
                         raise self._reach.failed(from_rpc_error(exc, step.in_txn)) from None
                     self._reach.answered()
                 elif isinstance(step, _methods.Sleep):
@@ -165,6 +170,13 @@ class AsyncStatehouse:
                     raise TypeError(f"a unary plan yielded {step!r}")
             except StatehouseError as exc:
                 error = exc
+
+    async def _send(self, rpc: str, request: Any, timeout: float) -> Any:
+        """One call of a unary RPC, on a session if one is free."""
+        response = None if self._lanes is None else await self._lanes.call(rpc, request, timeout)
+        if response is None:
+            response = await getattr(self._stub, rpc)(request, timeout=timeout)
+        return response
 
     async def _drive_stream(self, plan: _methods.Plan[None]) -> AsyncIterator[Any]:
         """Run a stream plan, yielding what it emits; the stream it opened is cancelled at the end."""
@@ -338,6 +350,9 @@ class AsyncStatehouse:
         """Close the connection; watches and streams of this client end, and later calls
         raise StatehouseError (code CANCELLED)."""
         self._stub = ClosedStub()
+        if self._lanes is not None:
+            self._lanes.close()
+            self._lanes = None
         await self._channel.close()
 
     async def __aenter__(self) -> AsyncStatehouse:

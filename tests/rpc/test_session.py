@@ -15,10 +15,12 @@ from typing import Any
 
 import grpc
 import pytest
+from facade import SDK, LoopThread
 from helpers import wait_until
 from test_bad_input import CASES, Wire, actor_config, fingerprint, wire  # noqa: F401 -- fixtures
 
 import statehouse
+import statehouse._session
 from rpc.server import Daemon, DaemonConfig, Pools, StatehouseServicer, service_handler
 from rpc.session import Sessions
 from statehouse import Statehouse
@@ -166,7 +168,7 @@ def test_a_call_on_a_session_keeps_its_deadline_when_the_daemon_hangs(tmp_path: 
 
 
 def test_sessions_are_bounded_and_the_sdk_falls_back_to_plain_calls(
-    daemon_config: DaemonConfig,
+    daemon_config: DaemonConfig, loop_thread: LoopThread
 ) -> None:
     daemon = Daemon(replace(daemon_config, max_sessions=1)).start()
     try:
@@ -178,36 +180,44 @@ def test_sessions_are_bounded_and_the_sdk_falls_back_to_plain_calls(
                 Stream(channel).call("Health", b"")
             assert info.value.code() == C.RESOURCE_EXHAUSTED
             assert "--max-sessions" in info.value.details()
-            with Statehouse(f"127.0.0.1:{daemon.port}", timeout=10) as client:
-                with client.begin_transaction() as tx:
-                    tx.write("a", "k", {"n": 1})
-                assert client.get_state("a", "k").value == {"n": 1}
-            assert daemon.sessions.open == 1  # only the one held: the client made plain calls
+            for kind in SDK.KINDS:
+                sdk = SDK(kind, f"127.0.0.1:{daemon.port}", loop_thread)
+                try:
+                    client = sdk.connect(timeout=10)
+                    with client.begin_transaction() as tx:
+                        tx.write("a", kind, {"n": 1})
+                    assert client.get_state("a", kind).value == {"n": 1}
+                finally:
+                    sdk.close()
+            assert daemon.sessions.open == 1  # only the one held: the clients made plain calls
             held.close()
     finally:
         daemon.stop()
 
 
-def test_the_sdk_sends_its_calls_on_sessions(daemon: Daemon) -> None:
-    with Statehouse(f"127.0.0.1:{daemon.port}", timeout=10) as client:
-        plain = client._stub
-        assert client._lanes is not None
+def test_the_sdk_sends_its_calls_on_sessions(daemon: Daemon, sdk: SDK) -> None:
+    """Both clients: every unary call goes on a session, none as a call of its own."""
+    client = sdk.client
+    target = getattr(client, "_target", client)  # the AsyncStatehouse behind the facade
+    plain = target._stub
+    assert target._lanes is not None
 
-        class NoPlainCalls:
-            def __getattr__(self, rpc: str) -> Any:
-                raise AssertionError(f"{rpc} was sent as a call of its own")
+    class NoPlainCalls:
+        def __getattr__(self, rpc: str) -> Any:
+            raise AssertionError(f"{rpc} was sent as a call of its own")
 
-        client._stub = NoPlainCalls()  # type: ignore[assignment]
-        for n in range(20):
-            with client.begin_transaction() as tx:
-                tx.write("a", "k", {"n": n})
-        assert client.get_state("a", "k").value == {"n": 19}
-        assert client.get_state("a", "k").version == 20
-        assert daemon.sessions is not None and daemon.sessions.open == 1
-        with pytest.raises(statehouse.ConflictError):
-            with client.begin_transaction() as tx:
-                tx.write("a", "k", {"n": 0}, expected_version=3)
-        client._stub = plain
+    target._stub = NoPlainCalls()
+    for n in range(20):
+        with client.begin_transaction() as tx:
+            tx.write("a", "k", {"n": n})
+    assert client.get_state("a", "k").value == {"n": 19}
+    assert client.get_state("a", "k").version == 20
+    assert daemon.sessions is not None and daemon.sessions.open == 1
+    with pytest.raises(statehouse.ConflictError):
+        with client.begin_transaction() as tx:
+            tx.write("a", "k", {"n": 0}, expected_version=3)
+    target._stub = plain
+    sdk.close()
     wait_until(lambda: daemon.sessions is not None and daemon.sessions.open == 0, "the session ended")
 
 
@@ -283,3 +293,16 @@ def test_open_sessions_hold_no_daemon_thread(tmp_path: Path) -> None:
             stream.close()
     print(f"daemon threads: {before} with one session open, {during} with 101")
     assert during - before < 10, (before, during)
+
+
+def test_an_idle_client_closes_its_sessions(
+    daemon: Daemon, sdk: SDK, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both clients: a session idle for IDLE_SECONDS (30 s; 0.3 s here) is closed, so a client
+    that stopped calling holds none of the daemon's --max-sessions; the next call opens one."""
+    monkeypatch.setattr(statehouse._session, "IDLE_SECONDS", 0.3)
+    sdk.client.health()
+    assert daemon.sessions is not None and daemon.sessions.open == 1
+    wait_until(lambda: daemon.sessions is not None and daemon.sessions.open == 0, "the idle session closed")
+    assert sdk.client.health() == "ok"
+    assert daemon.sessions.open == 1

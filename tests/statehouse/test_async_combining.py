@@ -19,29 +19,30 @@ from statehouse.testing import DaemonProcess
 
 
 class Calls:
-    """Counts an AsyncStatehouse's Commit and CommitBatch calls (wrapping its stub's methods)."""
+    """Counts an AsyncStatehouse's Commit and CommitBatch calls, on sessions or not (wrapping
+    the method that sends each call)."""
 
     def __init__(self, client: AsyncStatehouse) -> None:
         self.commits = 0
         self.batches: list[int] = []
         self.in_flight = self.most_in_flight = 0
-        stub = client._stub
-        commit, batch = stub.Commit, stub.CommitBatch
+        send = client._send
 
-        async def counted(call: Any, request: Any, kwargs: Any, size: int) -> Any:
-            if size:
-                self.batches.append(size)
+        async def counted(rpc: str, request: Any, timeout: float) -> Any:
+            if rpc not in ("Commit", "CommitBatch"):
+                return await send(rpc, request, timeout)
+            if rpc == "CommitBatch":
+                self.batches.append(len(request.commits))
             else:
                 self.commits += 1
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
             try:
-                return await call(request, **kwargs)
+                return await send(rpc, request, timeout)
             finally:
                 self.in_flight -= 1
 
-        stub.Commit = lambda request, **kwargs: counted(commit, request, kwargs, 0)
-        stub.CommitBatch = lambda request, **kwargs: counted(batch, request, kwargs, len(request.commits))
+        client._send = counted  # type: ignore[method-assign]
 
 
 def test_tasks_sharing_a_client_commit_through_combined_calls(daemon: Daemon) -> None:
@@ -180,16 +181,17 @@ def test_combined_async_commits_are_retried_across_a_daemon_restart(tmp_path: Pa
     async def main() -> None:
         async with AsyncStatehouse(addr, timeout=60) as client:
             failed = asyncio.Event()
-            batch = client._stub.CommitBatch
+            send = client._send
 
-            async def recorded(request: Any, **kwargs: Any) -> Any:
+            async def recorded(rpc: str, request: Any, timeout: float) -> Any:
                 try:
-                    return await batch(request, **kwargs)
-                except grpc.aio.AioRpcError:
-                    failed.set()
+                    return await send(rpc, request, timeout)
+                except grpc.RpcError:
+                    if rpc == "CommitBatch":
+                        failed.set()
                     raise
 
-            client._stub.CommitBatch = recorded
+            client._send = recorded  # type: ignore[method-assign]
             txns = [client.begin_transaction() for _ in range(3)]
             for n, tx in enumerate(txns):
                 tx.write("agent", f"k{n}", n)

@@ -8,6 +8,7 @@ wrapped to record each attempt's outcome: the real calls still go through.
 from __future__ import annotations
 
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,56 +30,55 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 class Recorded:
-    """Records the status of each attempt of one stub method of a client; `failed`: one failed."""
+    """Records the status of each attempt of one stub method of a client, on a session or
+    as a call of its own; `failed`: one failed."""
 
     def __init__(self, client: Any, method: str) -> None:
         self.codes: list[str] = []
         self.failed = threading.Event()
         target = getattr(client, "_target", client)  # the AsyncStatehouse behind the facade
+        is_async = isinstance(target, statehouse.AsyncStatehouse)
         original = getattr(target._stub, method)
-        if isinstance(target, statehouse.AsyncStatehouse):
 
-            def recorded(request: Any, **kwargs: Any) -> Any:
-                async def attempt() -> Any:
-                    try:
-                        response = await original(request, **kwargs)
-                    except grpc.aio.AioRpcError as exc:
-                        self._note(exc.code().name)
-                        raise
-                    self._note("OK")
-                    return response
-
-                return attempt()
-
-        else:
-
-            def recorded(request: Any, **kwargs: Any) -> Any:
-                try:
-                    response = original(request, **kwargs)
-                except grpc.RpcError as exc:
-                    self._note(exc.code().name)
-                    raise
-                self._note("OK")
-                return response
+        def recorded(request: Any, **kwargs: Any) -> Any:
+            if is_async:
+                return self._recorded_async(original(request, **kwargs))
+            return self._recorded(lambda: original(request, **kwargs))
 
         setattr(target._stub, method, recorded)
-        lanes = getattr(target, "_lanes", None)
-        if lanes is not None:  # the sync client sends calls on sessions first
+        lanes = target._lanes  # the clients send calls on sessions first
+        if lanes is not None:
             send = lanes.call
 
             def on_session(rpc: str, request: Any, timeout: float) -> Any:
                 if rpc != method:
                     return send(rpc, request, timeout)
-                try:
-                    response = send(rpc, request, timeout)
-                except grpc.RpcError as exc:
-                    self._note(exc.code().name)
-                    raise
-                if response is not None:  # None: sent as a plain call, recorded above
-                    self._note("OK")
-                return response
+                if is_async:
+                    return self._recorded_async(send(rpc, request, timeout))
+                return self._recorded(lambda: send(rpc, request, timeout))
 
             lanes.call = on_session
+
+    def _recorded(self, attempt: Callable[[], Any]) -> Any:
+        try:
+            response = attempt()
+        except grpc.RpcError as exc:
+            self._note(exc.code().name)
+            raise
+        return self._answered(response)
+
+    async def _recorded_async(self, attempt: Awaitable[Any]) -> Any:
+        try:
+            response = await attempt
+        except grpc.RpcError as exc:
+            self._note(exc.code().name)
+            raise
+        return self._answered(response)
+
+    def _answered(self, response: Any) -> Any:
+        if response is not None:  # None from a session: sent as a call of its own, recorded there
+            self._note("OK")
+        return response
 
     def _note(self, code: str) -> None:
         self.codes.append(code)
