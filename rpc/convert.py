@@ -11,11 +11,11 @@ sent only to readers that accept bytes (`bytes_values`).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError
-from google.protobuf.struct_pb2 import Struct
+from google.protobuf.struct_pb2 import Struct, Value
 
 from actors import InvalidArgument, Mutation, NotRepresentable, ResourceExhausted
 from statehouse import _codec, _names
@@ -51,22 +51,37 @@ def check_prefix(prefix: str) -> None:
         raise InvalidArgument(str(exc)) from None
 
 
-def _integral(value: Any) -> Any:
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) <= _EXACT_DOUBLE:
-            return int(value)
-        return value
-    if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
-    return value
+def _plain(value: Value) -> Any:
+    """A Struct `Value` as a plain JSON value; integral doubles within +-2**53 as ints.
+
+    Our own walk rather than `json_format.MessageToDict`, which is generic and
+    cost about a third of a 0.1.1 client's Write on the server. An unset
+    Value reads as null, as protobuf's JSON printer reads it.
+    """
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        number = value.number_value
+        if number.is_integer() and abs(number) <= _EXACT_DOUBLE:
+            return int(number)
+        if not math.isfinite(number):
+            raise ValueError(f"{number} is not a JSON number (JSON has no NaN or Infinity)")
+        return number
+    if kind == "struct_value":
+        return {name: _plain(item) for name, item in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_plain(item) for item in value.list_value.values]
+    if kind == "bool_value":
+        return value.bool_value
+    return None
 
 
 def struct_to_json(struct: Struct, key: str) -> bytes:
     try:
-        return _codec.encode(_integral(json_format.MessageToDict(struct)), sort_keys=True)
-    except ValueError as exc:  # NaN or Infinity: JSON has no such numbers
+        plain = {name: _plain(item) for name, item in struct.fields.items()}
+        return _codec.encode(plain, sort_keys=True)
+    except ValueError as exc:  # NaN or Infinity, or nested too deep
         raise InvalidArgument(f"value of key {key!r} is not valid JSON: {exc}") from None
 
 

@@ -353,6 +353,18 @@ def _git_sha() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """The server's event loop: uvloop's where it is installed (it is a dependency
+    except on Windows), asyncio's own otherwise. uvloop runs the loop's own work
+    (its wake-ups, timers, tasks) in C: per gRPC call that is most of what the
+    loop does besides grpc's and our code (docs/performance.md, "uvloop")."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class Daemon:
     """Store -> actors -> server, started in that order and stopped in reverse.
 
@@ -389,7 +401,7 @@ class Daemon:
                 self.store, self.config.actors, snapshots=self.config.snapshot_policy()
             ).start()
             self._pools = Pools.of(self.config)
-            self._loop = asyncio.new_event_loop()
+            self._loop = new_event_loop()
             self._loop_thread = threading.Thread(target=self._loop.run_forever, name="rpc-loop", daemon=True)
             self._loop_thread.start()
             served = self._on_loop(create_server(self.system, self.config, self._pools))
@@ -422,6 +434,7 @@ class Daemon:
             http_port=None if self.monitor is None else self.monitor.port,
             data_dir=str(self.config.data_dir),
             last_commit_ts=self.store.last_commit_ts,
+            event_loop=type(self._loop).__module__.split(".")[0],
         )
         return self
 

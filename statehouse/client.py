@@ -194,7 +194,7 @@ class Statehouse:
         self._reach = _retry.Reach(self.url, retry)
         self._stub = pb_grpc.StatehouseServiceStub(self._channel)
         # Unary calls go as messages of long-lived Session streams (statehouse._session).
-        self._lanes: Lanes | None = Lanes(self._channel) if sessions else None
+        self._lanes: Lanes | None = Lanes(self.url, _wire.channel_options()) if sessions else None
         # Commits, and point reads, of concurrent threads share round trips
         # (see statehouse._batching).
         self._committer: Combiner[PendingCommit, int] = Combiner(self._commit_one, self._commit_many)

@@ -194,6 +194,8 @@ def test_transaction_lifecycle_is_logged_as_json(data_dir: Path) -> None:
     assert commit["ops"] == 2 and commit["duration_ms"] >= 0 and "timestamp" in commit
     assert [e["txn_id"] for e in daemon.events("txn.abort")] == [aborted]
     assert [e["txn_id"] for e in daemon.events("txn.expire")] == [expired]
+    # The gRPC server runs on uvloop's loop (a dependency on this platform), and says so.
+    assert daemon.events("server.listening")[0]["event_loop"] == "uvloop"
 
 
 def test_daemon_keeps_serving_when_its_stderr_goes_away(data_dir: Path) -> None:

@@ -306,3 +306,36 @@ def test_an_idle_client_closes_its_sessions(
     wait_until(lambda: daemon.sessions is not None and daemon.sessions.open == 0, "the idle session closed")
     assert sdk.client.health() == "ok"
     assert daemon.sessions.open == 1
+
+
+def test_sync_clients_share_one_loop_thread_for_their_sessions(tmp_path: Path) -> None:
+    """`Statehouse` sessions run on the process's I/O loop: 8 clients with two sessions open
+    each add that loop's thread (and grpc's poller), not threads of their own (a synchronous
+    stream held two: 32 here, and a watchdog per client)."""
+    with DaemonProcess(tmp_path / "data") as daemon:
+        before = {thread.ident for thread in threading.enumerate()}
+        clients = [Statehouse(daemon.addr) for _ in range(8)]
+        go = threading.Barrier(16)
+
+        def agent(client: Statehouse, name: str) -> None:
+            go.wait()
+            for n in range(20):
+                with client.begin_transaction() as tx:
+                    tx.write(name, "k", n)
+
+        agents = [
+            threading.Thread(target=agent, args=(client, f"a{c}-{t}"))
+            for c, client in enumerate(clients)
+            for t in range(2)
+        ]
+        for thread in agents:
+            thread.start()
+        for thread in agents:
+            thread.join()
+        new = [t.name for t in threading.enumerate() if t.ident not in before]
+        assert all(client.get_state(f"a{c}-1", "k").value == 19 for c, client in enumerate(clients))
+        for client in clients:
+            client.close()
+    print(f"threads the 8 clients added: {new}")
+    assert "statehouse-io" in new or any(t.name == "statehouse-io" for t in threading.enumerate())
+    assert len(new) <= 2, new
