@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import queue
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -339,3 +341,34 @@ def test_sync_clients_share_one_loop_thread_for_their_sessions(tmp_path: Path) -
     print(f"threads the 8 clients added: {new}")
     assert "statehouse-io" in new or any(t.name == "statehouse-io" for t in threading.enumerate())
     assert len(new) <= 2, new
+
+
+FORKING_AGENT = """
+import os, sys
+from statehouse import Statehouse
+
+with Statehouse(sys.argv[1], timeout=10) as parent:
+    with parent.begin_transaction() as tx:  # on a session: the process's I/O loop runs now
+        tx.write("a", "parent", 1)
+    child = os.fork()
+    if child == 0:
+        with Statehouse(sys.argv[1], timeout=10) as mine:
+            with mine.begin_transaction() as tx:
+                tx.write("a", "child", 2)
+            os._exit(0 if mine.get_state("a", "child").value == 2 else 1)
+    _, status = os.waitpid(child, 0)
+    sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_client_made_in_a_forked_child_works(tmp_path: Path) -> None:
+    """grpc.aio does not survive a fork: in a child forked after the process's I/O loop
+    started, a new `Statehouse` makes plain calls, which work (on sessions, its calls would
+    hang until their deadline)."""
+    with DaemonProcess(tmp_path / "data") as daemon:
+        ran = subprocess.run(
+            [sys.executable, "-c", FORKING_AGENT, daemon.addr], capture_output=True, text=True, timeout=60
+        )
+        assert ran.returncode == 0, ran.stderr
+        with Statehouse(daemon.addr) as client:
+            assert client.get_state("a", "child").value == 2
