@@ -335,11 +335,19 @@ class ActorSystem:
 
     def ask_commits(self, requests: Sequence[CommitRequest]) -> list[Asked]:
         """`commit_batch` without waiting: each request's answer on its way, in order."""
-        asked: list[Asked] = []
+        asked = [self.commit_asked(request) for request in requests]
+        self.tell_commits(requests, [one.reply for one in asked])
+        return asked
+
+    def commit_asked(self, request: CommitRequest) -> Asked:
+        """The `Asked` that `tell_commits` will answer for `request`, made before it is told."""
+        return Asked(Reply(), _late_commit(request.txn_id))
+
+    def tell_commits(self, requests: Sequence[CommitRequest], answers: Sequence[Reply[Any]]) -> None:
+        """Tell each request's commit to its namespace's actor, one message per namespace;
+        each answer is settled with its outcome (see `ask_commits`)."""
         by_namespace: dict[str, list[tuple[Reply[Any], CommitCall]]] = {}
-        for txn_id, mutations, open, conditions, attempt in requests:
-            answer: Reply[Any] = Reply()
-            asked.append(Asked(answer, _late_commit(txn_id)))
+        for (txn_id, mutations, open, conditions, attempt), answer in zip(requests, answers, strict=True):
             try:
                 namespace = _owner(txn_id, open)
             except StatehouseFault as exc:
@@ -364,7 +372,6 @@ class ActorSystem:
                 again = lambda reply, c=call: c._replace(reply=reply)  # noqa: E731
                 resend = (namespace, call.open is not None, again, call.txn_id, False)
                 self._forward(call.reply, answer, resend)
-        return asked
 
     def abort(self, txn_id: str, wait: float, attempt: str = "") -> None:
         self.ask_abort(txn_id, attempt).wait(wait)

@@ -18,7 +18,7 @@ import concurrent.futures
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 
@@ -137,6 +137,29 @@ def _outcome(asked: Asked) -> Any:
         return asked.late
     error = asked.reply.exception(0)
     return error if error is not None else asked.reply.result(0)
+
+
+class PerTurn(Generic[T]):
+    """What arrives during one turn of the event loop, handed on together when it ends.
+
+    `add` from the loop; `hand_on(items)` runs once per turn that added
+    any, after the callbacks already ready (grpc's, one per message that
+    came in), so calls that came in together leave together. A call alone
+    waits only for the loop's next turn.
+    """
+
+    def __init__(self, hand_on: Callable[[list[T]], None]) -> None:
+        self._hand_on = hand_on
+        self._items: list[T] = []
+
+    def add(self, item: T) -> None:
+        if not self._items:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._items.append(item)
+
+    def _flush(self) -> None:
+        items, self._items = self._items, []
+        self._hand_on(items)
 
 
 def _settle(waiter: asyncio.Future[bool], answered: bool) -> None:

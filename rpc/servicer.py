@@ -8,6 +8,7 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 
@@ -18,16 +19,18 @@ from actors import (
     Conflict,
     InvalidArgument,
     Mutation,
+    Reply,
     ResourceExhausted,
     StatehouseFault,
     TxnOpen,
+    Unavailable,
     VersionNotFound,
     Watcher,
     WatchFilter,
     new_client_txn_namespace,
 )
 from rpc import reads
-from rpc.aio import CallContext, answer, answers
+from rpc.aio import CallContext, PerTurn, answer, answers
 from rpc.convert import ValueCodec, ValueForm, check_names, check_namespace, check_prefix, fill_value
 from rpc.status import ErrorCounter, conflict_message, grpc_errors, note_data_loss, status_of
 from statehouse import __version__
@@ -146,6 +149,7 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         # streams get a bounded share of the threads and unary calls the rest.
         self._max_streams = max_streams
         self._streams = threading.BoundedSemaphore(max_streams)
+        self._commits: PerTurn[tuple[CommitRequest, Reply[Any]]] = PerTurn(self._tell_commits)
 
     @grpc_errors
     def Health(self, request: pb.HealthRequest, context: CallContext) -> pb.HealthResponse:
@@ -193,8 +197,21 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
 
     @grpc_errors
     async def Commit(self, request: pb.CommitRequest, context: CallContext) -> pb.CommitResponse:
-        commit_ts = await answer(self._system.ask_commit(self._commit_request(request)), _wait(context))
+        commit = self._commit_request(request)
+        asked = self._system.commit_asked(commit)
+        self._commits.add((commit, asked.reply))  # told with the others of this turn of the loop
+        commit_ts = await answer(asked, _wait(context))
         return pb.CommitResponse(commit_ts=commit_ts)
+
+    def _tell_commits(self, commits: list[tuple[CommitRequest, Reply[Any]]]) -> None:
+        """Commits that came in during one turn of the loop (on any sessions or calls): one
+        message to each namespace's actor for all of them, as for a `CommitBatch`."""
+        try:
+            self._system.tell_commits([commit for commit, _ in commits], [reply for _, reply in commits])
+        except Exception as exc:  # a bug: answer every caller rather than leave one waiting
+            for _, reply in commits:
+                if not reply.done():
+                    reply.set_exception(Unavailable(f"internal error telling commits: {exc!r}"))
 
     @grpc_errors
     async def CommitBatch(

@@ -7,6 +7,7 @@ on live namespace actors in tests/actors/test_registry.py.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -17,11 +18,13 @@ from typing import Any
 
 import grpc
 import pytest
-from helpers import C, W, fresh_id, put
+from helpers import C, W, fresh_id, put, stored
 from threads import run_threads
 
 from actors import ActorConfig
+from rpc.aio import CallAborted, CallContext
 from rpc.server import Daemon, DaemonConfig
+from rpc.servicer import StatehouseServicer
 from statehouse import (
     NotFoundError,
     ResourceExhaustedError,
@@ -646,3 +649,46 @@ def test_abort_after_a_commit_of_unknown_outcome_asks_the_server(
         with pytest.raises(TransactionClosedError, match="already committed"):
             tx.abort()  # the server says what happened instead of a silent "aborted"
         assert client.get_state("a", "k").value == "v"
+
+
+# -- commits that come in together ---------------------------------------------------
+
+
+def test_commits_that_come_in_together_reach_their_actor_as_one_message(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commit calls that arrive in one turn of the server's event loop, on whatever sessions
+    or calls, are told to their namespace's actor together, as one CommitBatch is; each still
+    gets its own outcome. Eight started at once on a loop, one of them conflicting; then one
+    alone, told alone."""
+    system = daemon.system
+    assert system is not None
+    told: list[int] = []
+    tell = system.tell_commits
+
+    def recorded(requests: Any, answers: Any) -> None:  # the real ActorSystem's, counted
+        told.append(len(requests))
+        tell(requests, answers)
+
+    monkeypatch.setattr(system, "tell_commits", recorded)
+    servicer = StatehouseServicer(system, 1 << 20)
+
+    def commit(key: str, **condition: int) -> pb.CommitRequest:
+        request = pb.CommitRequest(txn_id=fresh_id(), open=pb.TxnOpen(), mutations=[put(key)])
+        if condition:
+            request.conditions.add(namespace="ns", agent_id="a", key=key, **condition)
+        return request
+
+    async def at_once(requests: list[pb.CommitRequest]) -> list[Any]:
+        calls = [servicer.Commit(request, CallContext(None)) for request in requests]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    requests = [commit(f"together{n}") for n in range(7)] + [commit("absent", expected_version=3)]
+    *committed, conflict = asyncio.run(at_once(requests))
+    assert told == [8]
+    assert len({answer.commit_ts for answer in committed}) == 7
+    assert isinstance(conflict, CallAborted) and conflict.code == grpc.StatusCode.ABORTED
+    assert all(stored(system, "ns", f"together{n}")[0] == b"1" for n in range(7))
+    assert system.view().get("ns", "a", "absent") is None
+    [alone] = asyncio.run(at_once([commit("alone")]))
+    assert told == [8, 1] and alone.commit_ts > max(answer.commit_ts for answer in committed)
