@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
-import os
 import threading
 import time
 from typing import Any
@@ -172,15 +171,12 @@ class Lanes:
             pass  # the loop has stopped or stalls: the process is exiting
 
     def _started(self) -> tuple[asyncio.AbstractEventLoop, AsyncLanes] | None:
-        """The loop and the lanes, made on the first call (None once closed, or in a child
-        forked after the loop started: see `io_loop`)."""
+        """The loop and the lanes, made on the first call (None once closed)."""
         with self._lock:
-            if self._closed or _FORKED:  # a client made before a fork, used in the child: plain calls
+            if self._closed:
                 return None
             if self._loop is None or self._lanes is None:
                 loop = io_loop()
-                if loop is None:
-                    return None  # a forked child of a process that ran the loop: plain calls
 
                 async def open_channel() -> tuple[grpc.aio.Channel, AsyncLanes]:
                     # Made on the loop: a grpc.aio channel belongs to the loop it is made on.
@@ -230,29 +226,19 @@ class _Handoff:
 
 _IO_LOCK = threading.Lock()
 _IO_LOOP: asyncio.AbstractEventLoop | None = None
-# Set in a child forked after this process started the I/O loop: grpc.aio does not
-# survive a fork (its poller thread stays behind), so the child makes plain calls.
-_FORKED = False
 # How long closing a client waits for its streams and channel to close on the loop.
 CLOSE_SECONDS = 5.0
 
 
-def _forked() -> None:
-    global _FORKED
-    _FORKED = True
-
-
-def io_loop() -> asyncio.AbstractEventLoop | None:
+def io_loop() -> asyncio.AbstractEventLoop:
     """The process's I/O loop for the sessions of `Statehouse` clients, on a daemon thread
-    ("statehouse-io") started on first use; None in a child forked after that.
+    ("statehouse-io") started on first use. (Not in a forked child: see statehouse._fork.)
 
     uvloop's loop where it is installed (a dependency except on Windows): it
     runs the loop's own work in C, which cut the client's CPU per call further.
     """
     global _IO_LOOP
     with _IO_LOCK:
-        if _FORKED:
-            return None
         if _IO_LOOP is None:
             loop: asyncio.AbstractEventLoop
             try:
@@ -262,8 +248,6 @@ def io_loop() -> asyncio.AbstractEventLoop | None:
             except ImportError:
                 loop = asyncio.new_event_loop()
             threading.Thread(target=loop.run_forever, name="statehouse-io", daemon=True).start()
-            if hasattr(os, "register_at_fork"):
-                os.register_at_fork(after_in_child=_forked)
             _IO_LOOP = loop
         return _IO_LOOP
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from statehouse import _methods, _plans, _retry, _wire
+from statehouse import _fork, _methods, _plans, _retry, _wire
 from statehouse._batching import AsyncCombiner
 from statehouse._names import DEFAULT_NAMESPACE
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
@@ -134,15 +134,23 @@ class AsyncStatehouse:
         self.namespace = _wire.namespace(namespace)
         self.timeout = timeout
         self.retry = retry
+        _fork.check()
         self._channel = grpc.aio.insecure_channel(self.url, options=_wire.channel_options())
+        _fork.channel_made()
         self._reach = _retry.Reach(self.url, retry)
-        self._stub = pb_grpc.StatehouseServiceStub(self._channel)
+        self._grpc_stub = pb_grpc.StatehouseServiceStub(self._channel)
         # Unary calls go as messages of long-lived Session streams (statehouse._session).
         self._lanes: AsyncLanes | None = AsyncLanes(self._channel) if sessions else None
         # Commits of concurrent tasks share round trips (see statehouse._batching).
         self._committer: AsyncCombiner[PendingCommit, int] = AsyncCombiner(
             self._commit_one, self._commit_many
         )
+
+    @property
+    def _stub(self) -> Any:
+        """The gRPC stub, refused in a forked child (statehouse._fork)."""
+        _fork.check()
+        return self._grpc_stub
 
     # -- performing the steps of plans (statehouse._methods) ---------------------------
 
@@ -173,6 +181,7 @@ class AsyncStatehouse:
 
     async def _send(self, rpc: str, request: Any, timeout: float) -> Any:
         """One call of a unary RPC, on a session if one is free."""
+        _fork.check()
         response = None if self._lanes is None else await self._lanes.call(rpc, request, timeout)
         if response is None:
             response = await getattr(self._stub, rpc)(request, timeout=timeout)
@@ -349,7 +358,7 @@ class AsyncStatehouse:
     async def close(self) -> None:
         """Close the connection; watches and streams of this client end, and later calls
         raise StatehouseError (code CANCELLED)."""
-        self._stub = ClosedStub()
+        self._grpc_stub = ClosedStub()
         if self._lanes is not None:
             self._lanes.close()
             self._lanes = None

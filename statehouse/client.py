@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from statehouse import _methods, _plans, _retry, _wire
+from statehouse import _fork, _methods, _plans, _retry, _wire
 from statehouse._batching import Combiner
 from statehouse._names import DEFAULT_NAMESPACE
 from statehouse._proto import statehouse_pb2 as pb
@@ -190,15 +190,23 @@ class Statehouse:
         self.namespace = _wire.namespace(namespace)
         self.timeout = timeout
         self.retry = retry
+        _fork.check()
         self._channel = grpc.insecure_channel(self.url, options=_wire.channel_options())
+        _fork.channel_made()
         self._reach = _retry.Reach(self.url, retry)
-        self._stub = pb_grpc.StatehouseServiceStub(self._channel)
+        self._grpc_stub = pb_grpc.StatehouseServiceStub(self._channel)
         # Unary calls go as messages of long-lived Session streams (statehouse._session).
         self._lanes: Lanes | None = Lanes(self.url, _wire.channel_options()) if sessions else None
         # Commits, and point reads, of concurrent threads share round trips
         # (see statehouse._batching).
         self._committer: Combiner[PendingCommit, int] = Combiner(self._commit_one, self._commit_many)
         self._reader: Combiner[_PointRead, _PointAnswer] = Combiner(self._read_one, self._read_many)
+
+    @property
+    def _stub(self) -> Any:
+        """The gRPC stub, refused in a forked child (statehouse._fork)."""
+        _fork.check()
+        return self._grpc_stub
 
     # -- performing the steps of plans (statehouse._methods) ---------------------------
 
@@ -231,6 +239,7 @@ class Statehouse:
 
     def _send(self, rpc: str, request: Any, in_txn: bool, timeout: float) -> Any:
         """One call of a unary RPC, on a session if one is free; its failure as a StatehouseError."""
+        _fork.check()
         try:
             response = None if self._lanes is None else self._lanes.call(rpc, request, timeout)
             if response is None:
@@ -439,7 +448,7 @@ class Statehouse:
     def close(self) -> None:
         """Close the connection; watches and streams of this client end, and later calls
         raise StatehouseError (code CANCELLED)."""
-        self._stub = ClosedStub()
+        self._grpc_stub = ClosedStub()
         if self._lanes is not None:
             self._lanes.close()
             self._lanes = None

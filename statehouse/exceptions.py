@@ -96,6 +96,14 @@ class ResourceExhaustedError(StatehouseError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class ForkedProcessError(StatehouseError):
+    """This process was forked after a client was made in its parent, where gRPC cannot
+    work (see statehouse._fork): make clients in processes started with multiprocessing's
+    "spawn" or "forkserver", or fork before the first client. Never retried."""
+
+    code = "FAILED_PRECONDITION"
+
+
 class TransactionError(StatehouseError):
     """Any failure of a transaction operation."""
 
