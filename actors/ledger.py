@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import pykka
 import structlog
 
+from actors import loglines
 from actors.compactor import Compactor
 from actors.errors import Conflict, OutcomeUnknown, Unavailable
 from actors.messages import (
@@ -295,38 +296,42 @@ class Ledger(pykka.ThreadingActor):
         # commit in a group that wrote nothing).
         written = self._written
         commit_seconds = self._metrics.commit_seconds
-        for intent, outcome in zip(group, results, strict=True):
-            if isinstance(outcome, DataLossError):
-                log.error("txn.failed", txn_id=intent.txn_id, code="DATA_LOSS", error=str(outcome))
-                continue
-            if isinstance(outcome, Conflict):
-                self._metrics.conflicts.inc()
+        with loglines.together():  # one write for the group's lines (actors.loglines)
+            for intent, outcome in zip(group, results, strict=True):
+                if isinstance(outcome, DataLossError):
+                    log.error("txn.failed", txn_id=intent.txn_id, code="DATA_LOSS", error=str(outcome))
+                    continue
+                if isinstance(outcome, Conflict):
+                    self._metrics.conflicts.inc()
+                    log.info(
+                        "txn.conflict",
+                        txn_id=intent.txn_id,
+                        namespace=outcome.namespace,
+                        agent_id=outcome.agent_id,
+                        key=outcome.key,
+                        expected_version=outcome.expected_version,
+                        actual_version=outcome.actual_version,
+                    )
+                    continue
+                if isinstance(outcome, Repeat):
+                    log.info(
+                        "txn.commit_retried",
+                        txn_id=intent.txn_id,
+                        commit_ts=outcome.commit_ts,
+                        known="ledger",
+                    )
+                    continue
+                duration = now - intent.begun_at
+                if intent.mutations:  # as statehouse_commits_total counts them: commits that wrote
+                    commit_seconds.observe(duration)
                 log.info(
-                    "txn.conflict",
+                    "txn.commit",
                     txn_id=intent.txn_id,
-                    namespace=outcome.namespace,
-                    agent_id=outcome.agent_id,
-                    key=outcome.key,
-                    expected_version=outcome.expected_version,
-                    actual_version=outcome.actual_version,
+                    commit_ts=outcome,
+                    ops=len(intent.mutations),
+                    duration_ms=round(duration * 1000, 3),
+                    group=written,
                 )
-                continue
-            if isinstance(outcome, Repeat):
-                log.info(
-                    "txn.commit_retried", txn_id=intent.txn_id, commit_ts=outcome.commit_ts, known="ledger"
-                )
-                continue
-            duration = now - intent.begun_at
-            if intent.mutations:  # as statehouse_commits_total counts them: commits that wrote
-                commit_seconds.observe(duration)
-            log.info(
-                "txn.commit",
-                txn_id=intent.txn_id,
-                commit_ts=outcome,
-                ops=len(intent.mutations),
-                duration_ms=round(duration * 1000, 3),
-                group=written,
-            )
         if self._snapshot_every:
             self._since_snapshot += written
             if self._since_snapshot >= self._snapshot_every:

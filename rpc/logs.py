@@ -17,6 +17,8 @@ from typing import Any
 import orjson
 import structlog
 
+from actors import loglines
+
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("auto", "json", "console")
 
@@ -81,9 +83,15 @@ class _StderrLogger:
         self._lock = threading.Lock()
 
     def msg(self, message: Any) -> None:
+        if loglines.hold(self.write_lines, message):  # the ledger's group: written at its end
+            return
+        self.write_lines([message])
+
+    def write_lines(self, messages: list[Any]) -> None:
+        """Write the lines in one write."""
         try:
             with self._lock:
-                self._stream.write(message + self._newline)
+                self._stream.write(self._newline.join(messages) + self._newline)
                 self._stream.flush()
         except (OSError, ValueError):  # closed or broken stderr: keep serving
             pass

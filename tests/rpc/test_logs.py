@@ -1,0 +1,97 @@
+"""The daemon's log writer: a line per write, except the ledger's group, whose lines leave
+in one write (actors.loglines); a failing stream drops lines, never the caller."""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+
+import pytest
+from helpers import wait_until
+
+from actors import loglines
+from rpc.logs import _StderrLogger
+from statehouse import Statehouse
+from statehouse.testing import DaemonProcess
+
+
+class Recording(io.BytesIO):
+    """A stream that keeps each write it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        written = super().write(data)  # raises ValueError once closed
+        self.writes.append(bytes(data))
+        return written
+
+
+def test_a_groups_lines_leave_in_one_write() -> None:
+    stream = Recording()
+    logger = _StderrLogger(stream, binary=True)
+    logger.msg(b'{"event":"alone"}')
+    with loglines.together():
+        logger.msg(b'{"n":1}')
+        with loglines.together():  # nested: written with the outer block
+            logger.msg(b'{"n":2}')
+        logger.msg(b'{"n":3}')
+        assert len(stream.writes) == 1
+    logger.msg(b'{"event":"after"}')
+    assert stream.writes == [
+        b'{"event":"alone"}\n',
+        b'{"n":1}\n{"n":2}\n{"n":3}\n',
+        b'{"event":"after"}\n',
+    ]
+
+
+def test_held_lines_are_written_when_the_block_fails_and_other_threads_are_not_held() -> None:
+    stream = Recording()
+    logger = _StderrLogger(stream, binary=True)
+    with pytest.raises(RuntimeError), loglines.together():
+        logger.msg(b"held")
+        other = threading.Thread(target=logger.msg, args=(b"other thread",))
+        other.start()
+        other.join()
+        assert stream.writes == [b"other thread\n"]
+        raise RuntimeError("the block failed")
+    assert stream.writes == [b"other thread\n", b"held\n"]
+
+
+def test_a_closed_stream_drops_the_group_not_the_caller() -> None:
+    stream = Recording()
+    stream.close()
+    logger = _StderrLogger(stream, binary=True)
+    with loglines.together():
+        logger.msg(b"lost")
+    assert stream.writes == []  # BytesIO refused the write after close: dropped, nothing raised
+
+
+def test_every_commit_of_concurrent_agents_has_its_own_whole_line(tmp_path: Path) -> None:
+    """16 agents commit at once, so the ledger writes groups: each commit still gets one
+    txn.commit line that parses as JSON on its own, with its commit_ts."""
+    with DaemonProcess(tmp_path / "data") as daemon, Statehouse(daemon.addr) as client:
+        go = threading.Barrier(16)
+        done: dict[str, int] = {}
+
+        def agent(n: int) -> None:
+            go.wait()
+            for step in range(10):
+                with client.begin_transaction() as tx:
+                    tx.write(f"agent-{n}", "step", step)
+                done[tx.txn_id] = tx.commit_ts
+
+        agents = [threading.Thread(target=agent, args=(n,)) for n in range(16)]
+        for thread in agents:
+            thread.start()
+        for thread in agents:
+            thread.join()
+        assert len(done) == 160
+        # The daemon's lines arrive on a pipe: wait for the last commit's line.
+        last = max(done.values())
+        wait_until(lambda: any(e["commit_ts"] == last for e in daemon.events("txn.commit")), "the last line")
+        logged = {e["txn_id"]: e["commit_ts"] for e in daemon.events("txn.commit")}
+    assert {txn_id: logged.get(txn_id) for txn_id in done} == done
+    assert max(e["group"] for e in daemon.events("txn.commit")) > 1  # groups were written
