@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -351,7 +352,15 @@ def test_dict_and_str_subclasses_are_plain_json(client: Statehouse) -> None:
     assert client.get_state("a", "k").value == {"a": ["red"], "b": {"x": 1}}
 
 
-def test_replay_streams_are_bounded_and_unary_calls_keep_working(data_dir, actor_config) -> None:
+def test_replay_streams_are_bounded_and_unary_calls_keep_working(
+    data_dir: Path, actor_config: ActorConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An unread replay must stall on flow control and keep its place. grpc's BDP probing
+    # grows a stream's window to the bandwidth-delay product it measures, which on a busy
+    # machine could pass the 12 MB below and let a "held" replay finish (CI saw the fourth
+    # replay admitted once): with probing off, the window stays at its initial size.
+    options = statehouse._wire.channel_options()
+    monkeypatch.setattr(statehouse._wire, "channel_options", lambda: [*options, ("grpc.http2.bdp_probe", 0)])
     config = DaemonConfig(data_dir=data_dir, addr="127.0.0.1:0", max_streams=3, actors=actor_config)
     daemon = Daemon(config).start()
     try:
