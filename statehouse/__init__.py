@@ -12,6 +12,7 @@ with Statehouse() as client:  # $STATEHOUSE_ADDR, else localhost:50051
 `AsyncStatehouse` has the same methods as coroutines, for asyncio code.
 """
 
+from statehouse import _fork  # noqa: F401 -- first: sets GRPC_ENABLE_FORK_SUPPORT before grpc
 from statehouse._retry import RetryPolicy
 from statehouse._watch import AsyncWatch, Watch
 from statehouse.async_client import AsyncStatehouse, AsyncTransaction

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import os
 
-from statehouse.exceptions import ForkedProcessError
-
 # gRPC core's own fork handlers, which run unless this variable turns them off,
 # crashed a child forked after a commit even when the child made no gRPC call
 # (4 of 80 runs; none of 100 with them off). So they are off, unless the
-# application set the variable itself. It takes effect if set before the
-# process's first channel: importing the SDK (this module) does it.
+# application set the variable itself. gRPC reads it when it is imported, so
+# this module is the package's first import, and sets it before grpc is
+# imported here (an application that imported grpc earlier must set it itself).
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+from statehouse.exceptions import ForkedProcessError  # after the setting: it imports grpc
 
 # The pid of the process that made the SDK's first gRPC channel.
 _CHANNELS_MADE_IN: int | None = None
@@ -37,9 +38,14 @@ def channel_made() -> None:
         _CHANNELS_MADE_IN = os.getpid()
 
 
+def forked() -> bool:
+    """Whether this process was forked after a client made a channel in its parent."""
+    return _CHANNELS_MADE_IN is not None and _CHANNELS_MADE_IN != os.getpid()
+
+
 def check() -> None:
     """Raise ForkedProcessError in a child forked after a client made a channel."""
-    if _CHANNELS_MADE_IN is not None and _CHANNELS_MADE_IN != os.getpid():
+    if forked():
         raise ForkedProcessError(
             f"this process ({os.getpid()}) was forked from process {_CHANNELS_MADE_IN} after that "
             "made a Statehouse client, and gRPC cannot be used in such a child: its calls can hang "

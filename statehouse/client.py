@@ -449,6 +449,9 @@ class Statehouse:
         """Close the connection; watches and streams of this client end, and later calls
         raise StatehouseError (code CANCELLED)."""
         self._grpc_stub = ClosedStub()
+        if _fork.forked():  # made before a fork: its streams and channel are the parent's
+            self._lanes = None
+            return
         if self._lanes is not None:
             self._lanes.close()
             self._lanes = None
