@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from rpc import logs
+from rpc import affinity, logs
 from rpc.monitor import AddressError, split_address
 from rpc.server import AddressInUse, Daemon, DaemonConfig
 from statehouse import Statehouse, StatehouseError, UnavailableError, __version__
@@ -59,6 +59,14 @@ def _http_addr(text: str) -> str:
         except AddressError as exc:
             raise argparse.ArgumentTypeError(f"{exc}, nor off") from None
     return text
+
+
+def _pin_cpu(text: str) -> str:
+    """An argparse type: auto, off or a CPU number (rpc.affinity)."""
+    try:
+        return affinity.check(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 _positive_int = _at_least(1)
@@ -187,6 +195,17 @@ def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParse
             "how a commit group is made durable: flush_wal = write the batch, then fsync the WAL "
             "(releases the GIL, so more commits join each group); sync_write = one write with "
             "sync=True (holds the GIL throughout) (env STATEHOUSE_SYNC_METHOD, default %(default)s)"
+        ),
+    )
+    parser.add_argument(
+        "--pin-cpu",
+        type=_pin_cpu,
+        default=env.get("STATEHOUSE_PIN_CPU", affinity.AUTO),
+        help=(
+            "keep the daemon's Python threads, which share one GIL, on one CPU: auto = the one it "
+            "starts on (when it may use more than one), off = wherever the OS puts them, or a CPU "
+            "number; RocksDB's background threads use every CPU (env STATEHOUSE_PIN_CPU, "
+            "default %(default)s)"
         ),
     )
     limits = [
@@ -522,6 +541,10 @@ def serve(argv: list[str]) -> int:
         parser.error(f"--log-format / STATEHOUSE_LOG_FORMAT must be one of {', '.join(logs.FORMATS)}")
     if args.sync_method not in SYNC_METHODS:
         parser.error(f"--sync-method / STATEHOUSE_SYNC_METHOD must be one of {', '.join(SYNC_METHODS)}")
+    try:
+        affinity.choose(args.pin_cpu)
+    except affinity.AffinityError as exc:
+        parser.error(f"--pin-cpu / STATEHOUSE_PIN_CPU: {exc}")
     logs.configure(args.log_level, args.log_format)
     log = structlog.get_logger("statehouse.main")
     if args.max_message_bytes <= args.max_value_bytes:

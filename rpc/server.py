@@ -23,7 +23,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from actors import ActorConfig, ActorSystem, SnapshotPolicy
-from rpc import aio
+from rpc import affinity, aio
 from rpc.monitor import AddressError, Monitor
 from rpc.servicer import StatehouseServicer
 from rpc.session import Sessions
@@ -59,6 +59,8 @@ class DaemonConfig:
     # Session streams open at once (each holds a thread of its own pool while open).
     max_sessions: int = 1024
     sync_method: str = "flush_wal"
+    # The CPU the daemon's Python threads are kept on: "auto", "off" or a number (rpc.affinity).
+    pin_cpu: str = "auto"
     actors: ActorConfig = field(default_factory=ActorConfig)
     snapshot_dir: Path | None = None  # default: "<data_dir>.snapshots" beside the data directory
     snapshot_keep: int = 0
@@ -118,14 +120,15 @@ class DaemonConfig:
 # http_addr, snapshot_dir and the three retain_ settings are converted by DaemonConfig itself.
 SETTINGS = (
     "addr", "http_addr", "data_dir", "max_value_bytes", "txn_timeout_ms", "max_txn_timeout_ms",
-    "sync_method", "watch_max_events", "watch_max_bytes", "max_streams", "max_sessions",
+    "sync_method", "pin_cpu", "watch_max_events", "watch_max_bytes", "max_streams", "max_sessions",
     "max_open_txns", "max_ops_per_txn", "max_txn_bytes", "max_message_bytes", "snapshot_dir",
     "snapshot_every_commits", "snapshot_every_seconds", "snapshot_keep", "retain_versions",
     "retain_seconds", "retain_namespace", "retention_every_seconds", "log_level", "log_format",
 )  # fmt: skip
 _SAME_NAMED = (
     "addr", "max_value_bytes", "max_message_bytes", "max_streams", "max_sessions", "sync_method",
-    "snapshot_keep", "snapshot_every_commits", "snapshot_every_seconds", "log_level", "log_format",
+    "snapshot_keep", "snapshot_every_commits", "snapshot_every_seconds", "pin_cpu", "log_level",
+    "log_format",
 )  # fmt: skip
 _ACTOR_FIELDS = {
     "txn_timeout_ms": "default_txn_timeout_ms",
@@ -384,6 +387,7 @@ class Daemon:
         self._health: HealthService | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
+        self.cpu: int | None = None  # the CPU the daemon's threads keep to (--pin-cpu); None: any
 
     def _on_loop(self, work: Awaitable[T], timeout: float | None = None) -> T:
         """Run `work` on the server's loop and wait for its result."""
@@ -397,29 +401,34 @@ class Daemon:
     def start(self) -> Daemon:
         try:
             self.store = Store.open(self.config.data_dir, self.config.sync_method)
-            self.system = ActorSystem(
-                self.store, self.config.actors, snapshots=self.config.snapshot_policy()
-            ).start()
-            self._pools = Pools.of(self.config)
-            self._loop = new_event_loop()
-            self._loop_thread = threading.Thread(target=self._loop.run_forever, name="rpc-loop", daemon=True)
-            self._loop_thread.start()
-            served = self._on_loop(create_server(self.system, self.config, self._pools))
-            self.server, self.port, self._health, self.sessions = (
-                served.server,
-                served.port,
-                served.health,
-                served.sessions,
-            )
-            self._on_loop(self.server.start())
-            if self.config.http_addr is not None:
-                try:
-                    self.monitor = Monitor(
-                        self.system, self.config.http_addr, settings=self.config.settings()
-                    ).start()
-                except AddressError as exc:
-                    raise AddressInUse(str(exc)) from None
-                served.servicer.http_addr = self.http_addr or ""
+            # Every thread started from here on keeps to one CPU (RocksDB's own are running already).
+            self.cpu = affinity.choose(self.config.pin_cpu)
+            with affinity.pinned(self.cpu):
+                self.system = ActorSystem(
+                    self.store, self.config.actors, snapshots=self.config.snapshot_policy()
+                ).start()
+                self._pools = Pools.of(self.config)
+                self._loop = new_event_loop()
+                self._loop_thread = threading.Thread(
+                    target=self._loop.run_forever, name="rpc-loop", daemon=True
+                )
+                self._loop_thread.start()
+                served = self._on_loop(create_server(self.system, self.config, self._pools))
+                self.server, self.port, self._health, self.sessions = (
+                    served.server,
+                    served.port,
+                    served.health,
+                    served.sessions,
+                )
+                self._on_loop(self.server.start())
+                if self.config.http_addr is not None:
+                    try:
+                        self.monitor = Monitor(
+                            self.system, self.config.http_addr, settings=self.config.settings()
+                        ).start()
+                    except AddressError as exc:
+                        raise AddressInUse(str(exc)) from None
+                    served.servicer.http_addr = self.http_addr or ""
         except BaseException:
             self.stop()
             raise
@@ -435,6 +444,7 @@ class Daemon:
             data_dir=str(self.config.data_dir),
             last_commit_ts=self.store.last_commit_ts,
             event_loop=type(self._loop).__module__.split(".")[0],
+            pin_cpu=self.cpu,
         )
         return self
 
