@@ -45,6 +45,8 @@ IDLE_SECONDS = 30.0
 WATCH_EVERY_SECONDS = 0.05
 # After a daemon refuses a session (full, or too old to have them), plain calls for this long.
 REFUSED_SECONDS = 60.0
+# How long closing a client waits for the daemon to end its idle sessions' streams.
+END_SECONDS = 1.0
 
 _RESPONSES = {
     method.name: getattr(pb, method.output_type.name)
@@ -162,7 +164,7 @@ class Lanes:
             return
 
         async def close() -> None:
-            lanes.close()
+            await lanes.aclose()
             await channel.close()
 
         try:
@@ -291,6 +293,12 @@ class _AsyncLane:
     def close(self) -> None:
         self._call.cancel()
 
+    async def end(self) -> None:
+        """End the stream as a finished one: no more calls, then the daemon's status.
+        Unlike `close`, none of the stream's operations is left in flight."""
+        await self._call.done_writing()
+        await self._call.code()
+
 
 class AsyncLanes:
     """`Lanes` for `AsyncStatehouse`: the same calls on up to `max_lanes` streams of a
@@ -344,12 +352,34 @@ class AsyncLanes:
         return _response(method, answer)
 
     def close(self) -> None:
+        """Cancel every lane's stream at once (see `aclose`)."""
         self._closed = True
         lanes, self._open, self._idle = list(self._open), set(), []
         for lane in lanes:
             lane.close()
         if self._sweep is not None:
             self._sweep.cancel()
+
+    async def aclose(self, grace: float = END_SECONDS) -> None:
+        """Close: idle lanes end their streams as finished ones, waiting at most `grace`
+        seconds for the daemon's status; lanes with a call in flight are cancelled.
+
+        A cancelled stream's operations complete later, on the loop that made them:
+        after `asyncio.run` has closed that loop, grpc reports each as an "Event loop is
+        closed" traceback. An idle lane ended this way has none left when this returns.
+        """
+        idle = [lane for lane in self._idle if lane in self._open and not lane.ended()]
+        self._open.difference_update(idle)
+        self._idle = []
+        self.close()  # the lanes with a call in flight
+        if not idle:
+            return
+        try:
+            async with asyncio.timeout(grace):
+                await asyncio.gather(*(lane.end() for lane in idle), return_exceptions=True)
+        except TimeoutError:
+            for lane in idle:
+                lane.close()
 
     def _take(self) -> _AsyncLane | None:
         while self._idle:

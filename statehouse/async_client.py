@@ -363,8 +363,8 @@ class AsyncStatehouse:
             self._lanes = None
             return
         if self._lanes is not None:
-            self._lanes.close()
-            self._lanes = None
+            lanes, self._lanes = self._lanes, None
+            await lanes.aclose()
         await self._channel.close()
 
     async def __aenter__(self) -> AsyncStatehouse:
