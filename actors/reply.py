@@ -6,6 +6,7 @@ carries one (see actors/messages.py): one reply path. It has the part of
 set_exception, result, done, exception, add_done_callback), built on one
 bare lock instead of a Condition: a commit creates one per transaction, and
 a Future cost more to create than the rest of the namespace actor's work.
+Callbacks need no lock at all (see `add_done_callback`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 _UNSET: object = object()
-# Guards callback lists. Held only to swap a list, so it is never held for long.
-_CALLBACKS = threading.Lock()
 
 
 class Reply(Generic[T]):
@@ -32,7 +31,9 @@ class Reply(Generic[T]):
         self._lock.acquire()  # held until the answer is set
         self._value: object = _UNSET
         self._error: BaseException | None = None
-        self._callbacks: list[Callable[[Reply[T]], None]] | None = None
+        # Taken out one at a time with list.pop, which is atomic: each runs exactly once,
+        # in the thread that takes it (no lock shared between replies, nothing to contend for).
+        self._callbacks: list[Callable[[Reply[T]], None]] = []
 
     def set_result(self, value: T) -> None:
         self._settle(value, None)
@@ -55,20 +56,20 @@ class Reply(Generic[T]):
 
     def add_done_callback(self, callback: Callable[[Reply[T]], None]) -> None:
         """Call `callback(self)` once the answer is set (now, in this thread, if it is)."""
-        with _CALLBACKS:
-            if self._callbacks is None:
-                self._callbacks = []
-            self._callbacks.append(callback)
+        self._callbacks.append(callback)
         # The answer may have been set after our append but before its setter
-        # looked at the list, or before it: whichever of the two threads takes
-        # the callback out of the list under the lock runs it, exactly once.
+        # looked at the list, or before it: whichever of the two threads pops
+        # the callback off the list runs it, exactly once.
         if self.done():
             self._run_callbacks()
 
     def _run_callbacks(self) -> None:
-        with _CALLBACKS:
-            callbacks, self._callbacks = self._callbacks or [], []
-        for callback in callbacks:
+        callbacks = self._callbacks
+        while callbacks:
+            try:
+                callback = callbacks.pop(0)
+            except IndexError:  # the other thread took the last one
+                return
             callback(self)
 
     def done(self) -> bool:

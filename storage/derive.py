@@ -40,26 +40,34 @@ def agent_slices(event: Event) -> dict[tuple[str, str], Event]:
     }
 
 
-def agent_ops(event: Event) -> dict[tuple[str, str], list[tuple[int, EventOp]]]:
-    """Each agent's ops in an event with their slots (its AGENT_EVENTS record), in order."""
+def agent_ops(
+    event: Event, slot_list: list[int] | None = None
+) -> dict[tuple[str, str], list[tuple[int, EventOp]]]:
+    """Each agent's ops in an event with their slots (its AGENT_EVENTS record), in order
+    (`slot_list`: the event's `slots`, if the caller has them)."""
     by_agent: dict[tuple[str, str], list[tuple[int, EventOp]]] = {}
-    for slot, op in zip(slots(event), event.ops, strict=True):
+    for slot, op in zip(slots(event) if slot_list is None else slot_list, event.ops, strict=True):
         by_agent.setdefault((op.namespace, op.agent_id), []).append((slot, op))
     return by_agent
 
 
 def derived_records(
-    event: Event, state_for: Callable[[EventOp], bool] | None = None
+    event: Event,
+    state_for: Callable[[EventOp], bool] | None = None,
+    slot_list: list[int] | None = None,
 ) -> Iterator[tuple[bytes, bytes]]:
     """The STATE, VERSIONS, AGENT_EVENTS, AGENTS and TXNS records an event implies: each
     points to the op's value in VALUES, which alone holds it.
 
     The commit path and `statehoused rebuild` both write what this yields, so
     they cannot drift apart. `state_for` picks the ops whose STATE record is
-    written (default: all, the last one of a key wins).
+    written (default: all, the last one of a key wins). `slot_list`: the event's `slots`, if
+    the caller has them.
     """
+    if slot_list is None:
+        slot_list = slots(event)
     writers: set[tuple[str, str]] = set()
-    for slot, op in zip(slots(event), event.ops, strict=True):
+    for slot, op in zip(slot_list, event.ops, strict=True):
         if op.purge:
             continue  # a purge writes no state: `_purge_records` removes it
         flags = value_flags(op.value)
@@ -73,7 +81,7 @@ def derived_records(
             keys.version_key(op.namespace, op.agent_id, op.key, op.version),
             encode_version(VersionPointer(event.commit_ts, slot, flags)),
         )
-    for (namespace, agent_id), mine in agent_ops(event).items():
+    for (namespace, agent_id), mine in agent_ops(event, slot_list).items():
         yield keys.agent_event_key(namespace, agent_id, event.commit_ts), encode_slice(event, mine)
         if (namespace, agent_id) in writers:
             yield keys.agent_key(namespace, agent_id), b""
@@ -82,8 +90,9 @@ def derived_records(
 
 def add_event(batch: WriteBatch, event: Event) -> None:
     """Add to `batch` the event, its values and every record it implies."""
-    batch.put(keys.event_key(event.commit_ts), encode_event(event))
-    for key, value in value_records(event):
+    slot_list = slots(event)
+    batch.put(keys.event_key(event.commit_ts), encode_event(event, slot_list))
+    for key, value in value_records(event, slot_list):
         batch.put(key, value)
-    for key, value in derived_records(event):
+    for key, value in derived_records(event, None, slot_list):
         batch.put(key, value)

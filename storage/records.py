@@ -24,6 +24,7 @@ and 2, values inline) are read only to upgrade a store (`decode_legacy_event`).
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable
 from typing import NamedTuple
@@ -163,11 +164,12 @@ def decode_version(data: bytes) -> VersionPointer:
 Fetch = Callable[[int], bytes | None]  # slot -> the raw bytes of its VALUES record
 
 
-def value_records(event: Event) -> list[tuple[bytes, bytes]]:
-    """The VALUES records of an event: one per op that wrote a value."""
+def value_records(event: Event, slot_list: list[int] | None = None) -> list[tuple[bytes, bytes]]:
+    """The VALUES records of an event: one per op that wrote a value (`slot_list`: its
+    `slots`, if the caller has them)."""
     return [
         (keys.value_key(event.commit_ts, slot), bytes(op.value))
-        for slot, op in zip(slots(event), event.ops, strict=True)
+        for slot, op in zip(slots(event) if slot_list is None else slot_list, event.ops, strict=True)
         if op.value is not None and not op.purge
     ]
 
@@ -175,6 +177,10 @@ def value_records(event: Event) -> list[tuple[bytes, bytes]]:
 def _text(text: str) -> bytes:
     raw = text.encode("utf-8")
     return _U16.pack(len(raw)) + raw
+
+
+# `_text` of a namespace, agent or key: the same few names come back commit after commit.
+_name = functools.lru_cache(maxsize=16384)(_text)
 
 
 def _read_text(data: bytes, pos: int) -> tuple[str, int]:
@@ -190,13 +196,13 @@ def _flags(op: EventOp) -> int:
     return value_flags(op.value) | (_PURGE if op.purge else 0)
 
 
-def encode_event(event: Event) -> bytes:
+def encode_event(event: Event, slot_list: list[int] | None = None) -> bytes:
     """Encode a global-log event: head, transaction id, then each op's head (namespace, agent,
     key, version, flags, slot). The values are VALUES records (`value_records`)."""
     kind = _EVENT_SCRUBBED if event.scrubbed else _EVENT_FORMAT
     parts = [_EVENT_HEAD.pack(kind, event.committed_at_ms, len(event.ops)), _text(event.txn_id)]
-    for slot, op in zip(slots(event), event.ops, strict=True):
-        parts += (_text(op.namespace), _text(op.agent_id), _text(op.key))
+    for slot, op in zip(slots(event) if slot_list is None else slot_list, event.ops, strict=True):
+        parts += (_name(op.namespace), _name(op.agent_id), _name(op.key))
         parts.append(_OP_TAIL.pack(op.version, _flags(op), slot))
     return b"".join(parts)
 
@@ -207,7 +213,7 @@ def encode_slice(event: Event, mine: list[tuple[int, EventOp]]) -> bytes:
     lost ops to a purge or retention is the log's to say, not the slice's."""
     parts = [_EVENT_HEAD.pack(_EVENT_FORMAT, event.committed_at_ms, len(mine)), _text(event.txn_id)]
     for slot, op in mine:
-        parts.append(_text(op.key))
+        parts.append(_name(op.key))
         parts.append(_OP_TAIL.pack(op.version, _flags(op), slot))
     return b"".join(parts)
 
