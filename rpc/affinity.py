@@ -16,6 +16,10 @@ instead of 1.49 ms (medians of 3 alternated pairs).
 Only threads started after `pinned` are placed: RocksDB's background
 threads (flushes and compactions, which run without the GIL) are started
 when the store opens, before, and keep every CPU the process may use.
+gRPC's own threads are shared by the whole process and start with its
+first server or channel: in a program that runs `rpc.server.Daemon` in
+its own process beside other gRPC work (the tests do), those stay on the
+daemon's CPU too; such a program can pass `pin_cpu="off"`.
 """
 
 from __future__ import annotations
