@@ -17,6 +17,8 @@ StatehouseFault
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class StatehouseFault(Exception):
     """Base of every error the daemon reports to a client on purpose."""
@@ -99,6 +101,18 @@ class Conflict(StatehouseFault):
             f"conflict on key {key!r} of agent {agent_id!r} in namespace {namespace!r}: "
             f"expected {expected}, but {actual}; nothing was committed"
         )
+
+    def fields(self) -> dict[str, Any]:
+        """The conflict by field, as the wire's `Conflict` message and the `txn.conflict`
+        log line name them."""
+        return {
+            "namespace": self.namespace,
+            "agent_id": self.agent_id,
+            "key": self.key,
+            "expected_version": self.expected_version,
+            "actual_version": self.actual_version,
+            "exists": self.exists,
+        }
 
 
 class Retired(Exception):

@@ -303,15 +303,7 @@ class Ledger(pykka.ThreadingActor):
                     continue
                 if isinstance(outcome, Conflict):
                     self._metrics.conflicts.inc()
-                    log.info(
-                        "txn.conflict",
-                        txn_id=intent.txn_id,
-                        namespace=outcome.namespace,
-                        agent_id=outcome.agent_id,
-                        key=outcome.key,
-                        expected_version=outcome.expected_version,
-                        actual_version=outcome.actual_version,
-                    )
+                    log.info("txn.conflict", txn_id=intent.txn_id, **outcome.fields())
                     continue
                 if isinstance(outcome, Repeat):
                     log.info(

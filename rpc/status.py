@@ -63,14 +63,7 @@ HORIZON_TRAILER = "statehouse-horizon"
 
 
 def conflict_message(conflict: Conflict) -> pb.Conflict:
-    return pb.Conflict(
-        namespace=conflict.namespace,
-        agent_id=conflict.agent_id,
-        key=conflict.key,
-        expected_version=conflict.expected_version,
-        actual_version=conflict.actual_version,
-        exists=conflict.exists,
-    )
+    return pb.Conflict(**conflict.fields())
 
 
 def _status(exc: Exception) -> grpc.StatusCode | None:

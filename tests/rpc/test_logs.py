@@ -12,7 +12,7 @@ from helpers import wait_until
 
 from actors import loglines
 from rpc.logs import _StderrLogger
-from statehouse import Statehouse
+from statehouse import ConflictError, Statehouse
 from statehouse.testing import DaemonProcess
 
 
@@ -95,3 +95,27 @@ def test_every_commit_of_concurrent_agents_has_its_own_whole_line(tmp_path: Path
         logged = {e["txn_id"]: e["commit_ts"] for e in daemon.events("txn.commit")}
     assert {txn_id: logged.get(txn_id) for txn_id in done} == done
     assert max(e["group"] for e in daemon.events("txn.commit")) > 1  # groups were written
+
+
+def test_a_conflict_is_logged_with_every_field_the_client_gets(tmp_path: Path) -> None:
+    """`txn.conflict` names the conflict as the client's ConflictError does (Conflict.fields)."""
+    with DaemonProcess(tmp_path / "data") as daemon, Statehouse(daemon.addr) as client:
+        with client.begin_transaction() as tx:
+            tx.write("a", "k", 1)
+        with client.begin_transaction() as tx:
+            tx.delete("a", "k")
+        with pytest.raises(ConflictError) as raised:
+            with client.begin_transaction() as tx:
+                tx.expect("a", "k", 1)
+                tx.write("a", "k", 2)
+        wait_until(lambda: daemon.events("txn.conflict"), "the conflict's log line")
+        (line,) = daemon.events("txn.conflict")
+    error = raised.value
+    assert line["txn_id"].startswith("default:")
+    assert {name: line[name] for name in ("namespace", "agent_id", "key", "expected_version")} == {
+        "namespace": error.namespace,
+        "agent_id": error.agent_id,
+        "key": error.key,
+        "expected_version": 1,
+    }
+    assert (line["actual_version"], line["exists"]) == (error.actual_version, error.exists) == (2, False)
