@@ -43,8 +43,10 @@ class _Slot:
 
     def __init__(self, request: Any) -> None:
         self.request = request
-        self.size: int = request.ByteSize()
-        self.event = threading.Event()
+        self.size = -1  # its ByteSize(), once a batch needs it
+        # Made by the slot's thread when it has to wait (under the lock), so a call
+        # that finds the wire free makes none.
+        self.event: threading.Event | None = None
         self.done = False
         self.outcome: Any = None
         # This slot's thread owns one of the places on the wire: it took a
@@ -99,11 +101,12 @@ class Combiner(Generic[Q, A]):
                     elif slot.done:
                         break
                     if not batch:
-                        slot.event.clear()  # set again, under the lock, by whoever answers or promotes us
+                        # Set, under the lock, by whoever answers or promotes us.
+                        event = slot.event = threading.Event()
                 if batch:
                     self._send(batch)
                 else:
-                    slot.event.wait()
+                    event.wait()
         except BaseException:
             # Interrupted (Ctrl-C): a request not yet sent is withdrawn, and a
             # place on the wire we own goes to the next waiter, not lost.
@@ -125,7 +128,8 @@ class Combiner(Generic[Q, A]):
         for waiting in self._queue:
             if not waiting.holds:
                 waiting.holds = True
-                waiting.event.set()
+                if waiting.event is not None:
+                    waiting.event.set()
                 return
         self._senders -= 1
 
@@ -135,9 +139,12 @@ class Combiner(Generic[Q, A]):
         size = 0
         queue = self._queue
         while queue and len(batch) < MAX_BATCH_REQUESTS:
-            if batch and size + queue[0].size > MAX_BATCH_BYTES:
+            slot = queue[0]
+            if slot.size < 0:
+                slot.size = slot.request.ByteSize()
+            if batch and size + slot.size > MAX_BATCH_BYTES:
                 break
-            slot = queue.popleft()
+            queue.popleft()
             size += slot.size
             batch.append(slot)
         return batch
@@ -162,7 +169,8 @@ class Combiner(Generic[Q, A]):
             for slot, outcome in zip(batch, outcomes, strict=True):
                 slot.outcome = outcome
                 slot.done = True
-                slot.event.set()
+                if slot.event is not None:
+                    slot.event.set()
         if interrupted is not None:
             raise interrupted  # `call` passes our place on
 

@@ -160,20 +160,31 @@ def call(
     retry: bool = True,
     renew: Callable[[], bool] | None = None,
     timeout: float | None = None,
+    attempts: _retry.Attempts | None = None,
+    failed: StatehouseError | None = None,
 ) -> Plan[Any]:
     """Call `rpc`, retrying after UNAVAILABLE if `retry` (and `renew()` agrees) until the
-    deadline: the client's timeout, or `timeout` seconds if that is shorter."""
-    limit = client.timeout if timeout is None else min(timeout, client.timeout)
-    attempts = _retry.Attempts(client.retry if retry else None, limit)
+    deadline: the client's timeout, or `timeout` seconds if that is shorter.
+
+    A client that made the first attempt itself (a commit's fast path: no plan unless
+    it fails) passes its `attempts` schedule and the error it `failed` with; the plan
+    goes on from there as if it had made that attempt.
+    """
+    if attempts is None:
+        limit = client.timeout if timeout is None else min(timeout, client.timeout)
+        attempts = _retry.Attempts(client.retry if retry else None, limit)
+    error = failed
     while True:
-        try:
-            return (yield Attempt(rpc, request, in_txn, attempts.remaining()))
-        except StatehouseError as exc:
-            error = exc
+        if error is None:
+            try:
+                return (yield Attempt(rpc, request, in_txn, attempts.remaining()))
+            except StatehouseError as exc:
+                error = exc
         delay = attempts.backoff(error)
         if delay is None or (renew is not None and not renew()):
             raise attempts.cause(error)
         yield Sleep(delay)
+        error = None
 
 
 def commit_batch(client: Client, calls: Sequence[Any]) -> Plan[list[int | StatehouseError]]:

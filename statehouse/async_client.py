@@ -165,11 +165,7 @@ class AsyncStatehouse:
             answer, error = None, None
             try:
                 if isinstance(step, _methods.Attempt):
-                    try:
-                        answer = await self._send(step.rpc, step.request, step.timeout)
-                    except grpc.RpcError as exc:
-                        raise self._reach.failed(from_rpc_error(exc, step.in_txn)) from None
-                    self._reach.answered()
+                    answer = await self._attempt(step.rpc, step.request, step.in_txn, step.timeout)
                 elif isinstance(step, _methods.Sleep):
                     await asyncio.sleep(step.seconds)
                 elif isinstance(step, _methods.Commit):
@@ -178,6 +174,15 @@ class AsyncStatehouse:
                     raise TypeError(f"a unary plan yielded {step!r}")
             except StatehouseError as exc:
                 error = exc
+
+    async def _attempt(self, rpc: str, request: Any, in_txn: bool, timeout: float) -> Any:
+        """One call of a unary RPC; its failure as a StatehouseError."""
+        try:
+            response = await self._send(rpc, request, timeout)
+        except grpc.RpcError as exc:
+            raise self._reach.failed(from_rpc_error(exc, in_txn)) from None
+        self._reach.answered()
+        return response
 
     async def _send(self, rpc: str, request: Any, timeout: float) -> Any:
         """One call of a unary RPC, on a session if one is free."""
@@ -234,8 +239,19 @@ class AsyncStatehouse:
         retry: bool = True,
         renew: Callable[[], bool] | None = None,
     ) -> Any:
-        """Call `rpc` with the retries of `statehouse._methods.call`."""
-        return await self._drive(_methods.call(self, rpc, request, in_txn=in_txn, retry=retry, renew=renew))
+        """Call `rpc` with the retries of `statehouse._methods.call`. The first attempt is
+        made here, without a plan: a call that succeeds at once (almost every commit) costs
+        no generator."""
+        attempts = _retry.Attempts(self.retry if retry else None, self.timeout)
+        try:
+            return await self._attempt(rpc, request, in_txn, attempts.remaining())
+        except StatehouseError as exc:
+            failed = exc
+        return await self._drive(
+            _methods.call(
+                self, rpc, request, in_txn=in_txn, retry=retry, renew=renew, attempts=attempts, failed=failed
+            )
+        )
 
     async def _commit_one(self, call: PendingCommit) -> int:
         response = await self._call("Commit", call.request, True, retry=call.retryable, renew=call.renew)

@@ -290,8 +290,19 @@ class Statehouse:
         retry: bool = True,
         renew: Callable[[], bool] | None = None,
     ) -> Any:
-        """Call `rpc` with the retries of `statehouse._methods.call`."""
-        return self._drive(_methods.call(self, rpc, request, in_txn=in_txn, retry=retry, renew=renew))
+        """Call `rpc` (not a point read: those go through `_attempt`) with the retries of
+        `statehouse._methods.call`. The first attempt is made here, without a plan: a call
+        that succeeds at once (almost every commit) costs no generator."""
+        attempts = _retry.Attempts(self.retry if retry else None, self.timeout)
+        try:
+            return self._send(rpc, request, in_txn, attempts.remaining())
+        except StatehouseError as exc:
+            failed = exc
+        return self._drive(
+            _methods.call(
+                self, rpc, request, in_txn=in_txn, retry=retry, renew=renew, attempts=attempts, failed=failed
+            )
+        )
 
     # -- service -------------------------------------------------------------
 
