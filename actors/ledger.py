@@ -316,7 +316,8 @@ class Ledger(pykka.ThreadingActor):
                 duration = now - intent.begun_at
                 if intent.mutations:  # as statehouse_commits_total counts them: commits that wrote
                     commit_seconds.observe(duration)
-                log.info(
+                loglines.info(
+                    log,
                     "txn.commit",
                     txn_id=intent.txn_id,
                     commit_ts=outcome,

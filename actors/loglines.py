@@ -6,6 +6,11 @@ the sole writer, then waits to take the GIL back from the event loop
 before it can start the next group. Loggers that know this module
 (`rpc.logs`) hand their line to `hold` first; inside `together()` it is
 kept, and written with the rest when the block ends (an exception too).
+
+`info` is for a line logged per commit (the ledger's `txn.commit`): the
+logging set-up may `install` a renderer that writes it as structlog would,
+without structlog's processor chain, which cost more than the rest of the
+line's work (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from contextlib import contextmanager
 from typing import Any
 
 Writer = Callable[[list[Any]], None]
+# (event, fields) -> the rendered line, as structlog's chain would render log.info(event, **fields).
+Renderer = Callable[[str, dict[str, Any]], Any]
 
 _local = threading.local()
 
@@ -48,3 +55,30 @@ def hold(writer: Writer, line: Any) -> bool:
         return False
     held.append((writer, line))
     return True
+
+
+# What `install` set: None (lines go through structlog), or (renderer or None when
+# info lines are filtered out, writer).
+_installed: tuple[Renderer | None, Writer] | None = None
+
+
+def install(renderer: Renderer | None, writer: Writer | None) -> None:
+    """Render `info` lines with `renderer` and write them with `writer` (None for both:
+    through structlog again). A None renderer with a writer drops them (info is filtered)."""
+    global _installed
+    _installed = None if writer is None else (renderer, writer)
+
+
+def info(logger: Any, event: str, **fields: Any) -> None:
+    """`logger.info(event, **fields)`, through the installed renderer if there is one (held
+    inside `together()` like any line). Only for lines without bound context."""
+    installed = _installed
+    if installed is None:
+        logger.info(event, **fields)
+        return
+    renderer, writer = installed
+    if renderer is None:
+        return
+    line = renderer(event, fields)
+    if not hold(writer, line):
+        writer([line])

@@ -306,6 +306,11 @@ class NamespaceActor(pykka.ThreadingActor):
         if finished is None:
             if txn_id in self._open:
                 return "new"  # opening it again fails: "used before"
+            if len(self._open) < self._config.max_open_txns_per_namespace:
+                # It opens: if the id committed before (forgotten here, or before a restart),
+                # the ledger, which looks every id up before it writes, answers with the first
+                # commit_ts. Looking it up here as well would cost every commit a read.
+                return "new"
             commit_ts = self._committed(txn_id)
             if commit_ts is None:
                 return "new"

@@ -43,6 +43,12 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
         processors = [*shared, structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
         stream = sys.stderr
     logger = _StderrLogger(stream, binary=fmt == "json")
+    if fmt == "json":
+        # The ledger's per-commit line, rendered as the chain above would (actors.loglines.info).
+        info = getattr(logging, level.upper()) <= logging.INFO
+        loglines.install(_json_info if info else None, logger.write_lines)
+    else:
+        loglines.install(None, None)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
@@ -72,6 +78,13 @@ def _utc_timestamp(
         _second = (whole, text)  # one tuple: a reader on another thread sees both or neither
     event_dict["timestamp"] = f"{text}.{int((now - whole) * 1_000_000):06d}Z"
     return event_dict
+
+
+def _json_info(event: str, fields: dict[str, Any]) -> bytes:
+    """An info line with `fields`, exactly as the JSON chain of `configure` renders it."""
+    fields["event"] = event
+    fields["level"] = "info"
+    return orjson.dumps(_utc_timestamp(None, "info", fields))
 
 
 class _StderrLogger:

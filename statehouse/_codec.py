@@ -95,4 +95,15 @@ def canonical(data: bytes) -> bytes:
     JSON objects are unordered, and a Struct cannot keep the writer's order,
     so sorting is what makes a value stored the same whichever way it came.
     """
-    return encode(decode(data), sort_keys=True)
+    if _NINETEEN_DIGITS in data.translate(_DIGITS_TO_ZERO):
+        return encode(decode(data), sort_keys=True)
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError_(f"value is not valid JSON: {exc}") from None
+    # What orjson parsed holds only JSON types, finite numbers and 64-bit integers, so
+    # `encode`'s checks have nothing to find: only its nesting limit is left.
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return encode(value, sort_keys=True)  # raises ValueError_, saying why

@@ -6,6 +6,7 @@ port 0, raw gRPC stubs (the SDK's side is in the SDK's own tests).
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from collections.abc import Iterator
@@ -230,6 +231,26 @@ def test_a_retry_after_a_restart_is_answered_from_the_durable_index(daemon_confi
                 stub.Stage(stage, timeout=W)
             assert info.value.code() == C.FAILED_PRECONDITION
             assert f"committed at commit_ts {first}" in info.value.details()
+    finally:
+        daemon.stop()
+
+
+def test_a_retry_is_answered_even_when_its_namespace_is_full(daemon_config: DaemonConfig) -> None:
+    """At its open-transaction limit a namespace cannot open the retry to let the ledger
+    answer it: it looks the id up itself, so the retry still gets its first commit_ts."""
+    config = dataclasses.replace(
+        daemon_config, actors=dataclasses.replace(daemon_config.actors, max_open_txns_per_namespace=2)
+    )
+    request, first, daemon = committed_then_restarted(config)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
+            stub = pb_grpc.StatehouseServiceStub(channel)
+            for _ in range(2):
+                stub.BeginTransaction(pb.BeginTransactionRequest(namespace="ns"), timeout=W)
+            assert refused(stub, commit(None, put("j"))).code() == C.RESOURCE_EXHAUSTED  # full
+            before = snapshot(daemon)
+            assert stub.Commit(request, timeout=W).commit_ts == first
+            assert snapshot(daemon) == before
     finally:
         daemon.stop()
 

@@ -4,13 +4,18 @@ in one write (actors.loglines); a failing stream drops lines, never the caller."
 from __future__ import annotations
 
 import io
+import re
+import sys
 import threading
 from pathlib import Path
 
+import orjson
 import pytest
+import structlog
 from helpers import wait_until
 
 from actors import loglines
+from rpc import logs
 from rpc.logs import _StderrLogger
 from statehouse import ConflictError, Statehouse
 from statehouse.testing import DaemonProcess
@@ -67,6 +72,31 @@ def test_a_closed_stream_drops_the_group_not_the_caller() -> None:
     with loglines.together():
         logger.msg(b"lost")
     assert stream.writes == []  # BytesIO refused the write after close: dropped, nothing raised
+
+
+def test_a_per_commit_line_is_the_line_structlog_renders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """loglines.info (the ledger's txn.commit) skips structlog's chain, not its output: the same
+    keys in the same order, and nothing when info lines are filtered out."""
+    stream = Recording()
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(stream))  # .buffer is `stream`; not a TTY
+    fields = {"txn_id": "default:0a1b", "commit_ts": 7, "ops": 3, "duration_ms": 1.25, "group": 2}
+    try:
+        logs.configure("info", "json")
+        log = structlog.get_logger("statehouse.ledger")
+        log.info("txn.commit", **fields)
+        loglines.info(log, "txn.commit", **fields)
+        logs.configure("warning", "json")
+        quiet = structlog.get_logger("statehouse.ledger")
+        loglines.info(quiet, "txn.commit", **fields)
+        quiet.info("txn.commit", **fields)
+    finally:
+        logs.configure("warning", "console")  # as tests/conftest.py leaves it
+    lines = [orjson.loads(line) for write in stream.writes for line in write.splitlines()]
+    assert len(lines) == 2
+    for line in lines:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", line.pop("timestamp"))
+    assert list(lines[1].items()) == list(lines[0].items())
+    assert lines[0] == {**fields, "event": "txn.commit", "level": "info"}
 
 
 def test_every_commit_of_concurrent_agents_has_its_own_whole_line(tmp_path: Path) -> None:
