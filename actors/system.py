@@ -103,16 +103,17 @@ def _late_commit(txn_id: str) -> DeadlineExceeded:
 
 class Asked(NamedTuple):
     """An answer on its way from an actor: `reply` is settled when it comes (see
-    `rpc.aio.answer` to await it); `wait` raises `late` if it does not come in time."""
+    `rpc.aio.answer` to await it); `wait` raises `late()` if it does not come in time
+    (made only then: a commit's names its transaction, which costs formatting)."""
 
     reply: Reply[Any]
-    late: Exception
+    late: Callable[[], Exception]
 
     def wait(self, timeout: float) -> Any:
         try:
             return self.reply.result(timeout=timeout)
         except FutureTimeout:
-            raise self.late from None
+            raise self.late() from None
 
 
 @dataclass(frozen=True)
@@ -315,7 +316,7 @@ class ActorSystem:
             open is not None,
             lambda reply: CommitCall(txn_id, mutations, open, reply, conditions, attempt),
             txn_id,
-            late=_late_commit(txn_id),
+            late=lambda: _late_commit(txn_id),
         )
 
     def commit_batch(self, requests: Sequence[CommitRequest], wait: float) -> list[int | Exception]:
@@ -341,7 +342,8 @@ class ActorSystem:
 
     def commit_asked(self, request: CommitRequest) -> Asked:
         """The `Asked` that `tell_commits` will answer for `request`, made before it is told."""
-        return Asked(Reply(), _late_commit(request.txn_id))
+        txn_id = request.txn_id
+        return Asked(Reply(), lambda: _late_commit(txn_id))
 
     def tell_commits(self, requests: Sequence[CommitRequest], answers: Sequence[Reply[Any]]) -> None:
         """Tell each request's commit to its namespace's actor, one message per namespace;
@@ -564,14 +566,16 @@ class ActorSystem:
         call: Callable[[Reply[Any]], object],
         txn_id: str = "",
         missing_ok: bool = False,
-        late: Exception | None = None,
+        late: Callable[[], Exception] | None = None,
     ) -> Asked:
         """Tell the namespace's actor `call(reply)`; the answer on its way. A retiring actor's
         `Retired` is not an answer: the call goes again to a fresh actor."""
         answer: Reply[Any] = Reply()
         self._attempt(namespace, start, call, txn_id, missing_ok, answer, 1)
         if late is None:
-            late = DeadlineExceeded(f"namespace {namespace!r} did not answer before the request deadline")
+            late = lambda: DeadlineExceeded(  # noqa: E731
+                f"namespace {namespace!r} did not answer before the request deadline"
+            )
         return Asked(answer, late)
 
     def _attempt(

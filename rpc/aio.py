@@ -80,7 +80,7 @@ class CallContext:
 
 async def answer(asked: Asked, timeout: float) -> Any:
     """The actor's answer to `asked` (its value, or its error raised), waiting at most
-    `timeout` seconds on the running loop; `asked.late` if it does not come in time."""
+    `timeout` seconds on the running loop; `asked.late()` if it does not come in time."""
     reply = asked.reply
     if not reply.done():
         loop = asyncio.get_running_loop()
@@ -100,13 +100,13 @@ async def answer(asked: Asked, timeout: float) -> Any:
         finally:
             timer.cancel()
         if not answered:
-            raise asked.late
+            raise asked.late()
     return reply.result(0)
 
 
 async def answers(asked: list[Asked], timeout: float) -> list[Any]:
     """Each answer of `asked`, in order: its value, or its error (returned, not raised;
-    its `late` if it did not come within `timeout` seconds). The loop wakes once, when
+    its `late()` if it did not come within `timeout` seconds). The loop wakes once, when
     the last comes."""
     pending = [one.reply for one in asked if not one.reply.done()]
     if pending:
@@ -134,7 +134,7 @@ async def answers(asked: list[Asked], timeout: float) -> list[Any]:
 
 def _outcome(asked: Asked) -> Any:
     if not asked.reply.done():
-        return asked.late
+        return asked.late()
     error = asked.reply.exception(0)
     return error if error is not None else asked.reply.result(0)
 

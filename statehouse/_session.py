@@ -324,12 +324,26 @@ class AsyncLanes:
         lane = self._take()
         if lane is None:
             return None
+        # What asyncio.timeout does, in a third of the calls (this is every call's path): a
+        # timer cancels the task, and the cancellation it caused becomes DEADLINE_EXCEEDED.
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(timeout + WATCH_EVERY_SECONDS, expire)
         try:
-            async with asyncio.timeout(timeout + WATCH_EVERY_SECONDS):  # cheaper than wait_for: no task
-                answer = await lane.call(method, request, timeout)
-        except TimeoutError:
-            self._drop(lane)
-            raise CallError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+            answer = await lane.call(method, request, timeout)
+        except asyncio.CancelledError:
+            self._drop(lane)  # an answer may still be on its way
+            if expired and task.uncancel() <= cancelling:
+                raise CallError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+            raise
         except _NotSent as unsent:
             # Make this call as an RPC of its own. A new stream ended at once was refused: when
             # the daemon's answer races the first write, grpc reports INTERNAL instead of it.
@@ -345,9 +359,11 @@ class AsyncLanes:
                 self._refused_until = time.monotonic() + REFUSED_SECONDS
                 return None
             raise
-        except BaseException:  # cancelled: the lane may still get this call's answer
+        except BaseException:  # interrupted: the lane may still get this call's answer
             self._drop(lane)
             raise
+        finally:
+            timer.cancel()
         self._give(lane)
         return _response(method, answer)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import secrets
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,7 +68,7 @@ def new_transaction(
     if timeout_ms is not None and (not whole(timeout_ms) or not 1 <= timeout_ms <= _MAX_UINT64):
         raise invalid(f"timeout_ms must be a whole number of milliseconds >= 1, got {timeout_ms!r}", True)
     if idempotency_key is None:
-        return f"{ns}:{secrets.token_hex(12)}", ns
+        return f"{ns}:{os.urandom(12).hex()}", ns  # what secrets.token_hex(12) is, in fewer calls
     if not isinstance(idempotency_key, str) or not idempotency_key:
         raise invalid(f"idempotency_key must be a non-empty string, got {idempotency_key!r}", True)
     try:

@@ -108,7 +108,8 @@ class Transaction(TransactionCore):
         unknown, `abort()` tells). Retried as the class docstring says.
         """
         self._check_open()
-        self._send_ahead()
+        if self._chunks:
+            self._send_ahead()
         answered = self._answered()
         if answered is not None:
             return answered
@@ -133,7 +134,8 @@ class Transaction(TransactionCore):
 
     def _add(self, mutation: pb.Mutation) -> None:
         super()._add(mutation)
-        self._send_ahead()
+        if self._chunks:  # a chunk is full: send it ahead
+            self._send_ahead()
 
     def _send_ahead(self) -> None:
         while (request := self._next_stage()) is not None:
