@@ -75,6 +75,11 @@ class Reply(Generic[T]):
     def done(self) -> bool:
         return self._value is not _UNSET
 
+    def error(self) -> BaseException | None:
+        """The exception it was set with, None for a value: for a reply known to be done
+        (a done callback's), where `exception(0)` would cost two calls more."""
+        return self._error
+
     def result(self, timeout: float | None = None) -> T:
         """The value, waiting at most `timeout` seconds; raises the exception if one was set."""
         if self._value is _UNSET:

@@ -616,7 +616,7 @@ class ActorSystem:
         then `_attempt` the call again with `resend` (namespace, start, call, txn_id, missing_ok)."""
 
         def settled(done: Reply[Any]) -> None:
-            if not isinstance(done.exception(0), Retired):
+            if not isinstance(done.error(), Retired):
                 answer.settle_from(done)
             elif attempt < _ATTEMPTS:
                 self._attempt(*resend, answer, attempt + 1)

@@ -15,15 +15,13 @@ from storage import keys
 from storage.records import (
     Event,
     EventOp,
-    StatePointer,
-    VersionPointer,
     encode_event,
     encode_slice,
-    encode_state,
-    encode_version,
     slots,
+    state_record,
     value_flags,
     value_records,
+    version_record,
 )
 
 
@@ -75,11 +73,11 @@ def derived_records(
         if state_for is None or state_for(op):
             yield (
                 keys.state_key(op.namespace, op.agent_id, op.key),
-                encode_state(StatePointer(op.version, event.commit_ts, slot, flags)),
+                state_record(op.version, event.commit_ts, slot, flags),
             )
         yield (
             keys.version_key(op.namespace, op.agent_id, op.key, op.version),
-            encode_version(VersionPointer(event.commit_ts, slot, flags)),
+            version_record(event.commit_ts, slot, flags),
         )
     for (namespace, agent_id), mine in agent_ops(event, slot_list).items():
         yield keys.agent_event_key(namespace, agent_id, event.commit_ts), encode_slice(event, mine)

@@ -140,7 +140,13 @@ def slots(event: Event) -> list[int]:
 
 
 def encode_state(pointer: StatePointer) -> bytes:
-    return _STATE.pack(pointer.flags, pointer.version, pointer.commit_ts, pointer.slot)
+    return state_record(*pointer)
+
+
+def state_record(version: int, commit_ts: int, slot: int, flags: int) -> bytes:
+    """`encode_state(StatePointer(version, commit_ts, slot, flags))`, without the tuple (the
+    commit path writes one per op)."""
+    return _STATE.pack(flags, version, commit_ts, slot)
 
 
 def decode_state(data: bytes) -> StatePointer:
@@ -151,7 +157,12 @@ def decode_state(data: bytes) -> StatePointer:
 
 
 def encode_version(pointer: VersionPointer) -> bytes:
-    return _VERSION.pack(pointer.flags, pointer.commit_ts, pointer.slot)
+    return version_record(*pointer)
+
+
+def version_record(commit_ts: int, slot: int, flags: int) -> bytes:
+    """`encode_version(VersionPointer(commit_ts, slot, flags))`, without the tuple."""
+    return _VERSION.pack(flags, commit_ts, slot)
 
 
 def decode_version(data: bytes) -> VersionPointer:
@@ -193,7 +204,10 @@ def _read_text(data: bytes, pos: int) -> tuple[str, int]:
 
 
 def _flags(op: EventOp) -> int:
-    return value_flags(op.value) | (_PURGE if op.purge else 0)
+    """`value_flags(op.value)`, and _PURGE for a purge (written out: two per op per commit)."""
+    value = op.value
+    flags = TOMBSTONE if value is None else BLOB if type(value) is Blob else 0
+    return flags | _PURGE if op.purge else flags
 
 
 def encode_event(event: Event, slot_list: list[int] | None = None) -> bytes:
