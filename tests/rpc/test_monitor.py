@@ -188,7 +188,8 @@ def test_a_stuck_namespace_actor_shows_as_stuck_and_stalls_nobody_else(data_dir:
     real_lookup = store.commit_ts_of
 
     def lookup(txn_id: str) -> int | None:
-        # Simulated fault: a disk read that hangs, for namespace "stuck" only.
+        # Simulated fault: a disk read that hangs, for namespace "stuck" only: the namespace
+        # actor's check, when a chunk sent ahead opens a transaction, that its id is unused.
         if txn_id.startswith("stuck:"):
             entered.set()
             assert gate.wait(W * 3)
@@ -198,7 +199,7 @@ def test_a_stuck_namespace_actor_shows_as_stuck_and_stalls_nobody_else(data_dir:
     results: list[Any] = []
     with serving(store) as (system, http):
         commit_ts = _commit_in_thread(system, "free")
-        stuck = threading.Thread(target=lambda: results.append(_commit_in_thread(system, "stuck")))
+        stuck = threading.Thread(target=lambda: results.append(_stage_then_commit(system, "stuck")))
         stuck.start()
         try:
             assert entered.wait(W)
@@ -260,6 +261,15 @@ def _commit_in_thread(system: ActorSystem, namespace: str) -> int:
 
     txn_id = f"{namespace}:{secrets.token_hex(12)}"
     return system.commit(txn_id, [Mutation(namespace, "a", "k", b"1")], W, TxnOpen(None))
+
+
+def _stage_then_commit(system: ActorSystem, namespace: str) -> int:
+    """A transaction opened by a chunk sent ahead (Stage), then committed."""
+    from actors import Mutation, TxnOpen
+
+    txn_id = f"{namespace}:{secrets.token_hex(12)}"
+    system.stage(txn_id, [Mutation(namespace, "a", "k", b"1")], W, TxnOpen(None))
+    return system.commit(txn_id, [], W)
 
 
 def _until(condition: Callable[[], bool], what: str) -> None:
