@@ -27,13 +27,9 @@ _EXACT_DOUBLE = 2**53
 def check_names(namespace: str, agent_id: str, key: str | None = None) -> str:
     """Validate names; returns the namespace with "" mapped to "default"."""
     try:
-        namespace = _names.check_namespace(namespace)
-        _names.check_name("agent_id", agent_id)
-        if key is not None:
-            _names.check_name("key", key)
+        return _names.check_names(namespace, agent_id, key)
     except _names.NameError_ as exc:
         raise InvalidArgument(str(exc)) from None
-    return namespace
 
 
 def check_namespace(namespace: str) -> str:

@@ -34,13 +34,9 @@ def channel_options() -> list[tuple[str, int]]:
 def names(namespace: str, agent_id: str, key: str | None = None, *, in_txn: bool = False) -> str:
     """Validate names before sending; returns the namespace ("" -> "default")."""
     try:
-        namespace = _names.check_namespace(namespace)
-        _names.check_name("agent_id", agent_id)
-        if key is not None:
-            _names.check_name("key", key)
+        return _names.check_names(namespace, agent_id, key)
     except _names.NameError_ as exc:
         raise invalid(str(exc), in_txn) from None
-    return namespace
 
 
 def namespace(name: str, *, in_txn: bool = False) -> str:

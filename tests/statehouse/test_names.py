@@ -48,3 +48,18 @@ def test_the_known_names_are_bounded() -> None:
         _names.check_name("start_after", f"name-{n}")
     assert 0 < len(_names._known["start_after"]) <= _names._KNOWN_LIMIT
     assert _names.check_name("start_after", "name-0") == "name-0"  # checked again, still valid
+
+
+def test_names_checked_together_keep_every_rule() -> None:
+    """check_names (every write's namespace, agent and key) takes the known-valid shortcut
+    only when all three are known; otherwise each is checked, and "" is "default"."""
+    assert _names.check_names("team", "agent-7", "memory") == "team"
+    assert _names.check_names("team", "agent-7", "memory") == "team"  # all known now
+    assert _names.check_names("", "agent-7", "memory") == "default"
+    assert _names.check_names("team", "agent-7") == "team"  # no key
+    with pytest.raises(_names.NameError_, match="key must not contain NUL"):
+        _names.check_names("team", "agent-7", "memory\x00")
+    with pytest.raises(_names.NameError_, match="key must be a string"):
+        _names.check_names("team", "agent-7", 7)
+    with pytest.raises(_names.NameError_, match="agent_id is 300 bytes"):
+        _names.check_names("team", "a" * 300, "memory")
