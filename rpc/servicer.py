@@ -7,8 +7,8 @@ import contextlib
 import itertools
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import grpc
 
@@ -36,7 +36,7 @@ from rpc.status import ErrorCounter, conflict_message, grpc_errors, note_data_lo
 from statehouse import __version__
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
-from storage import DataLossError, Event, HistoryCompactedError, ReadView
+from storage import DataLossError, Event, HistoryCompactedError, ReadView, ViewMoved
 
 # Longest an RPC without a deadline waits on an actor.
 MAX_WAIT_SECONDS = 60.0
@@ -52,6 +52,10 @@ REPLAY_BATCH_BYTES = 1024 * 1024
 MAX_ATTEMPT_CHARS = 64
 # A watch with nothing to send says how far it got this often (a heartbeat).
 WATCH_HEARTBEAT_SECONDS = 5.0
+# Tries of a paged read that purges or retention passes keep landing in (`_on_a_view`).
+VIEW_TRIES = 8
+
+R = TypeVar("R")
 
 
 def _wait(context: CallContext) -> float:
@@ -299,6 +303,16 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
 
     # -- reads -------------------------------------------------------------------
 
+    def _on_a_view(self, read: Callable[[ReadView], R]) -> R:
+        """`read` on the newest view; again on a newer one if a purge or retention pass landed
+        during it (`ViewMoved`: storage/view.py), a few times, then UNAVAILABLE."""
+        for _ in range(VIEW_TRIES - 1):
+            try:
+                return read(self._system.view())
+            except ViewMoved:
+                continue
+        return read(self._system.view())
+
     @grpc_errors
     def GetState(self, request: pb.GetStateRequest, context: CallContext) -> pb.GetStateResponse:
         response = pb.GetStateResponse()
@@ -309,9 +323,12 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
     def GetStateAtVersion(
         self, request: pb.GetStateAtVersionRequest, context: CallContext
     ) -> pb.GetStateAtVersionResponse:
-        response = pb.GetStateAtVersionResponse()
-        _read_at_version(self._system.view(), request, response)
-        return response
+        def read(view: ReadView) -> pb.GetStateAtVersionResponse:
+            response = pb.GetStateAtVersionResponse()
+            _read_at_version(view, request, response)
+            return response
+
+        return self._on_a_view(read)
 
     @grpc_errors
     def ReadBatch(self, request: pb.ReadBatchRequest, context: CallContext) -> pb.ReadBatchResponse:
@@ -319,7 +336,10 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
             raise ResourceExhausted(
                 f"a batch of {len(request.reads)} reads is too large (limit {MAX_BATCH_READS})"
             )
-        view = self._system.view()  # every read of the batch sees the same commits
+        return self._on_a_view(lambda view: self._read_batch(view, request))
+
+    def _read_batch(self, view: ReadView, request: pb.ReadBatchRequest) -> pb.ReadBatchResponse:
+        """Every read of the batch on `view`: they all see the same commits."""
         as_of = reads.as_of(view, request.at_commit_ts if request.HasField("at_commit_ts") else None, None)
         response = pb.ReadBatchResponse(commit_ts=as_of)
         # The latest records are the ones as of the view's own commit.
@@ -356,19 +376,19 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
 
     @grpc_errors
     def ListKeys(self, request: pb.ListKeysRequest, context: CallContext) -> pb.ListKeysResponse:
-        return reads.list_keys(self._system.view(), request)
+        return self._on_a_view(lambda view: reads.list_keys(view, request))
 
     @grpc_errors
     def ListAgents(self, request: pb.ListAgentsRequest, context: CallContext) -> pb.ListAgentsResponse:
-        return reads.list_agents(self._system.view(), request)
+        return self._on_a_view(lambda view: reads.list_agents(view, request))
 
     @grpc_errors
     def ScanPrefix(self, request: pb.ScanPrefixRequest, context: CallContext) -> pb.ScanPrefixResponse:
-        return reads.scan_prefix(self._system.view(), request)
+        return self._on_a_view(lambda view: reads.scan_prefix(view, request))
 
     @grpc_errors
     def KeyHistory(self, request: pb.KeyHistoryRequest, context: CallContext) -> pb.KeyHistoryResponse:
-        return reads.key_history(self._system.view(), request)
+        return self._on_a_view(lambda view: reads.key_history(view, request))
 
     @grpc_errors
     def Replay(self, request: pb.ReplayRequest, context: CallContext) -> Iterator[pb.ReplayEvent]:

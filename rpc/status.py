@@ -30,7 +30,7 @@ from actors import (
     VersionNotFound,
 )
 from statehouse._proto import statehouse_pb2 as pb
-from storage import DataLossError, HistoryCompactedError, StorageError
+from storage import DataLossError, HistoryCompactedError, StorageError, ViewMoved
 
 log = structlog.get_logger("statehouse.rpc")
 
@@ -48,6 +48,7 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     DataLossError: grpc.StatusCode.DATA_LOSS,
     HistoryCompactedError: grpc.StatusCode.OUT_OF_RANGE,
     StorageError: grpc.StatusCode.UNAVAILABLE,
+    ViewMoved: grpc.StatusCode.UNAVAILABLE,  # only once `Servicer._on_a_view` gave up
 }
 
 F = TypeVar("F", bound=Callable[..., Any])

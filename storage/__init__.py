@@ -11,6 +11,7 @@ from storage.errors import (
     StoreFailedError,
     StoreLockedError,
     StoreRefusedError,
+    ViewMoved,
 )
 from storage.records import AgentEvent, Blob, Event, EventOp, StateRecord, VersionRecord
 from storage.snapshots import SnapshotDirectory, SnapshotInfo
@@ -35,4 +36,5 @@ __all__ = [
     "StoreLockedError",
     "StoreRefusedError",
     "VersionRecord",
+    "ViewMoved",
 ]

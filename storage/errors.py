@@ -48,3 +48,9 @@ class HistoryCompactedError(Exception):
     def __init__(self, message: str, horizon: int) -> None:
         super().__init__(message)
         self.horizon = horizon
+
+
+class ViewMoved(Exception):
+    """A read over a `ReadView` met a purge or a retention pass written after the view was
+    taken, so what it listed may be partly of the later store (see `Fence` in
+    storage/view.py). Nothing is wrong with the store: read again on a new view."""

@@ -38,7 +38,7 @@ from storage.records import (
     op_count,
     slots,
 )
-from storage.view import ReadView
+from storage.view import Fence, ReadView
 
 # How a commit group is made durable (see docs/design.md for measurements):
 #   "flush_wal":  write the batch unsynced, then fsync the WAL. flush_wal
@@ -69,6 +69,7 @@ class Store:
             upgrade.upgrade(db, path, keys.read_u64(schema))
         self._mark = DurableMark(path, self.last_commit_ts)
         self._views: weakref.WeakSet[ReadView] = weakref.WeakSet()
+        self._fence = Fence()  # marked before a purge or retention pass (storage/view.py)
         self._view: ReadView | None = None
         self._reopened = threading.Condition()
         self._compacting = threading.Lock()  # held by a compaction, and by close and reopen
@@ -120,7 +121,7 @@ class Store:
 
     def _publish(self, view: ReadView | None = None) -> None:
         if view is None:
-            view = ReadView(self._db.snapshot(), self.last_commit_ts)
+            view = ReadView(self._db.snapshot(), self.last_commit_ts, self._fence, self.view)
             self._views.add(view)
         with self._reopened:
             self._view = view
@@ -254,6 +255,7 @@ class Store:
         result = _purge_records(self._db, batch, op.namespace, op.agent_id, op.key)
         add_event(batch, event)
         batch.put(keys.META_COMPACTION_OWED, keys.u64(event.commit_ts))
+        self._fence.mark((op.namespace,))  # open views' scans must not take what follows as theirs
         self._write(batch, [event])
         self._versions.clear()  # cheaper than finding the purged keys in it
         return result._replace(commit_ts=event.commit_ts)
@@ -263,6 +265,8 @@ class Store:
         checking each op is still there and still not its key's latest."""
         batch = WriteBatch(raw_mode=True)
         applied = retention.apply(self._db, batch, found)
+        if applied.ops:
+            self._fence.mark(applied.horizons)  # open views' scans must not take what follows as theirs
         self._write(batch, [])
         return applied
 

@@ -3,15 +3,31 @@
 The ledger publishes a new `ReadView` after every durable commit group, so a
 reader never sees a commit that is not yet on disk, and every read through
 one view sees the same commit_ts.
+
+Point reads go through the snapshot. Scans cannot: rocksdict 0.3.29's
+`Snapshot.iter` sets the snapshot on a copy of its read options and then
+iterates with a fresh one, so every iterator reads the live store (its
+src/snapshot.rs; checked here by `tests/storage/test_views.py`). A view
+therefore makes its scans exact itself:
+
+- what commits wrote after the view is left out by its commit_ts: the log's
+  tables are keyed or stamped by it, and a STATE record newer than the view is
+  read again from the snapshot (the record it replaced, or none);
+- what a purge or a retention pass removes or rewrites after the view cannot
+  be read back, so the writer marks a `Fence` before such a write, and a scan
+  checks it before it hands out what it read. A paged read then raises
+  `ViewMoved` (the daemon reads the page again on a new view); a replay or a
+  log scan goes on from where it was on a new view, which says
+  `HistoryCompactedError` if retention took what was still to come.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, TypeVar
 
 from storage import keys, reading
-from storage.errors import DataLossError, HistoryCompactedError
+from storage.errors import DataLossError, HistoryCompactedError, ViewMoved
 from storage.records import (
     BLOB,
     TOMBSTONE,
@@ -45,16 +61,67 @@ def _agent(namespace: str, agent_id: str) -> str:
     return f"agent {agent_id!r} in namespace {namespace!r}"
 
 
+class Fence:
+    """Where the writer says it is about to remove or rewrite what a view may be scanning
+    (a purge, a retention pass): a count of such writes, and per namespace the count at
+    its last one. Only the writer's thread marks it, before the write; a reader that then
+    sees the write also sees the mark."""
+
+    __slots__ = ("namespaces", "seq")
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.namespaces: dict[str, int] = {}
+
+    def mark(self, namespaces: Iterable[str]) -> None:
+        seq = self.seq + 1
+        for namespace in namespaces:
+            self.namespaces[namespace] = seq
+        self.seq = seq
+
+
 class ReadView:
     """Read-only access to the store as of `last_commit_ts`.
 
     Every read goes through `storage.reading`: one that meets damaged data
     raises DataLossError instead of answering with what came before it.
+    `fence` is the store's (see the module's docstring); `renew` gives the
+    store's newest view, for a replay or a log scan to go on with.
     """
 
-    def __init__(self, snapshot: Any, last_commit_ts: int) -> None:
+    def __init__(
+        self,
+        snapshot: Any,
+        last_commit_ts: int,
+        fence: Fence | None = None,
+        renew: Callable[[], ReadView] | None = None,
+    ) -> None:
         self._snapshot = snapshot
         self.last_commit_ts = last_commit_ts
+        self._fence = fence if fence is not None else Fence()
+        self._born = self._fence.seq
+        self._renew = renew
+
+    def _moved(self, namespace: str | None) -> bool:
+        """Whether a purge or retention pass (of `namespace`; None: of any) came after this view."""
+        fence = self._fence
+        if fence.seq == self._born:
+            return False
+        return namespace is None or fence.namespaces.get(namespace, 0) > self._born
+
+    def _check(self, namespace: str | None, what: str) -> None:
+        if self._moved(namespace):
+            raise ViewMoved(
+                f"{what} changed while it was read (a purge or retention pass after commit_ts "
+                f"{self.last_commit_ts}); read it again"
+            )
+
+    def _renewed(self, namespace: str | None, what: str) -> ReadView:
+        """The store's newest view, for a scan this view's fence stopped to go on with."""
+        if self._renew is None:
+            self._check(namespace, what)
+        assert self._renew is not None
+        return self._renew()
 
     @property
     def snapshot(self) -> Any:
@@ -100,7 +167,9 @@ class ReadView:
 
     def pointer(self, namespace: str, agent_id: str, key: str) -> StatePointer | None:
         """The latest STATE record of a key as stored (where its value is), or None."""
-        raw_key = keys.state_key(namespace, agent_id, key)
+        return self._get_pointer(keys.state_key(namespace, agent_id, key))
+
+    def _get_pointer(self, raw_key: bytes) -> StatePointer | None:
         data = self._get(raw_key)
         return None if data is None else _decoded(raw_key, decode_state, data)
 
@@ -133,11 +202,16 @@ class ReadView:
         base = keys.version_key(namespace, agent_id, key, 0)[: -len(keys.u64(0))]
         what = f"the history of key {key!r} of {_agent(namespace, agent_id)}"
         for raw_key, data in reading.scan(self._snapshot, base, what, base + keys.u64(from_version)):
-            yield keys.read_u64(raw_key, len(base)), _decoded(raw_key, decode_version, data)
+            pointer = _decoded(raw_key, decode_version, data)
+            if pointer.commit_ts > self.last_commit_ts:
+                return  # written after this view, as every later version
+            yield keys.read_u64(raw_key, len(base)), pointer
 
     def _oldest(self, namespace: str, agent_id: str, key: str) -> tuple[int, VersionPointer] | None:
         """A key's oldest kept version (above 1 once retention let older ones go), or None."""
-        return next(self.versions_of(namespace, agent_id, key), None)
+        oldest = next(self.versions_of(namespace, agent_id, key), None)
+        self._check(namespace, f"the history of key {key!r} of {_agent(namespace, agent_id)}")
+        return oldest
 
     def horizon(self, namespace: str) -> int:
         """The commit_ts from which the namespace's history is whole (0: all of it is)."""
@@ -207,15 +281,23 @@ class ReadView:
             return
         agent = keys.agent_prefix(keys.STATE, namespace, agent_id)
         what = f"the keys of {_agent(namespace, agent_id)}"
+        last = self.last_commit_ts
         for raw_key, data in self._listing(agent, prefix, after, reverse, what):
-            pointer = _decoded(raw_key, decode_state, data)
+            found: StatePointer | None = _decoded(raw_key, decode_state, data)
             key = raw_key[len(agent) :].decode("utf-8")
-            if at_ts is not None and pointer.commit_ts > at_ts:
-                past = self._as_of(namespace, agent_id, key, pointer, at_ts)
-                if past is not None and past.value is not None:
-                    yield key, past
-            elif not pointer.deleted:
-                yield key, self._state(pointer, key, namespace, agent_id)
+            if found is not None and found.commit_ts > last:  # rewritten since: as of this view
+                found = self.pointer(namespace, agent_id, key)
+            if found is None:
+                continue  # created after this view
+            record: StateRecord | None = None
+            if at_ts is not None and found.commit_ts > at_ts:
+                record = self._as_of(namespace, agent_id, key, found, at_ts)
+            elif not found.deleted:
+                record = self._state(found, key, namespace, agent_id)
+            if record is not None and record.value is not None:
+                self._check(namespace, what)
+                yield key, record
+        self._check(namespace, what)
 
     def agents(
         self, namespace: str, prefix: str = "", after: str | None = None, reverse: bool = False
@@ -229,16 +311,21 @@ class ReadView:
         for raw_key, _data in self._listing(base, prefix, after, reverse, what):
             agent_id = raw_key[len(base) :].decode("utf-8")
             if self.has_live_key(namespace, agent_id):
+                self._check(namespace, what)
                 yield agent_id
+        self._check(namespace, what)
 
     def has_live_key(self, namespace: str, agent_id: str) -> bool:
         """Whether the agent holds at least one live (not deleted) key."""
         agent = keys.agent_prefix(keys.STATE, namespace, agent_id)
-        for raw_key, data in reading.scan(
-            self._snapshot, agent, f"the keys of {_agent(namespace, agent_id)}"
-        ):
-            if not _decoded(raw_key, decode_state, data).deleted:
+        what = f"the keys of {_agent(namespace, agent_id)}"
+        for raw_key, data in reading.scan(self._snapshot, agent, what):
+            pointer: StatePointer | None = _decoded(raw_key, decode_state, data)
+            if pointer is not None and pointer.commit_ts > self.last_commit_ts:
+                pointer = self._get_pointer(raw_key)
+            if pointer is not None and not pointer.deleted:
                 return True
+        self._check(namespace, what)
         return False
 
     def _listing(
@@ -333,8 +420,12 @@ class ReadView:
         what = f"the history of key {key!r} of {_agent(namespace, agent_id)}"
         for raw_key, data in reading.scan(self._snapshot, base, what, start, reverse=True):
             pointer = _decoded(raw_key, decode_version, data)
-            yield keys.read_u64(raw_key, len(base)), self._version_record(pointer, key, namespace, agent_id)
-        oldest = self._oldest(namespace, agent_id, key)
+            if pointer.commit_ts > self.last_commit_ts:
+                continue  # written after this view
+            record = self._version_record(pointer, key, namespace, agent_id)
+            self._check(namespace, what)
+            yield keys.read_u64(raw_key, len(base)), record
+        oldest = self._oldest(namespace, agent_id, key)  # checks the fence too
         if oldest is not None and oldest[0] > 1:  # the listing reached what retention let go
             raise _compacted(f"the history of key {key!r} of {_agent(namespace, agent_id)}", oldest)
 
@@ -352,20 +443,48 @@ class ReadView:
         start_ts: int | None = None,
         end_ts: int | None = None,
     ) -> Iterator[Event]:
-        """One agent's events in commit_ts order, lazily, from its own index."""
-        self.check_history(namespace, start_ts, f"a replay of {_agent(namespace, agent_id)}")
-        agent = keys.agent_prefix(keys.AGENT_EVENTS, namespace, agent_id)
-        start = agent + keys.u64(start_ts or 0)
+        """One agent's events in commit_ts order, lazily, from its own index, up to `end_ts`
+        (None: this view's last commit). Should a purge or retention pass of the namespace
+        come meanwhile, it goes on on the store's newest view from the next commit_ts, which
+        raises HistoryCompactedError if retention took what was still to come."""
         what = f"the event index of {_agent(namespace, agent_id)}"
-        chunk: list[tuple[bytes, bytes]] = []
-        for raw_key, data in reading.scan(self._snapshot, agent, what, start):
-            if end_ts is not None and keys.read_u64(raw_key, len(agent)) > end_ts:
-                break
-            chunk.append((raw_key, data))
-            if len(chunk) == _REPLAY_CHUNK:
-                yield from self._slices(namespace, agent_id, chunk)
-                chunk = []
-        yield from self._slices(namespace, agent_id, chunk)
+        view = self
+        while True:
+            view.check_history(namespace, start_ts, f"a replay of {_agent(namespace, agent_id)}")
+            resume = yield from view._replay_on(namespace, agent_id, start_ts, end_ts, what)
+            if resume is None:
+                return
+            start_ts, view = resume, view._renewed(namespace, what)
+
+    def _replay_on(
+        self, namespace: str, agent_id: str, start_ts: int | None, end_ts: int | None, what: str
+    ) -> Generator[Event, None, int | None]:
+        """`replay` on this view; returns None when done, or the commit_ts to go on from
+        if a purge or retention pass of the namespace came meanwhile."""
+        agent = keys.agent_prefix(keys.AGENT_EVENTS, namespace, agent_id)
+        end = self.last_commit_ts if end_ts is None else min(end_ts, self.last_commit_ts)
+        resume = start_ts or 0
+        scanned = reading.scan(self._snapshot, agent, what, agent + keys.u64(resume))
+        while True:
+            chunk: list[tuple[bytes, bytes]] = []
+            for raw_key, data in scanned:
+                if keys.read_u64(raw_key, len(agent)) > end:
+                    break
+                chunk.append((raw_key, data))
+                if len(chunk) == _REPLAY_CHUNK:
+                    break
+            try:
+                events = list(self._slices(namespace, agent_id, chunk))
+            except DataLossError:
+                if self._moved(namespace):  # the index and the values were read either side of it
+                    return resume
+                raise
+            if self._moved(namespace):  # what was read may be partly of the later store
+                return resume
+            yield from events
+            if len(chunk) < _REPLAY_CHUNK:
+                return None
+            resume = events[-1].commit_ts + 1
 
     def _slices(self, namespace: str, agent_id: str, chunk: list[tuple[bytes, bytes]]) -> Iterator[Event]:
         """Decode a run of an agent's AGENT_EVENTS records with their values. Where the agent's
@@ -399,18 +518,46 @@ class ReadView:
     def events(self, start_ts: int = 1, values: bool = True) -> Iterator[Event]:
         """The global log in commit_ts order; without `values`, the op heads only (each value
         empty but of its kind, None for a delete), which is all retention needs."""
+        view = self
+        while True:
+            resume = yield from view._events_on(start_ts, values)
+            if resume is None:
+                return
+            start_ts, view = resume, view._renewed(None, "the event log")
+
+    def _events_on(self, start_ts: int, values: bool) -> Generator[Event, None, int | None]:
+        """`events` on this view; returns None when done, or the commit_ts to go on from
+        if a purge or retention pass rewrote the log meanwhile."""
+        resume = start_ts
         for raw_key, data in reading.scan(
             self._snapshot, keys.EVENTS, "the event log", keys.event_key(start_ts)
         ):
             commit_ts = keys.read_u64(raw_key, 1)
-            yield _decoded(raw_key, decode_event, commit_ts, data, self._fetch(commit_ts) if values else None)
+            if commit_ts > self.last_commit_ts:
+                break
+            fetch = self._fetch(commit_ts) if values else None
+            try:
+                event = _decoded(raw_key, decode_event, commit_ts, data, fetch)
+            except DataLossError:
+                if self._fence.seq != self._born:  # heads and values read either side of it
+                    return commit_ts
+                raise
+            if self._fence.seq != self._born:
+                return commit_ts
+            yield event
+            resume = commit_ts + 1
+        return resume if self._fence.seq != self._born else None
 
     def states(self) -> Iterator[tuple[bytes, StateRecord]]:
         """Every state record (tombstones included) with its value, keyed by storage key: the
         whole table, as tests compare stores before and after (nothing in the daemon needs it)."""
         for raw_key, data in reading.scan(self._snapshot, keys.STATE, "the STATE table"):
             namespace, agent_id, key = keys.split_state_key(raw_key)
-            yield raw_key, self._state(_decoded(raw_key, decode_state, data), key, namespace, agent_id)
+            pointer: StatePointer | None = _decoded(raw_key, decode_state, data)
+            if pointer is not None and pointer.commit_ts > self.last_commit_ts:
+                pointer = self._get_pointer(raw_key)
+            if pointer is not None:
+                yield raw_key, self._state(pointer, key, namespace, agent_id)
 
     def versions(self) -> Iterator[tuple[bytes, VersionRecord]]:
         """Every version record with its value, keyed by storage key: the whole table, as tests
@@ -418,7 +565,8 @@ class ReadView:
         for raw_key, data in reading.scan(self._snapshot, keys.VERSIONS, "the VERSIONS table"):
             namespace, agent_id, key, _version = keys.split_version_key(raw_key)
             pointer = _decoded(raw_key, decode_version, data)
-            yield raw_key, self._version_record(pointer, key, namespace, agent_id)
+            if pointer.commit_ts <= self.last_commit_ts:
+                yield raw_key, self._version_record(pointer, key, namespace, agent_id)
 
 
 def _decoded(raw_key: bytes, decode: Callable[..., T], *args: Any) -> T:
