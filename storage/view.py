@@ -473,18 +473,24 @@ class ReadView:
                 chunk.append((raw_key, data))
                 if len(chunk) == _REPLAY_CHUNK:
                     break
-            try:
-                events = list(self._slices(namespace, agent_id, chunk))
-            except DataLossError:
-                if self._moved(namespace):  # the index and the values were read either side of it
+            # Each event is handed out only once the fence says nothing was purged or
+            # retained since it was read: else the rest is read again on a newer view.
+            slices = self._slices(namespace, agent_id, chunk)
+            while True:
+                try:
+                    event = next(slices, None)
+                except DataLossError:
+                    if self._moved(namespace):  # the index and the values read either side of it
+                        return resume
+                    raise
+                if self._moved(namespace):
                     return resume
-                raise
-            if self._moved(namespace):  # what was read may be partly of the later store
-                return resume
-            yield from events
+                if event is None:
+                    break
+                yield event
+                resume = event.commit_ts + 1
             if len(chunk) < _REPLAY_CHUNK:
                 return None
-            resume = events[-1].commit_ts + 1
 
     def _slices(self, namespace: str, agent_id: str, chunk: list[tuple[bytes, bytes]]) -> Iterator[Event]:
         """Decode a run of an agent's AGENT_EVENTS records with their values. Where the agent's

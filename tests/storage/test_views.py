@@ -100,15 +100,15 @@ def test_a_replay_that_a_purge_overtakes_goes_on_on_the_newest_view(store: Store
         write(store, ("ns", "a", f"k{n % 3}", b"%d" % n), ("ns", "a", f"p{n % 2}", b"p"))
     view = store.view()
     replay = view.replay("ns", "a")
-    first = [next(replay) for _ in range(10)]  # the first chunk is read and being handed out
+    first = [next(replay) for _ in range(10)]  # mid-way through the first chunk
     purge = Event(301, "purge", NOW_MS, (EventOp("ns", "a", "p", 0, None, True),))
     store.purge(purge)
     rest = list(replay)
     got = first + rest
     assert [e.commit_ts for e in got] == list(range(1, 302))  # each commit once, and the purge
-    # The first chunk was read before the purge; what came after is the store after it.
-    assert all(any(op.key.startswith("p") for op in e.ops) for e in got[:256])
-    assert not any(op.key.startswith("p") for e in got[256:300] for op in e.ops)
+    # What was handed out before the purge is the store before it; the rest, the store after.
+    assert all(any(op.key.startswith("p") for op in e.ops) for e in got[:10])
+    assert not any(op.key.startswith("p") for e in got[10:300] for op in e.ops)
     assert got[-1].ops[0].purge
 
 
