@@ -464,6 +464,7 @@ class ReadView:
         agent = keys.agent_prefix(keys.AGENT_EVENTS, namespace, agent_id)
         end = self.last_commit_ts if end_ts is None else min(end_ts, self.last_commit_ts)
         resume = start_ts or 0
+        fence, born = self._fence, self._born
         scanned = reading.scan(self._snapshot, agent, what, agent + keys.u64(resume))
         while True:
             chunk: list[tuple[bytes, bytes]] = []
@@ -473,53 +474,54 @@ class ReadView:
                 chunk.append((raw_key, data))
                 if len(chunk) == _REPLAY_CHUNK:
                     break
+            if not chunk:
+                return resume if self._moved(namespace) else None  # records gone from under it?
             # Each event is handed out only once the fence says nothing was purged or
             # retained since it was read: else the rest is read again on a newer view.
-            slices = self._slices(namespace, agent_id, chunk)
-            while True:
-                try:
-                    event = next(slices, None)
-                except DataLossError:
-                    if self._moved(namespace):  # the index and the values read either side of it
-                        return resume
-                    raise
-                if self._moved(namespace):
+            skip = len(agent)
+            try:
+                values = self._chunk_values(chunk, skip)
+            except DataLossError:
+                if self._moved(namespace):  # the index and the values read either side of it
                     return resume
-                if event is None:
-                    break
+                raise
+            for raw_key, data in chunk:
+                commit_ts = keys.read_u64(raw_key, skip)
+                if values is None:
+                    fetch = self._fetch(commit_ts)
+                else:
+                    fetch = _looked_up(values, keys.VALUES + raw_key[skip:])
+                try:
+                    event = decode_slice(namespace, agent_id, commit_ts, data, fetch)
+                except keys.DECODE_ERRORS as exc:
+                    if self._moved(namespace):  # its values went after its record was read
+                        return resume
+                    raise _undecodable(raw_key, exc) from exc
+                if fence.seq != born and self._moved(namespace):
+                    return resume
                 yield event
-                resume = event.commit_ts + 1
+                resume = commit_ts + 1
+            if fence.seq != born and self._moved(namespace):  # records gone from under the scan
+                return resume
             if len(chunk) < _REPLAY_CHUNK:
                 return None
 
-    def _slices(self, namespace: str, agent_id: str, chunk: list[tuple[bytes, bytes]]) -> Iterator[Event]:
-        """Decode a run of an agent's AGENT_EVENTS records with their values. Where the agent's
-        commits are most of that stretch of the log, its values are read by one scan of VALUES;
-        else one read each."""
-        if not chunk:
-            return
-        skip = len(chunk[0][0]) - 8
+    def _chunk_values(self, chunk: list[tuple[bytes, bytes]], skip: int) -> dict[bytes, bytes] | None:
+        """The values of a run of an agent's AGENT_EVENTS records (each key's commit_ts at
+        `skip`), where its commits are most of that stretch of the log: one scan of VALUES.
+        None where they are sparse: then one read each."""
         first, last = keys.read_u64(chunk[0][0], skip), keys.read_u64(chunk[-1][0], skip)
-        values: dict[bytes, bytes] | None = None
-        if last - first < 2 * len(chunk):
-            values = {}
-            end = keys.value_key(last + 1, 0)
-            what = "the log's values"
-            for key, data in reading.scan(self._snapshot, keys.VALUES, what, keys.value_key(first, 0)):
-                if key >= end:
-                    break
-                values[key] = data
-        for raw_key, data in chunk:
-            commit_ts = keys.read_u64(raw_key, skip)
-            if values is None:
-                fetch = self._fetch(commit_ts)
-            else:
-                fetch = _looked_up(values, keys.VALUES + raw_key[skip:])
-            try:
-                event = decode_slice(namespace, agent_id, commit_ts, data, fetch)
-            except keys.DECODE_ERRORS as exc:
-                raise _undecodable(raw_key, exc) from exc
-            yield event
+        if last - first >= 2 * len(chunk):
+            return None
+        values: dict[bytes, bytes] = {}
+        end = keys.value_key(last + 1, 0)
+        for key, data in reading.scan(
+            self._snapshot, keys.VALUES, "the log's values", keys.value_key(first, 0)
+        ):
+            if key >= end:
+                break
+            values[key] = data
+        return values
 
     def events(self, start_ts: int = 1, values: bool = True) -> Iterator[Event]:
         """The global log in commit_ts order; without `values`, the op heads only (each value
