@@ -20,6 +20,7 @@ import structlog
 from actors import loglines
 from actors.compactor import Compactor
 from actors.errors import Conflict, OutcomeUnknown, Unavailable
+from actors.inbox import SimpleInboxActor
 from actors.messages import (
     CommitIntent,
     CommitIntents,
@@ -55,7 +56,7 @@ class Repeat(NamedTuple):
     commit_ts: int
 
 
-class Ledger(pykka.ThreadingActor):
+class Ledger(SimpleInboxActor):
     """Assigns commit_ts and versions and writes commit groups durably."""
 
     def __init__(

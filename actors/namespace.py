@@ -29,6 +29,7 @@ from actors.errors import (
     Unavailable,
 )
 from actors.finished import Finished, FinishedTransactions, shown
+from actors.inbox import SimpleInboxActor
 from actors.messages import (
     AbortCall,
     BeginCall,
@@ -132,7 +133,7 @@ def _answer(reply: Reply[Any], method: Callable[..., Any], *args: Any) -> None:
     reply.set_result(result)
 
 
-class NamespaceActor(pykka.ThreadingActor):
+class NamespaceActor(SimpleInboxActor):
     """Owns one namespace's open transactions. Use through its proxy."""
 
     def __init__(
