@@ -293,6 +293,12 @@ class Ledger(SimpleInboxActor):
                 intent.reply.set_result(outcome.commit_ts)
             else:
                 intent.reply.set_result(outcome)
+        if len(group) == 1:
+            # A lone commit: its reply woke the server's loop, which needs the GIL that this
+            # thread would otherwise hold through the group's metrics and log lines
+            # (docs/performance.md, "Handing the GIL on"). A larger group means load, where
+            # the loop has its turn soon enough and a switch costs more than it saves.
+            time.sleep(0)
         # `group`: how many commits shared this synced write (0 for an empty
         # commit in a group that wrote nothing).
         written = self._written

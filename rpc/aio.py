@@ -160,6 +160,11 @@ class PerTurn(Generic[T]):
     def _flush(self) -> None:
         items, self._items = self._items, []
         self._hand_on(items)
+        if len(items) == 1:
+            # A lone commit: the actor just woken needs the GIL, which this thread would
+            # otherwise hold through the rest of the loop's turn (docs/performance.md,
+            # "Handing the GIL on"). Turns that carry several have more to do here.
+            time.sleep(0)
 
 
 def _settle(waiter: asyncio.Future[bool], answered: bool) -> None:

@@ -143,6 +143,7 @@ class Lanes:
         slot = _Handoff()
 
         def start() -> None:
+            _Handoff.in_flight += 1
             slot.task = loop.create_task(lanes.call(method, request, timeout))
             slot.task.add_done_callback(slot.finished)
 
@@ -194,6 +195,8 @@ class _Handoff:
     """A call handed to the I/O loop: its task, and the thread that waits for it."""
 
     __slots__ = ("_done", "task")
+    # Calls of every `Statehouse` of the process on the I/O loop (changed on the loop only).
+    in_flight = 0
 
     def __init__(self) -> None:
         self._done = threading.Lock()
@@ -202,6 +205,13 @@ class _Handoff:
 
     def finished(self, _: object) -> None:
         self._done.release()
+        _Handoff.in_flight -= 1
+        if not _Handoff.in_flight:
+            # The caller's thread is woken and needs the GIL, which the loop, with no other
+            # call to serve, would hold through the rest of its turn for nothing: a lone
+            # caller gets it now (docs/performance.md, "Handing the GIL on"). With other
+            # calls in flight the loop keeps it: their answers are its work.
+            time.sleep(0)
 
     def wait(self, timeout: float, loop: asyncio.AbstractEventLoop) -> bool:
         """Whether the task finished within `timeout`; if not, or if the wait is interrupted
