@@ -78,6 +78,7 @@ class Ledger(SimpleInboxActor):
         self._since_snapshot = 0
         self._pending: list[CommitIntent] = []
         self._written = 0  # commits written by the last group
+        self._synced_seconds = 0.0  # how long the last group's write and sync took
         self._groups = 0
         self._grouped_commits = 0
         self._recent_group_sizes: collections.deque[int] = collections.deque(maxlen=64)
@@ -299,6 +300,7 @@ class Ledger(SimpleInboxActor):
             # (docs/performance.md, "Handing the GIL on"). A larger group means load, where
             # the loop has its turn soon enough and a switch costs more than it saves.
             time.sleep(0)
+        self._settle()
         # `group`: how many commits shared this synced write (0 for an empty
         # commit in a group that wrote nothing).
         written = self._written
@@ -398,20 +400,30 @@ class Ledger(SimpleInboxActor):
         self._written = len(events)
         if events:
             started = time.perf_counter()
-            self._store.append(events)
-            synced = time.perf_counter() - started
+            # The store's bookkeeping of the write waits until the commits are acknowledged
+            # (`_settle`), as do the metrics: neither is the writers' to wait for.
+            self._store.append(events, settle=False)
+            self._synced_seconds = time.perf_counter() - started
             self._last_group_at = time.monotonic()
-            self._recent_sync_ms.append(synced * 1000)
-            self._metrics.fsync_seconds.observe(synced)
-            self._metrics.group_size.observe(len(events))
-            self._metrics.commits.inc(len(events))
             if self._watches is not None:
                 # Durable now: watchers get it no later than its writer's acknowledgement.
                 self._watches.publish(events)
-            self._groups += 1
-            self._grouped_commits += len(events)
-            self._recent_group_sizes.append(len(events))
         return results
+
+    def _settle(self) -> None:
+        """After a group's acknowledgements: the store's bookkeeping and the metrics of its write."""
+        self._store.settle()
+        written = self._written
+        if not written:
+            return
+        synced = self._synced_seconds
+        self._recent_sync_ms.append(synced * 1000)
+        self._metrics.fsync_seconds.observe(synced)
+        self._metrics.group_size.observe(written)
+        self._metrics.commits.inc(written)
+        self._groups += 1
+        self._grouped_commits += written
+        self._recent_group_sizes.append(written)
 
     def _earlier(self, txn_ids: list[str]) -> list[int | DataLossError | None]:
         """The commit_ts of each id already written (None if not): one multi-get, or, where

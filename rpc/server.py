@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import subprocess
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -445,6 +446,7 @@ class Daemon:
             last_commit_ts=self.store.last_commit_ts,
             event_loop=type(self._loop).__module__.split(".")[0],
             pin_cpu=self.cpu,
+            grpc_experiments=os.environ.get("GRPC_EXPERIMENTS", ""),  # see rpc/__init__.py
         )
         return self
 

@@ -81,6 +81,9 @@ class Store:
         # Latest version of keys written through this store:
         # (ns, agent, key) -> (version, whether that version is a live value).
         self._versions: dict[tuple[str, str, str], tuple[int, bool]] = {}
+        # Events durably written whose bookkeeping (the version cache, the durable mark) waits
+        # for `settle`: the ledger acknowledges its commits first (`append(settle=False)`).
+        self._unsettled: list[Event] = []
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], sync_method: str = "flush_wal") -> Store:
@@ -146,6 +149,7 @@ class Store:
         if self._failed is None:
             return
         self._versions.clear()  # the failed group may be in it, or half in RocksDB
+        self._unsettled = []  # the new mark below starts from last_commit_ts
         if self._refused is not None and time.monotonic() < self._retry_after:
             raise DataLossError(f"nothing was committed: {self._refused}")
         if time.monotonic() < self._retry_after:
@@ -209,6 +213,8 @@ class Store:
         versions this store wrote itself, so the commit path does not read
         RocksDB for keys it wrote recently.
         """
+        if self._unsettled:
+            self.settle()  # a cached version the last write replaced must not be read
         target = (namespace, agent_id, key)
         known = self._versions.get(target)
         if known is None:
@@ -230,16 +236,36 @@ class Store:
         found = reading.get_many(self._db, wanted, "the transaction-id index")
         return [None if data is None else keys.read_u64(data) for data in found]
 
-    def append(self, events: Sequence[Event]) -> None:
+    def append(self, events: Sequence[Event], settle: bool = True) -> None:
         """Durably write committed events (ascending commit_ts, versions assigned).
 
         Nothing becomes visible to readers before the write is on disk. On
         failure nothing from this call is visible, and StorageError is raised.
+        With `settle=False` the writer's bookkeeping of the write is left for
+        `settle` (the ledger acknowledges the commits first); whatever needs it
+        settles it first, so it cannot be forgotten.
         """
         batch = WriteBatch(raw_mode=True)
         for event in events:
             add_event(batch, event)
         self._write(batch, events)
+        if settle:
+            self.settle()
+
+    def settle(self) -> None:
+        """The bookkeeping of the writes made since the last call: the version cache that
+        `current_version` reads, and the durable mark (which only ever lags the log)."""
+        events, self._unsettled = self._unsettled, []
+        if not events:
+            return
+        versions = self._versions
+        if len(versions) > VERSION_CACHE_KEYS:
+            versions.clear()
+        for event in events:
+            for op in event.ops:
+                if not op.purge:
+                    versions[(op.namespace, op.agent_id, op.key)] = (op.version, op.value is not None)
+        self._mark.advance(events[-1].commit_ts)
 
     def purge(self, event: Event) -> PurgeResult:
         """Durably write a purge event (one op with `purge` set, the next commit_ts) and
@@ -314,6 +340,7 @@ class Store:
         publish it."""
         if self._closed:
             raise StorageError("store is closed")
+        self.settle()  # the cache and the mark follow the writes in order
         if self._refused is not None:
             raise DataLossError(f"nothing was committed: {self._refused}")
         if self._failed is not None:
@@ -348,16 +375,9 @@ class Store:
                     "this commit is answered with its commit_ts if it survived"
                 ) from exc
         crash_point("ledger.after_sync")
-        versions = self._versions
-        if len(versions) > VERSION_CACHE_KEYS:
-            versions.clear()
-        for event in events:
-            for op in event.ops:
-                if not op.purge:
-                    versions[(op.namespace, op.agent_id, op.key)] = (op.version, op.value is not None)
         if events:
             self.last_commit_ts = events[-1].commit_ts
-            self._mark.advance(self.last_commit_ts)
+            self._unsettled.extend(events)
         self._publish()
 
     def checkpoint(self, directory: Path) -> Path:
@@ -399,6 +419,7 @@ class Store:
         """Flush and close RocksDB. Safe to call twice."""
         if self._closed:
             return
+        self.settle()
         self._closed = True
         self._view = None  # release the snapshot
         self._mark.close()

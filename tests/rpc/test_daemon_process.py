@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import grpc
+import orjson
 import pytest
 
 from statehouse import Statehouse, StatehouseError
@@ -196,6 +197,33 @@ def test_transaction_lifecycle_is_logged_as_json(data_dir: Path) -> None:
     assert [e["txn_id"] for e in daemon.events("txn.expire")] == [expired]
     # The gRPC server runs on uvloop's loop (a dependency on this platform), and says so.
     assert daemon.events("server.listening")[0]["event_loop"] == "uvloop"
+
+
+def _listening_line(data_dir: Path, env: dict[str, str]) -> dict[str, object]:
+    """The server.listening line of a daemon started with exactly `env`, which is then stopped."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rpc", "--addr", "127.0.0.1:0", "--http-addr", "off",
+         "--data-dir", str(data_dir), "--log-format", "json"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if b'"server.listening"' in line:
+                return dict(orjson.loads(line))
+        raise AssertionError(f"the daemon exited ({process.wait()}) without listening")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+
+
+def test_the_daemon_serves_on_grpcs_polling_engine_unless_told_otherwise(data_dir: Path) -> None:
+    # rpc/__init__.py turns gRPC's EventEngine listener off (docs/performance.md, "gRPC's
+    # EventEngine listener"), before grpc is imported; a GRPC_EXPERIMENTS of the user's own wins.
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
+    assert _listening_line(data_dir, env)["grpc_experiments"] == "-event_engine_listener"
+    mine = {**env, "GRPC_EXPERIMENTS": "-event_engine_dns"}
+    assert _listening_line(data_dir, mine)["grpc_experiments"] == "-event_engine_dns"
 
 
 def test_daemon_keeps_serving_when_its_stderr_goes_away(data_dir: Path) -> None:

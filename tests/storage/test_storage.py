@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from storage import Event, EventOp, Store, StoreLockedError, keys
+from storage.durable import read_mark
 from storage.records import (
     StatePointer,
     StateRecord,
@@ -104,6 +105,26 @@ def test_a_view_does_not_see_later_commits(store: Store) -> None:
     store.append([Event(1, "t1", 10, (op("ns", "a", "k", 1, b"1"),))])
     assert before.get("ns", "a", "k") is None
     assert store.view().get("ns", "a", "k") is not None
+
+
+def test_a_write_left_unsettled_is_settled_before_anything_reads_what_it_changed(store: Store) -> None:
+    # The ledger acknowledges its commits before the store's bookkeeping of the write
+    # (append(settle=False), then settle()): the version cache must never answer from
+    # before that write, nor the durable mark claim more than the log holds.
+    store.append([Event(1, "t1", 10, (op("ns", "a", "k", 1, b"1"),))])
+    assert store.current_version("ns", "a", "k") == (1, True)  # cached now
+    assert read_mark(store.path) == 1
+    store.append([Event(2, "t2", 11, (op("ns", "a", "k", 2, None),))], settle=False)
+    assert store.view().get("ns", "a", "k") == StateRecord(2, 2, None)  # visible at once
+    assert read_mark(store.path) == 1  # the mark only lags
+    assert store.current_version("ns", "a", "k") == (2, False)  # settled by the read
+    assert read_mark(store.path) == 2
+    store.append([Event(3, "t3", 12, (op("ns", "a", "k", 3, b"3"),))], settle=False)
+    store.append([Event(4, "t4", 13, (op("ns", "b", "k", 1, b"4"),))], settle=False)  # settles 3 first
+    assert read_mark(store.path) == 3
+    store.settle()
+    assert read_mark(store.path) == 4
+    assert store.current_version("ns", "a", "k") == (3, True)
 
 
 def test_scan_and_keys_are_lexicographic_and_skip_tombstones(store: Store) -> None:
