@@ -15,6 +15,7 @@ from storage import keys
 from storage.records import (
     Event,
     EventOp,
+    commit_records,
     encode_event,
     encode_slice,
     slots,
@@ -88,6 +89,12 @@ def derived_records(
 
 def add_event(batch: WriteBatch, event: Event) -> None:
     """Add to `batch` the event, its values and every record it implies."""
+    put = batch.put
+    records = commit_records(event)  # a new commit's, in one pass
+    if records is not None:
+        for key, value in records:
+            put(key, value)
+        return
     slot_list = slots(event)
     batch.put(keys.event_key(event.commit_ts), encode_event(event, slot_list))
     for key, value in value_records(event, slot_list):

@@ -350,3 +350,60 @@ def decode_legacy_event(commit_ts: int, data: bytes) -> Event:
         pos += size
         ops.append(EventOp(namespace, agent_id, key, version, value, bool(flags & _PURGE)))
     return Event(commit_ts, txn_id, at_ms, tuple(ops), fmt == _LEGACY_SCRUBBED)
+
+
+def commit_records(event: Event) -> list[tuple[bytes, bytes]] | None:
+    """Every record a new commit's event implies, built in one pass over its ops: what
+    `storage.derive.add_event` writes (the event, its values, then `derived_records`), in
+    the same order. None for an event that is not a plain new commit (a purge, a scrubbed
+    event, ops with slots of their own): those take the general path.
+
+    The commit path's hot loop: the general path walks the ops four times and goes through
+    a generator and a dict per event (docs/performance.md, "The ledger's records in one pass").
+    """
+    if event.scrubbed:
+        return None
+    commit_ts = event.commit_ts
+    ts = keys.u64(commit_ts)
+    txn = _text(event.txn_id)
+    ops = event.ops
+    head = [_EVENT_HEAD.pack(_EVENT_FORMAT, event.committed_at_ms, len(ops)), txn]
+    values: list[tuple[bytes, bytes]] = []
+    pointers: list[tuple[bytes, bytes]] = []
+    # Each agent's op heads (its AGENT_EVENTS slice), in the order agents first appear.
+    slices: dict[tuple[str, str], list[bytes]] = {}
+    state_head, version_head, value_head = keys.STATE, keys.VERSIONS, keys.VALUES + ts
+    agent_prefix, u64, u32 = keys.agent_prefix, keys.u64, keys.slot_bytes
+    for slot, op in enumerate(ops):
+        namespace, agent_id, key, version, value, purge, own_slot = op
+        if purge or own_slot >= 0:
+            return None
+        if value is None:
+            flags = TOMBSTONE
+        else:
+            flags = BLOB if type(value) is Blob else 0
+            values.append((value_head + u32(slot), bytes(value)))
+        key_name = _name(key)
+        tail = _OP_TAIL.pack(version, flags, slot)
+        head += (_name(namespace), _name(agent_id), key_name, tail)
+        pointers.append(
+            (agent_prefix(state_head, namespace, agent_id) + key.encode("utf-8"),
+             _STATE.pack(flags, version, commit_ts, slot))
+        )  # fmt: skip
+        pointers.append(
+            (agent_prefix(version_head, namespace, agent_id) + key_name + u64(version),
+             _VERSION.pack(flags, commit_ts, slot))
+        )  # fmt: skip
+        mine = slices.get((namespace, agent_id))
+        if mine is None:
+            slices[(namespace, agent_id)] = [key_name, tail]
+        else:
+            mine += (key_name, tail)
+    records = [(keys.EVENTS + ts, b"".join(head)), *values, *pointers]
+    for (namespace, agent_id), mine in slices.items():
+        slice_head = _EVENT_HEAD.pack(_EVENT_FORMAT, event.committed_at_ms, len(mine) // 2)
+        slice_key = agent_prefix(keys.AGENT_EVENTS, namespace, agent_id) + ts
+        records.append((slice_key, slice_head + txn + b"".join(mine)))
+        records.append((keys.agent_key(namespace, agent_id), b""))
+    records.append((keys.txn_key(event.txn_id), ts))
+    return records

@@ -9,12 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from storage import Event, EventOp, Store, StoreLockedError, keys
+from storage.derive import derived_records
 from storage.durable import read_mark
 from storage.records import (
+    Blob,
     StatePointer,
     StateRecord,
     VersionPointer,
     VersionRecord,
+    commit_records,
     decode_event,
     decode_slice,
     decode_state,
@@ -23,6 +26,7 @@ from storage.records import (
     encode_slice,
     encode_state,
     encode_version,
+    slots,
     value_records,
 )
 
@@ -82,6 +86,45 @@ def test_record_codecs_round_trip(version: int, ts: int, value: bytes | None) ->
     if value is not None:
         with pytest.raises(ValueError, match="missing"):
             decode_event(ts, encoded, lambda slot: None)
+
+
+small_names = st.sampled_from(["ns", "a", "b", "é", "k:1", "x" * 40])
+new_ops = st.lists(
+    st.builds(
+        EventOp,
+        small_names,
+        small_names,
+        small_names,
+        st.integers(1, 2**63),
+        st.one_of(st.none(), st.binary(max_size=20), st.binary(max_size=20).map(Blob)),
+        purge=st.just(False),
+        slot=st.just(-1),  # a new commit's ops: their slot is their position
+    ),
+    max_size=8,
+)
+
+
+@given(commit_ts=st.integers(1, 2**63), txn_id=names, at_ms=st.integers(0, 2**60), ops=new_ops)
+def test_a_commits_records_built_in_one_pass_are_the_general_paths(
+    commit_ts: int, txn_id: str, at_ms: int, ops: list[EventOp]
+) -> None:
+    # The ledger's hot path (`commit_records`) must write exactly what rebuild and verify
+    # derive for the same event, in the same order (a key written twice: the last wins).
+    event = Event(commit_ts, txn_id, at_ms, tuple(ops))
+    slot_list = slots(event)
+    general = [
+        (keys.event_key(commit_ts), encode_event(event, slot_list)),
+        *value_records(event, slot_list),
+        *derived_records(event, None, slot_list),
+    ]
+    assert commit_records(event) == general
+
+
+def test_events_that_are_not_plain_new_commits_take_the_general_path() -> None:
+    op = EventOp("ns", "a", "k", 1, b"1")
+    assert commit_records(Event(1, "t", 0, (op,), scrubbed=True)) is None
+    assert commit_records(Event(1, "t", 0, (op._replace(slot=3),))) is None
+    assert commit_records(Event(1, "t", 0, (op._replace(version=0, value=None, purge=True),))) is None
 
 
 def test_append_writes_state_history_log_and_index_together(store: Store) -> None:
