@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -80,6 +81,10 @@ def new_client_txn_namespace(txn_id: str) -> str:
             '"<namespace>:<24 lowercase hex digits>", the hex random'
         )
     return namespace
+
+
+# What a transaction opened by its commit holds before it: nothing.
+_NOTHING_HELD: Mapping[tuple[str, str, str], Mutation] = MappingProxyType({})
 
 
 def _mutation_bytes(mutation: Mutation) -> int:
@@ -275,6 +280,8 @@ class NamespaceActor(SimpleInboxActor):
             if retry == "answered":
                 return None
             rerun = retry == "rerun"
+            if retry == "fresh":
+                return self._commit_at_once(call)
             # Opened and committed in one message: its txn.commit line says it all.
             txn = self._open_and_stage(
                 call.txn_id,
@@ -293,13 +300,27 @@ class NamespaceActor(SimpleInboxActor):
             call.txn_id, tuple(txn.mutations.values()), txn.begun_at, call.reply, tuple(txn.conditions)
         )
 
+    def _commit_at_once(self, call: CommitCall) -> CommitIntent:
+        """A commit that opens its transaction, whose id is new here: what opening, staging and
+        closing it would leave, without holding it open in between (most commits are these)."""
+        assert call.open is not None
+        self._timeout_ms(call.open.timeout_ms)  # refused as opening it would refuse it
+        begun_at = self._clock()
+        batch, conditions, _size = self._checked(call.txn_id, call.mutations, call.conditions)
+        self._finished.remember(call.txn_id, Finished("committed", reply=call.reply))
+        self._commits += 1
+        return CommitIntent(call.txn_id, tuple(batch.values()), begun_at, call.reply, tuple(conditions))
+
     def _retry(self, call: CommitCall) -> str:
         """Whether an opening commit repeats an earlier commit of its id (a client retry).
 
         "answered": the earlier commit succeeded, or is in progress, and
         `call.reply` gets its outcome; "rerun": it failed, so this one runs
-        again; "new": no commit of this id is known. Either way the ledger,
-        which never writes one id twice, has the last word.
+        again; "fresh": the id was never used here and the namespace has room
+        to open it (the common case, committed without being held open);
+        "new": no commit of this id is known, but opening it may still be
+        refused (the id is open, was aborted, or the namespace is full).
+        Either way the ledger, which never writes one id twice, has the last word.
         """
         self._touch()
         txn_id = call.txn_id
@@ -311,7 +332,7 @@ class NamespaceActor(SimpleInboxActor):
                 # It opens: if the id committed before (forgotten here, or before a restart),
                 # the ledger, which looks every id up before it writes, answers with the first
                 # commit_ts. Looking it up here as well would cost every commit a read.
-                return "new"
+                return "fresh"
             commit_ts = self._committed(txn_id)
             if commit_ts is None:
                 return "new"
@@ -431,16 +452,9 @@ class NamespaceActor(SimpleInboxActor):
     ) -> OpenTransaction:
         """Open `txn_id` for `attempt`; `rerun` opens again an id that wrote nothing before."""
         now = self._touch()
-        if timeout_ms is None:
-            timeout_ms = self._config.default_txn_timeout_ms
-        limit = self._config.max_txn_timeout_ms
-        if not 1 <= timeout_ms <= limit:
-            raise InvalidArgument(f"timeout_ms must be between 1 and {limit}, got {timeout_ms}")
+        timeout_ms = self._timeout_ms(timeout_ms)
         if len(self._open) >= self._config.max_open_txns_per_namespace:
-            raise ResourceExhausted(
-                f"namespace {self.namespace!r} already has {len(self._open)} open transactions "
-                f"(limit {self._config.max_open_txns_per_namespace}); commit or abort some first"
-            )
+            raise self._full()
         if txn_id in self._open or (not rerun and self._finished.get(txn_id) is not None):
             raise TransactionClosed(
                 f"transaction id {shown(txn_id)} was used before; open each transaction with a fresh id"
@@ -452,6 +466,21 @@ class NamespaceActor(SimpleInboxActor):
         if log_begin:
             log.info("txn.begin", txn_id=txn_id, namespace=self.namespace, timeout_ms=timeout_ms)
         return txn
+
+    def _full(self) -> ResourceExhausted:
+        return ResourceExhausted(
+            f"namespace {self.namespace!r} already has {len(self._open)} open transactions "
+            f"(limit {self._config.max_open_txns_per_namespace}); commit or abort some first"
+        )
+
+    def _timeout_ms(self, timeout_ms: int | None) -> int:
+        """A transaction's timeout: the default for None; InvalidArgument outside the bounds."""
+        if timeout_ms is None:
+            return self._config.default_txn_timeout_ms
+        limit = self._config.max_txn_timeout_ms
+        if not 1 <= timeout_ms <= limit:
+            raise InvalidArgument(f"timeout_ms must be between 1 and {limit}, got {timeout_ms}")
+        return timeout_ms
 
     def _open_and_stage(
         self,
@@ -503,14 +532,33 @@ class NamespaceActor(SimpleInboxActor):
         self, txn: OpenTransaction, mutations: Iterable[Mutation], conditions: Iterable[Condition] = ()
     ) -> None:
         """Add mutations and conditions all-or-nothing, within the per-transaction bounds."""
+        batch, new_conditions, size = self._checked(
+            txn.txn_id, mutations, conditions, txn.mutations, len(txn.conditions), txn.staged_bytes
+        )
+        txn.mutations.update(batch)
+        txn.conditions.extend(new_conditions)
+        txn.staged_bytes = size
+
+    def _checked(
+        self,
+        txn_id: str,
+        mutations: Iterable[Mutation],
+        conditions: Iterable[Condition],
+        held: Mapping[tuple[str, str, str], Mutation] = _NOTHING_HELD,
+        held_conditions: int = 0,
+        held_bytes: int = 0,
+    ) -> tuple[dict[tuple[str, str, str], Mutation], list[Condition], int]:
+        """`mutations` by key (the last one of a key wins) and `conditions`, checked against
+        the per-transaction bounds on top of what the transaction holds already (`held`:
+        its mutations, how many conditions, its bytes); and the bytes it would hold then."""
         batch: dict[tuple[str, str, str], Mutation] = {}
         for mutation in mutations:
             batch[mutation.target] = mutation
         new_conditions = list(conditions)
-        count = len(txn.mutations) + len(txn.conditions) + len(new_conditions)
-        size = txn.staged_bytes
+        count = len(held) + held_conditions + len(new_conditions)
+        size = held_bytes
         for target, mutation in batch.items():
-            previous = txn.mutations.get(target)
+            previous = held.get(target)
             if previous is None:
                 count += 1
             else:
@@ -519,17 +567,15 @@ class NamespaceActor(SimpleInboxActor):
         config = self._config
         if count > config.max_ops_per_txn:
             raise ResourceExhausted(
-                f"transaction {shown(txn.txn_id)} would hold {count} operations (writes, deletes "
+                f"transaction {shown(txn_id)} would hold {count} operations (writes, deletes "
                 f"and conditions; limit {config.max_ops_per_txn} per transaction)"
             )
         if size > config.max_txn_bytes:
             raise ResourceExhausted(
-                f"transaction {shown(txn.txn_id)} would hold {size} bytes "
+                f"transaction {shown(txn_id)} would hold {size} bytes "
                 f"(limit {config.max_txn_bytes} per transaction)"
             )
-        txn.mutations.update(batch)
-        txn.conditions.extend(new_conditions)
-        txn.staged_bytes = size
+        return batch, new_conditions, size
 
     def _expire(self, txn: OpenTransaction) -> None:
         self._close(txn.txn_id)

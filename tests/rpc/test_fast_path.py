@@ -633,9 +633,9 @@ def test_abort_after_a_commit_of_unknown_outcome_asks_the_server(
     write, written = store.append, threading.Event()
     go = threading.Event()
 
-    def slow_append(events: Any) -> None:
+    def slow_append(events: Any, settle: bool = True) -> None:
         go.wait(W)
-        write(events)
+        write(events, settle)
         written.set()
 
     monkeypatch.setattr(store, "append", slow_append)

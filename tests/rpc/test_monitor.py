@@ -174,10 +174,10 @@ def serving(
 def _blocking(
     gate: threading.Event, entered: threading.Event, inner: Callable[..., Any]
 ) -> Callable[..., Any]:
-    def blocked(*args: Any) -> Any:
+    def blocked(*args: Any, **kwargs: Any) -> Any:
         entered.set()
         assert gate.wait(W * 3), "the test never released the gate"
-        return inner(*args)
+        return inner(*args, **kwargs)
 
     return blocked
 
