@@ -175,10 +175,14 @@ class ValueCodec:
         return data
 
     def mutation(self, m: Any) -> Mutation:
-        """A domain Mutation from a wire Mutation (extension message)."""
-        namespace = check_names(m.namespace, m.agent_id, m.key)
+        """A domain Mutation from a wire Mutation (extension message). Each field is read
+        once: every read of a protobuf string or bytes field makes a new Python object."""
+        agent_id, key = m.agent_id, m.key
+        namespace = check_names(m.namespace, agent_id, key)
         if m.delete:
-            return Mutation(namespace, m.agent_id, m.key, None)
-        value_bytes = m.value_bytes if m.HasField("value_bytes") else None
-        value = self.value(m.key, m.value_json, None, value_bytes)
-        return Mutation(namespace, m.agent_id, m.key, value, m.if_absent)
+            return Mutation(namespace, agent_id, key, None)
+        if m.HasField("value_bytes"):
+            value = self.value(key, b"", None, m.value_bytes)
+        else:
+            value = self.value(key, m.value_json, None)
+        return Mutation(namespace, agent_id, key, value, m.if_absent)

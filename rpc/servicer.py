@@ -255,15 +255,18 @@ class StatehouseServicer(pb_grpc.StatehouseServiceServicer):
         of conditional writes) and TxnOpen, all validated."""
         mutations = []
         conditions = []
+        mutation_of = self._codec.mutation
         for m in request.mutations:
-            mutation = self._codec.mutation(m)
+            mutation = mutation_of(m)
             mutations.append(mutation)
-            if m.if_absent and m.HasField("expected_version"):
-                raise InvalidArgument(
-                    f"write of key {m.key!r}: if_absent and expected_version do not go together"
-                )
             if m.HasField("expected_version"):
-                conditions.append(Condition(*mutation.target, m.expected_version))
+                if m.if_absent:
+                    raise InvalidArgument(
+                        f"write of key {mutation.key!r}: if_absent and expected_version do not go together"
+                    )
+                conditions.append(
+                    Condition(mutation.namespace, mutation.agent_id, mutation.key, m.expected_version)
+                )
         for c in request.conditions:
             namespace = check_names(c.namespace, c.agent_id, c.key)
             conditions.append(Condition(namespace, c.agent_id, c.key, c.expected_version))

@@ -232,6 +232,9 @@ class Store:
 
     def committed_many(self, txn_ids: Sequence[str]) -> list[int | None]:
         """For the writer, between its writes: the commit_ts of each id that committed, else None."""
+        if len(txn_ids) == 1:  # a lone commit: a point read costs half a multi-get of one
+            data = reading.get(self._db, keys.txn_key(txn_ids[0]), "the transaction-id index")
+            return [None if data is None else keys.read_u64(data)]
         wanted = [keys.txn_key(txn_id) for txn_id in txn_ids]
         found = reading.get_many(self._db, wanted, "the transaction-id index")
         return [None if data is None else keys.read_u64(data) for data in found]
