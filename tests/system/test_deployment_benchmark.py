@@ -1,5 +1,5 @@
 """`python -m benchmarks.deployment` runs (tiny counts) and prints its rows; without etcd on PATH
-it says so and leaves etcd's rows out."""
+it says so and leaves etcd's rows out. `python -m benchmarks.paired` runs and compares two daemons."""
 
 from __future__ import annotations
 
@@ -52,3 +52,19 @@ def test_the_deployment_benchmark_runs_and_reports() -> None:
         with_etcd = path != no_etcd
         assert ("peer: etcd not found on PATH" in out) != with_etcd, out
         assert ("separate-process commits/s >= 0.7x etcd's" in out) == with_etcd, out
+
+
+def test_the_paired_benchmark_compares_two_daemons() -> None:
+    assert ".venv/bin/python -m benchmarks.paired " in (ROOT / "README.md").read_text(encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.paired", "--steps", "30", "--reps", "2",
+         "--b-env", "STATEHOUSE_SYNC_METHOD=sync_write"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3, result.stdout
+    for line in lines[:2]:
+        a, b, ratio = (float(word) for word in line.split() if word[0].isdigit())
+        assert a > 0 and b > 0 and abs(ratio - b / a) < 0.005, line
+    assert lines[2].startswith("B/A median of 2: "), result.stdout
