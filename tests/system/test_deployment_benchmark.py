@@ -52,6 +52,9 @@ def test_the_deployment_benchmark_runs_and_reports() -> None:
         with_etcd = path != no_etcd
         assert ("peer: etcd not found on PATH" in out) != with_etcd, out
         assert ("separate-process commits/s >= 0.7x etcd's" in out) == with_etcd, out
+        # One agent's commits to both systems in turn, when there is a peer; the target uses them.
+        assert ("| 1 agent, sequential commit in turn with the peer: p50 ms |" in out) == with_etcd, out
+        assert ("sequential p50 <= 1.3x etcd's (commits in turn):" in out) == with_etcd, out
 
 
 def test_the_paired_benchmark_compares_two_daemons() -> None:
