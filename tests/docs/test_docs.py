@@ -117,9 +117,13 @@ def test_documented_restore_commands_work(tmp_path: Path) -> None:
     from statehouse import Statehouse
     from statehouse.testing import DaemonProcess
 
-    (block,) = re.findall(
-        r"```sh\n(.*?)```", (ROOT / "docs" / "operations.md").read_text(encoding="utf-8"), re.S
-    )
+    (block,) = [
+        block
+        for block in re.findall(
+            r"```sh\n(.*?)```", (ROOT / "docs" / "operations.md").read_text(encoding="utf-8"), re.S
+        )
+        if "restored-data" in block
+    ]
     copy_lines, start_line = block.splitlines()[:-1], block.splitlines()[-1]
     assert start_line == ".venv/bin/statehoused --data-dir restored-data"
     with DaemonProcess(tmp_path / "statehouse-data") as daemon, Statehouse(daemon.addr) as client:

@@ -20,6 +20,8 @@ from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
 from statehouse.testing import DaemonProcess
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def test_versions_and_commit_ts_continue_after_restart(data_dir: Path) -> None:
     with DaemonProcess(data_dir) as daemon:
@@ -224,6 +226,10 @@ def test_the_daemon_serves_on_grpcs_polling_engine_unless_told_otherwise(data_di
     assert _listening_line(data_dir, env)["grpc_experiments"] == "-event_engine_listener"
     mine = {**env, "GRPC_EXPERIMENTS": "-event_engine_dns"}
     assert _listening_line(data_dir, mine)["grpc_experiments"] == "-event_engine_dns"
+    # operations.md's way back to the EventEngine: the variable set, empty.
+    documented = "GRPC_EXPERIMENTS= .venv/bin/statehoused --data-dir ./data"
+    assert documented in (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    assert _listening_line(data_dir, {**env, "GRPC_EXPERIMENTS": ""})["grpc_experiments"] == ""
 
 
 def test_daemon_keeps_serving_when_its_stderr_goes_away(data_dir: Path) -> None:
