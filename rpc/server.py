@@ -29,6 +29,7 @@ from rpc.monitor import AddressError, Monitor
 from rpc.servicer import StatehouseServicer
 from rpc.session import Sessions
 from rpc.status import ErrorCounter
+from statehouse._affinity import session_metadata
 from statehouse._names import DEFAULT_MAX_VALUE_BYTES
 from statehouse._proto import statehouse_pb2 as pb
 from storage import StorageError, Store
@@ -203,9 +204,12 @@ class Served:
     sessions: Sessions
 
 
-async def create_server(system: ActorSystem, config: DaemonConfig, pools: Pools) -> Served:
+async def create_server(
+    system: ActorSystem, config: DaemonConfig, pools: Pools, cpu: int | None = None
+) -> Served:
     """The gRPC server (not started) bound to `config.addr`, with its parts; run on the
-    event loop that is to serve it.
+    event loop that is to serve it. `cpu`: the one the daemon's Python threads keep to, named
+    to the clients of its Session streams (statehouse._affinity).
 
     Calls that wait for an actor, and short reads, run on the loop; other
     calls on `config.workers` threads; replay and watch streams on a pool of
@@ -226,7 +230,12 @@ async def create_server(system: ActorSystem, config: DaemonConfig, pools: Pools)
         max_streams=config.max_streams,
         max_message_bytes=config.max_message_bytes,
     )
-    sessions = Sessions(config.max_sessions, servicer.count_error, system.metrics.registry)
+    sessions = Sessions(
+        config.max_sessions,
+        servicer.count_error,
+        system.metrics.registry,
+        metadata=session_metadata(cpu),
+    )
     server.add_generic_rpc_handlers((service_handler(servicer, pools, sessions),))
     health_servicer = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -414,7 +423,7 @@ class Daemon:
                     target=self._loop.run_forever, name="rpc-loop", daemon=True
                 )
                 self._loop_thread.start()
-                served = self._on_loop(create_server(self.system, self.config, self._pools))
+                served = self._on_loop(create_server(self.system, self.config, self._pools, self.cpu))
                 self.server, self.port, self._health, self.sessions = (
                     served.server,
                     served.port,

@@ -36,9 +36,17 @@ class Sessions:
     Runs on the server's event loop.
     """
 
-    def __init__(self, limit: int, count_error: ErrorCounter, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        limit: int,
+        count_error: ErrorCounter,
+        registry: CollectorRegistry,
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         self._unary: dict[str, Unary] = {}
         self._limit = limit
+        # Sent at the start of every stream: the CPU the daemon keeps to (statehouse._affinity).
+        self._metadata = metadata
         self._count_error = count_error
         self._open = 0
         gauge = Gauge(
@@ -65,6 +73,8 @@ class Sessions:
                 f"{self._limit} sessions are open, the most this daemon allows (--max-sessions); "
                 "send calls as RPCs of their own",
             )
+        if self._metadata:
+            await context.send_initial_metadata(self._metadata)
         self._open += 1
         try:
             async for raw in requests:

@@ -30,10 +30,12 @@ import concurrent.futures
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 
+from statehouse._affinity import KeepOff, daemon_cpu
 from statehouse._proto import statehouse_pb2 as pb
 
 METHOD = "/statehouse.v1.StatehouseService/Session"
@@ -184,7 +186,8 @@ class Lanes:
                 async def open_channel() -> tuple[grpc.aio.Channel, AsyncLanes]:
                     # Made on the loop: a grpc.aio channel belongs to the loop it is made on.
                     channel = grpc.aio.insecure_channel(self._target, options=self._options)
-                    return channel, AsyncLanes(channel, self._max)
+                    # The loop's thread keeps off the CPU of a daemon on this machine.
+                    return channel, AsyncLanes(channel, self._max, on_daemon_cpu=_IO_KEEP_OFF.avoid)
 
                 self._channel, self._lanes = asyncio.run_coroutine_threadsafe(open_channel(), loop).result()
                 self._loop = loop
@@ -238,6 +241,8 @@ class _Handoff:
 
 _IO_LOCK = threading.Lock()
 _IO_LOOP: asyncio.AbstractEventLoop | None = None
+# The CPUs of the I/O loop's thread (changed on that thread only).
+_IO_KEEP_OFF = KeepOff()
 # How long closing a client waits for its streams and channel to close on the loop.
 CLOSE_SECONDS = 5.0
 
@@ -274,14 +279,16 @@ class _NotSent(Exception):
 
 
 class _AsyncLane:
-    """One Session stream of an asyncio client; one call at a time."""
+    """One Session stream of an asyncio client; one call at a time. `on_daemon_cpu` is
+    given the CPU the daemon names in the stream's metadata, if it runs on this machine."""
 
-    __slots__ = ("_call", "_ids", "idle_since")
+    __slots__ = ("_call", "_ids", "_on_daemon_cpu", "idle_since")
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel, on_daemon_cpu: Callable[[int], None] | None) -> None:
         call = channel.stream_stream(METHOD, response_deserializer=pb.SessionResponse.FromString)
         self._call = call()
         self._ids = itertools.count(1)
+        self._on_daemon_cpu = on_daemon_cpu
         self.idle_since = time.monotonic()
 
     async def call(self, method: str, request: Any, timeout: float) -> pb.SessionResponse:
@@ -295,6 +302,11 @@ class _AsyncLane:
         answer = await self._call.read()
         if answer is grpc.aio.EOF:
             raise CallError(grpc.StatusCode.UNAVAILABLE, "the daemon ended the session")
+        if self._on_daemon_cpu is not None:  # the stream's first answer: its metadata came before
+            note, self._on_daemon_cpu = self._on_daemon_cpu, None
+            cpu = daemon_cpu(await self._call.initial_metadata())
+            if cpu is not None:
+                note(cpu)
         return _checked(answer, call_id)
 
     def ended(self) -> bool:
@@ -320,9 +332,15 @@ class AsyncLanes:
     way. Lanes idle for `IDLE_SECONDS` are closed.
     """
 
-    def __init__(self, channel: grpc.aio.Channel, max_lanes: int = MAX_LANES) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        max_lanes: int = MAX_LANES,
+        on_daemon_cpu: Callable[[int], None] | None = None,
+    ) -> None:
         self._channel = channel
         self._max = max_lanes
+        self._on_daemon_cpu = on_daemon_cpu
         self._idle: list[_AsyncLane] = []
         self._open: set[_AsyncLane] = set()
         self._refused_until = 0.0
@@ -415,7 +433,7 @@ class AsyncLanes:
             self._drop(lane)  # ended while idle (the daemon restarted): take another
         if self._closed or len(self._open) >= self._max or time.monotonic() < self._refused_until:
             return None
-        lane = _AsyncLane(self._channel)
+        lane = _AsyncLane(self._channel, self._on_daemon_cpu)
         self._open.add(lane)
         return lane
 

@@ -307,7 +307,10 @@ class StatehouseServiceServicer:
         """Extension: a long-lived stream on which a client sends unary calls as
         messages, each answered by one message with the same id, in order. Each
         call means exactly what the same request sent as its own RPC means; a
-        message costs the daemon about half what a call of its own does.
+        message costs the daemon about half what a call of its own does. A
+        daemon that keeps its Python threads on one CPU (--pin-cpu) names it in
+        the stream's initial metadata, "statehouse-cpu: <boot id> <cpu>", for
+        clients on the same machine to keep their own I/O thread off it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,4 +1,5 @@
-"""`--pin-cpu`: the daemon's Python threads keep to one CPU, RocksDB's keep them all."""
+"""`--pin-cpu`: the daemon's Python threads keep to one CPU, RocksDB's keep them all; the
+daemon names that CPU on Session streams, and a sync client keeps its I/O thread off it."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import sys
 import threading
 from pathlib import Path
 
+import grpc
 import pytest
 
 from rpc import affinity
 from rpc.server import Daemon, DaemonConfig
 from statehouse import Statehouse
+from statehouse._affinity import KEY, KeepOff, boot_id, daemon_cpu
+from statehouse._proto import statehouse_pb2 as pb
 from statehouse.testing import DaemonProcess
 
 USABLE = os.sched_getaffinity(0)
@@ -125,3 +129,122 @@ def test_a_cpu_it_cannot_use_is_a_usage_error_before_anything_opens(
         assert result.returncode == 2, result.stderr
         assert message in result.stderr
         assert not data_dir.exists()
+
+
+# The client's side: a daemon names its CPU on Session streams, and a `Statehouse`
+# client on the same machine keeps its I/O thread off it (statehouse._affinity).
+
+
+def session_cpu_metadata(addr: str) -> list[str]:
+    """The `statehouse-cpu` values of a Session stream's initial metadata, after one call on it."""
+    request = pb.SessionRequest(id=1, method="Health", request=pb.HealthRequest().SerializeToString())
+    with grpc.insecure_channel(addr) as channel:
+        session = channel.stream_stream(
+            "/statehouse.v1.StatehouseService/Session",
+            request_serializer=pb.SessionRequest.SerializeToString,
+            response_deserializer=pb.SessionResponse.FromString,
+        )
+        call = session(iter([request]))
+        answers = list(call)
+        assert [answer.id for answer in answers] == [1] and answers[0].code == 0
+        return [value for key, value in call.initial_metadata() if key == KEY]
+
+
+def test_a_pinned_daemon_names_its_cpu_on_its_session_streams_and_an_unpinned_one_does_not(
+    tmp_path: Path,
+) -> None:
+    cpu = min(USABLE)
+    with DaemonProcess(tmp_path / "pinned", "--pin-cpu", str(cpu)) as daemon:
+        named = session_cpu_metadata(daemon.addr)
+    assert named == [f"{boot_id()} {cpu}"]
+    with DaemonProcess(tmp_path / "off", "--pin-cpu", "off") as daemon:
+        assert session_cpu_metadata(daemon.addr) == []
+
+
+CLIENT = """
+import asyncio, os, sys, threading
+from statehouse import AsyncStatehouse, Statehouse
+
+if sys.argv[2] == "sync":
+    with Statehouse(sys.argv[1], timeout=30) as client:
+        with client.begin_transaction() as tx:
+            tx.write("a", "k", 1)
+        (io,) = [thread for thread in threading.enumerate() if thread.name == "statehouse-io"]
+        print(sorted(os.sched_getaffinity(io.native_id)), sorted(os.sched_getaffinity(0)))
+else:
+    async def main() -> None:
+        async with AsyncStatehouse(sys.argv[1], timeout=30) as client:
+            async with client.begin_transaction() as tx:
+                tx.write("a", "k", 2)
+            print(sorted(os.sched_getaffinity(0)))
+
+    asyncio.run(main())
+"""
+
+
+def client_cpus(addr: str, kind: str) -> str:
+    """What CLIENT prints: the CPUs of its threads after a commit (a process of its own, so
+    that its I/O thread starts there)."""
+    result = subprocess.run(
+        [sys.executable, "-c", CLIENT, addr, kind], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_a_sync_clients_io_thread_keeps_off_a_local_daemons_cpu_and_nothing_else_moves(
+    tmp_path: Path,
+) -> None:
+    cpu = min(USABLE)
+    rest = sorted(USABLE - {cpu}) or sorted(USABLE)  # one CPU: nowhere else to go
+    with DaemonProcess(tmp_path / "data", "--pin-cpu", str(cpu)) as daemon:
+        assert client_cpus(daemon.addr, "sync") == f"{rest} {sorted(USABLE)}"
+        # An AsyncStatehouse's calls run on the application's loop: its thread stays put.
+        assert client_cpus(daemon.addr, "async") == f"{sorted(USABLE)}"
+    with DaemonProcess(tmp_path / "off", "--pin-cpu", "off") as daemon:
+        assert client_cpus(daemon.addr, "sync") == f"{sorted(USABLE)} {sorted(USABLE)}"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "cpu"),
+    [
+        ([(KEY, f"{boot_id()} 3")], 3),
+        ([("other", "x"), (KEY, f"{boot_id()} 0".encode())], 0),
+        ([(KEY, "another-machine 3")], None),  # a CPU number of another kernel means nothing here
+        ([(KEY, f"{boot_id()} three")], None),
+        ([(KEY, f"{boot_id()}")], None),
+        ([("other", "x")], None),
+        (None, None),
+    ],
+)
+def test_a_daemons_cpu_is_taken_only_from_a_daemon_under_this_kernel(
+    metadata: list[tuple[str, str | bytes]] | None, cpu: int | None
+) -> None:
+    assert daemon_cpu(metadata) == cpu
+
+
+def test_keeping_a_thread_off_cpus_never_leaves_it_none() -> None:
+    seen: list[set[int]] = []
+
+    def run() -> None:
+        keep = KeepOff()
+        first, last = min(USABLE), max(USABLE)
+        keep.avoid(first)
+        seen.append(os.sched_getaffinity(0))
+        keep.avoid(first)  # named again: nothing changes
+        seen.append(os.sched_getaffinity(0))
+        keep.avoid(last)  # on a 2-CPU machine nothing would be left: it stays
+        seen.append(os.sched_getaffinity(0))
+        seen.append(keep.avoided)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    first, last = min(USABLE), max(USABLE)
+    if len(USABLE) == 1:
+        assert seen == [USABLE, USABLE, USABLE, set()]
+    else:
+        after_last = USABLE - {first, last} or USABLE - {first}
+        assert seen[:3] == [USABLE - {first}, USABLE - {first}, after_last]
+        assert seen[3] == ({first, last} if len(USABLE) > 2 else {first})
+    assert os.sched_getaffinity(0) == USABLE  # the test's own thread was never moved
