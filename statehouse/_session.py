@@ -304,7 +304,10 @@ class _AsyncLane:
             raise CallError(grpc.StatusCode.UNAVAILABLE, "the daemon ended the session")
         if self._on_daemon_cpu is not None:  # the stream's first answer: its metadata came before
             note, self._on_daemon_cpu = self._on_daemon_cpu, None
-            cpu = daemon_cpu(await self._call.initial_metadata())
+            try:
+                cpu = daemon_cpu(await self._call.initial_metadata())
+            except grpc.RpcError:  # only a hint: the call has its answer
+                cpu = None
             if cpu is not None:
                 note(cpu)
         return _checked(answer, call_id)
