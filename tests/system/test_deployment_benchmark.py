@@ -1,5 +1,6 @@
 """`python -m benchmarks.deployment` runs (tiny counts) and prints its rows; without etcd on PATH
-it says so and leaves etcd's rows out. `python -m benchmarks.paired` runs and compares two daemons."""
+it says so and leaves etcd's rows out. `python -m benchmarks.paired` runs and compares two daemons,
+and with --clients two SDKs."""
 
 from __future__ import annotations
 
@@ -57,11 +58,10 @@ def test_the_deployment_benchmark_runs_and_reports() -> None:
         assert ("sequential p50 <= 1.3x etcd's (commits in turn):" in out) == with_etcd, out
 
 
-def test_the_paired_benchmark_compares_two_daemons() -> None:
-    assert ".venv/bin/python -m benchmarks.paired " in (ROOT / "README.md").read_text(encoding="utf-8")
+def paired(*options: str) -> None:
+    """Run `benchmarks.paired` with tiny counts and `options`; check its two B/A lines and median."""
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.paired", "--steps", "30", "--reps", "2",
-         "--b-env", "STATEHOUSE_SYNC_METHOD=sync_write"],
+        [sys.executable, "-m", "benchmarks.paired", "--steps", "30", "--reps", "2", *options],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -71,3 +71,14 @@ def test_the_paired_benchmark_compares_two_daemons() -> None:
         a, b, ratio = (float(word) for word in line.split() if word[0].isdigit())
         assert a > 0 and b > 0 and abs(ratio - b / a) < 0.005, line
     assert lines[2].startswith("B/A median of 2: "), result.stdout
+
+
+def test_the_paired_benchmark_compares_two_daemons() -> None:
+    assert ".venv/bin/python -m benchmarks.paired " in (ROOT / "README.md").read_text(encoding="utf-8")
+    paired("--b-env", "STATEHOUSE_SYNC_METHOD=sync_write")
+
+
+def test_the_paired_benchmark_compares_two_clients_in_agent_processes_of_their_own() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert ".venv/bin/python -m benchmarks.paired --clients" in readme
+    paired("--clients", "--b-env", "GRPC_EXPERIMENTS=-event_engine_client")
