@@ -204,26 +204,34 @@ def sequential(system: str, addr: str, steps: int, sessions: bool = True) -> dic
     return {"p50 ms": percentile(took, 50) * 1000, "p99 ms": percentile(took, 99) * 1000}
 
 
+def steps_in_turn(agents: dict[str, Any], warm: int, steps: int) -> dict[str, list[float]]:
+    """`warm` steps of each agent, then `steps` more of each in turn, the order changing every
+    step (for two: A B B A A B ...), so that all of them see the machine alike; the seconds
+    each timed step took, per agent."""
+    for n in range(warm):
+        for agent in agents.values():
+            agent.step(n)
+    took: dict[str, list[float]] = {name: [] for name in agents}
+    order = list(agents)
+    for n in range(warm, warm + steps):
+        for name in order:
+            started = time.perf_counter()
+            agents[name].step(n)
+            took[name].append(time.perf_counter() - started)
+        order = order[1:] + order[:1] if n % 2 else order[::-1]
+    return took
+
+
 def sequential_in_turn(etcd: str, steps: int, warm: int) -> dict[str, dict[str, float]]:
     """One agent's sequential commits to a fresh statehoused and a fresh etcd in turn
     (S E E S S E ...), after `warm` to each: p50 and p99 of each system's commits."""
-    took: dict[str, list[float]] = {"statehouse": [], "etcd": []}
     with tempfile.TemporaryDirectory(prefix="deploy-in-turn-") as root:
         with statehouse_server(Path(root)) as (ours, _), etcd_server(Path(root), etcd) as (theirs, _):
             agents = {
                 "statehouse": Agent("statehouse", ours, "in-turn"),
                 "etcd": Agent("etcd", theirs, "in-turn"),
             }
-            for n in range(warm):
-                for agent in agents.values():
-                    agent.step(n)
-            order = list(agents)
-            for n in range(warm, warm + steps):
-                for system in order:
-                    started = time.perf_counter()
-                    agents[system].step(n)
-                    took[system].append(time.perf_counter() - started)
-                order.reverse()
+            took = steps_in_turn(agents, warm, steps)
             for agent in agents.values():
                 agent.close()
     figures = {}

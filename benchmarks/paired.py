@@ -32,43 +32,44 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from benchmarks.deployment import Agent
+from benchmarks.deployment import Agent, steps_in_turn
 from statehouse.testing import DaemonProcess
 
 WARM_STEPS = 300
 
 
-def _env(pairs: list[str], tree: Path) -> dict[str, str]:
-    env = {"PYTHONPATH": str(tree), "STATEHOUSE_PIN_CPU": "0"}
+def _env(pairs: list[str]) -> dict[str, str]:
+    env = {"STATEHOUSE_PIN_CPU": "0"}
     for pair in pairs:
         key, _, value = pair.partition("=")
         env[key] = value
     return env
 
 
+def start_daemons(
+    trees: dict[str, Path], envs: dict[str, list[str]], scratch: Path
+) -> dict[str, DaemonProcess]:
+    """Daemons "A" and "B", each run from its own source tree, with data directories in `scratch`."""
+    daemons: dict[str, DaemonProcess] = {}
+    try:
+        for name in "AB":
+            daemons[name] = DaemonProcess(scratch / name, env=_env(envs[name]), tree=trees[name]).start()
+    except BaseException:
+        for daemon in daemons.values():
+            daemon.stop()
+        raise
+    return daemons
+
+
 def paired(trees: dict[str, Path], envs: dict[str, list[str]], steps: int) -> dict[str, list[float]]:
     """Seconds per commit of each daemon ("A", "B"), commits alternating between them."""
     with tempfile.TemporaryDirectory() as scratch:
-        daemons = {
-            name: DaemonProcess(Path(scratch) / name, env=_env(envs[name], trees[name])).start()
-            for name in "AB"
-        }
+        daemons = start_daemons(trees, envs, Path(scratch))
         try:
             agents = {name: Agent("statehouse", daemons[name].addr, "paired") for name in "AB"}
-            for n in range(WARM_STEPS):
-                for agent in agents.values():
-                    agent.step(n)
-            took: dict[str, list[float]] = {"A": [], "B": []}
-            order = "AB"
-            for n in range(WARM_STEPS, WARM_STEPS + steps):
-                for name in order:
-                    started = time.perf_counter()
-                    agents[name].step(n)
-                    took[name].append(time.perf_counter() - started)
-                order = order[::-1]
+            took = steps_in_turn(agents, WARM_STEPS, steps)
             for agent in agents.values():
                 agent.close()
             return took
@@ -81,7 +82,7 @@ def paired(trees: dict[str, Path], envs: dict[str, list[str]], steps: int) -> di
 # each; at "q", the steps' seconds as JSON on stderr. Imports only what older trees have too.
 AGENT = """
 import json, os, sys, time
-from benchmarks.deployment import Agent
+from benchmarks.deployment import Agent, steps_in_turn
 
 agent = Agent("statehouse", sys.argv[1], sys.argv[2])
 took, n = [], 0
@@ -105,7 +106,7 @@ def paired_clients(trees: dict[str, Path], envs: dict[str, list[str]], steps: in
         agents: dict[str, subprocess.Popen[bytes]] = {}
         try:
             for name in "AB":
-                env = {**os.environ, **_env(envs[name], trees[name])}
+                env = {**os.environ, **_env(envs[name]), "PYTHONPATH": str(trees[name])}
                 env.pop("STATEHOUSE_PIN_CPU")  # the agents' own CPUs are the OS's to choose
                 agents[name] = subprocess.Popen(
                     [sys.executable, "-c", AGENT, daemon.addr, f"paired-{name}"],

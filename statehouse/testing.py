@@ -25,14 +25,27 @@ _STARTUP_SECONDS = 30.0
 
 
 class DaemonProcess:
-    """A statehoused process on 127.0.0.1:<free port> over `data_dir`."""
+    """A statehoused process on 127.0.0.1:<free port> over `data_dir`.
+
+    `env` is added to this process's environment. `tree` runs the daemon of
+    another source checkout: it becomes the daemon's working directory and
+    the head of its PYTHONPATH (`python -m rpc` looks in the working
+    directory before PYTHONPATH, so a PYTHONPATH alone would still run the
+    checkout the caller was started in). Default: the code this process
+    would import.
+    """
 
     def __init__(
-        self, data_dir: str | os.PathLike[str], *extra_args: str, env: dict[str, str] | None = None
+        self,
+        data_dir: str | os.PathLike[str],
+        *extra_args: str,
+        env: dict[str, str] | None = None,
+        tree: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).absolute()
         self.extra_args = extra_args
         self.env = env
+        self.tree = None if tree is None else Path(tree).absolute()
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.http_port = 0  # 0 when started with --http-addr off
@@ -64,7 +77,11 @@ class DaemonProcess:
             *self.extra_args,
         ]  # fmt: skip
         env = {**os.environ, **(self.env or {})}
-        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
+        if self.tree is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(self.tree), env.get("PYTHONPATH"))))
+        self.process = subprocess.Popen(
+            command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, cwd=self.tree
+        )
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
         if not self._listening.wait(_STARTUP_SECONDS) or self.port == 0:

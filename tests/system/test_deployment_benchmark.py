@@ -1,6 +1,6 @@
 """`python -m benchmarks.deployment` runs (tiny counts) and prints its rows; without etcd on PATH
 it says so and leaves etcd's rows out. `python -m benchmarks.paired` runs and compares two daemons,
-and with --clients two SDKs."""
+and with --clients two SDKs. `python -m benchmarks.floor` runs its floor server beside ours."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from benchmarks.paired import start_daemons
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,6 +77,37 @@ def paired(*options: str) -> None:
     assert lines[2].startswith("B/A median of 2: "), result.stdout
 
 
+# A source tree whose "daemon" only says it is listening, on a port no real one reports.
+FAKE_MAIN = """
+import os, signal, sys, time
+sys.stderr.write('{"event": "server.listening", "port": 4242, "cwd": "%s"}\\n' % os.getcwd())
+sys.stderr.flush()
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+while True:
+    time.sleep(1)
+"""
+
+
+def test_the_paired_benchmark_runs_each_daemon_from_its_own_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `python -m rpc` imports from its working directory first: with the tree only on
+    # PYTHONPATH, both daemons ran the checkout the benchmark was started in.
+    fake = tmp_path / "fake"
+    (fake / "rpc").mkdir(parents=True)
+    (fake / "rpc" / "__init__.py").write_text("")
+    (fake / "rpc" / "__main__.py").write_text(FAKE_MAIN)
+    monkeypatch.chdir(ROOT)  # where the benchmark runs from, with a real rpc package of its own
+    daemons = start_daemons({"A": fake, "B": ROOT}, {"A": [], "B": []}, tmp_path)
+    try:
+        assert daemons["A"].port == 4242
+        assert daemons["A"].log_lines[0]["cwd"] == str(fake)
+        assert daemons["B"].port not in (0, 4242)  # the real daemon, on a port of its own
+    finally:
+        for daemon in daemons.values():
+            daemon.stop()
+
+
 def test_the_paired_benchmark_compares_two_daemons() -> None:
     assert ".venv/bin/python -m benchmarks.paired " in (ROOT / "README.md").read_text(encoding="utf-8")
     paired("--b-env", "STATEHOUSE_SYNC_METHOD=sync_write")
@@ -82,3 +117,28 @@ def test_the_paired_benchmark_compares_two_clients_in_agent_processes_of_their_o
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert ".venv/bin/python -m benchmarks.paired --clients" in readme
     paired("--clients", "--b-env", "GRPC_EXPERIMENTS=-event_engine_client")
+
+
+def test_the_floor_benchmark_runs_the_floor_server_beside_ours() -> None:
+    performance = (ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
+    assert ".venv/bin/python -m benchmarks.floor" in performance
+    no_etcd = os.pathsep.join(
+        d for d in os.environ["PATH"].split(os.pathsep) if not (Path(d) / "etcd").exists()
+    )
+    for path in ([os.environ["PATH"]] if shutil.which("etcd") else []) + [no_etcd]:
+        result = subprocess.run(
+            [sys.executable, "-m", "benchmarks.floor", "--steps", "20", "--reps", "1", "--warm", "5"],
+            cwd=ROOT, env={**os.environ, "PATH": path}, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+        rows = {line.split("|")[1].strip(): line for line in table}
+        with_etcd = path != no_etcd
+        expected = {"system", "sdk", "bare", "floor"} | ({"etcd"} if with_etcd else set())
+        assert set(rows) == expected, result.stdout
+        for name in ("sdk", "bare", "floor"):
+            p50, p99, ratio, cpu = (cell.strip() for cell in rows[name].split("|")[2:6])
+            assert 0 < float(p50) <= float(p99), rows[name]
+            assert float(cpu) > 0, rows[name]  # the server's threads ran for its commits
+            assert ratio.endswith("x") if with_etcd else ratio == "-", rows[name]
+        assert ("peer: etcd not found on PATH" in result.stdout) != with_etcd, result.stdout
