@@ -79,6 +79,18 @@ class Combiner(Generic[Q, A]):
 
     def call(self, request: Q) -> A:
         """Send `request` (anything with a ByteSize() method), alone or with others; returns its answer."""
+        with self._lock:
+            alone = not self._queue and self._senders < self._max_in_flight
+            if alone:
+                self._senders += 1
+        if alone:
+            # Nothing queued and a place free: send it alone, with no slot, as a sequential
+            # caller always does. Whoever queues meanwhile waits for this place or another.
+            try:
+                return self._send_one(request)
+            finally:
+                with self._lock:
+                    self._hand_on()
         slot = _Slot(request)
         with self._lock:
             self._queue.append(slot)

@@ -282,3 +282,51 @@ def test_combiner_caller_interrupted_while_waiting_withdraws_and_frees_nothing_i
     assert "interrupted" not in sent
     assert combiner._senders == 0 and not combiner._queue
     assert [combiner.call(_Numbered(n)) for n in range(3)] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "ending", [UnavailableError("the daemon went away", "UNAVAILABLE"), KeyboardInterrupt()], ids=repr
+)
+def test_combiner_lone_sender_that_fails_or_is_interrupted_hands_its_place_on(ending: BaseException) -> None:
+    # A call that found the wire free goes out alone, outside the queue. Whatever ends
+    # it (an error, Ctrl-C in its thread), a caller that queued meanwhile gets the place.
+    entered, release = threading.Event(), threading.Event()
+    sent: list[object] = []
+
+    def send_one(request: _Numbered) -> object:
+        sent.append(request.value)
+        if request.value == "lone":
+            entered.set()
+            release.wait(W)
+            raise ending
+        return request.value
+
+    def send_many(requests: Sequence[_Numbered]) -> list[object]:
+        sent.extend(r.value for r in requests)
+        return [r.value for r in requests]
+
+    combiner: Combiner[Any, Any] = Combiner(send_one, send_many, max_in_flight=1)
+    watch = QueueWatch()
+    combiner._queue = watch
+    raised: list[BaseException] = []
+    outcomes: dict[int, object] = {}
+
+    def lone() -> None:
+        try:
+            combiner.call(_Numbered("lone"))
+        except BaseException as exc:
+            raised.append(exc)
+
+    lone_thread = threading.Thread(target=lone)
+    lone_thread.start()
+    assert entered.wait(W)  # the only place is taken
+    queued = threading.Thread(target=lambda: outcomes.update({7: combiner.call(_Numbered(7))}))
+    queued.start()
+    watch.wait_for_length(1)  # waiting for the place
+    release.set()
+    lone_thread.join(W)
+    queued.join(W)
+    assert raised == [ending]
+    assert outcomes == {7: 7}  # sent once the lone sender gave its place up
+    assert sent == ["lone", 7]
+    assert combiner._senders == 0 and not combiner._queue
