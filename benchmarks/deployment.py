@@ -200,8 +200,14 @@ def sequential(system: str, addr: str, steps: int, sessions: bool = True) -> dic
         agent.step(n)
         took.append(time.perf_counter() - started)
     agent.close()
-    took.sort()
-    return {"p50 ms": percentile(took, 50) * 1000, "p99 ms": percentile(took, 99) * 1000}
+    p50, p99 = p50_p99_ms(took)
+    return {"p50 ms": p50, "p99 ms": p99}
+
+
+def p50_p99_ms(seconds: list[float]) -> tuple[float, float]:
+    """The p50 and p99 of `seconds`, in milliseconds."""
+    ordered = sorted(seconds)
+    return percentile(ordered, 50) * 1000, percentile(ordered, 99) * 1000
 
 
 def steps_in_turn(agents: dict[str, Any], warm: int, steps: int) -> dict[str, list[float]]:
@@ -236,11 +242,8 @@ def sequential_in_turn(etcd: str, steps: int, warm: int) -> dict[str, dict[str, 
                 agent.close()
     figures = {}
     for system, times in took.items():
-        times.sort()
-        figures[system] = {
-            f"{IN_TURN} p50 ms": percentile(times, 50) * 1000,
-            f"{IN_TURN} p99 ms": percentile(times, 99) * 1000,
-        }
+        p50, p99 = p50_p99_ms(times)
+        figures[system] = {f"{IN_TURN} p50 ms": p50, f"{IN_TURN} p99 ms": p99}
     return figures
 
 

@@ -46,8 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.agents import step_values
-from benchmarks.common import percentile
-from benchmarks.deployment import Agent, etcd_server, steps_in_turn
+from benchmarks.deployment import Agent, etcd_server, p50_p99_ms, steps_in_turn
 from benchmarks.etcd.server import find_etcd, free_port
 from statehouse import _codec
 from statehouse._proto import statehouse_pb2 as pb
@@ -218,12 +217,8 @@ def in_turn(steps: int, warm: int, etcd: str | None, cpu: int) -> dict[str, dict
             agent.close()
     figures = {}
     for name, times in took.items():
-        times.sort()
-        figures[name] = {
-            "p50": percentile(times, 50) * 1000,
-            "p99": percentile(times, 99) * 1000,
-            "cpu": cpu_used[name],
-        }
+        p50, p99 = p50_p99_ms(times)
+        figures[name] = {"p50": p50, "p99": p99, "cpu": cpu_used[name]}
     return figures
 
 
