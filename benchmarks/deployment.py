@@ -32,9 +32,12 @@ PATH, a fresh single-node etcd beside it, driven the same way):
 
 Each row is run `--runs` times (3 by default), the runs of the systems
 interleaved; the table gives medians and ours/etcd ratios from the same
-invocation, and the targets of issue 16. The SDK sends its calls on
-session streams; `--plain-calls` measures it with every call an RPC of its
-own (`Statehouse(sessions=False)`), as before sessions.
+invocation, and the targets of issue 16. The SDK sends its calls on the
+daemon's local socket, which the daemon names on its first session stream
+(statehouse._local); `--no-local` runs statehoused without one, so the SDK
+sends them on session streams over gRPC; `--plain-calls` measures it with
+every call an RPC of its own (`Statehouse(sessions=False)`), as before
+sessions. The row in turn also has etcd reached over its own Unix socket.
 """
 
 from __future__ import annotations
@@ -77,8 +80,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def statehouse_server(root: Path) -> Iterator[tuple[str, int]]:
-    daemon = DaemonProcess(root / "data").start()
+def statehouse_server(root: Path, local: bool = True) -> Iterator[tuple[str, int]]:
+    """A statehoused on `root`; `local` False: with no local socket (gRPC only)."""
+    env = None if local else {"STATEHOUSE_LOCAL_SOCKET": "off"}
+    daemon = DaemonProcess(root / "data", env=env).start()
     try:
         assert daemon.process is not None
         yield daemon.addr, daemon.process.pid
@@ -87,11 +92,12 @@ def statehouse_server(root: Path) -> Iterator[tuple[str, int]]:
 
 
 @contextmanager
-def etcd_server(root: Path, binary: str) -> Iterator[tuple[str, int]]:
+def etcd_server(root: Path, binary: str, unix: bool = False) -> Iterator[tuple[str, int]]:
+    """An etcd on `root`: its TCP address (`unix`: its Unix socket's) and pid."""
     etcd = EtcdProcess(root / "etcd", binary).start()
     try:
         assert etcd.process is not None
-        yield etcd.addr, etcd.process.pid
+        yield etcd.unix_addr if unix else etcd.addr, etcd.process.pid
     finally:
         etcd.stop()
 
@@ -99,10 +105,10 @@ def etcd_server(root: Path, binary: str) -> Iterator[tuple[str, int]]:
 class Agent:
     """One agent committing W1 steps over a connection of its own."""
 
-    def __init__(self, system: str, addr: str, name: str, sessions: bool = True) -> None:
+    def __init__(self, system: str, addr: str, name: str, sessions: bool = True, local: bool = True) -> None:
         self.system, self.name = system, name
         if system == "statehouse":
-            self.client = Statehouse(addr, timeout=120, sessions=sessions)
+            self.client = Statehouse(addr, timeout=120, sessions=sessions, local=local)
         else:
             self.channel = grpc.insecure_channel(addr)
             self.stub = etcd_grpc.KVStub(self.channel)
@@ -228,26 +234,38 @@ def steps_in_turn(agents: dict[str, Any], warm: int, steps: int) -> dict[str, li
     return took
 
 
-def sequential_in_turn(etcd: str, steps: int, warm: int) -> dict[str, dict[str, float]]:
+def sequential_in_turn(etcd: str, steps: int, warm: int, local: bool = True) -> dict[str, dict[str, float]]:
     """One agent's sequential commits to a fresh statehoused and a fresh etcd in turn
-    (S E E S S E ...), after `warm` to each: p50 and p99 of each system's commits."""
+    (S E E S S E ...), after `warm` to each: p50 and p99 of each system's commits. etcd is
+    reached by two agents, one over loopback TCP and one over its Unix socket (UNIX_ROW),
+    as our SDK reaches a daemon on its machine over its local socket (unless `local` is
+    False)."""
     with tempfile.TemporaryDirectory(prefix="deploy-in-turn-") as root:
-        with statehouse_server(Path(root)) as (ours, _), etcd_server(Path(root), etcd) as (theirs, _):
+        with (
+            statehouse_server(Path(root), local) as (ours, _),
+            EtcdProcess(Path(root) / "etcd", etcd) as peer,
+        ):
             agents = {
                 "statehouse": Agent("statehouse", ours, "in-turn"),
-                "etcd": Agent("etcd", theirs, "in-turn"),
+                "etcd": Agent("etcd", peer.addr, "in-turn"),
+                "etcd-unix": Agent("etcd", peer.unix_addr, "in-turn-unix"),
             }
             took = steps_in_turn(agents, warm, steps)
             for agent in agents.values():
                 agent.close()
-    figures = {}
+    figures: dict[str, dict[str, float]] = {}
     for system, times in took.items():
         p50, p99 = p50_p99_ms(times)
         figures[system] = {f"{IN_TURN} p50 ms": p50, f"{IN_TURN} p99 ms": p99}
+    # etcd on its Unix socket is a column of its own only in this row: ours is the same p50.
+    unix = figures.pop("etcd-unix")
+    figures["statehouse"][UNIX_ROW] = figures["statehouse"][f"{IN_TURN} p50 ms"]
+    figures["etcd"][UNIX_ROW] = unix[f"{IN_TURN} p50 ms"]
     return figures
 
 
 IN_TURN = "1 agent, sequential commit in turn with the peer:"
+UNIX_ROW = "1 agent, sequential commit in turn, etcd on its Unix socket: p50 ms"
 
 
 def threads_one_client(addr: str, agents: int, steps: int) -> float:
@@ -370,6 +388,11 @@ def main(argv: list[str] | None = None) -> int:
         "--held", type=int, default=2000, help="namespaces holding a transaction (default 2000)"
     )
     parser.add_argument("--namespaces-only", action="store_true", help="only the many-namespaces row")
+    parser.add_argument(
+        "--no-local",
+        action="store_true",
+        help="statehoused without its local socket (--local-socket off): the SDK over gRPC only",
+    )
     args = parser.parse_args(argv)
     sizes = (
         {"steps": 5, "sequential": 20, "warm": 5, "one_process": 5, "held": 50, "touched": 20}
@@ -385,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.namespaces_only:
         return namespaces_only(sizes["held"], sizes["touched"], args.runs)
-    systems: dict[str, Callable[[Path], Any]] = {"statehouse": statehouse_server}
+    local = not args.no_local
+    systems: dict[str, Callable[[Path], Any]] = {"statehouse": lambda root: statehouse_server(root, local)}
     etcd = shutil.which("etcd")
     if etcd:
         systems["etcd"] = lambda root: etcd_server(root, etcd)
@@ -398,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
             runs[name].append(figures)
             print(f"{name} run {run + 1}: " + ", ".join(f"{k} {v:,.1f}" for k, v in figures.items()))
         if etcd and not args.plain_calls:
-            for name, figures in sequential_in_turn(etcd, sizes["sequential"], sizes["warm"]).items():
+            in_turn = sequential_in_turn(etcd, sizes["sequential"], sizes["warm"], local)
+            for name, figures in in_turn.items():
                 runs[name][-1].update(figures)
                 print(
                     f"{name} run {run + 1}, in turn: "
@@ -444,6 +469,9 @@ def report(runs: dict[str, list[dict[str, float]]]) -> None:
         p50 = f"{IN_TURN} p50 ms" if f"{IN_TURN} p50 ms" in ours else "1 agent, sequential commit p50 ms"
         said = " (commits in turn)" if p50.startswith(IN_TURN) else ""
         print(f"  sequential p50 <= 1.3x etcd's{said}: {ours[p50] / etcd[p50]:.2f}x")
+        if UNIX_ROW in ours:
+            ratio = ours[UNIX_ROW] / etcd[UNIX_ROW]
+            print(f"    (against etcd on its Unix socket, the same commits in turn: {ratio:.2f}x)")
     one, aio = (
         ours["32 agents, threads on one Statehouse: commits/s"],
         ours["32 agents, asyncio tasks on one AsyncStatehouse: commits/s"],

@@ -14,18 +14,23 @@ runs as `python -m benchmarks.floor --serve PORT DATA_DIR CPU`.
 One agent in this process commits W1 steps (3 writes of ~1 KB) to each in
 turn (the order changes every step), after `--warm` steps to each:
 
-- `sdk`: statehoused through our SDK (`Statehouse`, as an agent does);
+- `sdk`: statehoused through our SDK (`Statehouse`, as an agent does), which
+  sends its calls on the daemon's local socket (statehouse._local);
+- `sdk-grpc`: the same over gRPC only (`Statehouse(local=False)`): its
+  calls as messages of a Session stream;
 - `bare`: statehoused through a bare Session stream: a hand-built
   `CommitRequest` on grpc's synchronous stream, no SDK;
 - `floor`: the floor through the same bare stream;
-- `etcd`: etcd's `Txn` through a raw stub, when `etcd` is on PATH.
+- `etcd`: etcd's `Txn` through a raw stub, when `etcd` is on PATH;
+- `etcd-unix`: the same over etcd's Unix socket.
 
 For each: p50 and p99 per repetition and the ratio to etcd's p50; then,
 after the steps in turn, `--steps` more to each system alone, over which
 the server's CPU per commit is read (the run time of its threads from
 `/proc/<pid>/task/*/schedstat`, in nanoseconds). sdk/bare
 is what the SDK costs; bare/floor what the daemon does beyond the floor;
-floor/etcd what the parts themselves cost against etcd.
+floor/etcd what the parts themselves cost against etcd; sdk/sdk-grpc what
+the local socket saves.
 """
 
 from __future__ import annotations
@@ -46,14 +51,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.agents import step_values
-from benchmarks.deployment import Agent, etcd_server, p50_p99_ms, steps_in_turn
-from benchmarks.etcd.server import find_etcd, free_port
+from benchmarks.deployment import Agent, p50_p99_ms, steps_in_turn
+from benchmarks.etcd.server import EtcdProcess, find_etcd, free_port
 from statehouse import _codec
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse.testing import DaemonProcess
 
 SESSION = "/statehouse.v1.StatehouseService/Session"
-SYSTEMS = ("sdk", "bare", "floor", "etcd")
+SYSTEMS = ("sdk", "sdk-grpc", "bare", "floor", "etcd", "etcd-unix")
 
 
 # -- the floor server --------------------------------------------------------------------
@@ -199,13 +204,18 @@ def in_turn(steps: int, warm: int, etcd: str | None, cpu: int) -> dict[str, dict
         floor_addr, floor_pid = stack.enter_context(floor_server(root, cpu))
         agents: dict[str, Any] = {
             "sdk": Agent("statehouse", daemon.addr, "sdk"),
+            "sdk-grpc": Agent("statehouse", daemon.addr, "sdk-grpc", local=False),
             "bare": BareSession(daemon.addr, "bare"),
             "floor": BareSession(floor_addr, "floor"),
         }
-        pids = {"sdk": daemon.process.pid, "bare": daemon.process.pid, "floor": floor_pid}
+        pids = {name: daemon.process.pid for name in ("sdk", "sdk-grpc", "bare")}
+        pids["floor"] = floor_pid
         if etcd is not None:
-            etcd_addr, pids["etcd"] = stack.enter_context(etcd_server(root, etcd))
-            agents["etcd"] = Agent("etcd", etcd_addr, "etcd")
+            peer = stack.enter_context(EtcdProcess(root / "etcd", etcd))
+            assert peer.process is not None
+            agents["etcd"] = Agent("etcd", peer.addr, "etcd")
+            agents["etcd-unix"] = Agent("etcd", peer.unix_addr, "etcd-unix")
+            pids["etcd"] = pids["etcd-unix"] = peer.process.pid
         took = steps_in_turn(agents, warm, steps)
         cpu_used = {}
         for name, agent in agents.items():

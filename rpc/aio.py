@@ -50,7 +50,12 @@ class CallContext:
     @classmethod
     def of(cls, context: grpc.aio.ServicerContext, timeout_ms: int = 0) -> CallContext:
         """The context of a call on `context`'s RPC, with its own `timeout_ms` (0: none) if it has one."""
-        remaining = context.time_remaining()
+        return cls.within(context.time_remaining(), timeout_ms)
+
+    @classmethod
+    def within(cls, remaining: float | None, timeout_ms: int = 0) -> CallContext:
+        """The context of a call with `remaining` seconds (None: no deadline), or its own
+        `timeout_ms` (0: none) if that is sooner."""
         if timeout_ms:
             remaining = timeout_ms / 1000 if remaining is None else min(remaining, timeout_ms / 1000)
         return cls(None if remaining is None else time.monotonic() + remaining)

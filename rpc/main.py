@@ -208,6 +208,16 @@ def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParse
             "default %(default)s)"
         ),
     )
+    parser.add_argument(
+        "--local-socket",
+        default=env.get("STATEHOUSE_LOCAL_SOCKET", "auto"),
+        help=(
+            "the Unix socket that SDK clients on this machine send their calls on once they have "
+            "reached the daemon over --addr: auto = one for this data directory in "
+            "$XDG_RUNTIME_DIR/statehoused-<uid> (or under /tmp), off = none, or a path "
+            "(env STATEHOUSE_LOCAL_SOCKET, default %(default)s)"
+        ),
+    )
     limits = [
         ("--max-open-txns", "STATEHOUSE_MAX_OPEN_TXNS", 10_000, "open transactions per namespace"),
         ("--max-ops-per-txn", "STATEHOUSE_MAX_OPS_PER_TXN", 10_000, "writes/deletes per transaction"),

@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from actors import ActorConfig, ActorSystem, SnapshotPolicy
 from rpc import affinity, aio
+from rpc.local import AUTO, LocalSessions, LocalSocketError
 from rpc.monitor import AddressError, Monitor
 from rpc.servicer import StatehouseServicer
 from rpc.session import Sessions
@@ -63,6 +64,9 @@ class DaemonConfig:
     sync_method: str = "flush_wal"
     # The CPU the daemon's Python threads are kept on: "auto", "off" or a number (rpc.affinity).
     pin_cpu: str = "auto"
+    # The Unix socket that SDK clients on this machine send their calls on (rpc/local.py):
+    # "auto" (in a directory of this user's under $XDG_RUNTIME_DIR or /tmp), "off", or a path.
+    local_socket: str = "auto"
     actors: ActorConfig = field(default_factory=ActorConfig)
     snapshot_dir: Path | None = None  # default: "<data_dir>.snapshots" beside the data directory
     snapshot_keep: int = 0
@@ -122,15 +126,16 @@ class DaemonConfig:
 # http_addr, snapshot_dir and the three retain_ settings are converted by DaemonConfig itself.
 SETTINGS = (
     "addr", "http_addr", "data_dir", "max_value_bytes", "txn_timeout_ms", "max_txn_timeout_ms",
-    "sync_method", "pin_cpu", "watch_max_events", "watch_max_bytes", "max_streams", "max_sessions",
-    "max_open_txns", "max_ops_per_txn", "max_txn_bytes", "max_message_bytes", "snapshot_dir",
-    "snapshot_every_commits", "snapshot_every_seconds", "snapshot_keep", "retain_versions",
-    "retain_seconds", "retain_namespace", "retention_every_seconds", "log_level", "log_format",
+    "sync_method", "pin_cpu", "local_socket", "watch_max_events", "watch_max_bytes", "max_streams",
+    "max_sessions", "max_open_txns", "max_ops_per_txn", "max_txn_bytes", "max_message_bytes",
+    "snapshot_dir", "snapshot_every_commits", "snapshot_every_seconds", "snapshot_keep",
+    "retain_versions", "retain_seconds", "retain_namespace", "retention_every_seconds", "log_level",
+    "log_format",
 )  # fmt: skip
 _SAME_NAMED = (
     "addr", "max_value_bytes", "max_message_bytes", "max_streams", "max_sessions", "sync_method",
-    "snapshot_keep", "snapshot_every_commits", "snapshot_every_seconds", "pin_cpu", "log_level",
-    "log_format",
+    "snapshot_keep", "snapshot_every_commits", "snapshot_every_seconds", "pin_cpu", "local_socket",
+    "log_level", "log_format",
 )  # fmt: skip
 _ACTOR_FIELDS = {
     "txn_timeout_ms": "default_txn_timeout_ms",
@@ -394,6 +399,7 @@ class Daemon:
         self.monitor: Monitor | None = None
         self._pools: Pools | None = None
         self.sessions: Sessions | None = None
+        self.local: LocalSessions | None = None  # the local socket, if one is served
         self._health: HealthService | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
@@ -431,6 +437,7 @@ class Daemon:
                     served.sessions,
                 )
                 self._on_loop(self.server.start())
+                self._start_local()
                 if self.config.http_addr is not None:
                     try:
                         self.monitor = Monitor(
@@ -455,9 +462,38 @@ class Daemon:
             last_commit_ts=self.store.last_commit_ts,
             event_loop=type(self._loop).__module__.split(".")[0],
             pin_cpu=self.cpu,
+            local_socket=self.local_socket,
             grpc_experiments=os.environ.get("GRPC_EXPERIMENTS", ""),  # see rpc/__init__.py
         )
         return self
+
+    def _start_local(self) -> None:
+        """Serve the local socket (rpc/local.py) and name it on Session streams. A path asked
+        for that cannot be served stops the start; "auto" that cannot goes on without one."""
+        assert self.sessions is not None
+        try:
+            path = LocalSessions.where(self.config.local_socket, self.config.data_dir)
+            if path is None:
+                return
+            assert self.system is not None
+            local = LocalSessions(
+                self.sessions, path, self.config.max_message_bytes, self.system.metrics.registry
+            )
+            self._on_loop(local.start())
+        except LocalSocketError as exc:
+            if self.config.local_socket != AUTO:
+                raise AddressInUse(str(exc)) from None
+            log.warning("server.local_socket_unavailable", error=str(exc))
+            return
+        self.local = local
+        entry = local.announcement()
+        if entry is not None:
+            self.sessions.announce(entry)
+
+    @property
+    def local_socket(self) -> str | None:
+        """The path of the local socket served, or None for none."""
+        return None if self.local is None else str(self.local.path)
 
     @property
     def http_addr(self) -> str | None:
@@ -477,8 +513,11 @@ class Daemon:
                 # Watches would hold the server for its whole grace period: end them
                 # now, telling each client where to resume.
                 self.system.watches.close()
-            if self.server is not None:
-                self._on_loop(self.server.stop(self.config.shutdown_grace_seconds))
+            grace = self.config.shutdown_grace_seconds
+            stopping = [part.stop(grace) for part in (self.local, self.server) if part is not None]
+            if stopping:  # together: each lets its calls in flight finish within the grace period
+                self._on_loop(_together(stopping))
+            self.local = None
             if self._pools is not None:
                 self._pools.shutdown()
             if self.monitor is not None:
@@ -507,6 +546,10 @@ class Daemon:
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.close()
+
+
+async def _together(work: list[Awaitable[Any]]) -> None:
+    await asyncio.gather(*work)
 
 
 async def _call(function: Callable[..., Any], *args: Any) -> Any:

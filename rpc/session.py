@@ -62,21 +62,46 @@ class Sessions:
     def open(self) -> int:
         return self._open
 
+    def enter(self) -> bool:
+        """Count one more session open (a stream, or a local connection: rpc/local.py);
+        False, and nothing counted, if `limit` are open already."""
+        if self._open >= self._limit:
+            return False
+        self._open += 1
+        return True
+
+    def leave(self) -> None:
+        self._open -= 1
+
+    def announce(self, entry: tuple[str, str]) -> None:
+        """Send `entry` too in the initial metadata of every stream from now on."""
+        self._metadata = (*self._metadata, entry)
+
+    def count_error(self, code: grpc.StatusCode) -> None:
+        self._count_error(code)
+
+    def refusal(self, code: grpc.StatusCode) -> pb.SessionResponse:
+        """What a session refused with `code` is told (RESOURCE_EXHAUSTED: full)."""
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            message = (
+                f"{self._limit} sessions are open, the most this daemon allows (--max-sessions); "
+                "send calls as RPCs of their own"
+            )
+        else:
+            message = "the daemon is stopping"
+        return pb.SessionResponse(id=0, code=code.value[0], message=message)
+
     async def serve(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
         """The stream's answers (serialized SessionResponses), one per request, in order."""
-        if self._open >= self._limit:
-            self._count_error(grpc.StatusCode.RESOURCE_EXHAUSTED)
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{self._limit} sessions are open, the most this daemon allows (--max-sessions); "
-                "send calls as RPCs of their own",
-            )
-        if self._metadata:
-            await context.send_initial_metadata(self._metadata)
-        self._open += 1
+        if not self.enter():
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED
+            self._count_error(code)
+            await context.abort(code, self.refusal(code).message)
         try:
+            if self._metadata:
+                await context.send_initial_metadata(self._metadata)
             async for raw in requests:
                 try:
                     request = pb.SessionRequest.FromString(raw)
@@ -86,15 +111,14 @@ class Sessions:
                         grpc.StatusCode.INVALID_ARGUMENT,
                         "a session message is not a valid statehouse.v1.SessionRequest",
                     )
-                answer = await self.answer(request, context)
+                answer = await self.answer(request, context.time_remaining())
                 yield answer.SerializeToString()
         finally:
-            self._open -= 1
+            self.leave()
 
-    async def answer(
-        self, request: pb.SessionRequest, stream: grpc.aio.ServicerContext
-    ) -> pb.SessionResponse:
-        """Run one call through its unary behaviour; its response, or its status and trailers."""
+    async def answer(self, request: pb.SessionRequest, remaining: float | None) -> pb.SessionResponse:
+        """Run one call through its unary behaviour; its response, or its status and trailers.
+        `remaining`: seconds left of the session's own deadline (None: it has none)."""
         behaviour = self._unary.get(request.method)
         if behaviour is None:
             code = grpc.StatusCode.UNIMPLEMENTED
@@ -105,7 +129,7 @@ class Sessions:
                 message=f"{request.method!r} is not a unary method of statehouse.v1.StatehouseService "
                 "(streaming calls cannot be sent on a session)",
             )
-        context = CallContext.of(stream, request.timeout_ms)
+        context = CallContext.within(remaining, request.timeout_ms)
         try:
             response = await behaviour(request.request, context)
         except CallAborted as aborted:

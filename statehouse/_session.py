@@ -35,6 +35,7 @@ from typing import Any
 
 import grpc
 
+from statehouse import _local
 from statehouse._affinity import KeepOff, daemon_cpu
 from statehouse._proto import statehouse_pb2 as pb
 
@@ -125,19 +126,36 @@ class Lanes:
     client's sessions on an I/O loop").
     """
 
-    def __init__(self, target: str, options: list[tuple[str, int]], max_lanes: int = MAX_LANES) -> None:
+    def __init__(
+        self, target: str, options: list[tuple[str, int]], max_lanes: int = MAX_LANES, local: bool = True
+    ) -> None:
         self._target, self._options, self._max = target, options, max_lanes
+        self._use_local = local  # whether to use the daemon's local socket once it is named
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lanes: AsyncLanes | None = None
         self._channel: grpc.aio.Channel | None = None
         self._closed = False
+        # The daemon's local socket, once a stream has named it (statehouse._local), and the
+        # ones found unusable, not tried again.
+        self._local: LocalLanes | None = None
+        self._unusable: set[_local.Place] = set()
+        self._sweep: asyncio.TimerHandle | None = None
 
     def call(self, method: str, request: Any, timeout: float) -> Any:
         """The call's response message, or None if it must be made as an RPC of its own.
 
         Raises grpc.RpcError (a CallError, or grpc's own) as the call would.
         """
+        local = self._local
+        if local is not None:
+            response = local.call(method, request, timeout)
+            if response is not None:
+                if self._sweep is None:
+                    self._sweep_later()
+                return response
+            if local.unusable:
+                self._forget(local)
         started = self._started()
         if started is None:
             return None
@@ -158,11 +176,57 @@ class Lanes:
             raise CallError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
         return slot.outcome()
 
+    def _learned(self, place: _local.Place) -> None:
+        """A stream named the daemon's local socket: calls go there from now on (unless it
+        was found unusable before). Called on the I/O loop."""
+        with self._lock:
+            if self._closed or place in self._unusable:
+                return
+            old = self._local
+            if old is not None and old.place == place:
+                return
+            self._local = LocalLanes(place, self._max)
+        if old is not None:
+            old.close()
+
+    def _forget(self, local: LocalLanes) -> None:
+        with self._lock:
+            self._unusable.add(local.place)
+            if self._local is local:
+                self._local = None
+        local.close()
+
+    def _sweep_later(self) -> None:
+        """Close the local lanes that stay idle for IDLE_SECONDS (a timer on the I/O loop)."""
+        loop = self._loop
+        if loop is None:
+            return
+
+        def sweep() -> None:
+            local = self._local
+            if local is not None and local.close_idle(IDLE_SECONDS):
+                self._sweep = loop.call_later(IDLE_SECONDS / 2, sweep)
+            else:
+                self._sweep = None
+
+        def start() -> None:
+            if self._sweep is _SWEEP_STARTING:
+                self._sweep = loop.call_later(IDLE_SECONDS / 2, sweep)
+
+        self._sweep = _SWEEP_STARTING
+        try:
+            loop.call_soon_threadsafe(start)
+        except RuntimeError:  # the loop has stopped (the interpreter is exiting)
+            pass
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            local, self._local = self._local, None
             loop, lanes, channel = self._loop, self._lanes, self._channel
             self._lanes = self._channel = None
+        if local is not None:
+            local.close()
         if loop is None or lanes is None or channel is None:
             return
 
@@ -187,7 +251,14 @@ class Lanes:
                     # Made on the loop: a grpc.aio channel belongs to the loop it is made on.
                     channel = grpc.aio.insecure_channel(self._target, options=self._options)
                     # The loop's thread keeps off the CPU of a daemon on this machine.
-                    return channel, AsyncLanes(channel, self._max, on_daemon_cpu=_IO_KEEP_OFF.avoid)
+                    lanes = AsyncLanes(
+                        channel,
+                        self._max,
+                        on_daemon_cpu=_IO_KEEP_OFF.avoid,
+                        on_local=self._learned,
+                        local=self._use_local,
+                    )
+                    return channel, lanes
 
                 self._channel, self._lanes = asyncio.run_coroutine_threadsafe(open_channel(), loop).result()
                 self._loop = loop
@@ -269,6 +340,152 @@ def io_loop() -> asyncio.AbstractEventLoop:
         return _IO_LOOP
 
 
+class LocalLanes:
+    """The lanes of one `Statehouse` on the daemon's local socket (statehouse._local), at
+    most `max_lanes`, each used by the calling thread itself: no hand-off to the I/O loop."""
+
+    def __init__(self, place: _local.Place, max_lanes: int) -> None:
+        self.place = place
+        self._max = max_lanes
+        self._lock = threading.Lock()
+        self._idle: list[_local.LocalConnection] = []
+        self._busy: set[object] = set()  # connections with a call, and places being opened
+        self.unusable = False  # opening one failed: the client goes back to its streams
+        self._closed = False
+
+    def call(self, method: str, request: Any, timeout: float) -> Any:
+        """The call's response message, or None if it must be made another way (every lane
+        busy, the socket unusable, or the connection had ended before the call was sent).
+        Raises what `Lanes.call` raises."""
+        lane = self._take()
+        if lane is None:
+            return None
+        call_id = next(lane.ids)
+        try:
+            answer = lane.exchange(_request(call_id, method, request, timeout), timeout + WATCH_EVERY_SECONDS)
+        except _local.NotSent:
+            self._drop(lane)
+            return None
+        except BaseException as exc:
+            self._drop(lane)
+            if self._closed:
+                raise CallError(grpc.StatusCode.CANCELLED, "the client was closed") from None
+            if isinstance(exc, TimeoutError):
+                raise CallError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+            if isinstance(exc, _local.Broken):
+                raise CallError(grpc.StatusCode.UNAVAILABLE, "the daemon ended the session") from None
+            raise
+        if answer.id == 0 and answer.code:  # the daemon refused the message and closed
+            self._drop(lane)
+            raise _failure(answer)
+        self._give(lane)
+        return _response(method, _checked(answer, call_id))
+
+    def _take(self) -> _local.LocalConnection | None:
+        with self._lock:
+            if self._closed or self.unusable:
+                return None
+            if self._idle:
+                lane = self._idle.pop()
+                self._busy.add(lane)
+                return lane
+            if len(self._busy) >= self._max:
+                return None
+            opening = object()
+            self._busy.add(opening)
+        try:
+            lane = _local.LocalConnection(self.place)
+        except _local.Unusable:
+            with self._lock:
+                self._busy.discard(opening)
+                self.unusable = True
+            return None
+        with self._lock:
+            self._busy.discard(opening)
+            if not self._closed:
+                self._busy.add(lane)
+                return lane
+        lane.close()
+        return None
+
+    def _give(self, lane: _local.LocalConnection) -> None:
+        with self._lock:
+            self._busy.discard(lane)
+            if not self._closed:
+                lane.idle_since = time.monotonic()
+                self._idle.append(lane)
+                return
+        lane.close()
+
+    def _drop(self, lane: _local.LocalConnection) -> None:
+        with self._lock:
+            self._busy.discard(lane)
+        lane.close()
+
+    def close_idle(self, idle_seconds: float) -> bool:
+        """Close the lanes idle for `idle_seconds` or more; whether any lane is left open."""
+        now = time.monotonic()
+        with self._lock:
+            old = [lane for lane in self._idle if now - lane.idle_since >= idle_seconds]
+            self._idle = [lane for lane in self._idle if now - lane.idle_since < idle_seconds]
+            left = bool(self._idle or self._busy)
+        for lane in old:
+            lane.close()
+        return left
+
+    def close(self) -> None:
+        """Close every lane; a call waiting on one raises CANCELLED."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            busy = [lane for lane in self._busy if isinstance(lane, _local.LocalConnection)]
+        for lane in idle:
+            lane.close()
+        for lane in busy:
+            lane.wake()
+
+
+# Marks a sweep of local lanes as being scheduled on the I/O loop.
+_SWEEP_STARTING: Any = object()
+
+
+class _AsyncLocalLane:
+    """A lane of `AsyncLanes` on the daemon's local socket: the calls of `_AsyncLane`.
+    It connects on its first call, raising statehouse._local.Unusable if it cannot."""
+
+    __slots__ = ("_connection", "_place", "idle_since")
+
+    def __init__(self, place: _local.Place) -> None:
+        self._place = place
+        self._connection: _local.AsyncLocalConnection | None = None
+        self.idle_since = time.monotonic()
+
+    async def call(self, method: str, request: Any, timeout: float) -> pb.SessionResponse:
+        if self._connection is None:
+            self._connection = await _local.AsyncLocalConnection.open(self._place)
+        call_id = next(self._connection.ids)
+        try:
+            answer = await self._connection.exchange(_request(call_id, method, request, timeout))
+        except _local.NotSent:
+            raise _NotSent(grpc.StatusCode.UNAVAILABLE, False) from None
+        except _local.Broken:
+            raise CallError(grpc.StatusCode.UNAVAILABLE, "the daemon ended the session") from None
+        if answer.id == 0 and answer.code:  # the daemon refused the message and closed
+            raise _failure(answer)
+        return _checked(answer, call_id)
+
+    def ended(self) -> bool:
+        return self._connection is not None and self._connection.ended()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+
+    async def end(self) -> None:
+        if self._connection is not None:
+            await self._connection.end()
+
+
 class _NotSent(Exception):
     """A lane's stream ended before a call could be written on it, with `code`;
     `first`: it was the lane's first call (a refusal can look like INTERNAL then)."""
@@ -279,16 +496,16 @@ class _NotSent(Exception):
 
 
 class _AsyncLane:
-    """One Session stream of an asyncio client; one call at a time. `on_daemon_cpu` is
-    given the CPU the daemon names in the stream's metadata, if it runs on this machine."""
+    """One Session stream of an asyncio client; one call at a time. `on_metadata` is given
+    the stream's initial metadata once its first answer has come."""
 
-    __slots__ = ("_call", "_ids", "_on_daemon_cpu", "idle_since")
+    __slots__ = ("_call", "_ids", "_on_metadata", "idle_since")
 
-    def __init__(self, channel: grpc.aio.Channel, on_daemon_cpu: Callable[[int], None] | None) -> None:
+    def __init__(self, channel: grpc.aio.Channel, on_metadata: Callable[[Any], None] | None) -> None:
         call = channel.stream_stream(METHOD, response_deserializer=pb.SessionResponse.FromString)
         self._call = call()
         self._ids = itertools.count(1)
-        self._on_daemon_cpu = on_daemon_cpu
+        self._on_metadata = on_metadata
         self.idle_since = time.monotonic()
 
     async def call(self, method: str, request: Any, timeout: float) -> pb.SessionResponse:
@@ -302,14 +519,13 @@ class _AsyncLane:
         answer = await self._call.read()
         if answer is grpc.aio.EOF:
             raise CallError(grpc.StatusCode.UNAVAILABLE, "the daemon ended the session")
-        if self._on_daemon_cpu is not None:  # the stream's first answer: its metadata came before
-            note, self._on_daemon_cpu = self._on_daemon_cpu, None
+        if self._on_metadata is not None:  # the stream's first answer: its metadata came before
+            note, self._on_metadata = self._on_metadata, None
             try:
-                cpu = daemon_cpu(await self._call.initial_metadata())
-            except grpc.RpcError:  # only a hint: the call has its answer
-                cpu = None
-            if cpu is not None:
-                note(cpu)
+                metadata = await self._call.initial_metadata()
+            except grpc.RpcError:  # only hints: the call has its answer
+                metadata = None
+            note(metadata)
         return _checked(answer, call_id)
 
     def ended(self) -> bool:
@@ -340,15 +556,37 @@ class AsyncLanes:
         channel: grpc.aio.Channel,
         max_lanes: int = MAX_LANES,
         on_daemon_cpu: Callable[[int], None] | None = None,
+        on_local: Callable[[_local.Place], None] | None = None,
+        local: bool = True,
     ) -> None:
         self._channel = channel
+        self._use_local = local
         self._max = max_lanes
         self._on_daemon_cpu = on_daemon_cpu
-        self._idle: list[_AsyncLane] = []
-        self._open: set[_AsyncLane] = set()
+        # Where a stream's naming of the daemon's local socket goes: None, to these lanes
+        # themselves (`AsyncStatehouse`); `Lanes` takes it for its threads' own lanes.
+        self._on_local = on_local
+        self._local: _local.Place | None = None
+        self._unusable: set[_local.Place] = set()
+        self._idle: list[_AsyncLane | _AsyncLocalLane] = []
+        self._open: set[_AsyncLane | _AsyncLocalLane] = set()
         self._refused_until = 0.0
         self._closed = False
         self._sweep: asyncio.TimerHandle | None = None
+
+    def _noted(self, metadata: Any) -> None:
+        """A stream's initial metadata: the daemon's CPU and local socket, if it named them."""
+        if self._on_daemon_cpu is not None:
+            cpu = daemon_cpu(metadata)
+            if cpu is not None:
+                self._on_daemon_cpu(cpu)
+        place = _local.announced(metadata) if self._use_local else None
+        if place is None:
+            return
+        if self._on_local is not None:
+            self._on_local(place)
+        elif place not in self._unusable:
+            self._local = place
 
     async def call(self, method: str, request: Any, timeout: float) -> Any:
         """`Lanes.call`, awaited."""
@@ -375,6 +613,13 @@ class AsyncLanes:
             if expired and task.uncancel() <= cancelling:
                 raise CallError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
             raise
+        except _local.Unusable:
+            # The local socket cannot be used: this call, and the next, go over gRPC.
+            self._drop(lane)
+            if self._local is not None:
+                self._unusable.add(self._local)
+                self._local = None
+            return None
         except _NotSent as unsent:
             # Make this call as an RPC of its own. A new stream ended at once was refused: when
             # the daemon's answer races the first write, grpc reports INTERNAL instead of it.
@@ -428,19 +673,21 @@ class AsyncLanes:
             for lane in idle:
                 lane.close()
 
-    def _take(self) -> _AsyncLane | None:
+    def _take(self) -> _AsyncLane | _AsyncLocalLane | None:
+        local = self._local
         while self._idle:
-            lane = self._idle.pop()
-            if not lane.ended():
-                return lane
-            self._drop(lane)  # ended while idle (the daemon restarted): take another
+            idle = self._idle.pop()
+            if not idle.ended() and (local is None or isinstance(idle, _AsyncLocalLane)):
+                return idle
+            self._drop(idle)  # ended while idle (the daemon restarted), or a stream the socket replaces
         if self._closed or len(self._open) >= self._max or time.monotonic() < self._refused_until:
             return None
-        lane = _AsyncLane(self._channel, self._on_daemon_cpu)
+        lane: _AsyncLane | _AsyncLocalLane
+        lane = _AsyncLane(self._channel, self._noted) if local is None else _AsyncLocalLane(local)
         self._open.add(lane)
         return lane
 
-    def _give(self, lane: _AsyncLane) -> None:
+    def _give(self, lane: _AsyncLane | _AsyncLocalLane) -> None:
         if lane not in self._open:
             lane.close()
             return
@@ -449,7 +696,7 @@ class AsyncLanes:
         if self._sweep is None:
             self._sweep = asyncio.get_running_loop().call_later(IDLE_SECONDS, self._close_idle)
 
-    def _drop(self, lane: _AsyncLane) -> None:
+    def _drop(self, lane: _AsyncLane | _AsyncLocalLane) -> None:
         self._open.discard(lane)
         lane.close()
 

@@ -118,7 +118,7 @@ class AsyncStatehouse:
     docstring says whether it is. Every method raises a StatehouseError
     subclass for a failure (see statehouse.exceptions). Use it from one
     event loop: `async with AsyncStatehouse() as client`, or `await client.close()`.
-    `sessions`: as for `Statehouse`.
+    `sessions`, `local`: as for `Statehouse`.
     """
 
     def __init__(
@@ -129,6 +129,7 @@ class AsyncStatehouse:
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 -- frozen, so one shared default is fine
         sessions: bool = True,
+        local: bool = True,
     ) -> None:
         self.url = url or os.environ.get("STATEHOUSE_ADDR") or DEFAULT_ADDR
         self.namespace = _wire.namespace(namespace)
@@ -140,7 +141,7 @@ class AsyncStatehouse:
         self._reach = _retry.Reach(self.url, retry)
         self._grpc_stub = pb_grpc.StatehouseServiceStub(self._channel)
         # Unary calls go as messages of long-lived Session streams (statehouse._session).
-        self._lanes: AsyncLanes | None = AsyncLanes(self._channel) if sessions else None
+        self._lanes: AsyncLanes | None = AsyncLanes(self._channel, local=local) if sessions else None
         # Commits of concurrent tasks share round trips (see statehouse._batching).
         self._committer: AsyncCombiner[PendingCommit, int] = AsyncCombiner(
             self._commit_one, self._commit_many

@@ -177,6 +177,13 @@ class Statehouse:
     (the daemon's Session RPC), which costs the daemon about half what a
     call of its own does; calls fall back to plain RPCs when both are busy
     or the daemon has none. False: plain RPCs only.
+
+    `local`: when the daemon runs on this machine and names its local
+    socket on a session stream (`statehoused --local-socket`), send the
+    calls of the sessions on that socket from then on: the same messages
+    without gRPC's own work, about a quarter of a sequential commit's time.
+    False: over gRPC only. (Streams, such as watches and replays, always go
+    over gRPC.)
     """
 
     def __init__(
@@ -187,6 +194,7 @@ class Statehouse:
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 -- frozen, so one shared default is fine
         sessions: bool = True,
+        local: bool = True,
     ) -> None:
         self.url = url or os.environ.get("STATEHOUSE_ADDR") or DEFAULT_ADDR
         self.namespace = _wire.namespace(namespace)
@@ -198,7 +206,9 @@ class Statehouse:
         self._reach = _retry.Reach(self.url, retry)
         self._grpc_stub = pb_grpc.StatehouseServiceStub(self._channel)
         # Unary calls go as messages of long-lived Session streams (statehouse._session).
-        self._lanes: Lanes | None = Lanes(self.url, _wire.channel_options()) if sessions else None
+        self._lanes: Lanes | None = (
+            Lanes(self.url, _wire.channel_options(), local=local) if sessions else None
+        )
         # Commits, and point reads, of concurrent threads share round trips
         # (see statehouse._batching).
         self._committer: Combiner[PendingCommit, int] = Combiner(self._commit_one, self._commit_many)

@@ -49,17 +49,25 @@ def free_port() -> int:
 
 
 class EtcdProcess:
-    """`etcd` serving clients on 127.0.0.1:<free port>, its data and log under `data_dir`."""
+    """`etcd` serving clients on 127.0.0.1:<free port>, and on a Unix socket beside
+    `data_dir` (`unix_addr`, for a comparison with our SDK's local socket); its data and
+    log under `data_dir`."""
 
     def __init__(self, data_dir: str | os.PathLike[str], binary: str = "etcd") -> None:
         self.data_dir = Path(data_dir)
         self.binary = binary
         self.client_port = 0
+        self.unix_port = 0  # etcd names its Unix socket "localhost:<port>", in its working directory
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def addr(self) -> str:
         return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def unix_addr(self) -> str:
+        """The gRPC target of etcd's Unix socket."""
+        return f"unix:{self.data_dir.parent.absolute()}/localhost:{self.unix_port}"
 
     @property
     def log_path(self) -> Path:
@@ -68,13 +76,13 @@ class EtcdProcess:
     def start(self) -> EtcdProcess:
         if self.process is not None:
             raise RuntimeError("this EtcdProcess was started already")
-        self.client_port, peer_port = free_port(), free_port()
+        self.client_port, peer_port, self.unix_port = free_port(), free_port(), free_port()
         client_url, peer_url = f"http://{self.addr}", f"http://127.0.0.1:{peer_port}"
         command = [
             self.binary,
             "--name", "default",
-            "--data-dir", str(self.data_dir),
-            "--listen-client-urls", client_url,
+            "--data-dir", str(self.data_dir.absolute()),
+            "--listen-client-urls", f"{client_url},unix://localhost:{self.unix_port}",
             "--advertise-client-urls", client_url,
             "--listen-peer-urls", peer_url,
             "--initial-advertise-peer-urls", peer_url,
@@ -87,7 +95,9 @@ class EtcdProcess:
         ]  # fmt: skip
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir.parent
+            )
         try:
             self._wait_until_serving()
         except BaseException:

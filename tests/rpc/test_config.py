@@ -118,6 +118,7 @@ NOT_DEFAULTS = {
     "max_txn_timeout_ms": 99_999,
     "sync_method": "sync_write",
     "pin_cpu": "off",
+    "local_socket": "off",
     "watch_max_events": 77,
     "watch_max_bytes": 123_456,
     "max_streams": 2,

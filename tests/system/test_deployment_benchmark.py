@@ -60,6 +60,10 @@ def test_the_deployment_benchmark_runs_and_reports() -> None:
         # One agent's commits to both systems in turn, when there is a peer; the target uses them.
         assert ("| 1 agent, sequential commit in turn with the peer: p50 ms |" in out) == with_etcd, out
         assert ("sequential p50 <= 1.3x etcd's (commits in turn):" in out) == with_etcd, out
+        # ... beside etcd reached over its own Unix socket, as the SDK reaches ours.
+        unix_row = "| 1 agent, sequential commit in turn, etcd on its Unix socket: p50 ms |"
+        assert (unix_row in out) == with_etcd, out
+        assert ("against etcd on its Unix socket, the same commits in turn:" in out) == with_etcd, out
 
 
 def paired(*options: str) -> None:
@@ -134,9 +138,9 @@ def test_the_floor_benchmark_runs_the_floor_server_beside_ours() -> None:
         table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
         rows = {line.split("|")[1].strip(): line for line in table}
         with_etcd = path != no_etcd
-        expected = {"system", "sdk", "bare", "floor"} | ({"etcd"} if with_etcd else set())
-        assert set(rows) == expected, result.stdout
-        for name in ("sdk", "bare", "floor"):
+        peers = {"etcd", "etcd-unix"} if with_etcd else set()
+        assert set(rows) == {"system", "sdk", "sdk-grpc", "bare", "floor"} | peers, result.stdout
+        for name in ("sdk", "sdk-grpc", "bare", "floor", *peers):
             p50, p99, ratio, cpu = (cell.strip() for cell in rows[name].split("|")[2:6])
             assert 0 < float(p50) <= float(p99), rows[name]
             assert float(cpu) > 0, rows[name]  # the server's threads ran for its commits
