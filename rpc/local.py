@@ -53,6 +53,8 @@ log = structlog.get_logger("statehouse.rpc")
 KEY = "statehouse-local"
 AUTO = "auto"
 OFF = "off"
+# How long the check for a live socket at the path waits for it to take a connection.
+PROBE_SECONDS = 1.0
 # The longest path a Unix socket can be bound to everywhere (Linux allows 107 bytes, macOS 103).
 MAX_PATH_BYTES = 103
 
@@ -170,11 +172,16 @@ class LocalSessions:
                 f"cannot listen on the local socket {self.path}: a file that is not a socket is there"
             )
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(PROBE_SECONDS)  # a live daemon too busy to accept counts as live
         try:
             probe.connect(str(self.path))
         except ConnectionRefusedError:  # nobody listens: left by a daemon that is gone
             self.path.unlink()
             return
+        except TimeoutError:
+            raise LocalSocketError(
+                f"cannot listen on the local socket {self.path}: another process holds it"
+            ) from None
         except OSError as exc:
             raise LocalSocketError(f"cannot listen on the local socket {self.path}: {exc}") from None
         finally:
@@ -213,6 +220,7 @@ class _Connection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None  # answering the requests, while there are any
         self._counted = False
         self._ending = False  # no more requests are read
+        self._paused = False  # reading paused while the requests read are answered
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport = cast(asyncio.Transport, transport)  # uvloop's: not a subclass
@@ -254,8 +262,16 @@ class _Connection(asyncio.Protocol):
                 return
             del buffer[: 4 + size]
             self._requests.append(request)
-        if self._requests and self._task is None:
+        if not self._requests:
+            return
+        if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._answer())
+        elif not self._paused:
+            # A client sending ahead of its answers (or not reading them): read no more until
+            # those read are answered, so it holds a few requests and answers, not more.
+            assert self._transport is not None
+            self._transport.pause_reading()
+            self._paused = True
 
     async def _answer(self) -> None:
         requests, sessions = self._requests, self._sessions
@@ -280,8 +296,12 @@ class _Connection(asyncio.Protocol):
                 self._local.answered += 1
         finally:
             self._task = None
-            if self._ending and self._transport is not None:
-                self._transport.close()
+            if self._transport is not None:
+                if self._ending:
+                    self._transport.close()
+                elif self._paused:
+                    self._paused = False
+                    self._transport.resume_reading()
 
     def _refuse(self, code: grpc.StatusCode, message: str) -> None:
         """Answer a frame that cannot be taken with `code`, after the calls before it, and close."""
@@ -305,6 +325,8 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._ending = True
         self._transport = None
+        if self._task is not None:  # nobody to answer: the call goes on in its actor, unawaited
+            self._task.cancel()
         if self._counted:
             self._counted = False
             self._sessions.leave()

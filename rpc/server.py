@@ -436,8 +436,9 @@ class Daemon:
                     served.health,
                     served.sessions,
                 )
-                self._on_loop(self.server.start())
+                # Named on the first stream already: bound before the server takes calls.
                 self._start_local()
+                self._on_loop(self.server.start())
                 if self.config.http_addr is not None:
                     try:
                         self.monitor = Monitor(

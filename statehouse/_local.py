@@ -38,10 +38,14 @@ from google.protobuf.message import DecodeError
 
 from statehouse._affinity import boot_id
 from statehouse._proto import statehouse_pb2 as pb
+from statehouse._wire import MAX_MESSAGE_BYTES
 
 KEY = "statehouse-local"
-# How long opening a lane on the socket may take before the client gives up on it.
+# How long opening a lane on the socket may take before the client gives up on it (less if
+# the call's own timeout is sooner).
 CONNECT_SECONDS = 2.0
+# The longest answer read: what a gRPC answer may be (statehouse._wire), and a little more.
+MAX_FRAME_BYTES = MAX_MESSAGE_BYTES + 1024
 _FIRST_READ = 65536
 
 
@@ -67,7 +71,13 @@ def announced(metadata: Iterable[tuple[str, Any]] | None) -> Place | None:
 
 
 class Unusable(Exception):
-    """The local socket cannot be used (gone, refused, or another daemon's): use gRPC."""
+    """The local socket cannot be used now: use gRPC. `lasting`: not for this daemon's
+    run (gone, not ours to open, another daemon's); else for a while (it refused a
+    session, being full, or did not answer in time)."""
+
+    def __init__(self, message: str, lasting: bool = True) -> None:
+        super().__init__(message)
+        self.lasting = lasting
 
 
 class NotSent(Exception):
@@ -84,29 +94,49 @@ def frame(message: bytes) -> bytes:
 
 def _greeted(hello: pb.SessionResponse, place: Place) -> None:
     """Check the daemon's first message on a new connection (raises Unusable)."""
-    if hello.id != 0 or hello.code:
-        raise Unusable(f"the daemon refused the local socket: {hello.message}")
+    if hello.id != 0:
+        raise Unusable(f"{place.path} did not greet as a daemon does")
+    if hello.code:  # full (RESOURCE_EXHAUSTED), or stopping: perhaps not for long
+        raise Unusable(f"the daemon refused the local socket: {hello.message}", lasting=False)
     if hello.message != place.token:
         raise Unusable(f"{place.path} is another daemon's socket")
+
+
+def _unusable(exc: BaseException) -> Unusable:
+    """A failure to open a connection, as Unusable (a timeout does not last)."""
+    if isinstance(exc, Unusable):
+        return exc
+    return Unusable(str(exc) or type(exc).__name__, lasting=not isinstance(exc, TimeoutError))
+
+
+def _length(head: bytes | bytearray) -> int:
+    """A frame's length from its head; more than a message may be is a broken peer."""
+    length = int.from_bytes(head[:4], "big")
+    if length > MAX_FRAME_BYTES:
+        raise EOFError(f"a frame of {length} bytes is more than a message may be")
+    return length
 
 
 class LocalConnection:
     """One connection to the local socket, used by the calling thread itself, one
     exchange at a time. Opening it connects and checks the daemon's token (raises
-    Unusable). Not to be used again after an exchange raises."""
+    Unusable), within `timeout` seconds at most. Not to be used again after an exchange
+    raises."""
 
     __slots__ = ("_sock", "idle_since", "ids")
 
-    def __init__(self, place: Place) -> None:
+    def __init__(self, place: Place, timeout: float = CONNECT_SECONDS) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock = sock
+        deadline = time.monotonic() + min(timeout, CONNECT_SECONDS)
         try:
-            sock.settimeout(CONNECT_SECONDS)
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
             sock.connect(place.path)
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
             _greeted(self._read(), place)
         except (OSError, EOFError, DecodeError, Unusable) as exc:
             sock.close()
-            raise Unusable(str(exc) or type(exc).__name__) from None
+            raise _unusable(exc) from None
         self.ids = itertools.count(1)
         self.idle_since = time.monotonic()
 
@@ -135,7 +165,7 @@ class LocalConnection:
             if not more:
                 raise EOFError
             data += more
-        end = 4 + int.from_bytes(data[:4], "big")
+        end = 4 + _length(data)
         if len(data) >= end:
             return pb.SessionResponse.FromString(data[4:end])
         whole = bytearray(end)
@@ -167,7 +197,10 @@ class AsyncLocalConnection(asyncio.Protocol):
     def __init__(self) -> None:
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
+        # The call waiting for the next answer; from the start, the daemon's greeting (which
+        # can come before `open` gets the connection back).
         self._waiter: asyncio.Future[pb.SessionResponse] | None = None
+        self._greeting: asyncio.Future[pb.SessionResponse] | None = None
         self._ended = False
         self.ids = itertools.count(1)
 
@@ -178,11 +211,12 @@ class AsyncLocalConnection(asyncio.Protocol):
         try:
             async with asyncio.timeout(CONNECT_SECONDS):
                 _, connection = await loop.create_unix_connection(cls, place.path)
-                _greeted(await connection._answer(), place)
+                assert connection._greeting is not None  # made when connected
+                _greeted(await connection._greeting, place)
         except (OSError, TimeoutError, Broken, Unusable) as exc:
             if connection is not None:
                 connection.close()
-            raise Unusable(str(exc) or type(exc).__name__) from None
+            raise _unusable(exc) from None
         return connection
 
     async def exchange(self, message: bytes) -> pb.SessionResponse:
@@ -204,17 +238,18 @@ class AsyncLocalConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's: not a subclass
+        self._greeting = self._waiter = asyncio.get_running_loop().create_future()
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
         buffer += data
         while len(buffer) >= 4:
-            end = 4 + int.from_bytes(buffer[:4], "big")
-            if len(buffer) < end:
-                return
             try:
+                end = 4 + _length(buffer)
+                if len(buffer) < end:
+                    return
                 answer = pb.SessionResponse.FromString(bytes(buffer[4:end]))
-            except DecodeError:  # not the daemon we know
+            except (EOFError, DecodeError):  # not the daemon we know
                 self.close()
                 return
             del buffer[:end]
@@ -237,6 +272,9 @@ class AsyncLocalConnection(asyncio.Protocol):
         self._ended = True
         if self._transport is not None:
             self._transport.close()
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(Broken())
 
     async def end(self) -> None:
         self.close()

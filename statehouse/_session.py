@@ -151,8 +151,6 @@ class Lanes:
         if local is not None:
             response = local.call(method, request, timeout)
             if response is not None:
-                if self._sweep is None:
-                    self._sweep_later()
                 return response
             if local.unusable:
                 self._forget(local)
@@ -187,37 +185,26 @@ class Lanes:
                 return
             self._local = LocalLanes(place, self._max)
         if old is not None:
-            old.close()
+            old.retire()
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().call_later(IDLE_SECONDS / 2, self._close_idle)
+
+    def _close_idle(self) -> None:
+        """Close the local lanes idle for IDLE_SECONDS; every IDLE_SECONDS / 2, on the I/O
+        loop, while the client has local lanes."""
+        local = self._local
+        if local is None:
+            self._sweep = None
+            return
+        local.close_idle(IDLE_SECONDS)
+        self._sweep = asyncio.get_running_loop().call_later(IDLE_SECONDS / 2, self._close_idle)
 
     def _forget(self, local: LocalLanes) -> None:
         with self._lock:
             self._unusable.add(local.place)
             if self._local is local:
                 self._local = None
-        local.close()
-
-    def _sweep_later(self) -> None:
-        """Close the local lanes that stay idle for IDLE_SECONDS (a timer on the I/O loop)."""
-        loop = self._loop
-        if loop is None:
-            return
-
-        def sweep() -> None:
-            local = self._local
-            if local is not None and local.close_idle(IDLE_SECONDS):
-                self._sweep = loop.call_later(IDLE_SECONDS / 2, sweep)
-            else:
-                self._sweep = None
-
-        def start() -> None:
-            if self._sweep is _SWEEP_STARTING:
-                self._sweep = loop.call_later(IDLE_SECONDS / 2, sweep)
-
-        self._sweep = _SWEEP_STARTING
-        try:
-            loop.call_soon_threadsafe(start)
-        except RuntimeError:  # the loop has stopped (the interpreter is exiting)
-            pass
+        local.retire()
 
     def close(self) -> None:
         with self._lock:
@@ -350,14 +337,16 @@ class LocalLanes:
         self._lock = threading.Lock()
         self._idle: list[_local.LocalConnection] = []
         self._busy: set[object] = set()  # connections with a call, and places being opened
-        self.unusable = False  # opening one failed: the client goes back to its streams
-        self._closed = False
+        self.unusable = False  # for this daemon's run: the client goes back to its streams
+        self._paused_until = 0.0  # refused for a while (full, or slow to answer)
+        self._retired = False  # no more calls; those in flight finish
+        self._cancelled = False  # closed with the client: calls in flight are ended
 
     def call(self, method: str, request: Any, timeout: float) -> Any:
         """The call's response message, or None if it must be made another way (every lane
-        busy, the socket unusable, or the connection had ended before the call was sent).
-        Raises what `Lanes.call` raises."""
-        lane = self._take()
+        busy, the socket unusable for now, or the connection had ended before the call was
+        sent). Raises what `Lanes.call` raises."""
+        lane = self._take(timeout)
         if lane is None:
             return None
         call_id = next(lane.ids)
@@ -368,22 +357,24 @@ class LocalLanes:
             return None
         except BaseException as exc:
             self._drop(lane)
-            if self._closed:
+            if self._cancelled:
                 raise CallError(grpc.StatusCode.CANCELLED, "the client was closed") from None
             if isinstance(exc, TimeoutError):
                 raise CallError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
             if isinstance(exc, _local.Broken):
                 raise CallError(grpc.StatusCode.UNAVAILABLE, "the daemon ended the session") from None
             raise
-        if answer.id == 0 and answer.code:  # the daemon refused the message and closed
+        if answer.id != call_id:  # the daemon refused the message and closed, or is broken
             self._drop(lane)
-            raise _failure(answer)
+            if answer.id == 0 and answer.code:
+                raise _failure(answer)
+            _checked(answer, call_id)  # raises: an answer to another call
         self._give(lane)
-        return _response(method, _checked(answer, call_id))
+        return _response(method, answer)
 
-    def _take(self) -> _local.LocalConnection | None:
+    def _take(self, timeout: float) -> _local.LocalConnection | None:
         with self._lock:
-            if self._closed or self.unusable:
+            if self._retired or self.unusable or time.monotonic() < self._paused_until:
                 return None
             if self._idle:
                 lane = self._idle.pop()
@@ -394,15 +385,18 @@ class LocalLanes:
             opening = object()
             self._busy.add(opening)
         try:
-            lane = _local.LocalConnection(self.place)
-        except _local.Unusable:
+            lane = _local.LocalConnection(self.place, timeout)
+        except _local.Unusable as exc:
             with self._lock:
                 self._busy.discard(opening)
-                self.unusable = True
+                if exc.lasting:
+                    self.unusable = True
+                else:
+                    self._paused_until = time.monotonic() + REFUSED_SECONDS
             return None
         with self._lock:
             self._busy.discard(opening)
-            if not self._closed:
+            if not self._retired:
                 self._busy.add(lane)
                 return lane
         lane.close()
@@ -411,7 +405,7 @@ class LocalLanes:
     def _give(self, lane: _local.LocalConnection) -> None:
         with self._lock:
             self._busy.discard(lane)
-            if not self._closed:
+            if not self._retired:
                 lane.idle_since = time.monotonic()
                 self._idle.append(lane)
                 return
@@ -422,31 +416,31 @@ class LocalLanes:
             self._busy.discard(lane)
         lane.close()
 
-    def close_idle(self, idle_seconds: float) -> bool:
-        """Close the lanes idle for `idle_seconds` or more; whether any lane is left open."""
+    def close_idle(self, idle_seconds: float) -> None:
+        """Close the lanes idle for `idle_seconds` or more."""
         now = time.monotonic()
         with self._lock:
             old = [lane for lane in self._idle if now - lane.idle_since >= idle_seconds]
             self._idle = [lane for lane in self._idle if now - lane.idle_since < idle_seconds]
-            left = bool(self._idle or self._busy)
         for lane in old:
             lane.close()
-        return left
 
-    def close(self) -> None:
-        """Close every lane; a call waiting on one raises CANCELLED."""
+    def retire(self) -> None:
+        """Take no more calls: close the idle lanes; those with a call close when it ends."""
         with self._lock:
-            self._closed = True
+            self._retired = True
             idle, self._idle = self._idle, []
-            busy = [lane for lane in self._busy if isinstance(lane, _local.LocalConnection)]
         for lane in idle:
             lane.close()
+
+    def close(self) -> None:
+        """Close every lane; a call waiting on one raises CANCELLED (the client is closed)."""
+        with self._lock:
+            self._cancelled = True
+            busy = [lane for lane in self._busy if isinstance(lane, _local.LocalConnection)]
+        self.retire()
         for lane in busy:
             lane.wake()
-
-
-# Marks a sweep of local lanes as being scheduled on the I/O loop.
-_SWEEP_STARTING: Any = object()
 
 
 class _AsyncLocalLane:
@@ -568,6 +562,7 @@ class AsyncLanes:
         self._on_local = on_local
         self._local: _local.Place | None = None
         self._unusable: set[_local.Place] = set()
+        self._local_paused_until = 0.0
         self._idle: list[_AsyncLane | _AsyncLocalLane] = []
         self._open: set[_AsyncLane | _AsyncLocalLane] = set()
         self._refused_until = 0.0
@@ -613,10 +608,13 @@ class AsyncLanes:
             if expired and task.uncancel() <= cancelling:
                 raise CallError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
             raise
-        except _local.Unusable:
-            # The local socket cannot be used: this call, and the next, go over gRPC.
+        except _local.Unusable as unusable:
+            # The local socket cannot be used: this call, and the next, go over gRPC (for this
+            # daemon's run, or for a while after a refusal).
             self._drop(lane)
-            if self._local is not None:
+            if not unusable.lasting:
+                self._local_paused_until = time.monotonic() + REFUSED_SECONDS
+            elif self._local is not None:
                 self._unusable.add(self._local)
                 self._local = None
             return None
@@ -674,7 +672,7 @@ class AsyncLanes:
                 lane.close()
 
     def _take(self) -> _AsyncLane | _AsyncLocalLane | None:
-        local = self._local
+        local = self._local if time.monotonic() >= self._local_paused_until else None
         while self._idle:
             idle = self._idle.pop()
             if not idle.ended() and (local is None or isinstance(idle, _AsyncLocalLane)):

@@ -94,7 +94,7 @@ def commits_work(addr: str, kind: str, loop: LoopThread, count: int = 5) -> None
         sdk.close()
 
 
-def announced(daemon: Daemon) -> str:
+def named_on_streams(daemon: Daemon) -> str:
     """What the daemon names on its Session streams under KEY."""
     with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
         call = channel.stream_stream("/statehouse.v1.StatehouseService/Session")(iter(()))
@@ -155,7 +155,7 @@ def sdk_kind(request: pytest.FixtureRequest) -> str:
 
 
 def test_the_socket_is_named_with_this_runs_token_and_answers_calls(daemon: Daemon) -> None:
-    boot, token, path = announced(daemon).split(" ", 2)
+    boot, token, path = named_on_streams(daemon).split(" ", 2)
     assert path == daemon.local_socket and len(token) == 32
     assert boot == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     raw = Raw(path)
@@ -381,3 +381,106 @@ def test_clients_follow_a_restarted_daemon_to_its_new_socket(
             assert b"statehouse_local_sessions_open 1.0" in metrics, metrics
     finally:
         sdk.close()
+
+
+def test_a_refused_lane_leaves_the_calls_in_flight_alone(tmp_path: Path) -> None:
+    """A thread's call waits on one lane (the daemon stopped with SIGSTOP); another thread
+    cannot open a second (no greeting in time): that failure pauses the socket for new
+    lanes, and does not end the first call, which is answered once the daemon runs."""
+    with DaemonProcess(tmp_path / "data") as daemon:
+        client = Statehouse(daemon.addr, timeout=10, retry=None)
+        try:
+            client.health()
+            client.health()  # on the socket: one lane, idle
+            lanes = client._lanes
+            assert lanes is not None and lanes._local is not None
+            local = lanes._local
+            assert daemon.process is not None
+            daemon.process.send_signal(signal.SIGSTOP)
+            outcomes: list[Any] = []
+
+            def call() -> None:
+                try:
+                    outcomes.append(client.health())
+                except BaseException as exc:
+                    outcomes.append(exc)
+
+            first, second = threading.Thread(target=call), threading.Thread(target=call)
+            try:
+                first.start()
+                wait_until(lambda: len(local._busy) == 1, "the first call is on its lane")
+                second.start()  # opens a second lane: connects, and no greeting comes
+                wait_until(lambda: local._paused_until > 0, "the second lane was given up")
+            finally:
+                daemon.process.send_signal(signal.SIGCONT)
+            first.join(20)
+            second.join(20)
+            assert outcomes == ["ok", "ok"], outcomes
+            assert lanes._local is local and not local.unusable  # only paused, for a while
+        finally:
+            client.close()
+
+
+def test_the_async_client_gets_the_greeting_however_early_it_comes(daemon: Daemon) -> None:
+    """uvloop can hand the protocol the daemon's greeting before the connection is returned
+    to the code that opened it; every one of many connections must still be used."""
+
+    import uvloop
+
+    from statehouse._local import AsyncLocalConnection, announced
+
+    place = announced([(KEY, named_on_streams(daemon))])
+    assert place is not None
+
+    async def main() -> None:
+        for _ in range(60):
+            connection = await AsyncLocalConnection.open(place)
+            connection.close()
+
+    uvloop.run(main())
+
+
+def test_a_socket_that_is_not_a_daemons_is_not_used(tmp_path: Path) -> None:
+    """Whatever answers at the path (here a listener that sends a frame head of 4 GiB) is
+    found unusable, without reading on."""
+    from statehouse._local import LocalConnection, Place, Unusable
+
+    path = str(tmp_path / "other.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+
+    def answer() -> None:
+        connection, _ = server.accept()
+        connection.sendall(b"\xff\xff\xff\xff" + b"x" * 100)
+        connection.recv(1)
+        connection.close()
+
+    serving = threading.Thread(target=answer)
+    serving.start()
+    try:
+        with pytest.raises(Unusable, match="more than a message may be"):
+            LocalConnection(Place("t", path))
+    finally:
+        serving.join(10)
+        server.close()
+
+
+def test_requests_sent_ahead_are_answered_in_order(daemon: Daemon) -> None:
+    assert daemon.local_socket is not None
+    raw = Raw(daemon.local_socket)
+    try:
+        assert raw.read() is not None
+        frames = b"".join(
+            frame(
+                pb.SessionRequest(
+                    id=n, method="Commit", request=commit(f"ns:{n:024x}", f"k{n}", b"1").SerializeToString()
+                ).SerializeToString()
+            )
+            for n in range(1, 6)
+        )
+        raw.send(frames)  # five at once: read one at a time, answered in order
+        answers = [raw.read() for _ in range(5)]
+        assert [(a.id, a.code) for a in answers if a is not None] == [(n, 0) for n in range(1, 6)]
+    finally:
+        raw.close()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import statehouse
+from statehouse import _retry
 from statehouse.testing import DaemonProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,10 +24,15 @@ FIRST_CONNECT = statehouse.RetryPolicy().first_connect
 
 
 def nothing_listening() -> str:
-    """An address on which nothing listens (a port just bound and let go)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
+    """An address on which nothing listens (a port just bound and let go), and at which no
+    client of this process has reached a daemon before: a port an earlier test's daemon
+    had counts as a daemon restarting (statehouse._retry.Reach)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            addr = f"127.0.0.1:{sock.getsockname()[1]}"
+        if addr not in _retry._reached:
+            return addr
 
 
 def check_said(error: BaseException, addr: str) -> None:
