@@ -186,6 +186,12 @@ class Lanes:
             self._local = LocalLanes(place, self._max)
         if old is not None:
             old.retire()
+        lanes = self._lanes
+        if lanes is not None:
+            # The stream that named the socket goes idle once its call returns: let it go then,
+            # so that it holds none of the daemon's sessions, nor its stop (which waits for
+            # open streams).
+            asyncio.get_running_loop().call_soon(lanes.drop_idle_streams)
         if self._sweep is None:
             self._sweep = asyncio.get_running_loop().call_later(IDLE_SECONDS / 2, self._close_idle)
 
@@ -693,6 +699,14 @@ class AsyncLanes:
         self._idle.append(lane)
         if self._sweep is None:
             self._sweep = asyncio.get_running_loop().call_later(IDLE_SECONDS, self._close_idle)
+
+    def drop_idle_streams(self) -> None:
+        """Close the idle lanes that are gRPC streams (a client whose calls go on the local
+        socket now)."""
+        streams = [lane for lane in self._idle if isinstance(lane, _AsyncLane)]
+        self._idle = [lane for lane in self._idle if not isinstance(lane, _AsyncLane)]
+        for lane in streams:
+            self._drop(lane)
 
     def _drop(self, lane: _AsyncLane | _AsyncLocalLane) -> None:
         self._open.discard(lane)

@@ -121,6 +121,8 @@ def test_the_sdk_moves_to_the_local_socket_and_its_answers_mean_the_same(daemon:
     assert client.get_state("a", "k").version == 20  # the conflict lost nothing
     assert daemon.local.answered - before >= 22, daemon.local.answered - before
     assert daemon.local.open == 1  # one connection carried them, one call at a time
+    # ... and the stream that named the socket is let go: it held a session, and the daemon's stop.
+    wait_until(lambda: daemon.sessions is not None and daemon.sessions.open == 1, "only the socket's left")
     sdk.close()
     wait_until(lambda: daemon.sessions is not None and daemon.sessions.open == 0, "the sessions ended")
 

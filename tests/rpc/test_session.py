@@ -306,10 +306,11 @@ def test_an_idle_client_closes_its_sessions(
     """Both clients: a session idle for IDLE_SECONDS (30 s; 0.3 s here) is closed, so a client
     that stopped calling holds none of the daemon's --max-sessions; the next call opens one."""
     monkeypatch.setattr(statehouse._session, "IDLE_SECONDS", 0.3)
-    sdk.client.health()
+    client = sdk.connect(local=False)  # on gRPC streams (test_local.py has the socket's lanes)
+    client.health()
     assert daemon.sessions is not None and daemon.sessions.open == 1
     wait_until(lambda: daemon.sessions is not None and daemon.sessions.open == 0, "the idle session closed")
-    assert sdk.client.health() == "ok"
+    assert client.health() == "ok"
     assert daemon.sessions.open == 1
 
 
