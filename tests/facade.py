@@ -6,10 +6,12 @@ import asyncio
 import inspect
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import statehouse
 from statehouse import AsyncStatehouse, Statehouse
+from statehouse.testing import DaemonProcess
 
 RESULT_SECONDS = 120.0  # no call of a test should take this long
 
@@ -120,3 +122,16 @@ class SDK:
     def close(self) -> None:
         for client in self._clients:
             client.close()
+
+
+def client_of_a_stopped_daemon(
+    data_dir: Path, kind: str, loop: LoopThread, first: Callable[[Any], None] | None = None
+) -> tuple[SDK, str]:
+    """Clients of `kind` made while a daemon ran on `data_dir`, which then stopped (its client
+    reached it, and did `first(client)` if given); and the address to start the next at."""
+    with DaemonProcess(data_dir) as daemon:
+        sdk = SDK(kind, daemon.addr, loop)
+        assert sdk.client.health() == "ok"
+        if first is not None:
+            first(sdk.client)
+    return sdk, daemon.addr

@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
-from facade import SDK, LoopThread
+from facade import SDK, LoopThread, client_of_a_stopped_daemon
 from helpers import wait_until
 
 import statehouse
@@ -314,17 +314,6 @@ def test_what_is_at_the_path_already(tmp_path: Path) -> None:
     assert path.read_text() == "not mine"
 
 
-def test_sync_lanes_idle_on_the_socket_are_closed(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(statehouse._session, "IDLE_SECONDS", 0.3)
-    with Statehouse(f"127.0.0.1:{daemon.port}") as client:
-        client.health()
-        client.health()
-        assert daemon.local is not None and daemon.local.open == 1
-        wait_until(lambda: daemon.local is not None and daemon.local.open == 0, "the idle lane closed")
-        assert client.health() == "ok"
-        assert daemon.local.open == 1
-
-
 def test_a_call_waiting_on_the_socket_when_the_client_closes_ends(tmp_path: Path) -> None:
     """A thread waiting for an answer on the socket (the daemon stopped with SIGSTOP) is
     woken when its client is closed, with an error, long before its timeout."""
@@ -365,13 +354,12 @@ def _busy(client: Statehouse) -> list[object]:
 def test_clients_follow_a_restarted_daemon_to_its_new_socket(
     tmp_path: Path, sdk_kind: str, loop_thread: LoopThread
 ) -> None:
+    def on_the_socket(client: Any) -> None:
+        with client.begin_transaction() as tx:
+            tx.write("a", "k", 1)
+
     data_dir = tmp_path / "data"
-    with DaemonProcess(data_dir) as first:
-        addr = first.addr
-        sdk = SDK(sdk_kind, addr, loop_thread)
-        sdk.client.health()
-        with sdk.client.begin_transaction() as tx:
-            tx.write("a", "k", 1)  # on the socket
+    sdk, addr = client_of_a_stopped_daemon(data_dir, sdk_kind, loop_thread, first=on_the_socket)
     try:
         with DaemonProcess(data_dir, "--addr", addr) as second:
             for n in range(2, 5):  # the first finds the old socket gone, and is retried

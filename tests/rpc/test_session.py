@@ -300,15 +300,21 @@ def test_open_sessions_hold_no_daemon_thread(tmp_path: Path) -> None:
     assert during - before < 10, (before, during)
 
 
+@pytest.mark.parametrize("local", [False, True], ids=["grpc streams", "local socket"])
 def test_an_idle_client_closes_its_sessions(
-    daemon: Daemon, sdk: SDK, monkeypatch: pytest.MonkeyPatch
+    daemon: Daemon, sdk: SDK, monkeypatch: pytest.MonkeyPatch, local: bool
 ) -> None:
-    """Both clients: a session idle for IDLE_SECONDS (30 s; 0.3 s here) is closed, so a client
-    that stopped calling holds none of the daemon's --max-sessions; the next call opens one."""
+    """Both clients, on gRPC streams or the local socket: a session idle for IDLE_SECONDS
+    (30 s; 0.3 s here) is closed, so a client that stopped calling holds none of the daemon's
+    --max-sessions; the next call opens one."""
     monkeypatch.setattr(statehouse._session, "IDLE_SECONDS", 0.3)
-    client = sdk.connect(local=False)  # on gRPC streams (test_local.py has the socket's lanes)
+    client = sdk.connect(local=local)
+    assert daemon.sessions is not None and daemon.local is not None
     client.health()
-    assert daemon.sessions is not None and daemon.sessions.open == 1
+    if local:
+        client.health()  # the first went on a stream, which named the socket
+    wait_until(lambda: daemon.sessions is not None and daemon.sessions.open == 1, "one session open")
+    assert daemon.local.open == int(local)
     wait_until(lambda: daemon.sessions is not None and daemon.sessions.open == 0, "the idle session closed")
     assert client.health() == "ok"
     assert daemon.sessions.open == 1

@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
-from facade import SDK, LoopThread
+from facade import SDK, LoopThread, client_of_a_stopped_daemon
 
 import statehouse
 from actors import ActorConfig
@@ -134,10 +134,7 @@ def test_commit_sent_while_the_daemon_is_down_succeeds_once_it_is_back(
     tmp_path: Path, kind: str, loop_thread: LoopThread
 ) -> None:
     data_dir = tmp_path / "data"
-    with DaemonProcess(data_dir) as first:
-        addr = first.addr
-        sdk = SDK(kind, addr, loop_thread)
-        assert sdk.client.health() == "ok"
+    sdk, addr = client_of_a_stopped_daemon(data_dir, kind, loop_thread)
     try:
         client = sdk.connect(timeout=WAIT)
         attempts = Recorded(client, "Commit")
