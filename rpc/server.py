@@ -514,6 +514,9 @@ class Daemon:
                 # Watches would hold the server for its whole grace period: end them
                 # now, telling each client where to resume.
                 self.system.watches.close()
+            if self.sessions is not None:
+                # So would Session streams waiting for their next call: end them too.
+                self._on_loop(_call(self.sessions.stop))
             grace = self.config.shutdown_grace_seconds
             stopping = [part.stop(grace) for part in (self.local, self.server) if part is not None]
             if stopping:  # together: each lets its calls in flight finish within the grace period

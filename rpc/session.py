@@ -14,11 +14,20 @@ wants several in flight opens several streams. A stream is served on the
 server's event loop and holds no thread, but the number open at once is
 still bounded (`max_sessions`); past it the stream is refused with
 RESOURCE_EXHAUSTED and the client makes plain calls instead.
+
+When the daemon stops, a stream waiting for its next call is ended at once
+with UNAVAILABLE ("the daemon is stopping"), and one answering a call is
+ended so once the answer is sent: otherwise every idle client would hold
+the daemon's stop for its whole grace period. UNAVAILABLE, not CANCELLED,
+because a call the client sent just then was not run, and may be sent again
+(the SDK does).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from typing import NoReturn
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -27,6 +36,9 @@ from prometheus_client import CollectorRegistry, Gauge
 from rpc.aio import CallAborted, CallContext, Unary
 from rpc.status import ErrorCounter
 from statehouse._proto import statehouse_pb2 as pb
+
+# The reason a stream waiting for its next call is cancelled with by `Sessions.stop`.
+STOPPING = "the daemon is stopping"
 
 
 class Sessions:
@@ -49,6 +61,9 @@ class Sessions:
         self._metadata = metadata
         self._count_error = count_error
         self._open = 0
+        # The streams waiting for their next call (their tasks); ended at `stop`.
+        self._waiting: set[asyncio.Task[object]] = set()
+        self._stopping = False
         gauge = Gauge(
             "statehouse_sessions_open", "Session streams open (see --max-sessions)", registry=registry
         )
@@ -77,6 +92,14 @@ class Sessions:
         """Send `entry` too in the initial metadata of every stream from now on."""
         self._metadata = (*self._metadata, entry)
 
+    def stop(self) -> None:
+        """The daemon is stopping: end the streams waiting for a call now, and the others
+        once their call is answered (each with UNAVAILABLE). On the server's loop."""
+        self._stopping = True
+        for task in self._waiting:
+            task.cancel(STOPPING)
+        self._waiting.clear()
+
     def count_error(self, code: grpc.StatusCode) -> None:
         self._count_error(code)
 
@@ -88,7 +111,7 @@ class Sessions:
                 "send calls as RPCs of their own"
             )
         else:
-            message = "the daemon is stopping"
+            message = STOPPING
         return pb.SessionResponse(id=0, code=code.value[0], message=message)
 
     async def serve(
@@ -99,10 +122,27 @@ class Sessions:
             code = grpc.StatusCode.RESOURCE_EXHAUSTED
             self._count_error(code)
             await context.abort(code, self.refusal(code).message)
+        task = asyncio.current_task()
+        assert task is not None
         try:
             if self._metadata:
                 await context.send_initial_metadata(self._metadata)
-            async for raw in requests:
+            if self._stopping:  # came in as the daemon began to stop
+                await self._stopped(context)
+            incoming = aiter(requests)
+            while True:
+                self._waiting.add(task)
+                try:
+                    raw = await anext(incoming)
+                except StopAsyncIteration:
+                    return
+                except asyncio.CancelledError as cancelled:
+                    if cancelled.args != (STOPPING,):
+                        raise  # grpc's own: the client went away
+                    task.uncancel()
+                    await self._stopped(context)
+                finally:
+                    self._waiting.discard(task)
                 try:
                     request = pb.SessionRequest.FromString(raw)
                 except DecodeError:
@@ -113,8 +153,17 @@ class Sessions:
                     )
                 answer = await self.answer(request, context.time_remaining())
                 yield answer.SerializeToString()
+                if self._stopping:  # once this call is answered
+                    await self._stopped(context)
         finally:
             self.leave()
+
+    async def _stopped(self, context: grpc.aio.ServicerContext) -> NoReturn:
+        """End the stream: the daemon is stopping (no call of the stream's is running)."""
+        code = grpc.StatusCode.UNAVAILABLE
+        self._count_error(code)
+        await context.abort(code, self.refusal(code).message)
+        raise AssertionError("abort returned")  # grpc.aio's abort raises
 
     async def answer(self, request: pb.SessionRequest, remaining: float | None) -> pb.SessionResponse:
         """Run one call through its unary behaviour; its response, or its status and trailers.

@@ -22,7 +22,7 @@ from statehouse._batching import AsyncCombiner
 from statehouse._names import DEFAULT_NAMESPACE
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
 from statehouse._retry import RetryPolicy
-from statehouse._session import AsyncLanes
+from statehouse._session import AsyncLanes, cancelled_by_daemon
 from statehouse._transaction import BEGIN_TRANSACTION_DOC, PendingCommit, TransactionCore
 from statehouse._watch import AsyncWatch, ClosedStub, closed_client
 from statehouse.client import DEFAULT_ADDR, DEFAULT_TIMEOUT_SECONDS, TRANSACTION_DOC
@@ -190,7 +190,12 @@ class AsyncStatehouse:
         _fork.check()
         response = None if self._lanes is None else await self._lanes.call(rpc, request, timeout)
         if response is None:
-            response = await getattr(self._stub, rpc)(request, timeout=timeout)
+            try:
+                response = await getattr(self._stub, rpc)(request, timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                if isinstance(self._grpc_stub, ClosedStub):
+                    raise
+                raise cancelled_by_daemon(exc) from None
         return response
 
     async def _drive_stream(self, plan: _methods.Plan[None]) -> AsyncIterator[Any]:

@@ -22,7 +22,7 @@ from statehouse._names import DEFAULT_NAMESPACE
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
 from statehouse._retry import RetryPolicy
-from statehouse._session import Lanes
+from statehouse._session import Lanes, cancelled_by_daemon
 from statehouse._transaction import BEGIN_TRANSACTION_DOC, STAGE_AHEAD_BYTES, PendingCommit, TransactionCore
 from statehouse._watch import ClosedStub, Watch
 from statehouse.exceptions import (
@@ -255,7 +255,12 @@ class Statehouse:
         try:
             response = None if self._lanes is None else self._lanes.call(rpc, request, timeout)
             if response is None:
-                response = getattr(self._stub, rpc)(request, timeout=timeout)
+                try:
+                    response = getattr(self._stub, rpc)(request, timeout=timeout)
+                except grpc.RpcError as exc:
+                    if isinstance(self._grpc_stub, ClosedStub):
+                        raise
+                    raise cancelled_by_daemon(exc) from None
         except grpc.RpcError as exc:
             raise self._reach.failed(from_rpc_error(exc, in_txn)) from None
         self._reach.answered()

@@ -420,6 +420,62 @@ def test_closing_a_client_ends_its_sessions_as_finished(daemon: Daemon) -> None:
     assert daemon.sessions.open == 0
 
 
+@pytest.mark.parametrize("grace", [120.0, 0.0])
+@pytest.mark.parametrize("kind", SDK.KINDS)
+def test_a_stopping_daemon_ends_idle_sessions_and_clients_carry_on_after_its_restart(
+    daemon_config: DaemonConfig, loop_thread: LoopThread, kind: str, grace: float
+) -> None:
+    """Clients on gRPC streams (old SDKs, remote clients, `local=False`) hold sessions open
+    between calls. A daemon's stop ends them at once with UNAVAILABLE (the streams waiting for
+    a call) or after the call in flight is answered, rather than waiting out its grace period
+    (120 s); with no grace period, the calls in flight are cancelled. The clients, committing
+    all along, retry what was cut off (grpc's CANCELLED from a stopping daemon included) and
+    carry on against the restarted daemon, and every commit acknowledged is there once."""
+    config = replace(daemon_config, shutdown_grace_seconds=grace)
+    daemon = Daemon(config).start()
+    addr = f"127.0.0.1:{daemon.port}"
+    sdk = SDK(kind, addr, loop_thread)
+    agents = 4
+    clients = [sdk.connect(timeout=60, local=False) for _ in range(agents)]
+    acknowledged = [0] * agents
+    errors: list[BaseException] = []
+    restarted = threading.Event()
+
+    def agent(n: int) -> None:
+        try:
+            while not restarted.is_set() or acknowledged[n] < 200:
+                with clients[n].begin_transaction() as tx:
+                    tx.write("a", f"agent{n}", acknowledged[n] + 1)
+                acknowledged[n] += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=agent, args=(n,)) for n in range(agents)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: min(acknowledged) >= 20, "the agents are committing")
+        assert daemon.sessions is not None and daemon.sessions.open == agents
+        started = time.monotonic()
+        daemon.stop()
+        stopped_in = time.monotonic() - started
+        print(f"stopped in {stopped_in:.2f} s with {agents} clients committing on sessions")
+        assert stopped_in < 60, f"stopping took {stopped_in:.1f} s: session streams held it"
+        daemon = Daemon(replace(config, addr=addr)).start()
+        restarted.set()
+        for thread in threads:
+            thread.join(120)
+        assert not errors, errors
+        assert not any(thread.is_alive() for thread in threads)
+        for n in range(agents):
+            state = clients[n].get_state("a", f"agent{n}")
+            assert (state.value, state.version) == (acknowledged[n], acknowledged[n])
+    finally:
+        restarted.set()
+        sdk.close()
+        daemon.stop()
+
+
 FORK_FIRST = """
 import os, sys
 from statehouse import Statehouse
