@@ -81,17 +81,6 @@ _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 # What a daemon answers a Session stream it will not serve: calls then go as RPCs of their own.
-def cancelled_by_daemon(error: grpc.RpcError) -> grpc.RpcError:
-    """`error` of a call the client did not cancel itself: if it is CANCELLED, the daemon
-    cancelled the call as it stopped (a call it had taken in but not started, or one still
-    running at the end of its grace period), which is UNAVAILABLE to the SDK: retried, like a
-    call cut off by a daemon that went away (a commit's retry is applied once)."""
-    if error.code() != grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
-        return error
-    details = error.details()  # type: ignore[attr-defined]
-    return CallError(grpc.StatusCode.UNAVAILABLE, f"the daemon cancelled the call as it stopped ({details})")
-
-
 _REFUSALS = (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
@@ -512,12 +501,11 @@ class _AsyncLane:
     """One Session stream of an asyncio client; one call at a time. `on_metadata` is given
     the stream's initial metadata once its first answer has come."""
 
-    __slots__ = ("_call", "_closed", "_ids", "_on_metadata", "idle_since")
+    __slots__ = ("_call", "_ids", "_on_metadata", "idle_since")
 
     def __init__(self, channel: grpc.aio.Channel, on_metadata: Callable[[Any], None] | None) -> None:
         call = channel.stream_stream(METHOD, response_deserializer=pb.SessionResponse.FromString)
         self._call = call()
-        self._closed = False
         self._ids = itertools.count(1)
         self._on_metadata = on_metadata
         self.idle_since = time.monotonic()
@@ -530,10 +518,7 @@ class _AsyncLane:
             # The stream ended before this call went out: the daemon refused it, or
             # went away. Nothing of this call was sent.
             raise _NotSent(await self._call.code(), call_id == 1) from None
-        try:
-            answer = await self._call.read()
-        except grpc.aio.AioRpcError as exc:
-            raise exc if self._closed else cancelled_by_daemon(exc) from None
+        answer = await self._call.read()
         if answer is grpc.aio.EOF:
             raise CallError(grpc.StatusCode.UNAVAILABLE, "the daemon ended the session")
         if self._on_metadata is not None:  # the stream's first answer: its metadata came before
@@ -549,7 +534,6 @@ class _AsyncLane:
         return bool(self._call.done())
 
     def close(self) -> None:
-        self._closed = True
         self._call.cancel()
 
     async def end(self) -> None:

@@ -164,7 +164,7 @@ class Watch:
                     return False
                 if late.is_set():
                     raise DeadlineExceededError("the daemon did not start the watch in time") from None
-                error = from_rpc_error(exc, False)
+                error = from_rpc_error(exc, False, self._client._closed())
             finally:
                 timer.cancel()
             delay = attempts.backoff(error)
@@ -202,7 +202,7 @@ class Watch:
             except grpc.RpcError as exc:
                 if self._cancelled.is_set():
                     raise StopIteration from None
-                error = _stalled() if self._stalled else from_rpc_error(exc, False)
+                error = _stalled() if self._stalled else from_rpc_error(exc, False, self._client._closed())
             finally:
                 self._waiting_since = None
             self._stalled = False
@@ -318,7 +318,7 @@ class AsyncWatch:
         except grpc.aio.AioRpcError as exc:
             if self._cancelled:
                 return None
-            raise from_rpc_error(exc, False) from None
+            raise from_rpc_error(exc, False, self._client._closed()) from None
         if response is grpc.aio.EOF:
             if self._cancelled:
                 return None

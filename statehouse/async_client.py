@@ -22,7 +22,7 @@ from statehouse._batching import AsyncCombiner
 from statehouse._names import DEFAULT_NAMESPACE
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
 from statehouse._retry import RetryPolicy
-from statehouse._session import AsyncLanes, cancelled_by_daemon
+from statehouse._session import AsyncLanes
 from statehouse._transaction import BEGIN_TRANSACTION_DOC, PendingCommit, TransactionCore
 from statehouse._watch import AsyncWatch, ClosedStub, closed_client
 from statehouse.client import DEFAULT_ADDR, DEFAULT_TIMEOUT_SECONDS, TRANSACTION_DOC
@@ -153,6 +153,10 @@ class AsyncStatehouse:
         _fork.check()
         return self._grpc_stub
 
+    def _closed(self) -> bool:
+        """Whether `close` was called (a call it ended failed with CANCELLED)."""
+        return isinstance(self._grpc_stub, ClosedStub)
+
     # -- performing the steps of plans (statehouse._methods) ---------------------------
 
     async def _drive(self, plan: _methods.Plan[R]) -> R:
@@ -181,7 +185,7 @@ class AsyncStatehouse:
         try:
             response = await self._send(rpc, request, timeout)
         except grpc.RpcError as exc:
-            raise self._reach.failed(from_rpc_error(exc, in_txn)) from None
+            raise self._reach.failed(from_rpc_error(exc, in_txn, self._closed())) from None
         self._reach.answered()
         return response
 
@@ -190,12 +194,7 @@ class AsyncStatehouse:
         _fork.check()
         response = None if self._lanes is None else await self._lanes.call(rpc, request, timeout)
         if response is None:
-            try:
-                response = await getattr(self._stub, rpc)(request, timeout=timeout)
-            except grpc.aio.AioRpcError as exc:
-                if isinstance(self._grpc_stub, ClosedStub):
-                    raise
-                raise cancelled_by_daemon(exc) from None
+            response = await getattr(self._stub, rpc)(request, timeout=timeout)
         return response
 
     async def _drive_stream(self, plan: _methods.Plan[None]) -> AsyncIterator[Any]:
@@ -225,7 +224,7 @@ class AsyncStatehouse:
                     else:
                         raise TypeError(f"a stream plan yielded {step!r}")
                 except grpc.aio.AioRpcError as exc:
-                    error = from_rpc_error(exc, False)
+                    error = from_rpc_error(exc, False, self._closed())
                 except asyncio.CancelledError:
                     task = asyncio.current_task()
                     if task is not None and task.cancelling():

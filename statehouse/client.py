@@ -22,7 +22,7 @@ from statehouse._names import DEFAULT_NAMESPACE
 from statehouse._proto import statehouse_pb2 as pb
 from statehouse._proto import statehouse_pb2_grpc as pb_grpc
 from statehouse._retry import RetryPolicy
-from statehouse._session import Lanes, cancelled_by_daemon
+from statehouse._session import Lanes
 from statehouse._transaction import BEGIN_TRANSACTION_DOC, STAGE_AHEAD_BYTES, PendingCommit, TransactionCore
 from statehouse._watch import ClosedStub, Watch
 from statehouse.exceptions import (
@@ -220,6 +220,10 @@ class Statehouse:
         _fork.check()
         return self._grpc_stub
 
+    def _closed(self) -> bool:
+        """Whether `close` was called (a call it ended failed with CANCELLED)."""
+        return isinstance(self._grpc_stub, ClosedStub)
+
     # -- performing the steps of plans (statehouse._methods) ---------------------------
 
     def _drive(self, plan: _methods.Plan[R]) -> R:
@@ -255,14 +259,9 @@ class Statehouse:
         try:
             response = None if self._lanes is None else self._lanes.call(rpc, request, timeout)
             if response is None:
-                try:
-                    response = getattr(self._stub, rpc)(request, timeout=timeout)
-                except grpc.RpcError as exc:
-                    if isinstance(self._grpc_stub, ClosedStub):
-                        raise
-                    raise cancelled_by_daemon(exc) from None
+                response = getattr(self._stub, rpc)(request, timeout=timeout)
         except grpc.RpcError as exc:
-            raise self._reach.failed(from_rpc_error(exc, in_txn)) from None
+            raise self._reach.failed(from_rpc_error(exc, in_txn, self._closed())) from None
         self._reach.answered()
         return response
 
@@ -292,7 +291,7 @@ class Statehouse:
                     else:
                         raise TypeError(f"a stream plan yielded {step!r}")
                 except grpc.RpcError as exc:
-                    error = from_rpc_error(exc, False)
+                    error = from_rpc_error(exc, False, self._closed())
         finally:
             if stream is not None:
                 stream.cancel()

@@ -248,10 +248,21 @@ _IN_TRANSACTION: dict[grpc.StatusCode, type[StatehouseError]] = {
 }
 
 
-def from_rpc_error(error: grpc.RpcError, in_transaction: bool) -> StatehouseError:
+def from_rpc_error(error: grpc.RpcError, in_transaction: bool, client_closed: bool = True) -> StatehouseError:
     """The SDK exception for a failed call: a grpc.RpcError that is also a grpc.Call
-    (sync), or a grpc.aio.AioRpcError (async)."""
+    (sync), or a grpc.aio.AioRpcError (async).
+
+    `client_closed`: whether the client was closed, which ends its calls with CANCELLED.
+    A call that ends so while the client is open was cancelled by a daemon that is
+    stopping (one it had taken in but not started, or one still running at the end of its
+    grace period): that is UNAVAILABLE, retried like a call cut off by a daemon that went
+    away. (A call the application cancels raises asyncio.CancelledError or
+    KeyboardInterrupt, not this.)
+    """
     code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.CANCELLED and not client_closed:
+        details = f"the daemon cancelled the call as it stopped ({error.details()})"  # type: ignore[attr-defined]
+        return from_status(grpc.StatusCode.UNAVAILABLE, details, in_transaction)
     if code == grpc.StatusCode.ABORTED and in_transaction:
         conflict = _conflict_trailer(error.trailing_metadata())  # type: ignore[attr-defined]
         if conflict is not None:
